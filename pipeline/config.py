@@ -1,0 +1,332 @@
+"""Tessera's settings: one typed object, built once, from defaults < environment < flags.
+
+Every setting is declared exactly once, as a field of :class:`Config` whose metadata names its
+environment variable, its command-line flag, its parser and its help text. The CLI builds its
+flags from these declarations, ``tessera config`` prints them, and ``docs/operations.md``'s
+settings table is generated from them, so the three can never disagree.
+
+Where the original JIT system had a name for a setting (``JIT_ORCHESTRATOR_PORT``,
+``JIT_CAPACITY``, ...), that name is the environment variable; new settings use ``TESSERA_*``.
+
+Errors: :class:`ConfigError` (a :class:`~pipeline.errors.TesseraError`) names the key, the bad
+value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+Parser = Callable[[str], Any]
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("not a port number (0-65535, 0 picks a free port)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a number greater than 0")
+    return value
+
+
+def _host(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _optional_str(text: str) -> str | None:
+    text = text.strip()
+    return text or None
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def setting(
+    default: Any,
+    *,
+    env: str,
+    flag: str | None,
+    parse: Parser,
+    help: str,
+    group: str = "general",
+) -> Any:
+    """Declare one setting: a dataclass field carrying its env var, flag, parser and help."""
+    return field(
+        default=default,
+        metadata={"env": env, "flag": flag, "parse": parse, "help": help, "group": group},
+    )
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tessera"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting Tessera has. Build it with :func:`load`; never mutate it."""
+
+    data_dir: Path = setting(
+        _default_data_dir(),
+        env="TESSERA_DATA_DIR",
+        flag="--data-dir",
+        parse=_path,
+        help="folder for the embedded NATS store and run files",
+    )
+    nats_url: str | None = setting(
+        None,
+        env="NATS_URL",
+        flag="--nats-url",
+        parse=_optional_str,
+        help="connect to this NATS (a cluster in production) instead of starting one",
+        group="nats",
+    )
+    nats_host: str = setting(
+        "127.0.0.1",
+        env="TESSERA_NATS_HOST",
+        flag="--nats-host",
+        parse=_host,
+        help="address the embedded nats-server listens on",
+        group="nats",
+    )
+    nats_port: int = setting(
+        0,
+        env="TESSERA_NATS_PORT",
+        flag="--nats-port",
+        parse=_port,
+        help="port of the embedded nats-server (0: a free port, written to the data dir)",
+        group="nats",
+    )
+    nats_server_bin: str | None = setting(
+        None,
+        env="NATS_SERVER_BIN",
+        flag="--nats-server-bin",
+        parse=_optional_str,
+        help="nats-server binary (default: the one nats-server-bin installed, then PATH)",
+        group="nats",
+    )
+    nats_max_payload: int = setting(
+        8 * 1024 * 1024,
+        env="TESSERA_NATS_MAX_PAYLOAD",
+        flag="--nats-max-payload",
+        parse=_positive_int,
+        help="max message size of the embedded server in bytes (tiles larger than 640x360)",
+        group="nats",
+    )
+    nats_ready_timeout: float = setting(
+        10.0,
+        env="TESSERA_NATS_READY_TIMEOUT",
+        flag="--nats-ready-timeout",
+        parse=_positive_float,
+        help="seconds to wait for the embedded nats-server to accept clients",
+        group="nats",
+    )
+    host: str = setting(
+        "127.0.0.1",
+        env="JIT_ORCHESTRATOR_HOST",
+        flag="--host",
+        parse=_host,
+        help="address the HTTP gateway binds (loopback by default: safe)",
+        group="gateway",
+    )
+    port: int = setting(
+        8080,
+        env="JIT_ORCHESTRATOR_PORT",
+        flag="--port",
+        parse=_port,
+        help="port of the HTTP gateway",
+        group="gateway",
+    )
+    shutdown_timeout: float = setting(
+        10.0,
+        env="TESSERA_SHUTDOWN_TIMEOUT",
+        flag="--shutdown-timeout",
+        parse=_positive_float,
+        help="seconds a graceful stop may take before children are killed",
+    )
+    heartbeat_interval: float = setting(
+        1.0,
+        env="TESSERA_HEARTBEAT_INTERVAL",
+        flag="--heartbeat-interval",
+        parse=_positive_float,
+        help="seconds between liveness heartbeats of every service",
+    )
+    log_format: str = setting(
+        "text",
+        env="TESSERA_LOG_FORMAT",
+        flag="--log-format",
+        parse=_choice("text", "json"),
+        help="log lines as key=value text for people or JSON for machines",
+        group="logging",
+    )
+    verbose: bool = setting(
+        False,
+        env="TESSERA_VERBOSE",
+        flag="--verbose",
+        parse=_bool,
+        help="log debug details (-v)",
+        group="logging",
+    )
+
+    @property
+    def nats_store_dir(self) -> Path:
+        """Where the embedded nats-server keeps JetStream data."""
+        return self.data_dir / "nats"
+
+    @property
+    def nats_url_file(self) -> Path:
+        """Run file in which a running embedded server leaves its client URL."""
+        return self.data_dir / "nats.url"
+
+    @property
+    def binds_loopback(self) -> bool:
+        """True when the gateway only listens on a loopback address."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def settings() -> tuple[dataclasses.Field[Any], ...]:
+    """The declared settings, in declaration order."""
+    return dataclasses.fields(Config)
+
+
+def _parse(f: dataclasses.Field[Any], source: str, text: str) -> Any:
+    try:
+        return f.metadata["parse"](text)
+    except ValueError as exc:
+        reason = str(exc)
+        if "invalid literal" in reason or "could not convert" in reason:
+            reason = "not a number"
+        raise ConfigError(f"{source}={text!r}: {reason}") from exc
+
+
+def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Config:
+    """Build the config: defaults, then ``env`` (default ``os.environ``), then ``flags``.
+
+    ``flags`` maps field names to the raw text given on the command line.
+    """
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in settings():
+        raw = environ.get(f.metadata["env"])
+        if raw is not None:
+            values[f.name] = _parse(f, f.metadata["env"], raw)
+    by_name = {f.name: f for f in settings()}
+    for name, raw in (flags or {}).items():
+        if name not in by_name:
+            raise ConfigError(f"unknown setting {name!r}")
+        f = by_name[name]
+        values[name] = _parse(f, f.metadata["flag"] or name, raw)
+    return Config(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None = None) -> None:
+    """Add a flag for every setting (of ``groups``, default all) to ``parser``.
+
+    Flags are parsed as text and default to :data:`argparse.SUPPRESS`, so that only the flags a
+    user gave override the environment; :func:`from_namespace` then builds the config.
+    """
+    wanted = set(groups) if groups is not None else None
+    by_group: dict[str, argparse._ArgumentGroup] = {}
+    for f in settings():
+        meta = f.metadata
+        if meta["flag"] is None or (wanted is not None and meta["group"] not in wanted):
+            continue
+        group = by_group.get(meta["group"])
+        if group is None:
+            group = parser.add_argument_group(f"{meta['group']} settings")
+            by_group[meta["group"]] = group
+        default = f.default
+        shown = "unset" if default is None else default
+        help_text = f"{meta['help']} [env {meta['env']}; default {shown}]"
+        if meta["parse"] is _bool:
+            names = [meta["flag"], "-v"] if f.name == "verbose" else [meta["flag"]]
+            group.add_argument(
+                *names,
+                dest=f.name,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                meta["flag"],
+                dest=f.name,
+                metavar=f.name.upper(),
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+
+
+def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from parsed flags (only those given) over the environment."""
+    names = {f.name for f in settings()}
+    given = {k: v for k, v in vars(ns).items() if k in names}
+    return load(env=env, flags=given)
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per setting (flag, env var, default, help), for `tessera config` and the docs."""
+    rows = []
+    for f in settings():
+        default = f.default
+        rows.append(
+            {
+                "name": f.name,
+                "flag": f.metadata["flag"] or "",
+                "env": f.metadata["env"],
+                "default": "unset" if default is None else str(default),
+                "help": f.metadata["help"],
+                "group": f.metadata["group"],
+            }
+        )
+    return rows

@@ -1,0 +1,43 @@
+"""Tessera's error tree. Every error a user can see is one of these, with a one-line message
+that names the bad thing and, where it can, the fix.
+
+- ``TesseraError``: the root; the CLI prints ``str(error)`` and exits 1 (2 for usage errors).
+  - ``ConfigError``: a setting has a bad value (names the env var or flag and the value).
+  - ``NatsServerError``: the embedded nats-server could not be found, started or stopped.
+  - ``NatsUnavailableError``: no NATS to connect to (names the URL and how to start one).
+  - ``TopologyError``: an existing stream or bucket conflicts with the one Tessera declares.
+  - ``ProjectionError``: a projection could not be rebuilt or is in use.
+  - ``MessageError``: a message could not be decoded (names the subject).
+
+Third-party exceptions are translated where they are caught, with ``raise X(...) from exc``.
+"""
+
+from __future__ import annotations
+
+
+class TesseraError(Exception):
+    """Base of every error Tessera reports to a user."""
+
+
+class ConfigError(TesseraError):
+    """A setting has a value Tessera cannot use."""
+
+
+class NatsServerError(TesseraError):
+    """The embedded nats-server could not be found, started or stopped."""
+
+
+class NatsUnavailableError(TesseraError):
+    """There is no NATS server to connect to."""
+
+
+class TopologyError(TesseraError):
+    """An existing JetStream stream or bucket conflicts with Tessera's declaration."""
+
+
+class ProjectionError(TesseraError):
+    """A projection could not be applied or rebuilt."""
+
+
+class MessageError(TesseraError):
+    """A message on the bus could not be decoded."""

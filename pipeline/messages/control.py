@@ -1,0 +1,96 @@
+"""Request/reply control messages.
+
+- ``ctl.agent.<instance_id>``: :class:`StartWorker` / :class:`StopWorker` to an agent, answered
+  with :class:`CommandReply`.
+- ``ctl.session.<id>``: playback control of a JIT session (the same messages travel over the
+  WebRTC data channel), answered with :class:`CommandReply`; the worker reports each sent frame
+  with :class:`FrameReport`.
+- ``ctl.signal.<id>``: WHEP signalling relayed to the JIT worker: :class:`SignalOffer` answered
+  with :class:`SignalAnswer`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StartWorker(msgspec.Struct, frozen=True, kw_only=True, tag="start-worker/1"):
+    """Start a worker of ``kind`` for ``target`` with the given argument list."""
+
+    worker_id: str
+    kind: str
+    target: str
+    args: tuple[str, ...] = ()
+
+
+class StopWorker(msgspec.Struct, frozen=True, kw_only=True, tag="stop-worker/1"):
+    """Stop a worker (SIGTERM, then SIGKILL after the grace period)."""
+
+    worker_id: str
+    reason: str = "not-needed"
+
+
+class Play(msgspec.Struct, frozen=True, tag="play/1"):
+    """Start or resume playback at the current position."""
+
+
+class Pause(msgspec.Struct, frozen=True, tag="pause/1"):
+    """Stop sending frames; the position stays."""
+
+
+class Seek(msgspec.Struct, frozen=True, tag="seek/1"):
+    """Go to ``frame``: the next frame sent is exactly that frame."""
+
+    frame: int
+
+
+class Step(msgspec.Struct, frozen=True, tag="step/1"):
+    """Move ``delta`` frames (negative: back) and send that one frame."""
+
+    delta: int = 1
+
+
+class SetRate(msgspec.Struct, frozen=True, tag="rate/1"):
+    """Playback rate (1.0: real time)."""
+
+    rate: float
+
+
+class SelectChannels(msgspec.Struct, frozen=True, tag="channels/1"):
+    """Route these audio channels (0-based across all audio inputs, in order) to the output."""
+
+    channels: tuple[int, ...]
+
+
+SessionCommand = Play | Pause | Seek | Step | SetRate | SelectChannels
+AgentCommand = StartWorker | StopWorker
+
+
+class CommandReply(msgspec.Struct, frozen=True, kw_only=True, tag="reply/1"):
+    """The answer to a command: ``ok`` or a one-line ``error``."""
+
+    ok: bool
+    error: str = ""
+    position: int | None = None
+
+
+class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1"):
+    """Sent by a JIT worker for each video frame: its number and SMPTE timecode."""
+
+    frame: int
+    timecode: str
+    pts: float
+    playing: bool
+
+
+class SignalOffer(msgspec.Struct, frozen=True, kw_only=True, tag="offer/1"):
+    """A WHEP offer relayed over NATS."""
+
+    sdp: str
+
+
+class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="answer/1"):
+    """The worker's SDP answer, or a one-line error."""
+
+    sdp: str = ""
+    error: str = ""

@@ -1,0 +1,101 @@
+"""Liveness on stream ``HEARTBEATS`` (last message per subject): the dead-man switch is the
+age of the last heartbeat on a subject.
+
+- ``hb.viewer.<scope>.<id>``: :class:`ViewerHeartbeat`, someone watches a mosaic or session.
+- ``hb.worker.<id>``: :class:`WorkerHeartbeat`, with per-kind stats.
+- ``hb.instance.<id>``: :class:`InstanceHeartbeat`, an agent's capacity and workers.
+- ``hb.service.<service>.<id>``: :class:`ServiceHeartbeat`, control-plane services.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    at: float
+    """Wall-clock time of the beat, Unix seconds."""
+
+
+class ViewerHeartbeat(_Heartbeat, frozen=True, tag="hb.viewer/1"):
+    """A viewer asked for a playlist or is connected to a session."""
+
+    scope: Literal["mosaic", "session"]
+    id: str
+    client: str = ""
+
+
+class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
+    """What a grabber reports about its source."""
+
+    fps_in: float = 0.0
+    fps_out: float = 0.0
+    frames: int = 0
+    reconnects: int = 0
+    decode_errors: int = 0
+    dropped: int = 0
+    last_error: str = ""
+    connected: bool = False
+
+
+class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
+    """What a stitcher reports about its mosaic."""
+
+    fps: float = 0.0
+    late_frames: int = 0
+    encode_ms: float = 0.0
+    segments: int = 0
+    segment_bytes: int = 0
+    dead_tiles: int = 0
+    media_sequence: int = 0
+
+
+class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
+    """What a JIT worker reports about its session."""
+
+    position: int = 0
+    playing: bool = False
+    viewers: int = 0
+    fps: float = 0.0
+    seeks: int = 0
+
+
+Stats = GrabberStats | StitcherStats | JitStats
+
+
+class WorkerHeartbeat(_Heartbeat, frozen=True, tag="hb.worker/1"):
+    """A worker is alive; ``ready`` once it does its job."""
+
+    worker_id: str
+    kind: Literal["grabber", "stitcher", "jit"]
+    target: str
+    instance_id: str = ""
+    ready: bool = False
+    stats: Stats | None = None
+
+
+class InstanceHeartbeat(_Heartbeat, frozen=True, tag="hb.instance/1"):
+    """An agent is alive: capacity per worker kind, what it runs, since when."""
+
+    instance_id: str
+    capacity: dict[str, int] = msgspec.field(default_factory=dict)
+    used: dict[str, int] = msgspec.field(default_factory=dict)
+    workers: tuple[str, ...] = ()
+    started_at: float = 0.0
+    idle_since: float | None = None
+
+
+class ServiceHeartbeat(_Heartbeat, frozen=True, tag="hb.service/1"):
+    """A control-plane service is alive; ``position`` is how far it read ``EVENTS``."""
+
+    service: str
+    id: str
+    position: int = 0
+    caught_up: bool = False
+    running: bool = True
+    """False in the last beat of a service that stopped gracefully."""
+
+
+Heartbeat = ViewerHeartbeat | WorkerHeartbeat | InstanceHeartbeat | ServiceHeartbeat

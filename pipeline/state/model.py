@@ -1,0 +1,100 @@
+"""Projected state: what the KV buckets ``mosaics``, ``sessions``, ``instances`` and ``workers``
+hold, one entry per entity, each the fold of that entity's events.
+
+Each entry is stored as :class:`Projected`: the state with the ``EVENTS`` stream sequence of the
+last event folded into it, written together so that a redelivered event (sequence not above the
+stored one) is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+import msgspec
+
+from pipeline.messages.events import SessionInput, SessionOptions, Tile
+
+
+class MosaicState(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored mosaic config."""
+
+    fp: str
+    tiles: tuple[Tile, ...]
+    width: int
+    height: int
+    fps: int
+    cols: int | None = None
+    title: str = ""
+    created_at: float = 0.0
+    version: int = 0
+    """How many events were folded into this state."""
+
+
+SessionPhase = Literal["requested", "running", "ended", "failed"]
+
+
+class SessionState(msgspec.Struct, frozen=True, kw_only=True):
+    """A JIT session."""
+
+    session_id: str
+    phase: SessionPhase = "requested"
+    inputs: tuple[SessionInput, ...] = ()
+    options: SessionOptions = SessionOptions()
+    client: str = ""
+    worker_id: str = ""
+    instance_id: str = ""
+    endpoint: str = ""
+    requested_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    reason: str = ""
+    version: int = 0
+
+
+InstancePhase = Literal["launched", "ready", "terminated"]
+
+
+class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance (a local process group, container, VM or Nomad allocation)."""
+
+    instance_id: str
+    phase: InstancePhase = "launched"
+    provider: str = ""
+    external_id: str = ""
+    capacity: dict[str, int] = msgspec.field(default_factory=dict)
+    address: str = ""
+    launched_at: float = 0.0
+    ready_at: float | None = None
+    terminated_at: float | None = None
+    reason: str = ""
+    version: int = 0
+
+
+WorkerPhase = Literal["running", "stopped"]
+
+
+class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker process (grabber, stitcher, jit)."""
+
+    worker_id: str
+    kind: str = ""
+    target: str = ""
+    instance_id: str = ""
+    pid: int | None = None
+    phase: WorkerPhase = "running"
+    started_at: float = 0.0
+    stopped_at: float | None = None
+    reason: str = ""
+    exit_code: int | None = None
+    version: int = 0
+
+
+State = MosaicState | SessionState | InstanceState | WorkerState
+S = TypeVar("S", MosaicState, SessionState, InstanceState, WorkerState)
+
+
+class Projected(msgspec.Struct, Generic[S], frozen=True):
+    """A KV entry of a projection: the state and the stream sequence folded into it."""
+
+    seq: int
+    state: S
