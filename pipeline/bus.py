@@ -37,6 +37,13 @@ def resolve_url(config: Config) -> str:
 
 async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = False) -> Client:
     """Connect to ``url``. ``forever``: once connected, reconnect without limit (services)."""
+    holder: list[Client] = []
+
+    async def _log_disconnected() -> None:
+        # A disconnect while closing is the goodbye, not an outage.
+        if holder and not (holder[0].is_closed or holder[0].is_draining):
+            log.warning("disconnected from NATS; reconnecting", extra={"url": url})
+
     try:
         nc = await nats.connect(
             url,
@@ -45,12 +52,13 @@ async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = Fal
             allow_reconnect=True,
             # nats-py applies this to the first connect too, where -1 would retry forever: the
             # first connect is bounded, and only then does a service switch to "never give up".
-            max_reconnect_attempts=attempts,
+            max_reconnect_attempts=max(1, attempts),
             reconnect_time_wait=0.5,
             error_cb=_log_error,
             disconnected_cb=_log_disconnected if forever else None,
             reconnected_cb=_log_reconnected if forever else None,
         )
+        holder.append(nc)
     except (NoServersError, OSError, TimeoutError) as exc:
         raise NatsUnavailableError(
             f"cannot reach NATS at {url}: is `tessera up` running, or NATS_URL right?"
@@ -62,10 +70,6 @@ async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = Fal
 
 async def _log_error(exc: Exception) -> None:
     log.debug("nats client error: %s", exc)
-
-
-async def _log_disconnected() -> None:
-    log.warning("disconnected from NATS; reconnecting")
 
 
 async def _log_reconnected() -> None:

@@ -93,11 +93,22 @@ def setting(
     parse: Parser,
     help: str,
     group: str = "general",
+    shown: str | None = None,
 ) -> Any:
-    """Declare one setting: a dataclass field carrying its env var, flag, parser and help."""
+    """Declare one setting: a dataclass field carrying its env var, flag, parser and help.
+
+    ``shown`` is how the default is written in help and docs when it depends on the machine.
+    """
     return field(
         default=default,
-        metadata={"env": env, "flag": flag, "parse": parse, "help": help, "group": group},
+        metadata={
+            "env": env,
+            "flag": flag,
+            "parse": parse,
+            "help": help,
+            "group": group,
+            "shown": shown,
+        },
     )
 
 
@@ -116,6 +127,7 @@ class Config:
         flag="--data-dir",
         parse=_path,
         help="folder for the embedded NATS store and run files",
+        shown="$XDG_DATA_HOME/tessera or ~/.local/share/tessera",
     )
     nats_url: str | None = setting(
         None,
@@ -233,6 +245,21 @@ class Config:
             return False
 
 
+def _shown(f: dataclasses.Field[Any]) -> str:
+    if f.metadata["shown"] is not None:
+        return str(f.metadata["shown"])
+    return "unset" if f.default is None else str(f.default)
+
+
+def markdown_table() -> str:
+    """The settings as a markdown table (docs/operations.md embeds it; a test keeps it true)."""
+    lines = ["| flag | env var | default | what |", "| --- | --- | --- | --- |"]
+    for row in describe():
+        flag = f"`{row['flag']}`" if row["flag"] else ""
+        lines.append(f"| {flag} | `{row['env']}` | {row['default']} | {row['help']} |")
+    return "\n".join(lines) + "\n"
+
+
 def settings() -> tuple[dataclasses.Field[Any], ...]:
     """The declared settings, in declaration order."""
     return dataclasses.fields(Config)
@@ -284,8 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None 
         if group is None:
             group = parser.add_argument_group(f"{meta['group']} settings")
             by_group[meta["group"]] = group
-        default = f.default
-        shown = "unset" if default is None else default
+        shown = _shown(f)
         help_text = f"{meta['help']} [env {meta['env']}; default {shown}]"
         if meta["parse"] is _bool:
             names = [meta["flag"], "-v"] if f.name == "verbose" else [meta["flag"]]
@@ -318,13 +344,12 @@ def describe() -> list[dict[str, str]]:
     """One row per setting (flag, env var, default, help), for `tessera config` and the docs."""
     rows = []
     for f in settings():
-        default = f.default
         rows.append(
             {
                 "name": f.name,
                 "flag": f.metadata["flag"] or "",
                 "env": f.metadata["env"],
-                "default": "unset" if default is None else str(default),
+                "default": _shown(f),
                 "help": f.metadata["help"],
                 "group": f.metadata["group"],
             }

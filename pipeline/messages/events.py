@@ -43,7 +43,7 @@ class MosaicCreated(_Event, frozen=True, tag="mosaic.created/1"):
 # --- JIT sessions ----------------------------------------------------------------------------
 
 
-class SessionInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SessionInput(msgspec.Struct, frozen=True):
     """One input of a session: the first is the video, the others audio."""
 
     url: str
@@ -51,7 +51,7 @@ class SessionInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str | None = None
 
 
-class SessionOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SessionOptions(msgspec.Struct, frozen=True):
     """The JIT options of the original program, with its defaults (None: from the input)."""
 
     lowres: int = 0

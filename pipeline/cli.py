@@ -1,0 +1,211 @@
+"""The ``tessera`` command.
+
+Every subcommand takes the settings of :mod:`pipeline.config` as flags (over the environment,
+over the defaults). A user error prints one line, ``tessera: error: ...``, and exits 1 (usage
+errors: 2); never a traceback. Ctrl-C or SIGTERM stops a running command gracefully; a second
+one forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from pipeline import config as config_mod
+from pipeline import logs
+from pipeline.bus import connect, resolve_url
+from pipeline.config import Config
+from pipeline.errors import TesseraError
+
+log = logging.getLogger("tessera")
+
+EPILOG = """\
+Settings come from defaults < environment < flags; `tessera config` lists them all.
+Docs: docs/operations.md (settings, running), docs/events.md (every subject and message)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tessera",
+        description="Tessera: live HLS mosaics and just-in-time WebRTC review on NATS JetStream.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    up = sub.add_parser(
+        "up",
+        help="run everything on this machine (embedded NATS, gateway, projector)",
+        description="Run Tessera on this machine: an embedded nats-server with JetStream "
+        "(unless NATS_URL is set), the JetStream topology, the projector and the HTTP gateway. "
+        "Ctrl-C stops it all.",
+    )
+    config_mod.add_arguments(up)
+    up.set_defaults(run=_cmd_up)
+
+    events = sub.add_parser("events", help="read and replay the event log")
+    ev_sub = events.add_subparsers(dest="events_command", metavar="ACTION")
+    ev_sub.required = True
+    tail = ev_sub.add_parser(
+        "tail",
+        help="print events as JSON lines (nats: `nats sub 'events.>'`)",
+        description="Print the last events as JSON lines, then follow new ones.",
+    )
+    tail.add_argument(
+        "subject", nargs="?", default="events.>", help="subject filter (default events.>)"
+    )
+    tail.add_argument("-n", "--last", type=int, default=10, help="show the last N (default 10)")
+    tail.add_argument("--all", action="store_true", help="show the whole history")
+    tail.add_argument("--no-follow", action="store_true", help="exit once caught up")
+    config_mod.add_arguments(tail, groups=("general", "nats", "logging"))
+    tail.set_defaults(run=_cmd_events_tail)
+
+    replay = ev_sub.add_parser(
+        "replay",
+        help="rebuild every projection from EVENTS",
+        description="Wipe the projected state (KV mosaics, sessions, instances, workers) and "
+        "fold every event again. Stop `tessera up` first.",
+    )
+    config_mod.add_arguments(replay, groups=("general", "nats", "logging"))
+    replay.set_defaults(run=_cmd_events_replay)
+
+    cfg = sub.add_parser(
+        "config",
+        help="show every setting: flag, env var, default and current value",
+    )
+    cfg.add_argument(
+        "--markdown", action="store_true", help="print the settings table of docs/operations.md"
+    )
+    config_mod.add_arguments(cfg)
+    cfg.set_defaults(run=_cmd_config)
+    return parser
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+async def _until_signal(
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+    force: Callable[[], None],
+) -> None:
+    """Start, wait for SIGINT/SIGTERM, stop; a second signal calls ``force`` and exits."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            log.warning("second signal: forcing exit")
+            force()
+            raise SystemExit(130)
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stopping.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await start()
+        await stopping.wait()
+    finally:
+        await stop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.up import Stack
+
+    stack = Stack(config)
+
+    async def start() -> None:
+        await stack.start()
+        assert stack.gateway is not None
+        url = stack.gateway.url
+        print(
+            f"Tessera is up: {url}\n"
+            f"  health:  {url}/healthz\n"
+            f"  NATS:    {stack.nats_url}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+
+    await _until_signal(start, stack.stop, stack.kill)
+    return 0
+
+
+async def _cmd_events_tail(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.eventstail import tail
+
+    nc = await connect(resolve_url(config), name="tessera-events-tail")
+    try:
+        await tail(
+            nc.jetstream(),
+            lambda line: print(line, flush=True),
+            subject=args.subject,
+            last=None if args.all else args.last,
+            follow=not args.no_follow,
+        )
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _cmd_events_replay(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.progress import Progress
+    from pipeline.state.replay import replay
+
+    nc = await connect(resolve_url(config), name="tessera-events-replay")
+    bar = Progress("replay")
+    try:
+        applied = await replay(nc, nc.jetstream(), progress=bar.update)
+    finally:
+        bar.close()
+        await nc.close()
+    print(f"replayed EVENTS: {applied:,} events folded into the projections")
+    return 0
+
+
+async def _cmd_config(config: Config, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(config_mod.markdown_table(), end="")
+        return 0
+    rows = config_mod.describe()
+    width = max(len(r["flag"]) for r in rows)
+    env_width = max(len(r["env"]) for r in rows)
+    for row in rows:
+        current = getattr(config, row["name"])
+        value = "unset" if current is None else str(current)
+        print(f"{row['flag']:<{width}}  {row['env']:<{env_width}}  {value:<24}  {row['help']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tessera`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_mod.from_namespace(args)
+    except TesseraError as exc:
+        parser.exit(2, f"tessera: error: {exc}\n")
+    logs.setup(verbose=config.verbose, fmt=config.log_format)
+    run: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    try:
+        return asyncio.run(run(config, args))
+    except TesseraError as exc:
+        print(f"tessera: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``tessera up``: everything on one machine.
+
+Starts, in order: the embedded nats-server (unless ``NATS_URL`` points at one), the JetStream
+topology, the projector, and the HTTP gateway; stops them in reverse order within the shutdown
+deadline. The embedded server's URL is left in ``<data dir>/nats.url`` while it runs, so other
+``tessera`` commands on this machine find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from gateway.app import create_app
+from gateway.context import GatewayContext
+from gateway.server import GatewayServer
+from pipeline.bus import connect
+from pipeline.config import Config
+from pipeline.errors import NatsUnavailableError, TesseraError
+from pipeline.natsserver import EmbeddedNats
+from pipeline.state.projector import Projector
+from pipeline.topology import provision
+
+log = logging.getLogger("tessera.up")
+
+
+@dataclass
+class Stack:
+    """The one-machine Tessera: ``await start()``, then ``await stop()`` (safe twice)."""
+
+    config: Config
+    nats: EmbeddedNats | None = None
+    nc: Client | None = None
+    js: JetStreamContext | None = None
+    projector: Projector | None = None
+    gateway: GatewayServer | None = None
+    _owns_url_file: bool = field(default=False, repr=False)
+
+    @property
+    def nats_url(self) -> str:
+        """The NATS this stack uses."""
+        if self.config.nats_url:
+            return self.config.nats_url
+        assert self.nats is not None
+        return self.nats.url
+
+    async def start(self) -> None:
+        """Start everything; on a failure, stop what started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        if config.nats_url is None:
+            await self._refuse_second_instance()
+            self.nats = EmbeddedNats(
+                store_dir=config.nats_store_dir,
+                host=config.nats_host,
+                port=config.nats_port,
+                binary=config.nats_server_bin,
+                max_payload=config.nats_max_payload,
+                ready_timeout=config.nats_ready_timeout,
+                stop_timeout=config.shutdown_timeout / 2,
+            )
+            url = await self.nats.start()
+            config.nats_url_file.write_text(url + "\n")
+            self._owns_url_file = True
+        self.nc = await connect(self.nats_url, name="tessera-up", forever=True)
+        self.js = self.nc.jetstream()
+        await provision(self.js)
+        self.projector = Projector(self.nc, self.js, heartbeat_interval=config.heartbeat_interval)
+        await self.projector.start()
+        projector = self.projector
+        ctx = GatewayContext(
+            nc=self.nc,
+            js=self.js,
+            config=config,
+            projector_caught_up=lambda: projector.caught_up.is_set(),
+        )
+        self.gateway = GatewayServer(
+            create_app(ctx),
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=config.shutdown_timeout / 2,
+        )
+        await self.gateway.start()
+
+    async def _refuse_second_instance(self) -> None:
+        path = self.config.nats_url_file
+        try:
+            url = path.read_text().strip()
+        except FileNotFoundError:
+            return
+        if not url:
+            return
+        try:
+            probe = await connect(url, name="tessera-probe", attempts=1)
+        except NatsUnavailableError:
+            log.info("removing stale run file", extra={"path": str(path)})
+            path.unlink(missing_ok=True)
+            return
+        await probe.close()
+        raise TesseraError(
+            f"Tessera already runs with data dir {self.config.data_dir} (NATS at {url}): "
+            "stop it first, or use another --data-dir"
+        )
+
+    async def stop(self) -> None:
+        """Stop in reverse order of start. Safe to call twice."""
+        gateway, self.gateway = self.gateway, None
+        if gateway is not None:
+            await gateway.stop()
+        projector, self.projector = self.projector, None
+        if projector is not None:
+            await projector.stop()
+        nc, self.nc = self.nc, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), 2.0)
+            if not nc.is_closed:
+                await nc.close()
+        nats, self.nats = self.nats, None
+        if nats is not None:
+            await nats.stop()
+        if self._owns_url_file:
+            self.config.nats_url_file.unlink(missing_ok=True)
+            self._owns_url_file = False
+
+    def kill(self) -> None:
+        """Last resort on a second Ctrl-C: kill the server process at once."""
+        if self.nats is not None and self.nats.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.nats.pid, signal.SIGKILL)

@@ -1,0 +1,175 @@
+"""The `tessera` command as a user runs it: real processes, real nats-server, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESSERA = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "TESSERA_", "JIT_"))}
+    env["TESSERA_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant process id of ``pid`` (from /proc)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        path = Path(f"/proc/{parent}/task/{parent}/children")
+        try:
+            kids = [int(k) for k in path.read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            kids = []
+        found += kids
+        frontier += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _wait(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`tessera up` on a free port; yields the process and the gateway URL."""
+    proc = subprocess.Popen(
+        [*TESSERA, "up", "--port", "0"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("Tessera is up: "):
+            raise AssertionError(
+                f"no start line: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
+        yield proc, line.split(": ", 1)[1].strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)  # reaps it and closes both pipes
+
+
+def test_up_serves_healthz_and_ctrl_c_leaves_nothing(
+    up: tuple[subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    proc, url = up
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+        assert resp.status == 200
+        body = json.loads(resp.read())
+    assert body["status"] == "ok"
+    assert body["nats"]["connected"] is True
+    assert body["jetstream"]["missing"] == []
+    assert {"EVENTS", "HEARTBEATS", "FRAMES", "KV_mosaics", "OBJ_segments"} <= set(
+        body["jetstream"]["streams"]
+    )
+    nats_url = (tmp_path / "nats.url").read_text().strip()
+    assert nats_url.startswith("nats://127.0.0.1:")
+    children = _children(proc.pid)
+    assert children, "the embedded nats-server runs as a child"
+
+    # A second `up` on the same data dir refuses, with one line.
+    second = subprocess.run(
+        [*TESSERA, "up", "--port", "0"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert second.stderr.strip().count("\n") == 0
+    assert "already runs with data dir" in second.stderr
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 0
+    for pid in children:
+        assert not _alive(pid), f"child {pid} outlived `tessera up`"
+    assert not (tmp_path / "nats.url").exists()
+
+
+def test_events_tail_and_replay_against_a_running_up(
+    up: tuple[subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    proc, _url = up
+    env = _env(tmp_path)
+    tail = subprocess.run(
+        [*TESSERA, "events", "tail", "--no-follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert tail.stdout == ""  # nothing happened yet
+    replay = subprocess.run(
+        [*TESSERA, "events", "replay"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert replay.returncode == 1
+    assert replay.stderr.strip() == (
+        "tessera: error: a projector is running (heartbeat is fresh): "
+        "stop `tessera up` before a replay"
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+def test_a_kill_9_of_up_takes_the_nats_server_with_it(
+    up: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, _url = up
+    children = _children(proc.pid)
+    assert children
+    proc.kill()
+    proc.wait(10)
+    _wait(lambda: not any(_alive(pid) for pid in children), 10, "nats-server to die with parent")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env_extra", "code", "message"),
+    [
+        (["up", "--port", "http"], {}, 2, "tessera: error: --port='http': not a number"),
+        (["up"], {"JIT_ORCHESTRATOR_PORT": "70000"}, 2, "JIT_ORCHESTRATOR_PORT='70000'"),
+        (["events", "tail"], {}, 1, "tessera: error: no NATS to connect to"),
+        (["events", "tail"], {"NATS_URL": "nats://127.0.0.1:1"}, 1, "cannot reach NATS"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, argv: list[str], env_extra: dict[str, str], code: int, message: str
+) -> None:
+    env = _env(tmp_path) | env_extra
+    result = subprocess.run([*TESSERA, *argv], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
