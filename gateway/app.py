@@ -13,11 +13,14 @@ from starlette.routing import Route
 
 from gateway.context import GatewayContext
 from gateway.health import healthz, readyz
+from gateway.mosaics import Mosaics
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    # One body for every 404, so no path tells more than another.
+    detail = "not found" if exc.status_code == 404 else exc.detail
+    return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -26,9 +29,12 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
+    mosaics = Mosaics(ctx)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/create", mosaics.create, methods=["GET"]),
+        Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
     ]
     app = Starlette(
         routes=routes,

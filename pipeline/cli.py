@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from pipeline import config as config_mod
 from pipeline import logs
+from pipeline import worker as worker_mod
 from pipeline.bus import connect, resolve_url
 from pipeline.config import Config
 from pipeline.errors import TesseraError
+from pipeline.service import run_until_signal
 
 log = logging.getLogger("tessera")
 
@@ -84,39 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     config_mod.add_arguments(cfg)
     cfg.set_defaults(run=_cmd_config)
+
+    worker = worker_mod.add_parser(sub)
+    worker.set_defaults(run=worker_mod.run)
     return parser
 
 
 # --- running ----------------------------------------------------------------------------------
-
-
-async def _until_signal(
-    start: Callable[[], Awaitable[None]],
-    stop: Callable[[], Awaitable[None]],
-    force: Callable[[], None],
-) -> None:
-    """Start, wait for SIGINT/SIGTERM, stop; a second signal calls ``force`` and exits."""
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def on_signal(signum: int) -> None:
-        if stopping.is_set():
-            log.warning("second signal: forcing exit")
-            force()
-            raise SystemExit(130)
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stopping.set()
-
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await start()
-        await stopping.wait()
-    finally:
-        await stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
 
 
 async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
@@ -124,8 +99,7 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
 
     stack = Stack(config)
 
-    async def start() -> None:
-        await stack.start()
+    def started() -> None:
         assert stack.gateway is not None
         url = stack.gateway.url
         print(
@@ -136,7 +110,7 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    await _until_signal(start, stack.stop, stack.kill)
+    await run_until_signal(stack, on_started=started, force=stack.kill)
     return 0
 
 

@@ -193,6 +193,86 @@ class Config:
         help="port of the HTTP gateway",
         group="gateway",
     )
+    public: bool = setting(
+        False,
+        env="TESSERA_PUBLIC",
+        flag="--public",
+        parse=_bool,
+        help="serve others: refuse loopback/private sources even on a loopback bind",
+        group="gateway",
+    )
+    max_tiles: int = setting(
+        64,
+        env="TESSERA_MAX_TILES",
+        flag="--max-tiles",
+        parse=_positive_int,
+        help="most tiles (streams) one mosaic may have",
+        group="mosaics",
+    )
+    segment_duration: float = setting(
+        1.0,
+        env="TESSERA_SEGMENT_DURATION",
+        flag="--segment-duration",
+        parse=_positive_float,
+        help="seconds of video per HLS segment of a mosaic",
+        group="mosaics",
+    )
+    dead_source_timeout: float = setting(
+        5.0,
+        env="TESSERA_DEAD_SOURCE_TIMEOUT",
+        flag="--dead-source-timeout",
+        parse=_positive_float,
+        help="seconds without frames before a tile shows the dead-source picture",
+        group="mosaics",
+    )
+    idle_timeout: float = setting(
+        300.0,
+        env="TESSERA_IDLE_TIMEOUT",
+        flag="--idle-timeout",
+        parse=_positive_float,
+        help="seconds without a viewer before a mosaic's work stops",
+        group="mosaics",
+    )
+    worker_heartbeat_timeout: float = setting(
+        10.0,
+        env="TESSERA_WORKER_HEARTBEAT_TIMEOUT",
+        flag="--worker-heartbeat-timeout",
+        parse=_positive_float,
+        help="seconds without a worker heartbeat before it is restarted",
+        group="controller",
+    )
+    poll_interval: float = setting(
+        1.0,
+        env="TESSERA_POLL_INTERVAL",
+        flag="--poll-interval",
+        parse=_positive_float,
+        help="seconds between the controller's reconcile passes",
+        group="controller",
+    )
+    source_open_timeout: float = setting(
+        5.0,
+        env="TESSERA_SOURCE_OPEN_TIMEOUT",
+        flag="--source-open-timeout",
+        parse=_positive_float,
+        help="seconds a grabber waits to open a source",
+        group="mosaics",
+    )
+    source_read_timeout: float = setting(
+        5.0,
+        env="TESSERA_SOURCE_READ_TIMEOUT",
+        flag="--source-read-timeout",
+        parse=_positive_float,
+        help="seconds without data before a grabber reconnects",
+        group="mosaics",
+    )
+    x264_preset: str = setting(
+        "veryfast",
+        env="TESSERA_X264_PRESET",
+        flag="--x264-preset",
+        parse=_choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+        help="libx264 preset of the mosaic encoder",
+        group="mosaics",
+    )
     shutdown_timeout: float = setting(
         10.0,
         env="TESSERA_SHUTDOWN_TIMEOUT",
@@ -331,6 +411,18 @@ def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None 
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
+
+
+def to_env(config: Config) -> dict[str, str]:
+    """Every setting of ``config`` as environment variables: how workers started by this
+    process get the same settings, flags included."""
+    env: dict[str, str] = {}
+    for f in settings():
+        value = getattr(config, f.name)
+        if value is None:
+            continue
+        env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:

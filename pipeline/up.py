@@ -22,10 +22,13 @@ from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.server import GatewayServer
 from pipeline.bus import connect
-from pipeline.config import Config
+from pipeline.config import Config, to_env
+from pipeline.consumers.controller import Controller
 from pipeline.errors import NatsUnavailableError, TesseraError
 from pipeline.natsserver import EmbeddedNats
+from pipeline.providers.local import LocalProvider
 from pipeline.state.projector import Projector
+from pipeline.state.reconcile import Timing
 from pipeline.topology import provision
 
 log = logging.getLogger("tessera.up")
@@ -40,6 +43,8 @@ class Stack:
     nc: Client | None = None
     js: JetStreamContext | None = None
     projector: Projector | None = None
+    provider: LocalProvider | None = None
+    controller: Controller | None = None
     gateway: GatewayServer | None = None
     _owns_url_file: bool = field(default=False, repr=False)
 
@@ -80,6 +85,23 @@ class Stack:
         await provision(self.js)
         self.projector = Projector(self.nc, self.js, heartbeat_interval=config.heartbeat_interval)
         await self.projector.start()
+        self.provider = LocalProvider(
+            nats_url=self.nats_url,
+            grace=config.shutdown_timeout / 3,
+            env={**os.environ, **to_env(config)},
+        )
+        self.controller = Controller(
+            self.nc,
+            self.js,
+            self.provider,
+            timing=Timing(
+                idle_timeout=config.idle_timeout,
+                heartbeat_timeout=config.worker_heartbeat_timeout,
+            ),
+            poll_interval=config.poll_interval,
+        )
+        self.provider.on_exit = self.controller.on_worker_exit
+        await self.controller.start()
         projector = self.projector
         ctx = GatewayContext(
             nc=self.nc,
@@ -120,6 +142,12 @@ class Stack:
         gateway, self.gateway = self.gateway, None
         if gateway is not None:
             await gateway.stop()
+        controller, self.controller = self.controller, None
+        if controller is not None:
+            await controller.stop()
+        provider, self.provider = self.provider, None
+        if provider is not None:
+            await provider.close()
         projector, self.projector = self.projector, None
         if projector is not None:
             await projector.stop()

@@ -38,6 +38,10 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     dropped: int = 0
     last_error: str = ""
     connected: bool = False
+    loops: int = 0
+    """Times a finite source (a file, an ended VOD playlist) ended and was played again."""
+    state: str = ""
+    """connecting, connected, waiting (backing off before a reconnect) or stopped."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
@@ -50,6 +54,13 @@ class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
     segment_bytes: int = 0
     dead_tiles: int = 0
     media_sequence: int = 0
+    tiles: int = 0
+    replaced_frames: int = 0
+    """Source frames overwritten by a newer one before they were composed (newest wins)."""
+    bad_frames: int = 0
+    """Frame messages ignored: undecodable, or not the tile's size and format."""
+    publish_errors: int = 0
+    """Segments, playlists or notices that could not be written to NATS."""
 
 
 class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):

@@ -34,9 +34,7 @@ async def projector_alive(js: JetStreamContext, within: float) -> bool:
         beat = decode_heartbeat(msg.data or b"", subject)
     except MessageError:
         return False
-    return (
-        isinstance(beat, ServiceHeartbeat) and beat.running and time.time() - beat.at < within
-    )
+    return isinstance(beat, ServiceHeartbeat) and beat.running and time.time() - beat.at < within
 
 
 async def replay(

@@ -1,0 +1,119 @@
+"""Timing decisions of a grabber, pure: which frames to keep, when to show them, how long to wait
+before reconnecting. No clocks are read here; callers pass the times in.
+
+- :class:`FpsCap` keeps at most ``fps`` frames per second of media time, deciding before a frame
+  is scaled (a dropped frame costs its decode only).
+- :class:`PtsClock` maps media time to wall time. A file would otherwise be read as fast as the
+  CPU allows; a live HLS source delivers a whole segment at once. Pacing both by their
+  timestamps gives a stitcher a steady stream of fresh frames instead of bursts.
+- :class:`Backoff`: exponential delays with jitter and a cap, reset after a healthy period.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+class FpsCap:
+    """Keeps at most ``fps`` frames per second of media time.
+
+    A frame is kept when its time reaches the next slot, less a tolerance: a quarter of a slot,
+    but at most half the source's own frame interval. Sources with jittery timestamps (RTSP)
+    keep their frames, the tolerance never takes a frame a whole source frame early, and since
+    every kept frame moves the next slot a whole slot on, the long-run rate never exceeds
+    ``fps``.
+    """
+
+    def __init__(self, fps: float) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be greater than 0, not {fps}")
+        self.interval = 1.0 / fps
+        self._next: float | None = None
+        self._last: float | None = None
+        self._source_interval = self.interval
+
+    def reset(self) -> None:
+        """Forget the frames seen so far (a new connection)."""
+        self._next = None
+        self._last = None
+
+    def keep(self, t: float) -> bool:
+        """Whether the frame at media time ``t`` (seconds) is kept."""
+        step = self.interval
+        if self._last is not None and 0 < t - self._last < 1.0:
+            self._source_interval = t - self._last
+        self._last = t
+        nxt = self._next
+        if nxt is None or t < nxt - 2 * step or t > nxt + step:
+            # First frame, a jump back, or a gap: start the slots again from this frame.
+            self._next = t + step
+            return True
+        if t >= nxt - min(step / 4, self._source_interval / 2):
+            self._next = nxt + step
+            return True
+        return False
+
+
+class PtsClock:
+    """Maps media time to wall time, anchored at the first frame.
+
+    A frame due more than ``max_lead`` seconds ahead (a jump forward) or more than ``max_lag``
+    behind (a jump back, or a long stall) re-anchors the clock at itself. Between the two a late
+    frame is shown at once, so a source that stalled catches up instead of staying late.
+    """
+
+    def __init__(self, *, max_lead: float = 10.0, max_lag: float = 3.0) -> None:
+        self.max_lead = max_lead
+        self.max_lag = max_lag
+        self._anchor: tuple[float, float] | None = None
+        self.reanchors = 0
+
+    def reset(self) -> None:
+        """Anchor again at the next frame (a new connection)."""
+        self._anchor = None
+
+    def anchor(self, t: float, wall: float) -> None:
+        """Make media time ``t`` due at ``wall`` (a looping file's next pass follows its last)."""
+        self._anchor = (t, wall)
+
+    def due(self, t: float, now: float) -> float:
+        """Wall time at which media time ``t`` should be shown, given the time ``now``."""
+        if self._anchor is None:
+            self._anchor = (t, now)
+            return now
+        t0, wall0 = self._anchor
+        due = wall0 + (t - t0)
+        if due - now > self.max_lead or now - due > self.max_lag:
+            self._anchor = (t, now)
+            self.reanchors += 1
+            return now
+        return due
+
+
+class Backoff:
+    """Delays before reconnecting: ``initial * 2**n``, capped at ``maximum``, with jitter.
+
+    The jitter keeps each delay in ``[d/2, d]`` ("equal jitter"): grabbers that lost the same
+    server do not come back in lockstep, and a delay never drops below half its step.
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, *, rng: Callable[[], float] = random.random
+    ) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError(f"backoff needs 0 < initial ({initial}) <= maximum ({maximum})")
+        self.initial = initial
+        self.maximum = maximum
+        self._rng = rng
+        self.attempt = 0
+
+    def reset(self) -> None:
+        """Back to ``initial`` (the source was healthy for a while)."""
+        self.attempt = 0
+
+    def next(self) -> float:
+        """The next delay, in seconds."""
+        step = min(self.maximum, self.initial * 2.0 ** min(self.attempt, 60))
+        self.attempt += 1
+        return step * (0.5 + 0.5 * self._rng())

@@ -1,0 +1,130 @@
+"""The local provider (the embedded default): workers as child processes of this machine.
+
+Each worker is ``python -m pipeline worker <kind> ...`` in its own process group, with the
+parent-death signal set, ``NATS_URL`` in its environment and its log on our stderr. Stopping
+sends SIGTERM to the group and SIGKILL after the grace period; every child is always reaped
+(one watcher task per child, owned here and cancelled on close). Starting a worker id that is
+already running is a no-op, so a repeated decision never starts a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pipeline.procs import die_with_parent, stop_process
+from pipeline.state.reconcile import Running, WorkerSpec
+from pipeline.tasks import cancel_and_wait
+
+log = logging.getLogger("tessera.local")
+
+ExitCallback = Callable[[str, int, bool], Awaitable[None]]
+"""``(worker_id, exit code, expected)``: called when a worker process ended."""
+
+
+@dataclass
+class _Child:
+    spec: WorkerSpec
+    proc: asyncio.subprocess.Process
+    started_at: float
+    watcher: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+def worker_argv(spec: WorkerSpec, python: str = sys.executable) -> list[str]:
+    """The command line of a worker process."""
+    argv = [python, "-m", "pipeline", "worker", spec.kind, spec.target]
+    for name, value in spec.args:
+        argv += [f"--{name.replace('_', '-')}", value]
+    return argv
+
+
+class LocalProvider:
+    """Runs workers as local child processes."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        on_exit: ExitCallback | None = None,
+        grace: float = 5.0,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.nats_url = nats_url
+        self.on_exit = on_exit
+        self.grace = grace
+        self._env = env
+        self._clock = clock
+        self._children: dict[str, _Child] = {}
+
+    def running(self) -> dict[str, Running]:
+        """The workers whose processes are alive (or being stopped), by worker id."""
+        return {
+            wid: Running(spec=c.spec, started_at=c.started_at)
+            for wid, c in self._children.items()
+            if not c.stopping
+        }
+
+    def pid(self, worker_id: str) -> int | None:
+        """Process id of a running worker."""
+        child = self._children.get(worker_id)
+        return child.proc.pid if child else None
+
+    async def start_worker(self, spec: WorkerSpec) -> int:
+        """Start ``spec`` unless it runs; return its pid."""
+        existing = self._children.get(spec.worker_id)
+        if existing is not None:
+            return existing.proc.pid
+        env = dict(os.environ if self._env is None else self._env)
+        env["NATS_URL"] = self.nats_url
+        env["TESSERA_WORKER_ID"] = spec.worker_id
+        proc = await asyncio.create_subprocess_exec(
+            *worker_argv(spec),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        child = _Child(spec=spec, proc=proc, started_at=self._clock())
+        self._children[spec.worker_id] = child
+        child.watcher = asyncio.create_task(self._watch(child), name=f"watch {spec.worker_id}")
+        log.info("worker started", extra={"worker": spec.worker_id, "pid": proc.pid})
+        return proc.pid
+
+    async def _watch(self, child: _Child) -> None:
+        code = await child.proc.wait()
+        if self._children.get(child.spec.worker_id) is child:
+            del self._children[child.spec.worker_id]
+        if not child.stopping:
+            log.warning("worker exited", extra={"worker": child.spec.worker_id, "code": code})
+        if self.on_exit is not None:
+            await self.on_exit(child.spec.worker_id, code, child.stopping)
+
+    async def stop_worker(self, worker_id: str, reason: str = "not-needed") -> int | None:
+        """Stop a worker and wait for it to end; return its exit code (None: not running)."""
+        child = self._children.get(worker_id)
+        if child is None:
+            return None
+        child.stopping = True
+        code = await stop_process(child.proc, self.grace, worker_id)
+        if child.watcher is not None:
+            await child.watcher  # runs the exit callback once, then ends
+        log.info("worker stopped", extra={"worker": worker_id, "reason": reason, "code": code})
+        return code
+
+    async def close(self) -> None:
+        """Stop every worker (in parallel, each within the grace period). Safe twice."""
+        children = list(self._children)
+        await asyncio.gather(*(self.stop_worker(wid, "shutdown") for wid in children))
+        for child in list(self._children.values()):
+            await cancel_and_wait(child.watcher)
+        self._children.clear()

@@ -1,0 +1,164 @@
+"""The controller's decision, pure: desired work from state and time, then what to change.
+
+Inputs are values (projected mosaics, the last viewer and worker heartbeat times, what runs,
+the clock); the output is a :class:`Plan` of workers to start and stop. No I/O, no asyncio:
+the lifecycle rules are tested directly on these functions.
+
+Rules (mosaics):
+
+- A mosaic is **watched** while its last viewer heartbeat is younger than ``idle_timeout``.
+- Each watched mosaic wants one stitcher; each unique source (URL at one tile size) of the
+  watched mosaics wants one grabber, however many mosaics show it, at the highest fps any of
+  them needs.
+- A running worker nobody wants is stopped. A wanted worker that is not running is started,
+  unless it failed recently: restarts back off exponentially (``restart_backoff``).
+- A running worker whose heartbeat is older than ``heartbeat_timeout`` (after a start grace of
+  the same length) is restarted: stopped now, started on a later pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pipeline.mosaic import MosaicConfig, layout, source_id
+from pipeline.state.model import MosaicState
+
+
+@dataclass(frozen=True, order=True)
+class WorkerSpec:
+    """One worker to run: its id is a function of what it does, so starting twice is a no-op."""
+
+    kind: str
+    target: str
+    args: tuple[tuple[str, str], ...] = ()
+    """Command-line options as (name, value) pairs, e.g. (("url", ...), ("width", "320"))."""
+
+    @property
+    def worker_id(self) -> str:
+        """``<kind>-<target>``."""
+        return f"{self.kind}-{self.target}"
+
+    def arg(self, name: str) -> str:
+        """The value of option ``name``."""
+        return dict(self.args)[name]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The controller's clocks, in seconds."""
+
+    idle_timeout: float = 300.0
+    heartbeat_timeout: float = 10.0
+    restart_backoff: float = 1.0
+    restart_backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """A worker as the provider sees it."""
+
+    spec: WorkerSpec
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to change now."""
+
+    start: tuple[WorkerSpec, ...] = ()
+    stop: tuple[tuple[str, str], ...] = ()
+    """``(worker_id, reason)`` pairs."""
+    watched: frozenset[str] = field(default_factory=frozenset)
+
+
+def config_of(state: MosaicState) -> MosaicConfig:
+    """The mosaic config a projected mosaic state describes."""
+    return MosaicConfig(
+        tiles=state.tiles,
+        width=state.width,
+        height=state.height,
+        fps=state.fps,
+        cols=state.cols,
+        title=state.title,
+    )
+
+
+def watched(
+    mosaics: Mapping[str, MosaicState], viewers: Mapping[str, float], now: float, idle: float
+) -> frozenset[str]:
+    """Fingerprints of the mosaics someone watched within ``idle`` seconds."""
+    return frozenset(fp for fp in mosaics if now - viewers.get(fp, float("-inf")) < idle)
+
+
+def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str, WorkerSpec]:
+    """The workers the watched mosaics ``fps`` need, by worker id."""
+    grabbers: dict[str, tuple[str, int, int, int]] = {}
+    out: dict[str, WorkerSpec] = {}
+    for fp in sorted(fps):
+        mosaic = mosaics[fp]
+        stitcher = WorkerSpec("stitcher", fp)
+        out[stitcher.worker_id] = stitcher
+        grid = layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols)
+        for tile in mosaic.tiles:
+            sid = source_id(tile.url, grid.tile_width, grid.tile_height)
+            known = grabbers.get(sid)
+            rate = max(mosaic.fps, known[3]) if known else mosaic.fps
+            grabbers[sid] = (tile.url, grid.tile_width, grid.tile_height, rate)
+    for sid, (url, w, h, rate) in grabbers.items():
+        spec = WorkerSpec(
+            "grabber",
+            sid,
+            (("url", url), ("width", str(w)), ("height", str(h)), ("fps", str(rate))),
+        )
+        out[spec.worker_id] = spec
+    return out
+
+
+def backoff(failures: int, timing: Timing) -> float:
+    """Seconds to wait before restarting a worker that failed ``failures`` times in a row."""
+    if failures <= 0:
+        return 0.0
+    return float(min(timing.restart_backoff * 2 ** (failures - 1), timing.restart_backoff_max))
+
+
+def plan(
+    *,
+    mosaics: Mapping[str, MosaicState],
+    viewers: Mapping[str, float],
+    beats: Mapping[str, float],
+    running: Mapping[str, Running],
+    failures: Mapping[str, tuple[int, float]],
+    now: float,
+    timing: Timing,
+) -> Plan:
+    """Decide what to start and stop.
+
+    ``viewers``: fp → time of the last viewer heartbeat. ``beats``: worker id → time of its
+    last heartbeat. ``failures``: worker id → (failures in a row, time of the last one).
+    """
+    fps = watched(mosaics, viewers, now, timing.idle_timeout)
+    want = desired(mosaics, fps)
+    stop: list[tuple[str, str]] = []
+    for wid, run in sorted(running.items()):
+        spec = want.get(wid)
+        if spec is None:
+            stop.append((wid, "not-needed"))
+        elif spec != run.spec:
+            stop.append((wid, "changed"))
+        elif now - run.started_at > timing.heartbeat_timeout and (
+            now - beats.get(wid, run.started_at) > timing.heartbeat_timeout
+        ):
+            stop.append((wid, "heartbeat-lost"))
+    stopping = {wid for wid, _ in stop}
+    start = []
+    for wid, spec in sorted(want.items()):
+        if wid in running and wid not in stopping:
+            continue
+        if wid in stopping:
+            continue  # started again on a later pass, once it is gone
+        count, last = failures.get(wid, (0, float("-inf")))
+        if now - last < backoff(count, timing):
+            continue
+        start.append(spec)
+    return Plan(start=tuple(start), stop=tuple(stop), watched=fps)

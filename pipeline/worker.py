@@ -1,0 +1,103 @@
+"""``tessera worker KIND TARGET ...``: one worker process, as a provider starts it.
+
+- ``tessera worker grabber <source_id> --url U --width W --height H --fps F``
+- ``tessera worker stitcher <fp>`` (the mosaic is read from projected state)
+
+The worker connects to ``NATS_URL``, runs its service until SIGTERM/SIGINT, and stops it
+gracefully (a second signal exits at once). It is not meant to be typed by people, but it can
+be, which helps when debugging one source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from pipeline.bus import connect, resolve_url
+from pipeline.config import Config
+from pipeline.errors import TesseraError
+from pipeline.service import Service, run_until_signal
+from pipeline.subjects import token
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add ``worker`` to the CLI's subcommands."""
+    worker = sub.add_parser(
+        "worker",
+        help="run one worker process (started by a provider)",
+        description="Run one worker: what providers start. Settings come from the environment.",
+    )
+    kinds = worker.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    grabber = kinds.add_parser("grabber", help="pull one source into tile frames")
+    grabber.add_argument("target", metavar="SOURCE_ID")
+    grabber.add_argument("--url", required=True)
+    grabber.add_argument("--width", type=int, required=True)
+    grabber.add_argument("--height", type=int, required=True)
+    grabber.add_argument("--fps", type=float, default=25.0)
+    stitcher = kinds.add_parser("stitcher", help="compose one mosaic into HLS")
+    stitcher.add_argument("target", metavar="FP")
+    return worker
+
+
+def worker_id(args: argparse.Namespace) -> str:
+    """The id the provider gave this worker (or ``<kind>-<target>``)."""
+    return os.environ.get("TESSERA_WORKER_ID") or f"{args.kind}-{args.target}"
+
+
+async def _grabber(config: Config, args: argparse.Namespace, nc: object) -> Service:
+    from pipeline.producers.grabber import Grabber
+    from pipeline.producers.opener import SourcePolicy
+
+    return Grabber(
+        nc=nc,  # type: ignore[arg-type]
+        source_id=token(args.target),
+        url=args.url,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        worker_id=worker_id(args),
+        policy=SourcePolicy.for_config(config),
+        heartbeat_interval=config.heartbeat_interval,
+        open_timeout=config.source_open_timeout,
+        read_timeout=config.source_read_timeout,
+    )
+
+
+async def _stitcher(config: Config, args: argparse.Namespace, nc: object) -> Service:
+    from nats.aio.client import Client
+
+    from pipeline.consumers.stitcher import Stitcher
+    from pipeline.state.model import MosaicState
+    from pipeline.state.read import read_entry
+
+    assert isinstance(nc, Client)
+    js = nc.jetstream()
+    fp = token(args.target)
+    state = await read_entry(js, "mosaics", fp)
+    if not isinstance(state, MosaicState):
+        raise TesseraError(f"no mosaic {fp} in the projected state: was it created?")
+    return Stitcher(
+        nc=nc,
+        js=js,
+        fp=fp,
+        mosaic=state,
+        worker_id=worker_id(args),
+        segment_duration=config.segment_duration,
+        dead_after=config.dead_source_timeout,
+        heartbeat_interval=config.heartbeat_interval,
+        preset=config.x264_preset,
+    )
+
+
+async def run(config: Config, args: argparse.Namespace) -> int:
+    """Run the worker ``args.kind`` until a signal."""
+    nc = await connect(resolve_url(config), name=worker_id(args), forever=True)
+    try:
+        make = {"grabber": _grabber, "stitcher": _stitcher}[args.kind]
+        service = await make(config, args, nc)
+        await run_until_signal(service)
+    finally:
+        if not nc.is_closed:
+            await nc.drain()
+    return 0

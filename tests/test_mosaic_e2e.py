@@ -1,0 +1,292 @@
+"""Mosaics end to end: `/create` → controller → grabber and stitcher processes → FRAMES →
+segments → `/play`, against a real nats-server, with live HLS sources made by PyAV on loopback.
+
+Everything here is real: the gateway is uvicorn on a loopback port, the workers are child
+processes started by the local provider, and the pictures are decoded from the segments the
+gateway serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import m3u8
+import numpy as np
+import pytest
+import pytest_asyncio
+from nats.js import JetStreamContext
+
+from pipeline.config import load
+from pipeline.mosaic import layout
+from pipeline.natsserver import EmbeddedNats
+from pipeline.up import Stack
+from tests.sources import LiveHlsSource, SourceServer
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+}
+TOLERANCE = 40  # per RGB channel: H.264 at mosaic quality, the moving marker, the scaler
+
+
+@dataclass
+class Rig:
+    stack: Stack
+    http: httpx.AsyncClient
+    sources: SourceServer
+    js: JetStreamContext
+
+
+@pytest.fixture
+def sources() -> Iterator[SourceServer]:
+    server = SourceServer(
+        {name: LiveHlsSource(rgb, width=320, height=180, fps=25) for name, rgb in COLOURS.items()}
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _config(nats_server: EmbeddedNats, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "NATS_URL": nats_server.url,
+        "TESSERA_DATA_DIR": str(data_dir),
+        "JIT_ORCHESTRATOR_PORT": "0",
+        "TESSERA_HEARTBEAT_INTERVAL": "0.5",
+        "TESSERA_POLL_INTERVAL": "0.5",
+        "TESSERA_X264_PRESET": "ultrafast",
+        "TESSERA_SOURCE_OPEN_TIMEOUT": "3",
+        "TESSERA_SOURCE_READ_TIMEOUT": "3",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest_asyncio.fixture
+async def rig(
+    nats_server: EmbeddedNats, js: JetStreamContext, sources: SourceServer, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    stack = Stack(load(env=_config(nats_server, tmp_path, TESSERA_IDLE_TIMEOUT="4")))
+    await stack.start()
+    try:
+        assert stack.gateway is not None
+        async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=10) as http:
+            yield Rig(stack, http, sources, js)
+    finally:
+        await stack.stop()
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.2
+) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"not within {within} s: {what}")
+
+
+async def newest_picture(http: httpx.AsyncClient, playlist_url: str) -> tuple[int, np.ndarray]:
+    """(media sequence of, RGB pixels of the last frame of) the newest segment, or (-1, empty)."""
+    playlist = m3u8.loads((await http.get(playlist_url)).text)
+    if not playlist.segments:
+        return -1, np.zeros((0, 0, 3), np.uint8)
+    seq = playlist.media_sequence + len(playlist.segments) - 1
+    base = playlist_url.rsplit("/", 1)[0]
+    got = await http.get(f"{base}/{playlist.segments[-1].uri}")
+    assert got.status_code == 200, f"the playlist names a segment the gateway cannot serve: {seq}"
+    with av.open(io.BytesIO(got.content)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert frames, "a segment with no picture"
+    return seq, frames[-1]
+
+
+def tile_colour(picture: np.ndarray, index: int, n: int) -> tuple[int, int, int]:
+    """Mean RGB of a tile's upper part (the name strip is at the bottom)."""
+    height, width = picture.shape[:2]
+    grid = layout(n, width, height)
+    x, y = grid.origins[index]
+    h = grid.tile_height * 6 // 10
+    region = picture[y + 4 : y + h, x + 4 : x + grid.tile_width - 4]
+    r, g, b = region.reshape(-1, 3).mean(axis=0)
+    return int(r), int(g), int(b)
+
+
+def near(actual: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
+    return all(abs(a - e) <= TOLERANCE for a, e in zip(actual, expected, strict=True))
+
+
+def is_dead_tile(rgb: tuple[int, int, int]) -> bool:
+    r, g, b = rgb
+    return r > g + 40 and r > b + 40
+
+
+async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_back(
+    rig: Rig,
+) -> None:
+    names = list(COLOURS)
+    port = rig.sources.port
+    pattern = f"http://127.0.0.1:{port}/{{{','.join(names)}}}[n]/index.m3u8"
+    created = await rig.http.get("/create", params={"urls": pattern, "size": "640x360"})
+    assert created.status_code == 302
+    playlist_url = created.headers["location"]
+
+    picture = np.zeros((0, 0, 3), np.uint8)
+
+    async def all_tiles_live() -> bool:
+        nonlocal picture
+        _, picture = await newest_picture(rig.http, playlist_url)
+        if picture.size == 0:
+            return False
+        return all(near(tile_colour(picture, i, 4), COLOURS[n]) for i, n in enumerate(names))
+
+    await until(all_tiles_live, 30, "every tile shows its source's colour")
+    assert picture.shape == (360, 640, 3)
+    # The name strip at the bottom of each tile is drawn: not the plain source colour.
+    grid = layout(4, 640, 360)
+    for i, name in enumerate(names):
+        x, y = grid.origins[i]
+        strip = picture[y + grid.tile_height - 24 : y + grid.tile_height, x : x + grid.tile_width]
+        assert strip.std() > 20, f"no name drawn on tile {name}"
+
+    # One source dies: its tile turns into the dead-source tile within 5 s (+ a segment),
+    # while the others keep their colours.
+    rig.sources.stop_source("green")
+    stopped = time.monotonic()
+
+    async def green_dead() -> bool:
+        nonlocal picture
+        _, picture = await newest_picture(rig.http, playlist_url)
+        return is_dead_tile(tile_colour(picture, 1, 4))
+
+    await until(green_dead, 5 + 1 + 1.5, "the dead-source tile")
+    assert time.monotonic() - stopped <= 5 + 1 + 1.5
+    for i, name in enumerate(names):
+        if name != "green":
+            assert near(tile_colour(picture, i, 4), COLOURS[name]), f"tile {name} was affected"
+
+    rig.sources.start_source("green")
+    await until(all_tiles_live, 20, "the restarted source's colour to come back")
+
+
+async def test_a_source_that_cannot_be_opened_never_stops_the_mosaic(rig: Rig) -> None:
+    port = rig.sources.port
+    pattern = f"http://127.0.0.1:{port}/{{red,nosuchsource,blue}}[n]/index.m3u8"
+    created = await rig.http.get("/create", params={"urls": pattern, "size": "640x360"})
+    playlist_url = created.headers["location"]
+
+    async def live() -> bool:
+        _, picture = await newest_picture(rig.http, playlist_url)
+        if picture.size == 0:
+            return False
+        return near(tile_colour(picture, 0, 3), COLOURS["red"]) and near(
+            tile_colour(picture, 2, 3), COLOURS["blue"]
+        )
+
+    await until(live, 30, "the openable tiles to play")
+    before, _ = await newest_picture(rig.http, playlist_url)
+
+    async def advanced() -> bool:
+        seq, picture = await newest_picture(rig.http, playlist_url)
+        return seq > before + 1 and not near(tile_colour(picture, 1, 3), COLOURS["red"])
+
+    await until(advanced, 10, "the mosaic to keep going")
+
+
+async def test_the_original_lifecycle_with_real_workers(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """A–D then C–F watched → 6 grabbers; A–D idle → its stitcher and A, B stop; C–F idle →
+    all stop; A–D watched again → what it needs restarts. Idle timeout shortened to 3 s."""
+    letters = "ABCDEF"
+    palette = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200),
+               (200, 40, 200)]  # fmt: skip
+    server = SourceServer(
+        {c: LiveHlsSource(rgb, width=160, height=90, fps=10) for c, rgb in zip(letters, palette,
+                                                                                 strict=True)}
+    )  # fmt: skip
+    server.start()
+    stack = Stack(load(env=_config(nats_server, tmp_path, TESSERA_IDLE_TIMEOUT="3")))
+    await stack.start()
+    watching: dict[str, str] = {}
+
+    async def watch() -> None:
+        while True:
+            for url in list(watching.values()):
+                await http.get(url)
+            await asyncio.sleep(0.5)
+
+    try:
+        assert stack.gateway is not None and stack.provider is not None
+        provider = stack.provider
+        async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=10) as http:
+            watcher = asyncio.create_task(watch())
+
+            async def create(group: str) -> str:
+                pattern = f"http://127.0.0.1:{server.port}/{{{','.join(group)}}}[n]/index.m3u8"
+                got = await http.get(
+                    "/create", params={"urls": pattern, "size": "320x180", "fps": "10"}
+                )
+                return str(got.headers["location"])
+
+            def kinds() -> tuple[set[str], int]:
+                running = provider.running().values()
+                grabber_urls = {
+                    r.spec.arg("url").split("/")[-2] for r in running if r.spec.kind == "grabber"
+                }
+                stitchers = sum(1 for r in running if r.spec.kind == "stitcher")
+                return grabber_urls, stitchers
+
+            try:
+                watching["AD"] = await create("ABCD")
+                watching["CF"] = await create("CDEF")
+
+                async def six() -> bool:
+                    return kinds() == (set("ABCDEF"), 2)
+
+                await until(six, 15, "6 grabbers (not 8) and 2 stitchers")
+                pids = {wid: provider.pid(wid) for wid in provider.running()}
+
+                del watching["AD"]
+
+                async def ad_idle() -> bool:
+                    return kinds() == (set("CDEF"), 1)
+
+                await until(ad_idle, 10, "A–D's stitcher and grabbers A, B to stop")
+                for wid, run in provider.running().items():
+                    assert provider.pid(wid) == pids[wid], f"{run.spec} was restarted, not kept"
+
+                del watching["CF"]
+
+                async def all_idle() -> bool:
+                    return kinds() == (set(), 0)
+
+                await until(all_idle, 10, "everything to stop")
+
+                watching["AD"] = await create("ABCD")
+
+                async def ad_back() -> bool:
+                    return kinds() == (set("ABCD"), 1)
+
+                await until(ad_back, 15, "A–D's workers to start again")
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+    finally:
+        await stack.stop()
+        server.stop()

@@ -1,0 +1,157 @@
+"""The controller's decision as a pure function: the original lifecycle examples, exactly."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.messages.events import Tile
+from pipeline.mosaic import MosaicConfig, fingerprint, source_id
+from pipeline.state.model import MosaicState
+from pipeline.state.reconcile import Plan, Running, Timing, WorkerSpec, backoff, plan
+
+TIMING = Timing(idle_timeout=10.0, heartbeat_timeout=3.0, restart_backoff=1.0)
+
+
+def mosaic(*names: str) -> MosaicState:
+    tiles = tuple(Tile(url=f"http://cams/{n}.m3u8", name=n) for n in names)
+    fp = fingerprint(MosaicConfig(tiles=tiles))
+    return MosaicState(fp=fp, tiles=tiles, width=1280, height=720, fps=25)
+
+
+AD = mosaic("A", "B", "C", "D")
+CF = mosaic("C", "D", "E", "F")
+MOSAICS = {AD.fp: AD, CF.fp: CF}
+SRC = {n: source_id(f"http://cams/{n}.m3u8", 640, 360) for n in "ABCDEF"}
+
+
+class World:
+    """A provider that does exactly what it is told, on a fake clock."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, Running] = {}
+        self.viewers: dict[str, float] = {}
+        self.beats: dict[str, float] = {}
+        self.now = 0.0
+
+    def step(self) -> Plan:
+        p = plan(
+            mosaics=MOSAICS,
+            viewers=self.viewers,
+            beats=self.beats,
+            running=self.running,
+            failures={},
+            now=self.now,
+            timing=TIMING,
+        )
+        for wid, _ in p.stop:
+            del self.running[wid]
+        for spec in p.start:
+            self.running[spec.worker_id] = Running(spec, self.now)
+            self.beats[spec.worker_id] = self.now
+        return p
+
+    def grabbers(self) -> set[str]:
+        return {s.spec.target for s in self.running.values() if s.spec.kind == "grabber"}
+
+    def stitchers(self) -> set[str]:
+        return {s.spec.target for s in self.running.values() if s.spec.kind == "stitcher"}
+
+    def beat_all(self) -> None:
+        for wid in self.running:
+            self.beats[wid] = self.now
+
+
+def test_the_original_lifecycle() -> None:
+    w = World()
+    # Mosaic A-D watched, then C-F: one grabber per unique source, 6 not 8.
+    w.viewers[AD.fp] = 0.0
+    w.step()
+    assert w.grabbers() == {SRC[n] for n in "ABCD"}
+    w.now = 1.0
+    w.viewers[CF.fp] = 1.0
+    w.step()
+    assert w.grabbers() == {SRC[n] for n in "ABCDEF"}
+    assert len(w.grabbers()) == 6
+    assert w.stitchers() == {AD.fp, CF.fp}
+
+    # A-D goes idle (C-F keeps being watched): its stitcher and grabbers A, B stop.
+    stopped: list[tuple[float, str, str]] = []
+    for t in range(2, 12):
+        w.now = float(t)
+        w.viewers[CF.fp] = w.now
+        w.beat_all()
+        stopped += [(w.now, wid, why) for wid, why in w.step().stop]
+    assert {when for when, _, _ in stopped} == {TIMING.idle_timeout}, "stops exactly at the timeout"
+    assert {why for _, _, why in stopped} == {"not-needed"}
+    assert {wid for _, wid, _ in stopped} == {
+        "stitcher-" + AD.fp,
+        "grabber-" + SRC["A"],
+        "grabber-" + SRC["B"],
+    }
+    assert w.stitchers() == {CF.fp}
+    assert w.grabbers() == {SRC[n] for n in "CDEF"}
+
+    # C-F goes idle: everything stops.
+    w.now = 25.0
+    w.step()
+    assert w.running == {}
+
+    # Watching A-D again restarts what it needs.
+    w.viewers[AD.fp] = 25.0
+    p = w.step()
+    assert {s.worker_id for s in p.start} == {"stitcher-" + AD.fp} | {
+        "grabber-" + SRC[n] for n in "ABCD"
+    }
+
+
+def test_a_silent_worker_is_restarted_and_a_crashed_one_backs_off() -> None:
+    w = World()
+    w.viewers[AD.fp] = 0.0
+    w.step()
+    grabber_a = "grabber-" + SRC["A"]
+    w.now = 5.0
+    w.viewers[AD.fp] = 5.0
+    w.beat_all()
+    w.beats[grabber_a] = 1.0  # silent for 4 s > heartbeat_timeout
+    p = w.step()
+    assert p.stop == ((grabber_a, "heartbeat-lost"),)
+    assert grabber_a not in {s.worker_id for s in p.start}, "started again on the next pass"
+    p = w.step()
+    assert [s.worker_id for s in p.start] == [grabber_a]
+
+    failures = {grabber_a: (3, 10.0)}
+    del w.running[grabber_a]
+    blocked = plan(
+        mosaics=MOSAICS, viewers={AD.fp: 11.0}, beats=w.beats, running=w.running,
+        failures=failures, now=11.0, timing=TIMING,
+    )  # fmt: skip
+    assert grabber_a not in {s.worker_id for s in blocked.start}
+    allowed = plan(
+        mosaics=MOSAICS, viewers={AD.fp: 14.5}, beats=w.beats, running=w.running,
+        failures=failures, now=14.5, timing=TIMING,
+    )  # fmt: skip
+    assert grabber_a in {s.worker_id for s in allowed.start}
+
+
+def test_a_source_shared_at_two_rates_is_pulled_once_at_the_higher() -> None:
+    slow = MosaicState(fp="a" * 32, tiles=AD.tiles, width=1280, height=720, fps=10)
+    fast = MosaicState(fp="b" * 32, tiles=AD.tiles, width=1280, height=720, fps=30)
+    p = plan(
+        mosaics={slow.fp: slow, fast.fp: fast}, viewers={slow.fp: 0.0, fast.fp: 0.0}, beats={},
+        running={}, failures={}, now=0.0, timing=TIMING,
+    )  # fmt: skip
+    grabbers = [s for s in p.start if s.kind == "grabber"]
+    assert len(grabbers) == 4
+    assert {s.arg("fps") for s in grabbers} == {"30"}
+
+
+@given(st.integers(min_value=0, max_value=100))
+def test_backoff_is_capped_and_grows(failures: int) -> None:
+    assert 0 <= backoff(failures, TIMING) <= TIMING.restart_backoff_max
+    assert backoff(failures + 1, TIMING) >= backoff(failures, TIMING)
+
+
+def test_worker_ids_are_stable() -> None:
+    spec = WorkerSpec("stitcher", AD.fp)
+    assert spec.worker_id == f"stitcher-{AD.fp}"
