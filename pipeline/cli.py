@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(up)
     up.set_defaults(run=_cmd_up)
 
+    demo = sub.add_parser(
+        "demo",
+        help="`up` plus synthetic live cameras, and a link that shows them",
+        description="Run `tessera up` with a few synthetic live HLS cameras on loopback and "
+        "print a /create link that tiles them into a live mosaic.",
+    )
+    demo.add_argument("--sources", type=int, default=4, help="how many cameras, 1 to 9 (default 4)")
+    config_mod.add_arguments(demo)
+    demo.set_defaults(run=_cmd_demo)
+
     events = sub.add_parser("events", help="read and replay the event log")
     ev_sub = events.add_subparsers(dest="events_command", metavar="ACTION")
     ev_sub.required = True
@@ -111,6 +121,24 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         )
 
     await run_until_signal(stack, on_started=started, force=stack.kill)
+    return 0
+
+
+async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.demo import Demo
+
+    demo = Demo(config, args.sources)
+
+    def started() -> None:
+        print(
+            f"Tessera demo is up with {demo.count} live cameras.\n"
+            f"  mosaic:  {demo.create_url}\n"
+            "  (the link redirects to the live HLS playlist: open it in Safari, VLC or ffplay)\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+
+    await run_until_signal(demo, on_started=started, force=demo.stack.kill)
     return 0
 
 

@@ -173,3 +173,34 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_demo_prints_a_link_that_becomes_a_live_mosaic(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*TESSERA, "demo", "--port", "0", "--sources", "2"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("Tessera demo is up with 2 live cameras")
+        link = lines[1].split("mosaic:", 1)[1].strip()
+        assert "/create?urls=" in link
+
+        def has_segment() -> bool:
+            with urllib.request.urlopen(link, timeout=5) as resp:  # follows the 302
+                return ".ts" in resp.read().decode()
+
+        _wait(has_segment, 30, "the demo mosaic's first segment")
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        for pid in children:
+            assert not _alive(pid), f"child {pid} outlived `tessera demo`"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)

@@ -35,7 +35,7 @@ from pipeline.producers.grabber import Grabber, GrabberSpec, GrabberState
 from pipeline.producers.opener import SourcePolicy
 from pipeline.producers.scale import BLACK, TileScaler
 from pipeline.producers.timing import Backoff, FpsCap, PtsClock
-from tests.sources import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
+from pipeline.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
 
 COLOUR = (200, 60, 30)
 # Mean Y/U/V of a flat area of a grabbed tile vs the exact BT.601 limited-range value of the

@@ -28,7 +28,7 @@ from pipeline.config import load
 from pipeline.mosaic import layout
 from pipeline.natsserver import EmbeddedNats
 from pipeline.up import Stack
-from tests.sources import LiveHlsSource, SourceServer
+from pipeline.synthetic import LiveHlsSource, SourceServer
 
 COLOURS = {
     "red": (220, 30, 30),

@@ -26,7 +26,7 @@ from pipeline.producers.opener import (
     protocol_whitelist,
     redact,
 )
-from tests.sources import LiveHlsSource, SourceServer, refused_url
+from pipeline.synthetic import LiveHlsSource, SourceServer, refused_url
 
 PUBLIC = SourcePolicy.public()
 LOCAL = SourcePolicy.local()

@@ -16,7 +16,7 @@ import m3u8
 import numpy as np
 import pytest
 
-from tests.sources import (
+from pipeline.synthetic import (
     STAMP_BLOCKS,
     LiveHlsSource,
     SourceServer,
