@@ -14,6 +14,7 @@ from starlette.routing import Route
 from gateway.context import GatewayContext
 from gateway.health import healthz, readyz
 from gateway.mosaics import Mosaics
+from gateway.sessions import Sessions
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -30,11 +31,19 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
     mosaics = Mosaics(ctx)
+    sessions = Sessions(ctx)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/create", mosaics.create, methods=["GET"]),
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
+        Route("/session", sessions.create, methods=["POST"]),
+        Route("/session", sessions.list, methods=["GET"]),
+        Route("/session/{sid}", sessions.get, methods=["GET"]),
+        Route("/session/{sid}", sessions.delete, methods=["DELETE"]),
+        Route("/session/{sid}/whep", sessions.whep, methods=["POST"]),
+        Route("/session/{sid}/whep/{peer}", sessions.hangup, methods=["DELETE"]),
+        Route("/session/{sid}/control", sessions.control, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

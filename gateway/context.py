@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -25,4 +26,6 @@ class GatewayContext:
     config: Config
     projector_caught_up: Callable[[], bool] | None = None
     """Readiness of the projector that runs beside this gateway (None: not ours to report)."""
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    """ICE servers (STUN/TURN) handed to session clients."""
     started_at: float = field(default_factory=time.time)

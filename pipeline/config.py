@@ -273,6 +273,54 @@ class Config:
         help="libx264 preset of the mosaic encoder",
         group="mosaics",
     )
+    capacity: int = setting(
+        64,
+        env="JIT_CAPACITY",
+        flag="--capacity",
+        parse=_positive_int,
+        help="most JIT sessions at once; beyond it POST /session answers 503",
+        group="sessions",
+    )
+    public_ip: str | None = setting(
+        None,
+        env="JIT_PUBLIC_IP",
+        flag="--public-ip",
+        parse=_optional_str,
+        help="host or IP put in the session URLs handed to clients (default: --host)",
+        group="sessions",
+    )
+    session_running_timeout: float = setting(
+        120.0,
+        env="JIT_SESSION_RUNNING_TIMEOUT",
+        flag="--session-running-timeout",
+        parse=_positive_float,
+        help="seconds a requested session may take to be running before it fails",
+        group="sessions",
+    )
+    session_idle_timeout: float = setting(
+        120.0,
+        env="JIT_SESSION_IDLE_TIMEOUT",
+        flag="--session-idle-timeout",
+        parse=_positive_float,
+        help="seconds a session may have no viewer before it ends",
+        group="sessions",
+    )
+    media_roots: str = setting(
+        "",
+        env="JIT_MEDIA_ROOTS",
+        flag="--media-roots",
+        parse=str,
+        help="folders (':'-separated) whose files sessions may open by path; empty: none",
+        group="sessions",
+    )
+    s3_endpoint_url: str | None = setting(
+        None,
+        env="JIT_S3_ENDPOINT_URL",
+        flag="--s3-endpoint-url",
+        parse=_optional_str,
+        help="S3 endpoint for s3:// inputs (MinIO, tests); default: AWS",
+        group="sessions",
+    )
     shutdown_timeout: float = setting(
         10.0,
         env="TESSERA_SHUTDOWN_TIMEOUT",
@@ -313,6 +361,22 @@ class Config:
     def nats_url_file(self) -> Path:
         """Run file in which a running embedded server leaves its client URL."""
         return self.data_dir / "nats.url"
+
+    @property
+    def media_root_paths(self) -> tuple[Path, ...]:
+        """The configured media roots as absolute paths."""
+        parts = [p for p in self.media_roots.split(":") if p.strip()]
+        return tuple(Path(p).expanduser().resolve() for p in parts)
+
+    @property
+    def public_base(self) -> str:
+        """``http://host:port`` that clients should use to reach the gateway."""
+        host = self.public_ip or self.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @property
     def binds_loopback(self) -> bool:

@@ -10,6 +10,7 @@ idempotently.
 | manifests       | KV     | <fp>                       | memory  | 5 min TTL                      |
 | mosaics, sessions, instances, workers | KV | <id>   | file    | latest only (projections)      |
 | segments        | object | <fp>/<seq>.<ext>           | memory  | 5 min TTL                      |
+| slots           | KV     | slot-<k> -> session id     | file    | latest only (admission)        |
 
 :func:`provision` creates what is missing, updates limits that may change (ages, sizes, counts)
 and refuses with :class:`~pipeline.errors.TopologyError` when an existing one differs in what
@@ -140,9 +141,10 @@ SESSIONS = BucketSpec("sessions", "kv", StorageType.FILE, "projected session sta
 INSTANCES = BucketSpec("instances", "kv", StorageType.FILE, "projected instance state")
 WORKERS = BucketSpec("workers", "kv", StorageType.FILE, "projected worker state")
 SEGMENTS = BucketSpec("segments", "object", StorageType.MEMORY, "mosaic media", ttl=300.0)
+SLOTS = BucketSpec("slots", "kv", StorageType.FILE, "JIT session admission: slot-<k> -> session")
 
 STATE_BUCKETS: tuple[BucketSpec, ...] = (MOSAICS, SESSIONS, INSTANCES, WORKERS)
-BUCKETS: tuple[BucketSpec, ...] = (MANIFESTS, *STATE_BUCKETS, SEGMENTS)
+BUCKETS: tuple[BucketSpec, ...] = (MANIFESTS, *STATE_BUCKETS, SEGMENTS, SLOTS)
 
 
 def _norm_age(value: Any) -> float:

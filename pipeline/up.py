@@ -1,8 +1,9 @@
 """``tessera up``: everything on one machine.
 
 Starts, in order: the embedded nats-server (unless ``NATS_URL`` points at one), the JetStream
-topology, the projector, and the HTTP gateway; stops them in reverse order within the shutdown
-deadline. The embedded server's URL is left in ``<data dir>/nats.url`` while it runs, so other
+topology, the projector, the local provider and the controller (which start workers as child
+processes), and the HTTP gateway; stops them in reverse order within the shutdown deadline.
+The embedded server's URL is left in ``<data dir>/nats.url`` while it runs, so other
 ``tessera`` commands on this machine find it.
 """
 
@@ -28,7 +29,7 @@ from pipeline.errors import NatsUnavailableError, TesseraError
 from pipeline.natsserver import EmbeddedNats
 from pipeline.providers.local import LocalProvider
 from pipeline.state.projector import Projector
-from pipeline.state.reconcile import Timing
+from pipeline.state.reconcile import SessionTiming, Timing
 from pipeline.topology import provision
 
 log = logging.getLogger("tessera.up")
@@ -97,6 +98,10 @@ class Stack:
             timing=Timing(
                 idle_timeout=config.idle_timeout,
                 heartbeat_timeout=config.worker_heartbeat_timeout,
+            ),
+            session_timing=SessionTiming(
+                running_timeout=config.session_running_timeout,
+                idle_timeout=config.session_idle_timeout,
             ),
             poll_interval=config.poll_interval,
         )

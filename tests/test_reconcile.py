@@ -7,8 +7,19 @@ from hypothesis import strategies as st
 
 from pipeline.messages.events import Tile
 from pipeline.mosaic import MosaicConfig, fingerprint, source_id
-from pipeline.state.model import MosaicState
-from pipeline.state.reconcile import Plan, Running, Timing, WorkerSpec, backoff, plan
+from pipeline.state.model import MosaicState, SessionState
+from pipeline.state.reconcile import (
+    Plan,
+    Running,
+    SessionFact,
+    SessionTiming,
+    Timing,
+    WorkerSpec,
+    backoff,
+    jit_spec,
+    plan,
+    session_plan,
+)
 
 TIMING = Timing(idle_timeout=10.0, heartbeat_timeout=3.0, restart_backoff=1.0)
 
@@ -155,3 +166,58 @@ def test_backoff_is_capped_and_grows(failures: int) -> None:
 def test_worker_ids_are_stable() -> None:
     spec = WorkerSpec("stitcher", AD.fp)
     assert spec.worker_id == f"stitcher-{AD.fp}"
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+ST = SessionTiming(running_timeout=5.0, idle_timeout=8.0)
+
+
+def splan(
+    sessions: dict[str, SessionState],
+    *,
+    now: float,
+    viewers: dict[str, float] | None = None,
+    ready: dict[str, float] | None = None,
+    running: dict[str, Running] | None = None,
+) -> tuple[list[str], list[tuple[str, str]], list[SessionFact]]:
+    p = session_plan(
+        sessions=sessions, viewers=viewers or {}, ready=ready or {}, running=running or {},
+        failures={}, now=now, timing=ST, restart=TIMING,
+    )  # fmt: skip
+    return [s.worker_id for s in p.start], list(p.stop), list(p.facts)
+
+
+def test_a_session_gets_a_worker_then_starts_then_ends_when_idle() -> None:
+    req = SessionState(session_id="s1", phase="requested", requested_at=0.0)
+    wid = jit_spec("s1").worker_id
+    assert splan({"s1": req}, now=0.5) == ([wid], [], [])
+    run = {wid: Running(jit_spec("s1"), 0.5)}
+    assert splan({"s1": req}, now=1.0, running=run) == ([], [], [])
+    assert splan({"s1": req}, now=1.5, running=run, ready={wid: 1.2}) == (
+        [], [], [SessionFact("s1", "started")]
+    )  # fmt: skip
+    live = SessionState(session_id="s1", phase="running", requested_at=0.0, started_at=1.5)
+    assert splan({"s1": live}, now=9.0, running=run, viewers={"s1": 8.0}) == ([], [], [])
+    assert splan({"s1": live}, now=16.5, running=run, viewers={"s1": 8.0}) == (
+        [], [(wid, "session-ended")], [SessionFact("s1", "ended", "idle")]
+    )  # fmt: skip
+
+
+def test_a_session_not_running_in_time_fails_and_ended_ones_are_stopped() -> None:
+    req = SessionState(session_id="s2", phase="requested", requested_at=0.0)
+    wid = jit_spec("s2").worker_id
+    run = {wid: Running(jit_spec("s2"), 0.0)}
+    _, stop, facts = splan({"s2": req}, now=5.5, running=run)
+    assert stop == [(wid, "session-failed")]
+    assert facts == [SessionFact("s2", "failed", "not running within 5 s")]
+    done = SessionState(session_id="s2", phase="failed", requested_at=0.0)
+    assert splan({"s2": done}, now=6.0, running=run) == ([], [(wid, "session-failed")], [])
+    assert splan({"s2": done}, now=6.0) == ([], [], [])
+
+
+def test_mosaic_plan_leaves_jit_workers_alone() -> None:
+    run = {jit_spec("s1").worker_id: Running(jit_spec("s1"), 0.0)}
+    p = plan(mosaics={}, viewers={}, beats={}, running=run, failures={}, now=100.0, timing=TIMING)
+    assert p.stop == () and p.start == ()

@@ -16,25 +16,45 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from pipeline import admission
 from pipeline.errors import MessageError, TesseraError
 from pipeline.eventlog import append
 from pipeline.messages.codec import decode_heartbeat
-from pipeline.messages.events import WorkerStarted, WorkerStopped
+from pipeline.messages.events import (
+    Event,
+    SessionEnded,
+    SessionFailed,
+    SessionStarted,
+    WorkerStarted,
+    WorkerStopped,
+)
 from pipeline.messages.heartbeats import ViewerHeartbeat, WorkerHeartbeat
-from pipeline.state.model import MosaicState
+from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.projector import decode_entry
-from pipeline.state.reconcile import Running, Timing, WorkerSpec, plan
+from pipeline.state.reconcile import (
+    Running,
+    SessionFact,
+    SessionTiming,
+    Timing,
+    WorkerSpec,
+    jit_spec,
+    plan,
+    session_plan,
+)
 from pipeline.tasks import cancel_and_wait
-from pipeline.topology import HEARTBEATS, MOSAICS
+from pipeline.topology import HEARTBEATS, MOSAICS, SESSIONS
 
 log = logging.getLogger("tessera.controller")
+
+SLOT_GRACE = 30.0
+"""Seconds a claimed admission slot may wait for its session to appear in the state."""
 
 
 class Provider(Protocol):
@@ -57,6 +77,7 @@ class Controller:
         provider: Provider,
         *,
         timing: Timing | None = None,
+        session_timing: SessionTiming | None = None,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -67,13 +88,17 @@ class Controller:
         self.poll_interval = poll_interval
         self._clock = clock
         self.mosaics: dict[str, MosaicState] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self.session_timing = session_timing or SessionTiming()
+        self.session_viewers: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
         self.viewers: dict[str, float] = {}
         self.beats: dict[str, float] = {}
         self.failures: dict[str, tuple[int, float]] = {}
         self.watched: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._watcher: object | None = None
+        self._watchers: list[Any] = []
         self._hb_sub: JetStreamContext.PushSubscription | None = None
         self._lock = asyncio.Lock()
         self.passes = 0
@@ -82,14 +107,17 @@ class Controller:
         """Load state and heartbeats, then reconcile in the background."""
         if self._tasks:
             return
-        kv = await self._js.key_value(MOSAICS.name)
-        watcher = await kv.watchall()
-        self._watcher = watcher
-        # The watcher first replays every key, then sends None: wait for that to start with
-        # a complete picture.
-        while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
-            self._on_mosaic(entry.key, entry.value)
-        self._tasks.append(asyncio.create_task(self._watch_mosaics(watcher), name="mosaics"))
+        for bucket in (MOSAICS.name, SESSIONS.name):
+            kv = await self._js.key_value(bucket)
+            watcher = await kv.watchall()
+            self._watchers.append(watcher)
+            # The watcher first replays every key, then sends None: wait for that to start
+            # with a complete picture.
+            while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
+                self._on_entry(bucket, entry.key, entry.value)
+            self._tasks.append(
+                asyncio.create_task(self._watch(bucket, watcher), name=f"watch {bucket}")
+            )
         self._hb_sub = await self._js.subscribe(
             "hb.>",
             stream=HEARTBEATS.name,
@@ -109,10 +137,10 @@ class Controller:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[attr-defined]
+                await watcher.stop()
         if tasks:
             log.info("controller stopped")
 
@@ -122,22 +150,23 @@ class Controller:
 
     # --- inputs ----------------------------------------------------------------------------
 
-    def _on_mosaic(self, key: str, value: bytes | None) -> None:
+    def _on_entry(self, bucket: str, key: str, value: bytes | None) -> None:
+        table: dict[str, Any] = self.mosaics if bucket == MOSAICS.name else self.sessions
         if not value:
-            self.mosaics.pop(key, None)
+            table.pop(key, None)
             return
         try:
-            state = decode_entry(MOSAICS.name, value).state
+            state = decode_entry(bucket, value).state
         except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the controller
-            log.error("bad mosaic entry", extra={"key": key, "error": str(exc)})
+            log.error("bad state entry", extra={"bucket": bucket, "key": key, "error": str(exc)})
             return
-        self.mosaics[key] = state
+        table[key] = state
 
-    async def _watch_mosaics(self, watcher: object) -> None:
-        async for entry in watcher:  # type: ignore[attr-defined]
+    async def _watch(self, bucket: str, watcher: Any) -> None:
+        async for entry in watcher:
             if entry is None:
                 continue
-            self._on_mosaic(entry.key, entry.value)
+            self._on_entry(bucket, entry.key, entry.value)
             self.poke()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -156,10 +185,15 @@ class Controller:
                 self.viewers[fp] = max(self.viewers.get(fp, when), when)
                 if first:
                     self.poke()
+            case ViewerHeartbeat(scope="session", id=sid):
+                self.session_viewers[sid] = max(self.session_viewers.get(sid, when), when)
             case WorkerHeartbeat(worker_id=wid, ready=ready):
                 self.beats[wid] = max(self.beats.get(wid, when), when)
                 if ready:
                     self.failures.pop(wid, None)
+                    if wid not in self.ready:
+                        self.ready[wid] = when
+                        self.poke()
 
     # --- deciding --------------------------------------------------------------------------
 
@@ -188,13 +222,25 @@ class Controller:
             )
             self.watched = decision.watched
             self.passes += 1
-            for wid, reason in decision.stop:
+            sessions = session_plan(
+                sessions=self.sessions,
+                viewers=self.session_viewers,
+                ready=self.ready,
+                running=self.provider.running(),
+                failures=self.failures,
+                now=now,
+                timing=self.session_timing,
+                restart=self.timing,
+            )
+            for fact in sessions.facts:
+                await self._session_fact(fact)
+            for wid, reason in decision.stop + sessions.stop:
                 code = await self.provider.stop_worker(wid, reason)
                 await append(
                     self._js,
                     WorkerStopped(at=self._clock(), worker_id=wid, reason=reason, exit_code=code),
                 )
-            for spec in decision.start:
+            for spec in decision.start + sessions.start:
                 try:
                     pid = await self.provider.start_worker(spec)
                 except OSError as exc:
@@ -204,6 +250,7 @@ class Controller:
                     )
                     continue
                 self.beats.pop(spec.worker_id, None)
+                self.ready.pop(spec.worker_id, None)
                 await append(
                     self._js,
                     WorkerStarted(
@@ -214,6 +261,36 @@ class Controller:
                         pid=pid,
                     ),
                 )
+
+            if self.passes % 5 == 1:
+                await self._free_slots(now)
+
+    async def _session_fact(self, fact: SessionFact) -> None:
+        at = self._clock()
+        sid = fact.session_id
+        event: Event
+        if fact.kind == "started":
+            wid = jit_spec(sid).worker_id
+            event = SessionStarted(
+                at=at, session_id=sid, worker_id=wid, endpoint=f"/session/{sid}/whep"
+            )
+        elif fact.kind == "ended":
+            event = SessionEnded(at=at, session_id=sid, reason=fact.reason)
+        else:
+            event = SessionFailed(at=at, session_id=sid, cause=fact.reason)
+        # One id per (session, fact): a repeated decision before the projection catches up
+        # is deduplicated by JetStream rather than recorded twice.
+        await append(self._js, event, msg_id=f"session-{sid}-{fact.kind}")
+        log.info("session " + fact.kind, extra={"session": sid, "reason": fact.reason})
+
+    async def _free_slots(self, now: float) -> None:
+        """Release admission slots of sessions that ended, failed, or never appeared."""
+        for key, (sid, claimed) in (await admission.holders(self._js)).items():
+            state = self.sessions.get(sid)
+            gone = state is not None and state.phase in ("ended", "failed")
+            orphan = state is None and now - claimed > SLOT_GRACE
+            if gone or orphan:
+                await admission.release(self._js, key)
 
     def _failed(self, worker_id: str) -> None:
         count, _ = self.failures.get(worker_id, (0, 0.0))

@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.mosaic import MosaicConfig, layout, source_id
-from pipeline.state.model import MosaicState
+from pipeline.state.model import MosaicState, SessionState
+
+MOSAIC_KINDS = ("grabber", "stitcher")
 
 
 @dataclass(frozen=True, order=True)
@@ -141,6 +143,8 @@ def plan(
     want = desired(mosaics, fps)
     stop: list[tuple[str, str]] = []
     for wid, run in sorted(running.items()):
+        if run.spec.kind not in MOSAIC_KINDS:
+            continue  # sessions decide about their own workers (session_plan)
         spec = want.get(wid)
         if spec is None:
             stop.append((wid, "not-needed"))
@@ -162,3 +166,92 @@ def plan(
             continue
         start.append(spec)
     return Plan(start=tuple(start), stop=tuple(stop), watched=fps)
+
+
+# --- JIT sessions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionTiming:
+    """The original JIT timeouts, in seconds."""
+
+    running_timeout: float = 120.0
+    """A requested session must be running (its worker ready) within this."""
+    idle_timeout: float = 120.0
+    """A running session with no viewer for this long ends."""
+
+
+@dataclass(frozen=True)
+class SessionFact:
+    """A session fact the controller should append: ``kind`` is "started", "ended" or "failed"."""
+
+    session_id: str
+    kind: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What to change for sessions now."""
+
+    start: tuple[WorkerSpec, ...] = ()
+    stop: tuple[tuple[str, str], ...] = ()
+    facts: tuple[SessionFact, ...] = ()
+
+
+def jit_spec(session_id: str) -> WorkerSpec:
+    """The worker that serves a session."""
+    return WorkerSpec("jit", session_id)
+
+
+def session_plan(
+    *,
+    sessions: Mapping[str, SessionState],
+    viewers: Mapping[str, float],
+    ready: Mapping[str, float],
+    running: Mapping[str, Running],
+    failures: Mapping[str, tuple[int, float]],
+    now: float,
+    timing: SessionTiming,
+    restart: Timing,
+) -> SessionPlan:
+    """Decide for JIT sessions.
+
+    ``viewers``: session id → last viewer heartbeat. ``ready``: worker id → time its
+    heartbeat first said ready. A requested session gets a worker; once the worker is ready the
+    session is "started"; it fails if not running within ``running_timeout``, and ends after
+    ``idle_timeout`` without a viewer. An ended or failed session's worker is stopped.
+    """
+    start: list[WorkerSpec] = []
+    stop: list[tuple[str, str]] = []
+    facts: list[SessionFact] = []
+    for sid, state in sorted(sessions.items()):
+        spec = jit_spec(sid)
+        wid = spec.worker_id
+        live = state.phase in ("requested", "running")
+        if not live:
+            if wid in running:
+                stop.append((wid, f"session-{state.phase}"))
+            continue
+        if state.phase == "requested":
+            if wid in ready:
+                facts.append(SessionFact(sid, "started"))
+            elif now - state.requested_at > timing.running_timeout:
+                facts.append(
+                    SessionFact(sid, "failed", f"not running within {timing.running_timeout:g} s")
+                )
+                if wid in running:
+                    stop.append((wid, "session-failed"))
+                continue
+        else:
+            since = max(viewers.get(sid, float("-inf")), state.started_at or state.requested_at)
+            if now - since > timing.idle_timeout:
+                facts.append(SessionFact(sid, "ended", "idle"))
+                if wid in running:
+                    stop.append((wid, "session-ended"))
+                continue
+        if wid not in running:
+            count, last = failures.get(wid, (0, float("-inf")))
+            if now - last >= backoff(count, restart):
+                start.append(spec)
+    return SessionPlan(start=tuple(start), stop=tuple(stop), facts=tuple(facts))

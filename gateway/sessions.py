@@ -1,0 +1,303 @@
+"""The Orchestrator API for JIT sessions.
+
+- ``POST /session`` (JSON, see :mod:`gateway.session_request`) → ``201`` with the session id,
+  its state, the WHEP endpoint and the ICE servers; ``400`` naming a bad field; ``413`` for a
+  body over 64 KiB; ``503`` with ``Retry-After`` at capacity (nothing is started).
+- ``GET /session``, ``GET /session/<id>``, ``DELETE /session/<id>``.
+- ``POST /session/<id>/whep`` (``application/sdp`` offer) → ``201`` with the answer and a
+  ``Location``; ``DELETE`` on that location hangs up. Signalling is relayed to the session's
+  worker over NATS request/reply (``ctl.signal.<id>``), so workers need no public HTTP port:
+  only their UDP media goes direct (see docs/architecture.md).
+- ``POST /session/<id>/control`` (a JSON command: ``{"type": "seek", "frame": 120}``) →
+  relayed to ``ctl.session.<id>``; the same commands travel over the WebRTC data channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.context import GatewayContext
+from gateway.session_request import RequestError, parse
+from pipeline import admission, subjects
+from pipeline.errors import MessageError
+from pipeline.eventlog import AppendError, append
+from pipeline.messages import control
+from pipeline.messages.codec import (
+    decode_event,
+    decode_heartbeat,
+    decode_reply,
+    decode_session_command,
+    encode,
+)
+from pipeline.messages.events import SessionEnded, SessionRequested
+from pipeline.messages.heartbeats import JitStats, WorkerHeartbeat
+from pipeline.state.evolve import evolve
+from pipeline.state.model import SessionState
+from pipeline.state.read import read_bucket, read_entry
+from pipeline.state.reconcile import jit_spec
+from pipeline.topology import EVENTS, HEARTBEATS, SESSIONS
+
+MAX_BODY = 64 * 1024
+SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+NOT_FOUND = JSONResponse({"error": "not found"}, status_code=404)
+SIGNAL_TIMEOUT = 10.0
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the limit."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, read no further than ``limit`` bytes (else BodyTooLarge)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def _too_large() -> JSONResponse:
+    return _error(413, f"the body is over {MAX_BODY // 1024} KiB")
+
+
+class Sessions:
+    """The session routes."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    def _base(self, request: Request) -> str:
+        public = self.ctx.config.public_ip
+        if public:
+            host = f"[{public}]" if ":" in public else public
+            return f"{request.url.scheme}://{host}:{request.url.port or self.ctx.config.port}"
+        return str(request.base_url).rstrip("/")
+
+    def _describe(self, request: Request, state: SessionState) -> dict[str, Any]:
+        base = self._base(request)
+        sid = state.session_id
+        return {
+            "id": sid,
+            "state": state.phase,
+            "inputs": msgspec.to_builtins(state.inputs),
+            "options": msgspec.to_builtins(state.options),
+            "requested_at": state.requested_at,
+            "started_at": state.started_at,
+            "ended_at": state.ended_at,
+            "reason": state.reason,
+            "whep_url": f"{base}/session/{sid}/whep",
+            "control_url": f"{base}/session/{sid}/control",
+            "ice_servers": list(self.ctx.ice_servers),
+        }
+
+    async def create(self, request: Request) -> Response:
+        """``POST /session``."""
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        try:
+            inputs, options = parse(body, roots=self.ctx.config.media_root_paths)
+        except RequestError as exc:
+            return _error(400, str(exc))
+        sid = uuid.uuid4().hex
+        slot = await admission.claim(self.ctx.js, sid, self.ctx.config.capacity)
+        if slot is None:
+            return _error(
+                503,
+                f"at capacity ({self.ctx.config.capacity} sessions): retry later",
+                {"Retry-After": "5"},
+            )
+        event = SessionRequested(
+            at=time.time(),
+            session_id=sid,
+            inputs=inputs,
+            options=options,
+            client=request.client.host if request.client else "",
+        )
+        try:
+            await append(self.ctx.js, event, msg_id=f"session-{sid}", expect_first=True)
+        except AppendError:
+            await admission.release(self.ctx.js, slot)
+            return _error(503, "cannot record the session now: retry later", {"Retry-After": "2"})
+        state = SessionState(
+            session_id=sid, phase="requested", inputs=inputs, options=options,
+            requested_at=event.at,
+        )  # fmt: skip
+        return JSONResponse(
+            self._describe(request, state),
+            status_code=201,
+            headers={"Location": f"/session/{sid}"},
+        )
+
+    async def _state(self, sid: str) -> SessionState | None:
+        if not SESSION_ID_RE.match(sid):
+            return None
+        state = await read_entry(self.ctx.js, SESSIONS.name, sid)
+        if isinstance(state, SessionState):
+            return state
+        # Just requested and not projected yet: the event log is the truth.
+        try:
+            msg = await self.ctx.js.get_last_msg(EVENTS.name, subjects.event("session", sid))
+            event = decode_event(msg.data or b"")
+        except (NotFoundError, MessageError):
+            return None
+        fresh = evolve(None, event)
+        return fresh if isinstance(fresh, SessionState) else None
+
+    async def _stats(self, sid: str) -> dict[str, Any] | None:
+        try:
+            msg = await self.ctx.js.get_last_msg(
+                HEARTBEATS.name, subjects.worker_heartbeat(jit_spec(sid).worker_id)
+            )
+        except Exception:  # noqa: BLE001 - no heartbeat yet is normal
+            return None
+        try:
+            beat = decode_heartbeat(msg.data or b"")
+        except Exception:  # noqa: BLE001
+            return None
+        if isinstance(beat, WorkerHeartbeat) and isinstance(beat.stats, JitStats):
+            stats: dict[str, Any] = msgspec.to_builtins(beat.stats)
+            stats["at"] = beat.at
+            return stats
+        return None
+
+    async def get(self, request: Request) -> Response:
+        """``GET /session/<id>``."""
+        sid = request.path_params["sid"]
+        state = await self._state(sid)
+        if state is None:
+            return NOT_FOUND
+        body = self._describe(request, state)
+        body["stats"] = await self._stats(sid) if state.phase == "running" else None
+        return JSONResponse(body)
+
+    async def list(self, request: Request) -> Response:
+        """``GET /session``: every session, newest first."""
+        states = [
+            s for s in (await read_bucket(self.ctx.js, SESSIONS.name)).values()
+            if isinstance(s, SessionState)
+        ]  # fmt: skip
+        states.sort(key=lambda s: s.requested_at, reverse=True)
+        return JSONResponse({"sessions": [self._describe(request, s) for s in states]})
+
+    async def delete(self, request: Request) -> Response:
+        """``DELETE /session/<id>``: end it (idempotent)."""
+        sid = request.path_params["sid"]
+        state = await self._state(sid)
+        if state is None:
+            return NOT_FOUND
+        if state.phase in ("requested", "running"):
+            await append(
+                self.ctx.js,
+                SessionEnded(at=time.time(), session_id=sid, reason="deleted"),
+                msg_id=f"session-{sid}-deleted",
+            )
+        return JSONResponse({"id": sid, "state": "ended" if state.phase != "failed" else "failed"})
+
+    async def _relay(self, subject: str, payload: bytes, sid: str) -> bytes | Response:
+        """Request/reply to the session's worker, waiting for it while the session starts."""
+        deadline = time.monotonic() + SIGNAL_TIMEOUT
+        while True:
+            try:
+                msg = await self.ctx.nc.request(subject, payload, timeout=SIGNAL_TIMEOUT)
+                return bytes(msg.data)
+            except NoRespondersError:
+                state = await self._state(sid)
+                if state is None or state.phase not in ("requested", "running"):
+                    why = state.reason if state else "unknown session"
+                    return _error(409, f"session is {state.phase if state else 'gone'}: {why}")
+                if time.monotonic() > deadline:
+                    return _error(503, "the session is still starting: retry", {"Retry-After": "2"})
+                await asyncio.sleep(0.1)
+            except NatsTimeoutError:
+                return _error(504, "the session's worker did not answer in time")
+
+    async def whep(self, request: Request) -> Response:
+        """``POST /session/<id>/whep``: an SDP offer in, the answer out."""
+        sid = request.path_params["sid"]
+        if await self._state(sid) is None:
+            return NOT_FOUND
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        if "application/sdp" not in request.headers.get("content-type", ""):
+            return _error(415, "send the offer as Content-Type: application/sdp")
+        offer = control.SignalOffer(sdp=body.decode(errors="replace"))
+        got = await self._relay(subjects.session_signal(sid), encode(offer), sid)
+        if isinstance(got, Response):
+            return got
+        try:
+            answer = msgspec.json.decode(got, type=control.SignalAnswer)
+        except msgspec.DecodeError:
+            return _error(502, "the session's worker sent a bad answer")
+        if answer.error:
+            return _error(400, answer.error)
+        peer = getattr(answer, "peer", "") or "0"
+        return Response(
+            answer.sdp,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/session/{sid}/whep/{peer}"},
+        )
+
+    async def hangup(self, request: Request) -> Response:
+        """``DELETE /session/<id>/whep/<peer>``."""
+        sid, peer = request.path_params["sid"], request.path_params["peer"]
+        if await self._state(sid) is None or not re.match(r"^[A-Za-z0-9_-]{1,64}$", peer):
+            return NOT_FOUND
+        hangup_type = getattr(control, "SignalHangup", None)
+        if hangup_type is None:
+            return Response(status_code=204)
+        got = await self._relay(subjects.session_signal(sid), encode(hangup_type(peer=peer)), sid)
+        return got if isinstance(got, Response) else Response(status_code=204)
+
+    async def control(self, request: Request) -> Response:
+        """``POST /session/<id>/control``: play, pause, seek, step, rate, channels."""
+        sid = request.path_params["sid"]
+        if await self._state(sid) is None:
+            return NOT_FOUND
+        try:
+            body = await read_body(request, 4096)
+        except BodyTooLarge:
+            return _too_large()
+        try:
+            doc = json.loads(body)
+            if (
+                isinstance(doc, dict)
+                and isinstance(doc.get("type"), str)
+                and "/" not in doc["type"]
+            ):
+                doc["type"] += "/1"  # the tag's version is optional over HTTP
+            command = decode_session_command(json.dumps(doc).encode())
+        except (ValueError, MessageError) as exc:
+            example = '{"type": "seek", "frame": 120}'
+            return _error(400, f"not a session command ({exc}); e.g. {example}")
+        got = await self._relay(subjects.session_control(sid), encode(command), sid)
+        if isinstance(got, Response):
+            return got
+        reply = decode_reply(got)
+        return JSONResponse(msgspec.to_builtins(reply), status_code=200 if reply.ok else 409)
