@@ -5,16 +5,23 @@ Unknown paths get a one-line JSON 404; errors never show a traceback to a user.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette_exporter import PrometheusMiddleware
 
 from gateway.context import GatewayContext
 from gateway.health import healthz, readyz
+from gateway.metrics import Metrics
 from gateway.mosaics import Mosaics
 from gateway.sessions import Sessions
+from pipeline.state.beats import HeartbeatCache
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -30,11 +37,23 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
+    beats = HeartbeatCache(ctx.js)
+    metrics = Metrics(ctx, beats)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await beats.start()
+        try:
+            yield
+        finally:
+            await beats.stop()
+
     mosaics = Mosaics(ctx)
     sessions = Sessions(ctx)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/create", mosaics.create, methods=["GET"]),
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
         Route("/session", sessions.create, methods=["POST"]),
@@ -48,6 +67,16 @@ def create_app(ctx: GatewayContext) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, 500: _server_error},
+        middleware=[
+            Middleware(
+                PrometheusMiddleware,
+                app_name="tessera",
+                prefix="tessera_http",
+                group_paths=True,
+                skip_paths=["/metrics", "/healthz", "/readyz"],
+            )
+        ],
+        lifespan=lifespan,
     )
     app.state.ctx = ctx
     return app

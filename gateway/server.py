@@ -73,7 +73,7 @@ class GatewayServer:
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
-            lifespan="off",
+            lifespan="on",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=max(1, round(self.shutdown_timeout)),

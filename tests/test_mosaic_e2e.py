@@ -163,6 +163,22 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
         strip = picture[y + grid.tile_height - 24 : y + grid.tile_height, x : x + grid.tile_width]
         assert strip.std() > 20, f"no name drawn on tile {name}"
 
+    # /metrics during the running mosaic: every source and the stitcher report real rates.
+    fp = playlist_url.split("/")[2]
+
+    async def rates_reported() -> bool:
+        text = (await rig.http.get("/metrics")).text
+        fps_in = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("tessera_source_fps_in{")]  # fmt: skip
+        stitch = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(f'tessera_mosaic_stitch_fps{{mosaic="{fp}"}}')]  # fmt: skip
+        return len(fps_in) == 4 and min(fps_in) > 0 and bool(stitch) and stitch[0] > 0
+
+    await until(rates_reported, 10, "non-zero source and stitch rates in /metrics")
+    text = (await rig.http.get("/metrics")).text
+    assert "tessera_http_requests_total{" in text and 'path="/play/{fp}/{name}"' in text
+    assert 'tessera_stream_messages{stream="EVENTS"}' in text
+
     # One source dies: its tile turns into the dead-source tile within 5 s (+ a segment),
     # while the others keep their colours.
     rig.sources.stop_source("green")

@@ -1,0 +1,133 @@
+"""``/metrics`` in the Prometheus text format.
+
+Two registries: HTTP metrics by route (starlette-exporter's middleware, the process-wide
+default registry) and pipeline metrics built at scrape time from the newest heartbeat of every
+worker, agent and service (:class:`~pipeline.state.beats.HeartbeatCache`) and from JetStream
+(stream sizes, the projector's pending events).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.context import GatewayContext
+from pipeline.messages.heartbeats import (
+    GrabberStats,
+    InstanceHeartbeat,
+    JitStats,
+    StitcherStats,
+    WorkerHeartbeat,
+)
+from pipeline.state.beats import HeartbeatCache
+from pipeline.state.projector import DURABLE
+from pipeline.topology import BUCKETS, EVENTS, STREAMS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class PipelineCollector(Collector):
+    """Pipeline gauges and counters from the heartbeat cache and a JetStream snapshot."""
+
+    def __init__(self, beats: HeartbeatCache) -> None:
+        self.beats = beats
+        self.streams: dict[str, tuple[int, int]] = {}
+        self.pending: int | None = None
+
+    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one flat list of families
+        g = GaugeMetricFamily
+        c = CounterMetricFamily
+        src_in = g("tessera_source_fps_in", "Frames/s decoded from a source", labels=["source"])
+        src_out = g("tessera_source_fps_out", "Frames/s published for a source", labels=["source"])
+        src_up = g("tessera_source_connected", "1 while a source is connected", labels=["source"])
+        src_rec = c("tessera_source_reconnects", "Reconnects of a source", labels=["source"])
+        src_err = c("tessera_source_decode_errors", "Decode errors of a source", labels=["source"])
+        mos_fps = g("tessera_mosaic_stitch_fps", "Frames/s a mosaic composes", labels=["mosaic"])
+        mos_late = c("tessera_mosaic_late_frames", "Mosaic ticks skipped late", labels=["mosaic"])
+        mos_enc = g("tessera_mosaic_encode_ms", "Compose+encode ms per frame", labels=["mosaic"])
+        mos_seg = c("tessera_mosaic_segments", "Segments stored", labels=["mosaic"])
+        mos_bytes = g("tessera_mosaic_segment_bytes", "Size of the last segment", labels=["mosaic"])
+        mos_dead = g("tessera_mosaic_dead_tiles", "Tiles showing a dead source", labels=["mosaic"])
+        ses_fps = g("tessera_session_fps", "Frames/s sent by a session", labels=["session"])
+        ses_view = g("tessera_session_viewers", "Viewers of a session", labels=["session"])
+        ses_seek = c("tessera_session_seeks", "Seeks in a session", labels=["session"])
+        inst_cap = g("tessera_instance_capacity", "Capacity", labels=["instance", "kind"])
+        inst_used = g("tessera_instance_used", "Capacity used", labels=["instance", "kind"])
+        age = g("tessera_heartbeat_age_seconds", "Age of the last heartbeat", labels=["subject"])
+        now = time.time()
+        for subject, (beat, _) in sorted(self.beats.latest.items()):
+            age.add_metric([subject], max(0.0, now - beat.at))
+            if isinstance(beat, WorkerHeartbeat):
+                t, stats = beat.target, beat.stats
+                if isinstance(stats, GrabberStats):
+                    src_in.add_metric([t], stats.fps_in)
+                    src_out.add_metric([t], stats.fps_out)
+                    src_up.add_metric([t], 1.0 if stats.connected else 0.0)
+                    src_rec.add_metric([t], stats.reconnects)
+                    src_err.add_metric([t], stats.decode_errors)
+                elif isinstance(stats, StitcherStats):
+                    mos_fps.add_metric([t], stats.fps)
+                    mos_late.add_metric([t], stats.late_frames)
+                    mos_enc.add_metric([t], stats.encode_ms)
+                    mos_seg.add_metric([t], stats.segments)
+                    mos_bytes.add_metric([t], stats.segment_bytes)
+                    mos_dead.add_metric([t], stats.dead_tiles)
+                elif isinstance(stats, JitStats):
+                    ses_fps.add_metric([t], stats.fps)
+                    ses_view.add_metric([t], stats.viewers)
+                    ses_seek.add_metric([t], stats.seeks)
+            elif isinstance(beat, InstanceHeartbeat):
+                for kind, n in beat.capacity.items():
+                    inst_cap.add_metric([beat.instance_id, kind], n)
+                for kind, n in beat.used.items():
+                    inst_used.add_metric([beat.instance_id, kind], n)
+        msgs = g("tessera_stream_messages", "Messages in a JetStream stream", labels=["stream"])
+        size = g("tessera_stream_bytes", "Bytes in a JetStream stream", labels=["stream"])
+        for name, (n, b) in sorted(self.streams.items()):
+            msgs.add_metric([name], n)
+            size.add_metric([name], b)
+        yield from (src_in, src_out, src_up, src_rec, src_err, mos_fps, mos_late, mos_enc)
+        yield from (mos_seg, mos_bytes, mos_dead, ses_fps, ses_view, ses_seek, inst_cap)
+        yield from (inst_used, age, msgs, size)
+        if self.pending is not None:
+            lag = g("tessera_projector_pending", "Events the projector has not folded yet")
+            lag.add_metric([], self.pending)
+            yield lag
+
+
+class Metrics:
+    """The /metrics route over one gateway's heartbeat cache."""
+
+    def __init__(self, ctx: GatewayContext, beats: HeartbeatCache) -> None:
+        self.ctx = ctx
+        self.collector = PipelineCollector(beats)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+
+    async def _refresh(self) -> None:
+        streams: dict[str, tuple[int, int]] = {}
+        for name in [s.name for s in STREAMS] + [b.stream_name for b in BUCKETS]:
+            try:
+                info = await self.ctx.js.stream_info(name)
+            except NotFoundError:
+                continue
+            streams[name] = (int(info.state.messages), int(info.state.bytes))
+        self.collector.streams = streams
+        try:
+            consumer = await self.ctx.js.consumer_info(EVENTS.name, DURABLE)
+            self.collector.pending = int(consumer.num_pending or 0)
+        except NotFoundError:
+            self.collector.pending = None
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        await self._refresh()
+        body = generate_latest(REGISTRY) + generate_latest(self.registry)
+        return Response(body, media_type=CONTENT_TYPE)
