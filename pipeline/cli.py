@@ -86,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(replay, groups=("general", "nats", "logging"))
     replay.set_defaults(run=_cmd_events_replay)
 
+    status = sub.add_parser(
+        "status",
+        help="show mosaics, sources, sessions and instances with their health",
+        description="Read the projected state and heartbeats and show what runs.",
+    )
+    status.add_argument("--watch", action="store_true", help="redraw every second")
+    config_mod.add_arguments(status, groups=("general", "nats", "logging"))
+    status.set_defaults(run=_cmd_status)
+
     cfg = sub.add_parser(
         "config",
         help="show every setting: flag, env var, default and current value",
@@ -172,6 +181,27 @@ async def _cmd_events_replay(config: Config, args: argparse.Namespace) -> int:
         await nc.close()
     print(f"replayed EVENTS: {applied:,} events folded into the projections")
     return 0
+
+
+async def _cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from pipeline.status import gather, render
+
+    nc = await connect(resolve_url(config), name="tessera-status")
+    try:
+        js = nc.jetstream()
+        stale = 3 * config.heartbeat_interval + 2
+        if not args.watch:
+            Console(width=max(120, Console().width)).print(render(await gather(js), stale))
+            return 0
+        with Live(render(await gather(js), stale), refresh_per_second=2) as live:
+            while True:
+                await asyncio.sleep(1.0)
+                live.update(render(await gather(js), stale))
+    finally:
+        await nc.close()
 
 
 async def _cmd_config(config: Config, args: argparse.Namespace) -> int:

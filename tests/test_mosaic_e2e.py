@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -27,8 +29,8 @@ from nats.js import JetStreamContext
 from pipeline.config import load
 from pipeline.mosaic import layout
 from pipeline.natsserver import EmbeddedNats
-from pipeline.up import Stack
 from pipeline.synthetic import LiveHlsSource, SourceServer
+from pipeline.up import Stack
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -306,3 +308,41 @@ async def test_the_original_lifecycle_with_real_workers(
     finally:
         await stack.stop()
         server.stop()
+
+
+async def test_status_shows_the_running_mosaic_and_its_sources(rig: Rig) -> None:
+    port = rig.sources.port
+    pattern = f"http://127.0.0.1:{port}/{{red,blue}}[n]/index.m3u8"
+    created = await rig.http.get(
+        "/create", params={"urls": pattern, "size": "640x360", "title": "Ops wall"}
+    )
+    playlist_url = created.headers["location"]
+    fp = playlist_url.split("/")[2]
+
+    async def running() -> bool:
+        seq, _ = await newest_picture(rig.http, playlist_url)
+        return seq >= 1
+
+    await until(running, 30, "the mosaic to run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "TESSERA_"))}
+    env["NATS_URL"] = rig.stack.nats_url
+    env["COLUMNS"] = "200"
+
+    async def shows_everything() -> str | None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", "status",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        text = out.decode()
+        rows = [line for line in text.splitlines() if fp[:12] in line]
+        ok = bool(rows) and "Ops wall" in rows[0] and " ok " in rows[0]
+        return text if ok and text.count(" ok ") >= 3 else None
+
+    deadline = time.monotonic() + 15
+    text = None
+    while text is None and time.monotonic() < deadline:
+        text = await shows_everything()
+    assert text is not None, "status never showed the mosaic, its stitcher and sources as ok"
+    assert "Mosaics (1)" in text and "Sources" in text and "Sessions (0)" in text
