@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
+from gateway import openapi
 from gateway.context import GatewayContext
 from gateway.health import healthz, readyz
 from gateway.metrics import Metrics
@@ -48,12 +49,18 @@ def create_app(ctx: GatewayContext) -> Starlette:
         finally:
             await beats.stop()
 
+    document = openapi.build()
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
     mosaics = Mosaics(ctx)
     sessions = Sessions(ctx)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/create", mosaics.create, methods=["GET"]),
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
         Route("/session", sessions.create, methods=["POST"]),

@@ -33,13 +33,13 @@ class _Input(msgspec.Struct, forbid_unknown_fields=True):
     id: str | None = None
 
 
-class _Request(SessionOptions, forbid_unknown_fields=True, frozen=True):
+class SessionRequest(SessionOptions, forbid_unknown_fields=True, frozen=True):
     """The body: the options at the top level, plus ``inputs``."""
 
     inputs: tuple[_Input, ...] = ()
 
 
-_decoder = msgspec.json.Decoder(_Request)
+_decoder = msgspec.json.Decoder(SessionRequest)
 
 
 def _field_error(exc: msgspec.ValidationError) -> RequestError:

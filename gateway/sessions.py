@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.context import GatewayContext
+from gateway.schemas import SessionList, SessionView
 from gateway.session_request import RequestError, parse
 from pipeline import admission, subjects
 from pipeline.errors import MessageError
@@ -78,6 +79,15 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
+def _json(
+    body: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        msgspec.json.encode(body), status_code=status, headers=headers,
+        media_type="application/json",
+    )  # fmt: skip
+
+
 def _too_large() -> JSONResponse:
     return _error(413, f"the body is over {MAX_BODY // 1024} KiB")
 
@@ -95,22 +105,25 @@ class Sessions:
             return f"{request.url.scheme}://{host}:{request.url.port or self.ctx.config.port}"
         return str(request.base_url).rstrip("/")
 
-    def _describe(self, request: Request, state: SessionState) -> dict[str, Any]:
+    def _describe(
+        self, request: Request, state: SessionState, stats: dict[str, Any] | None = None
+    ) -> SessionView:
         base = self._base(request)
         sid = state.session_id
-        return {
-            "id": sid,
-            "state": state.phase,
-            "inputs": msgspec.to_builtins(state.inputs),
-            "options": msgspec.to_builtins(state.options),
-            "requested_at": state.requested_at,
-            "started_at": state.started_at,
-            "ended_at": state.ended_at,
-            "reason": state.reason,
-            "whep_url": f"{base}/session/{sid}/whep",
-            "control_url": f"{base}/session/{sid}/control",
-            "ice_servers": list(self.ctx.ice_servers),
-        }
+        return SessionView(
+            id=sid,
+            state=state.phase,
+            inputs=state.inputs,
+            options=state.options,
+            requested_at=state.requested_at,
+            started_at=state.started_at,
+            ended_at=state.ended_at,
+            reason=state.reason,
+            whep_url=f"{base}/session/{sid}/whep",
+            control_url=f"{base}/session/{sid}/control",
+            ice_servers=self.ctx.ice_servers,
+            stats=stats,
+        )
 
     async def create(self, request: Request) -> Response:
         """``POST /session``."""
@@ -146,11 +159,7 @@ class Sessions:
             session_id=sid, phase="requested", inputs=inputs, options=options,
             requested_at=event.at,
         )  # fmt: skip
-        return JSONResponse(
-            self._describe(request, state),
-            status_code=201,
-            headers={"Location": f"/session/{sid}"},
-        )
+        return _json(self._describe(request, state), 201, {"Location": f"/session/{sid}"})
 
     async def _state(self, sid: str) -> SessionState | None:
         if not SESSION_ID_RE.match(sid):
@@ -190,9 +199,8 @@ class Sessions:
         state = await self._state(sid)
         if state is None:
             return NOT_FOUND
-        body = self._describe(request, state)
-        body["stats"] = await self._stats(sid) if state.phase == "running" else None
-        return JSONResponse(body)
+        stats = await self._stats(sid) if state.phase == "running" else None
+        return _json(self._describe(request, state, stats))
 
     async def list(self, request: Request) -> Response:
         """``GET /session``: every session, newest first."""
@@ -201,7 +209,7 @@ class Sessions:
             if isinstance(s, SessionState)
         ]  # fmt: skip
         states.sort(key=lambda s: s.requested_at, reverse=True)
-        return JSONResponse({"sessions": [self._describe(request, s) for s in states]})
+        return _json(SessionList(tuple(self._describe(request, s) for s in states)))
 
     async def delete(self, request: Request) -> Response:
         """``DELETE /session/<id>``: end it (idempotent)."""
@@ -300,4 +308,4 @@ class Sessions:
         if isinstance(got, Response):
             return got
         reply = decode_reply(got)
-        return JSONResponse(msgspec.to_builtins(reply), status_code=200 if reply.ok else 409)
+        return _json(reply, 200 if reply.ok else 409)

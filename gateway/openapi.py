@@ -1,0 +1,166 @@
+"""``/openapi.json``: the OpenAPI 3.1 description of the HTTP API.
+
+Request and response schemas come from the msgspec Structs the handlers use
+(:mod:`gateway.schemas`, :mod:`gateway.session_request`, :mod:`pipeline.messages.control`), so
+the document cannot drift from the code; a test also checks that it names exactly the live
+routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.schemas import ErrorBody, SessionList, SessionView
+from gateway.session_request import SessionRequest
+from pipeline.messages.control import CommandReply, SessionCommand
+
+_REF = "#/components/schemas/{name}"
+
+
+def _json_body(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": ref}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, **_json_body({"$ref": _REF.format(name="ErrorBody")})}
+
+
+def build(version: str = "0.1.0") -> dict[str, Any]:
+    """The OpenAPI document."""
+    types: list[Any] = [ErrorBody, SessionView, SessionList, SessionRequest, CommandReply,
+                        SessionCommand]  # fmt: skip
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    error_ref, view_ref, list_ref, request_ref, reply_ref, command_ref = refs
+    fp = {"name": "fp", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}  # fmt: skip
+    sid = {"name": "sid", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}  # fmt: skip
+    text = {"type": "string"}
+    paths: dict[str, Any] = {
+        "/create": {
+            "get": {
+                "summary": "Create (or find) a mosaic from UrlDsl patterns",
+                "parameters": [
+                    {"name": "urls", "in": "query", "required": True,
+                     "schema": {"type": "array", "items": text}, "style": "form",
+                     "explode": True, "description": "UrlDsl pattern; may repeat"},
+                    {"name": "size", "in": "query", "schema": {"type": "string",
+                     "pattern": "^[0-9]+x[0-9]+$"}, "description": "default 1280x720"},
+                    {"name": "fps", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                     "maximum": 60}},
+                    {"name": "cols", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "title", "in": "query", "schema": {"type": "string",
+                     "maxLength": 200}},
+                ],  # fmt: skip
+                "responses": {
+                    "302": {"description": "Redirect to /play/<fp>/index.m3u8"},
+                    "400": _error("A bad pattern or option, in one line"),
+                },
+            }
+        },
+        "/play/{fp}/{name}": {
+            "get": {
+                "summary": "The live HLS playlist (index.m3u8) or a segment (<seq>.ts)",
+                "parameters": [fp, {"name": "name", "in": "path", "required": True,
+                                    "schema": {"type": "string",
+                                               "pattern": r"^(index\.m3u8|[0-9]+\.ts)$"}}],
+                "responses": {
+                    "200": {"description": "Playlist or segment", "content": {
+                        "application/vnd.apple.mpegurl": {"schema": text},
+                        "video/mp2t": {"schema": {"type": "string", "format": "binary"}}}},
+                    "404": _error("Unknown mosaic or file (always the same answer)"),
+                },
+            }  # fmt: skip
+        },
+        "/session": {
+            "post": {
+                "summary": "Start a JIT session",
+                "requestBody": {"required": True, **_json_body(request_ref)},
+                "responses": {
+                    "201": {"description": "Requested", **_json_body(view_ref)},
+                    "400": _error("A bad field, named"),
+                    "413": _error("Body over 64 KiB"),
+                    "503": _error("At capacity; see Retry-After"),
+                },
+            },
+            "get": {
+                "summary": "Every session, newest first",
+                "responses": {"200": {"description": "Sessions", **_json_body(list_ref)}},
+            },
+        },
+        "/session/{sid}": {
+            "get": {
+                "summary": "One session",
+                "parameters": [sid],
+                "responses": {"200": {"description": "The session", **_json_body(view_ref)},
+                              "404": _error("No such session")},  # fmt: skip
+            },
+            "delete": {
+                "summary": "End a session",
+                "parameters": [sid],
+                "responses": {"200": {"description": "Ended"}, "404": _error("No such session")},
+            },
+        },
+        "/session/{sid}/whep": {
+            "post": {
+                "summary": "WHEP: an SDP offer in, the SDP answer out",
+                "parameters": [sid],
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": text}}},
+                "responses": {
+                    "201": {"description": "Answer; Location names the peer",
+                            "content": {"application/sdp": {"schema": text}}},
+                    "404": _error("No such session"),
+                    "409": _error("The session ended or failed"),
+                    "415": _error("Not application/sdp"),
+                    "503": _error("Still starting; see Retry-After"),
+                },  # fmt: skip
+            }
+        },
+        "/session/{sid}/whep/{peer}": {
+            "delete": {
+                "summary": "WHEP: hang up one viewer",
+                "parameters": [sid, {"name": "peer", "in": "path", "required": True,
+                                     "schema": text}],  # fmt: skip
+                "responses": {"204": {"description": "Gone"}, "404": _error("No such peer")},
+            }
+        },
+        "/session/{sid}/control": {
+            "post": {
+                "summary": "Play, pause, seek, step, rate, audio channels",
+                "parameters": [sid],
+                "requestBody": {"required": True, **_json_body(command_ref)},
+                "responses": {
+                    "200": {"description": "Done", **_json_body(reply_ref)},
+                    "400": _error("Not a command"),
+                    "409": _error("Refused, with the reason"),
+                },
+            }
+        },
+        "/healthz": {"get": {"summary": "Alive, NATS connected, streams present",
+                             "responses": {"200": {"description": "Healthy"},
+                                           "503": {"description": "Not healthy"}}}},
+        "/readyz": {"get": {"summary": "Healthy and projections caught up",
+                            "responses": {"200": {"description": "Ready"},
+                                          "503": {"description": "Not ready"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "Text format",
+                                                   "content": {"text/plain": {"schema": text}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    }  # fmt: skip
+    del error_ref
+    document = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tessera",
+            "version": version,
+            "description": "Live HLS mosaics and just-in-time WebRTC review sessions.",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    # Through JSON and back: tuples (msgspec's defaults) become lists, as a client sees them.
+    result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
+    return result
