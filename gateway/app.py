@@ -18,6 +18,7 @@ from starlette_exporter import PrometheusMiddleware
 
 from gateway import openapi
 from gateway.context import GatewayContext
+from gateway.guard import Guard
 from gateway.health import healthz, readyz
 from gateway.metrics import Metrics
 from gateway.mosaics import Mosaics
@@ -54,8 +55,9 @@ def create_app(ctx: GatewayContext) -> Starlette:
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
-    mosaics = Mosaics(ctx)
-    sessions = Sessions(ctx)
+    guard = Guard(ctx.config)
+    mosaics = Mosaics(ctx, guard)
+    sessions = Sessions(ctx, guard)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import urldsl
 from gateway.context import GatewayContext
+from gateway.guard import Guard
 from pipeline import subjects
 from pipeline.consumers.playlist import empty_playlist
 from pipeline.eventlog import AlreadyExists, append
@@ -109,8 +110,9 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
 class Mosaics:
     """The mosaic routes with their small caches (known fingerprints, segments)."""
 
-    def __init__(self, ctx: GatewayContext, segment_cache: int = 256) -> None:
+    def __init__(self, ctx: GatewayContext, guard: Guard, segment_cache: int = 256) -> None:
         self.ctx = ctx
+        self.guard = guard
         self._known: set[str] = set()
         self._beats: dict[str, float] = {}
         self._segments: OrderedDict[str, bytes] = OrderedDict()
@@ -118,6 +120,8 @@ class Mosaics:
 
     async def create(self, request: Request) -> Response:
         """``GET /create``."""
+        if refused := self.guard.limit(self.guard.create_limit, request):
+            return refused
         try:
             config = parse_create(request, self.ctx.config.max_tiles)
         except BadRequest as exc:

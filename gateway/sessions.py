@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.context import GatewayContext
+from gateway.guard import Guard
 from gateway.schemas import SessionList, SessionView
 from gateway.session_request import RequestError, parse
 from pipeline import admission, subjects
@@ -95,8 +96,9 @@ def _too_large() -> JSONResponse:
 class Sessions:
     """The session routes."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, guard: Guard) -> None:
         self.ctx = ctx
+        self.guard = guard
 
     def _base(self, request: Request) -> str:
         public = self.ctx.config.public_ip
@@ -127,6 +129,10 @@ class Sessions:
 
     async def create(self, request: Request) -> Response:
         """``POST /session``."""
+        if refused := self.guard.authorize(request) or self.guard.limit(
+            self.guard.session_limit, request
+        ):
+            return refused
         try:
             body = await read_body(request)
         except BodyTooLarge:
@@ -213,6 +219,8 @@ class Sessions:
 
     async def delete(self, request: Request) -> Response:
         """``DELETE /session/<id>``: end it (idempotent)."""
+        if refused := self.guard.authorize(request):
+            return refused
         sid = request.path_params["sid"]
         state = await self._state(sid)
         if state is None:
@@ -245,6 +253,8 @@ class Sessions:
 
     async def whep(self, request: Request) -> Response:
         """``POST /session/<id>/whep``: an SDP offer in, the answer out."""
+        if refused := self.guard.authorize(request):
+            return refused
         sid = request.path_params["sid"]
         if await self._state(sid) is None:
             return NOT_FOUND
@@ -274,6 +284,8 @@ class Sessions:
 
     async def hangup(self, request: Request) -> Response:
         """``DELETE /session/<id>/whep/<peer>``."""
+        if refused := self.guard.authorize(request):
+            return refused
         sid, peer = request.path_params["sid"], request.path_params["peer"]
         if await self._state(sid) is None or not re.match(r"^[A-Za-z0-9_-]{1,64}$", peer):
             return NOT_FOUND
@@ -285,6 +297,8 @@ class Sessions:
 
     async def control(self, request: Request) -> Response:
         """``POST /session/<id>/control``: play, pause, seek, step, rate, channels."""
+        if refused := self.guard.authorize(request):
+            return refused
         sid = request.path_params["sid"]
         if await self._state(sid) is None:
             return NOT_FOUND

@@ -201,6 +201,32 @@ class Config:
         help="serve others: refuse loopback/private sources even on a loopback bind",
         group="gateway",
     )
+    api_token: str | None = setting(
+        None,
+        env="TESSERA_API_TOKEN",
+        flag=None,
+        parse=_optional_str,
+        help="bearer token for POST /session and session actions (made and stored in the "
+        "data dir when the gateway is not loopback-only)",
+        group="gateway",
+        shown="unset (loopback: open; else <data dir>/api-token)",
+    )
+    create_rate: float = setting(
+        5.0,
+        env="TESSERA_CREATE_RATE",
+        flag="--create-rate",
+        parse=_positive_float,
+        help="GET /create requests per second per client (bursts of 5 s worth)",
+        group="gateway",
+    )
+    session_rate: float = setting(
+        2.0,
+        env="TESSERA_SESSION_RATE",
+        flag="--session-rate",
+        parse=_positive_float,
+        help="POST /session requests per second per client (bursts of 5 s worth)",
+        group="gateway",
+    )
     max_tiles: int = setting(
         64,
         env="TESSERA_MAX_TILES",

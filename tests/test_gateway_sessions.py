@@ -37,6 +37,7 @@ async def http(
         env={
             "TESSERA_DATA_DIR": str(tmp_path),
             "JIT_CAPACITY": "64",
+            "TESSERA_SESSION_RATE": "1000",
             "JIT_MEDIA_ROOTS": str(tmp_path / "media"),
         }
     )
