@@ -6,7 +6,8 @@
   WebRTC data channel), answered with :class:`CommandReply`; the worker reports each sent frame
   with :class:`FrameReport`.
 - ``ctl.signal.<id>``: WHEP signalling relayed to the JIT worker: :class:`SignalOffer` answered
-  with :class:`SignalAnswer`.
+  with :class:`SignalAnswer`; :class:`SignalHangup` (a WHEP DELETE) answered with
+  :class:`CommandReply`.
 """
 
 from __future__ import annotations
@@ -94,3 +95,19 @@ class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="answer/1"):
 
     sdp: str = ""
     error: str = ""
+
+
+class SignalHangup(msgspec.Struct, frozen=True, kw_only=True, tag="hangup/1"):
+    """A WHEP DELETE relayed over NATS: close one viewer's peer connection.
+
+    ``peer_id`` names the viewer: :func:`pipeline.producers.jit.sdp.peer_id_of` of the answer
+    the worker gave it (the first 32 hex digits of the answer's DTLS SHA-256 fingerprint,
+    unique per peer connection). Answered with :class:`CommandReply` (``ok=False`` with an
+    error when no such viewer is connected).
+    """
+
+    peer_id: str
+
+
+SignalRequest = SignalOffer | SignalHangup
+"""What ``ctl.signal.<id>`` carries."""

@@ -71,6 +71,18 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     viewers: int = 0
     fps: float = 0.0
     seeks: int = 0
+    rate: float = 1.0
+    """Playback rate (1.0: real time)."""
+    frames: int = 0
+    """Video frames sent since the worker started (once per frame, whatever the viewers)."""
+    frame_count: int = 0
+    """Frames in the video (its exclusive end); 0 while unknown."""
+    late_frames: int = 0
+    """Frames skipped to keep real time because decoding fell behind."""
+    dropped: int = 0
+    """Frames and audio packets dropped in viewers' queues (their encoders were behind)."""
+    read_errors: int = 0
+    """Decode or read failures past the probe (the last one is logged)."""
 
 
 Stats = GrabberStats | StitcherStats | JitStats

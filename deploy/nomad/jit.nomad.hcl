@@ -1,0 +1,119 @@
+# JIT pool: just-in-time WebRTC review sessions.
+#
+#   nomad job run deploy/nomad/jit.nomad.hcl
+#
+# A pool of agents that run JIT sessions only (TESSERA_CAPACITY_JIT=4, other kinds 0).
+# The controller places jit workers on them like on any instance; the pool's size
+# is its scaling block's business: the Nomad Autoscaler, the UI, or
+# POST /v1/job/tessera-jit/scale (what NomadProvider.scale() sends).
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+
+variable "image" {
+  type    = string
+  default = "tessera:latest"
+}
+
+job "tessera-jit" {
+  datacenters = var.datacenters
+  type        = "service"
+
+  group "jit" {
+    count = 0
+
+    scaling {
+      enabled = true
+      min     = 0
+      max     = 10
+    }
+
+    # WebRTC uses the node's UDP range (JIT_CONTAINER_PORT_MIN/MAX): one JIT agent per node.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    network {
+      port "status" {}
+    }
+
+    service {
+      name     = "tessera-jit"
+      provider = "nomad"
+      port     = "status"
+
+      check {
+        type     = "http"
+        path     = "/status"
+        interval = "15s"
+        timeout  = "2s"
+      }
+    }
+
+    restart {
+      attempts = 3
+      interval = "5m"
+      delay    = "10s"
+      mode     = "delay"
+    }
+
+    # A lost allocation comes back elsewhere; its workers are placed again by the controller.
+    reschedule {
+      delay          = "15s"
+      delay_function = "exponential"
+      max_delay      = "5m"
+      unlimited      = true
+    }
+
+    update {
+      max_parallel     = 1
+      min_healthy_time = "10s"
+      healthy_deadline = "3m"
+    }
+
+    task "agent" {
+      driver = "docker"
+
+      # Longer than TESSERA_SHUTDOWN_TIMEOUT: the agent stops its workers before SIGKILL.
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
+
+      config {
+        image        = var.image
+        entrypoint   = ["tessera"]
+        args         = ["agent"]
+        network_mode = "host"
+      }
+
+      template {
+        destination = "local/nats.env"
+        env         = true
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- range $i, $s := nomadService "tessera-nats" }}{{ if eq $i 0 }}
+          NATS_URL=nats://{{ $s.Address }}:{{ $s.Port }}
+          {{- end }}{{ end }}
+        EOT
+      }
+
+      env {
+        TESSERA_INSTANCE_ID       = "jit-${NOMAD_ALLOC_ID}"
+        JIT_INSTANCE_AGENT_HOST   = "0.0.0.0"
+        JIT_INSTANCE_AGENT_PORT   = "${NOMAD_PORT_status}"
+        TESSERA_CAPACITY_JIT      = "4"
+        TESSERA_CAPACITY_GRABBER  = "0"
+        TESSERA_CAPACITY_STITCHER = "0"
+        TESSERA_SHUTDOWN_TIMEOUT  = "10"
+        TESSERA_LOG_FORMAT        = "json"
+      }
+
+      resources {
+        cpu    = 8000
+        memory = 8192
+      }
+    }
+  }
+}
