@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from pipeline import agent as agent_mod
 from pipeline import config as config_mod
 from pipeline import logs
 from pipeline import worker as worker_mod
@@ -104,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     config_mod.add_arguments(cfg)
     cfg.set_defaults(run=_cmd_config)
+
+    agent = sub.add_parser(
+        "agent",
+        help="run the agent of one instance (starts workers on command)",
+        description="Run the agent of one instance: it registers, starts and stops workers on "
+        "command over NATS, heartbeats its capacity and serves GET /status on its port.",
+    )
+    agent_mod.add_arguments(agent)
+    agent.set_defaults(run=agent_mod.run)
 
     worker = worker_mod.add_parser(sub)
     worker.set_defaults(run=worker_mod.run)

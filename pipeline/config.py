@@ -418,21 +418,25 @@ class Config:
 def _shown(f: dataclasses.Field[Any]) -> str:
     if f.metadata["shown"] is not None:
         return str(f.metadata["shown"])
-    return "unset" if f.default is None else str(f.default)
+    if f.default is None:
+        return "unset"
+    if f.default == ():
+        return "none"
+    return str(f.default)
 
 
-def markdown_table() -> str:
-    """The settings as a markdown table (docs/operations.md embeds it; a test keeps it true)."""
+def markdown_table(cls: type = Config) -> str:
+    """The settings of ``cls`` as a markdown table (the docs embed it; a test keeps it true)."""
     lines = ["| flag | env var | default | what |", "| --- | --- | --- | --- |"]
-    for row in describe():
+    for row in describe(cls):
         flag = f"`{row['flag']}`" if row["flag"] else ""
         lines.append(f"| {flag} | `{row['env']}` | {row['default']} | {row['help']} |")
     return "\n".join(lines) + "\n"
 
 
-def settings() -> tuple[dataclasses.Field[Any], ...]:
-    """The declared settings, in declaration order."""
-    return dataclasses.fields(Config)
+def settings(cls: type = Config) -> tuple[dataclasses.Field[Any], ...]:
+    """The declared settings of ``cls`` (a settings dataclass), in declaration order."""
+    return dataclasses.fields(cls)
 
 
 def _parse(f: dataclasses.Field[Any], source: str, text: str) -> Any:
@@ -445,35 +449,45 @@ def _parse(f: dataclasses.Field[Any], source: str, text: str) -> Any:
         raise ConfigError(f"{source}={text!r}: {reason}") from exc
 
 
-def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Config:
-    """Build the config: defaults, then ``env`` (default ``os.environ``), then ``flags``.
-
-    ``flags`` maps field names to the raw text given on the command line.
-    """
+def parse_values(
+    cls: type, env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Parsed values of the settings of ``cls`` given in ``env`` (default ``os.environ``) and
+    ``flags`` (field name → raw text; flags win)."""
     environ = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for f in settings():
+    for f in settings(cls):
         raw = environ.get(f.metadata["env"])
         if raw is not None:
             values[f.name] = _parse(f, f.metadata["env"], raw)
-    by_name = {f.name: f for f in settings()}
+    by_name = {f.name: f for f in settings(cls)}
     for name, raw in (flags or {}).items():
         if name not in by_name:
             raise ConfigError(f"unknown setting {name!r}")
         f = by_name[name]
         values[name] = _parse(f, f.metadata["flag"] or name, raw)
-    return Config(**values)
+    return values
 
 
-def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None = None) -> None:
-    """Add a flag for every setting (of ``groups``, default all) to ``parser``.
+def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Config:
+    """Build the config: defaults, then ``env`` (default ``os.environ``), then ``flags``.
+
+    ``flags`` maps field names to the raw text given on the command line.
+    """
+    return Config(**parse_values(Config, env, flags))
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, groups: Iterable[str] | None = None, cls: type = Config
+) -> None:
+    """Add a flag for every setting of ``cls`` (of ``groups``, default all) to ``parser``.
 
     Flags are parsed as text and default to :data:`argparse.SUPPRESS`, so that only the flags a
     user gave override the environment; :func:`from_namespace` then builds the config.
     """
     wanted = set(groups) if groups is not None else None
     by_group: dict[str, argparse._ArgumentGroup] = {}
-    for f in settings():
+    for f in settings(cls):
         meta = f.metadata
         if meta["flag"] is None or (wanted is not None and meta["group"] not in wanted):
             continue
@@ -481,8 +495,7 @@ def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None 
         if group is None:
             group = parser.add_argument_group(f"{meta['group']} settings")
             by_group[meta["group"]] = group
-        shown = _shown(f)
-        help_text = f"{meta['help']} [env {meta['env']}; default {shown}]"
+        help_text = f"{meta['help']} [env {meta['env']}; default {_shown(f)}]"
         if meta["parse"] is _bool:
             names = [meta["flag"], "-v"] if f.name == "verbose" else [meta["flag"]]
             group.add_argument(
@@ -503,37 +516,47 @@ def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None 
             )
 
 
-def to_env(config: Config) -> dict[str, str]:
-    """Every setting of ``config`` as environment variables: how workers started by this
-    process get the same settings, flags included."""
+def to_env(config: Any, groups: Iterable[str] | None = None) -> dict[str, str]:
+    """Every setting of ``config`` (of ``groups``) as environment variables: how processes
+    started by this one get the same settings, flags included."""
+    wanted = set(groups) if groups is not None else None
     env: dict[str, str] = {}
-    for f in settings():
+    for f in settings(type(config)):
+        if wanted is not None and f.metadata["group"] not in wanted:
+            continue
         value = getattr(config, f.name)
         if value is None:
             continue
-        env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            env[f.metadata["env"]] = "1" if value else "0"
+        elif isinstance(value, tuple):
+            env[f.metadata["env"]] = ",".join(f"{k}={v}" for k, v in value)
+        else:
+            env[f.metadata["env"]] = str(value)
     return env
+
+
+def given_flags(ns: argparse.Namespace, cls: type = Config) -> dict[str, str]:
+    """The flags a user gave for the settings of ``cls``."""
+    names = {f.name for f in settings(cls)}
+    return {k: v for k, v in vars(ns).items() if k in names}
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
     """Build the config from parsed flags (only those given) over the environment."""
-    names = {f.name for f in settings()}
-    given = {k: v for k, v in vars(ns).items() if k in names}
-    return load(env=env, flags=given)
+    return load(env=env, flags=given_flags(ns))
 
 
-def describe() -> list[dict[str, str]]:
+def describe(cls: type = Config) -> list[dict[str, str]]:
     """One row per setting (flag, env var, default, help), for `tessera config` and the docs."""
-    rows = []
-    for f in settings():
-        rows.append(
-            {
-                "name": f.name,
-                "flag": f.metadata["flag"] or "",
-                "env": f.metadata["env"],
-                "default": _shown(f),
-                "help": f.metadata["help"],
-                "group": f.metadata["group"],
-            }
-        )
-    return rows
+    return [
+        {
+            "name": f.name,
+            "flag": f.metadata["flag"] or "",
+            "env": f.metadata["env"],
+            "default": _shown(f),
+            "help": f.metadata["help"],
+            "group": f.metadata["group"],
+        }
+        for f in settings(cls)
+    ]

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import config as config_mod
 from pipeline.config import (
     _bool,
     _host,
@@ -485,17 +485,7 @@ class InstanceConfig:
 
 def settings() -> tuple[dataclasses.Field[Any], ...]:
     """The declared instance settings, in declaration order."""
-    return dataclasses.fields(InstanceConfig)
-
-
-def _parse(f: dataclasses.Field[Any], source: str, text: str) -> Any:
-    try:
-        return f.metadata["parse"](text)
-    except ValueError as exc:
-        reason = str(exc)
-        if "invalid literal" in reason or "could not convert" in reason:
-            reason = "not a number"
-        raise ConfigError(f"{source}={text!r}: {reason}") from exc
+    return config_mod.settings(InstanceConfig)
 
 
 def load(
@@ -506,18 +496,7 @@ def load(
     ``flags`` maps field names to the raw text given on the command line. ``--dev`` switches
     on ``prune``, ``remove_running`` and ``turn`` (the image follows from ``dev``).
     """
-    environ = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for f in settings():
-        raw = environ.get(f.metadata["env"])
-        if raw is not None:
-            values[f.name] = _parse(f, f.metadata["env"], raw)
-    by_name = {f.name: f for f in settings()}
-    for name, raw in (flags or {}).items():
-        if name not in by_name:
-            raise ConfigError(f"unknown instance setting {name!r}")
-        f = by_name[name]
-        values[name] = _parse(f, f.metadata["flag"] or name, raw)
+    values = config_mod.parse_values(InstanceConfig, env, flags)
     if values.get("dev"):
         for name in ("prune", "remove_running", "turn"):
             values[name] = True
@@ -525,65 +504,18 @@ def load(
 
 
 def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None = None) -> None:
-    """Add a flag for every instance setting (of ``groups``, default all) to ``parser``.
-
-    Same conventions as :func:`pipeline.config.add_arguments`: flags are text, default to
-    :data:`argparse.SUPPRESS`, and booleans are switches.
-    """
-    wanted = set(groups) if groups is not None else None
-    by_group: dict[str, argparse._ArgumentGroup] = {}
-    for f in settings():
-        meta = f.metadata
-        if meta["flag"] is None or (wanted is not None and meta["group"] not in wanted):
-            continue
-        group = by_group.get(meta["group"])
-        if group is None:
-            group = parser.add_argument_group(f"{meta['group']} settings")
-            by_group[meta["group"]] = group
-        help_text = f"{meta['help']} [env {meta['env']}; default {_shown(f)}]"
-        if meta["parse"] is _bool:
-            group.add_argument(
-                meta["flag"],
-                dest=f.name,
-                action="store_const",
-                const="true",
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        else:
-            group.add_argument(
-                meta["flag"],
-                dest=f.name,
-                metavar=f.name.upper(),
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
+    """Add a flag for every instance setting (of ``groups``, default all) to ``parser``."""
+    config_mod.add_arguments(parser, groups, cls=InstanceConfig)
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> InstanceConfig:
     """Build the config from parsed flags (only those given) over the environment."""
-    names = {f.name for f in settings()}
-    given = {k: v for k, v in vars(ns).items() if k in names}
-    return load(env=env, flags=given)
+    return load(env=env, flags=config_mod.given_flags(ns, InstanceConfig))
 
 
 def to_env(config: InstanceConfig, groups: Iterable[str] | None = None) -> dict[str, str]:
     """The settings (of ``groups``) as environment variables, for processes we start."""
-    wanted = set(groups) if groups is not None else None
-    env: dict[str, str] = {}
-    for f in settings():
-        if wanted is not None and f.metadata["group"] not in wanted:
-            continue
-        value = getattr(config, f.name)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            env[f.metadata["env"]] = "1" if value else "0"
-        elif isinstance(value, tuple):
-            env[f.metadata["env"]] = ",".join(f"{k}={v}" for k, v in value)
-        else:
-            env[f.metadata["env"]] = str(value)
-    return env
+    return config_mod.to_env(config, groups)
 
 
 def capacity_env(capacity: Mapping[str, int]) -> dict[str, str]:
@@ -601,35 +533,11 @@ def capacity_env(capacity: Mapping[str, int]) -> dict[str, str]:
     return {env: str(capacity.get(kind, 0)) for kind, env in names.items()}
 
 
-def _shown(f: dataclasses.Field[Any]) -> str:
-    if f.metadata["shown"] is not None:
-        return str(f.metadata["shown"])
-    if f.default is None:
-        return "unset"
-    if f.default == ():
-        return "none"
-    return str(f.default)
-
-
 def describe() -> list[dict[str, str]]:
     """One row per instance setting (flag, env var, default, help), for docs and `config`."""
-    return [
-        {
-            "name": f.name,
-            "flag": f.metadata["flag"] or "",
-            "env": f.metadata["env"],
-            "default": _shown(f),
-            "help": f.metadata["help"],
-            "group": f.metadata["group"],
-        }
-        for f in settings()
-    ]
+    return config_mod.describe(InstanceConfig)
 
 
 def markdown_table() -> str:
     """The instance settings as a markdown table (docs/deploy.md embeds it)."""
-    lines = ["| flag | env var | default | what |", "| --- | --- | --- | --- |"]
-    for row in describe():
-        flag = f"`{row['flag']}`" if row["flag"] else ""
-        lines.append(f"| {flag} | `{row['env']}` | {row['default']} | {row['help']} |")
-    return "\n".join(lines) + "\n"
+    return config_mod.markdown_table(InstanceConfig)
