@@ -20,9 +20,15 @@ fmt:
     ruff format .
     ruff check --fix .
 
+# The pages' browser dependency: hls.js, as pinned by package-lock.json (needs npm; without
+# it the mosaic page falls back to the browser's own HLS and says so).
+[group('develop')]
+web:
+    if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; else echo "npm not found: skipping hls.js"; fi
+
 # The whole test suite (what CI runs): check, then pytest against a real nats-server.
 [group('develop')]
-test *ARGS: check
+test *ARGS: check web
     python3 -m pytest {{ARGS}}
 
 # --- run -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
-from gateway import openapi
+from gateway import openapi, pages
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.health import healthz, readyz
@@ -72,6 +72,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/session/{sid}/whep", sessions.whep, methods=["POST"]),
         Route("/session/{sid}/whep/{peer}", sessions.hangup, methods=["DELETE"]),
         Route("/session/{sid}/control", sessions.control, methods=["POST"]),
+        *pages.routes(ctx),
     ]
     app = Starlette(
         routes=routes,

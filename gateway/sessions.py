@@ -45,6 +45,7 @@ from pipeline.messages.codec import (
 )
 from pipeline.messages.events import SessionEnded, SessionRequested
 from pipeline.messages.heartbeats import JitStats, WorkerHeartbeat
+from pipeline.producers.jit.sdp import peer_id_of
 from pipeline.state.evolve import evolve
 from pipeline.state.model import SessionState
 from pipeline.state.read import read_bucket, read_entry
@@ -123,6 +124,7 @@ class Sessions:
             reason=state.reason,
             whep_url=f"{base}/session/{sid}/whep",
             control_url=f"{base}/session/{sid}/control",
+            view_url=f"{base}/session/{sid}/view",
             ice_servers=self.ctx.ice_servers,
             stats=stats,
         )
@@ -274,7 +276,10 @@ class Sessions:
             return _error(502, "the session's worker sent a bad answer")
         if answer.error:
             return _error(400, answer.error)
-        peer = getattr(answer, "peer", "") or "0"
+        try:
+            peer = peer_id_of(answer.sdp)
+        except ValueError:
+            return _error(502, "the session's worker sent an answer without a DTLS fingerprint")
         return Response(
             answer.sdp,
             status_code=201,
@@ -289,11 +294,12 @@ class Sessions:
         sid, peer = request.path_params["sid"], request.path_params["peer"]
         if await self._state(sid) is None or not re.match(r"^[A-Za-z0-9_-]{1,64}$", peer):
             return NOT_FOUND
-        hangup_type = getattr(control, "SignalHangup", None)
-        if hangup_type is None:
-            return Response(status_code=204)
-        got = await self._relay(subjects.session_signal(sid), encode(hangup_type(peer=peer)), sid)
-        return got if isinstance(got, Response) else Response(status_code=204)
+        hangup = control.SignalHangup(peer_id=peer)
+        got = await self._relay(subjects.session_signal(sid), encode(hangup), sid)
+        if isinstance(got, Response):
+            return got
+        reply = decode_reply(got)
+        return Response(status_code=204) if reply.ok else NOT_FOUND
 
     async def control(self, request: Request) -> Response:
         """``POST /session/<id>/control``: play, pause, seek, step, rate, channels."""

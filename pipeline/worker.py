@@ -2,6 +2,7 @@
 
 - ``tessera worker grabber <source_id> --url U --width W --height H --fps F``
 - ``tessera worker stitcher <fp>`` (the mosaic is read from projected state)
+- ``tessera worker jit <session_id>`` (the session request is read from projected state)
 
 The worker connects to ``NATS_URL``, runs its service until SIGTERM/SIGINT, and stops it
 gracefully (a second signal exits at once). It is not meant to be typed by people, but it can
@@ -37,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     grabber.add_argument("--fps", type=float, default=25.0)
     stitcher = kinds.add_parser("stitcher", help="compose one mosaic into HLS")
     stitcher.add_argument("target", metavar="FP")
+    jit = kinds.add_parser("jit", help="serve one JIT session over WebRTC")
+    jit.add_argument("target", metavar="SESSION_ID")
     return worker
 
 
@@ -90,11 +93,39 @@ async def _stitcher(config: Config, args: argparse.Namespace, nc: object) -> Ser
     )
 
 
+async def _jit(config: Config, args: argparse.Namespace, nc: object) -> Service:
+    from nats.aio.client import Client
+
+    from pipeline.producers.jit.worker import JitWorker
+    from pipeline.producers.opener import SourcePolicy
+    from pipeline.state.model import SessionState
+    from pipeline.state.read import read_entry
+
+    assert isinstance(nc, Client)
+    js = nc.jetstream()
+    sid = token(args.target)
+    state = await read_entry(js, "sessions", sid)
+    if not isinstance(state, SessionState):
+        raise TesseraError(f"no session {sid} in the projected state: was it requested?")
+    return JitWorker(
+        nc=nc,
+        js=js,
+        session_id=sid,
+        inputs=state.inputs,
+        options=state.options,
+        worker_id=worker_id(args),
+        policy=SourcePolicy.for_config(config),
+        media_roots=config.media_root_paths,
+        s3_endpoint_url=config.s3_endpoint_url,
+        heartbeat_interval=config.heartbeat_interval,
+    )
+
+
 async def run(config: Config, args: argparse.Namespace) -> int:
     """Run the worker ``args.kind`` until a signal."""
     nc = await connect(resolve_url(config), name=worker_id(args), forever=True)
     try:
-        make = {"grabber": _grabber, "stitcher": _stitcher}[args.kind]
+        make = {"grabber": _grabber, "stitcher": _stitcher, "jit": _jit}[args.kind]
         service = await make(config, args, nc)
         await run_until_signal(service)
     finally:

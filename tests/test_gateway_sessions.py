@@ -26,6 +26,7 @@ from pipeline.messages.codec import decode_session_command, encode
 from pipeline.state.projector import Projector
 
 VIDEO = {"inputs": [{"url": "https://media.example/clip.mov"}]}
+ANSWER = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
 
 
 @pytest_asyncio.fixture
@@ -137,7 +138,7 @@ async def test_signalling_and_control_are_relayed_to_the_worker(
     async def worker_signal(msg: Msg) -> None:
         offer = msgspec.json.decode(msg.data, type=control.SignalOffer)
         seen.append(offer.sdp)
-        await msg.respond(encode(control.SignalAnswer(sdp="v=0 answer")))
+        await msg.respond(encode(control.SignalAnswer(sdp=ANSWER)))
 
     async def worker_control(msg: Msg) -> None:
         command = decode_session_command(msg.data)
@@ -156,9 +157,9 @@ async def test_signalling_and_control_are_relayed_to_the_worker(
             headers={"content-type": "application/sdp"},
         )  # fmt: skip
         assert got.status_code == 201
-        assert got.text == "v=0 answer"
+        assert got.text == ANSWER
         assert got.headers["content-type"].startswith("application/sdp")
-        assert got.headers["location"].startswith(f"/session/{sid}/whep/")
+        assert got.headers["location"] == f"/session/{sid}/whep/{'ab' * 16}"
         ok = await http.post(f"/session/{sid}/control", json={"type": "seek", "frame": 42})
         assert ok.status_code == 200 and ok.json()["position"] == 7
         bad = await http.post(f"/session/{sid}/control", json={"type": "seek", "frame": 1000})

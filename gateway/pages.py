@@ -1,0 +1,293 @@
+"""The browser pages of the gateway, and the small JSON helpers they call.
+
+- ``/``: home: the mosaics and sessions, a form that makes a mosaic from a UrlDsl pattern
+  (expanded as you type through ``/api/urldsl``) and one that starts a session.
+- ``/view/<fp>``: the mosaic player (hls.js, or the browser's own HLS), full window.
+- ``/session/<id>/view``: the review player: WebRTC to the session (WHEP), transport,
+  frame-accurate seek, timecode, audio channels, editor keyboard shortcuts.
+- ``/static/...``: the pages' HTML, CSS and ES modules (``gateway/web/``), as they are: no build.
+- ``/vendor/hls.js``: hls.js, installed from npm by ``npm ci`` (pinned in ``package-lock.json``)
+  into ``node_modules/``, or copied into ``gateway/web/vendor/`` for an installed package. When
+  it is missing the answer is a 404 that says so, and the player falls back to native HLS.
+- ``GET /api/urldsl?urls=P[&urls=P2...]``: the streams the patterns expand to, or a 400 with
+  the error, its column and a caret line.
+- ``GET /api/mosaics``: every mosaic with its tile count and whether anyone watches it.
+
+The pages are static files: each reads its id from its own URL, so nothing is templated and
+no user text is ever put into HTML on the server. The handlers here only check that the id is
+well formed and known (else a 404 page), and add a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from os import PathLike
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nats.js.errors import NotFoundError
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+import urldsl
+from gateway.context import GatewayContext
+from gateway.mosaics import ALLOWED_SCHEMES
+from gateway.sessions import SESSION_ID_RE
+from pipeline import subjects
+from pipeline.errors import MessageError
+from pipeline.messages.codec import decode_heartbeat
+from pipeline.messages.heartbeats import ViewerHeartbeat
+from pipeline.mosaic import FP_RE, layout
+from pipeline.state.model import MosaicState
+from pipeline.state.read import read_bucket, read_entry
+from pipeline.topology import EVENTS, HEARTBEATS, MOSAICS, SESSIONS
+
+WEB = Path(__file__).resolve().parent / "web"
+"""The pages, their CSS and ES modules."""
+
+HLS_JS_PATHS = (
+    WEB / "vendor" / "hls.min.js",
+    WEB.parent.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js",
+)
+"""Where hls.js is looked for, first found wins: a copy shipped with an installed package,
+then what ``npm ci`` installed at the root of a clone."""
+
+MAX_PATTERN = 8192
+"""Characters of patterns ``/api/urldsl`` accepts (a hand-typed pattern is far shorter)."""
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    # hls.js feeds the video element through MediaSource (a blob: URL) and may transmux in
+    # a worker made from a blob.
+    "media-src 'self' blob:; worker-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+NO_HLS_JS = (
+    "/* hls.js is not installed: run `npm ci` at the root of the Tessera clone (it installs the\n"
+    "   version pinned in package-lock.json). The mosaic player uses the browser's own HLS\n"
+    "   until then, where it has one. */\n"
+)
+
+
+class _WebFiles(StaticFiles):
+    """``gateway/web`` with ``Cache-Control: no-cache``: a browser revalidates each file (a
+    cheap 304 by ETag), so an upgraded gateway never runs with last version's modules."""
+
+    def file_response(
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def find_hls_js() -> Path | None:
+    """The hls.js file the gateway serves, or None when it is not installed."""
+    for path in HLS_JS_PATHS:
+        if path.is_file():
+            return path
+    return None
+
+
+def _page(name: str, status: int = 200) -> Response:
+    return FileResponse(WEB / name, status_code=status, headers=PAGE_HEADERS)
+
+
+def _missing() -> Response:
+    return _page("missing.html", 404)
+
+
+class Pages:
+    """The page and helper handlers over the gateway's shared clients."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        """``GET /``."""
+        return _page("index.html")
+
+    async def view(self, request: Request) -> Response:
+        """``GET /view/<fp>``: the mosaic player, for a known mosaic."""
+        fp = request.path_params["fp"]
+        if not FP_RE.match(fp) or not await self._known("mosaic", MOSAICS.name, fp):
+            return _missing()
+        return _page("view.html")
+
+    async def review(self, request: Request) -> Response:
+        """``GET /session/<id>/view``: the review player, for a known session (in any state:
+        the page says when it has ended)."""
+        sid = request.path_params["sid"]
+        if not SESSION_ID_RE.match(sid) or not await self._known("session", SESSIONS.name, sid):
+            return _missing()
+        return _page("review.html")
+
+    async def _known(self, entity: str, bucket: str, key: str) -> bool:
+        if await read_entry(self.ctx.js, bucket, key) is not None:
+            return True
+        # Just created and not projected yet: the event log is the truth.
+        try:
+            await self.ctx.js.get_last_msg(EVENTS.name, subjects.event(entity, key))
+        except NotFoundError:
+            return False
+        return True
+
+    async def hls_js(self, request: Request) -> Response:
+        """``GET /vendor/hls.js``."""
+        path = find_hls_js()
+        if path is None:
+            return Response(NO_HLS_JS, status_code=404, media_type="text/javascript")
+        return FileResponse(
+            path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def urldsl(self, request: Request) -> Response:
+        """``GET /api/urldsl?urls=...``: expand patterns as ``/create`` would."""
+        patterns = request.query_params.getlist("urls")
+        if not patterns:
+            return _expansion_error("urls is missing: give a UrlDsl pattern", None, "")
+        if sum(len(p) for p in patterns) > MAX_PATTERN:
+            return _expansion_error(f"the patterns are over {MAX_PATTERN} characters", None, "")
+        max_tiles = self.ctx.config.max_tiles
+        try:
+            streams = urldsl.expand_all(patterns, max_streams=max_tiles)
+        except urldsl.UrlDslError as exc:
+            return _expansion_error(str(exc), exc.column, exc.caret(), exc.index)
+        for stream in streams:
+            scheme = urlsplit(stream.url).scheme.lower()
+            if scheme not in ALLOWED_SCHEMES:
+                # The scheme is where the pattern starts, whichever pattern made the URL.
+                where = next((i for i, p in enumerate(patterns) if p.strip()), 0)
+                pattern = patterns[where]
+                return _expansion_error(
+                    f"{stream.url!r} has scheme {scheme or 'none'!r}: "
+                    f"use one of {', '.join(ALLOWED_SCHEMES)}",
+                    1,
+                    urldsl.UrlDslError("", column=1, pattern=pattern).caret(),
+                    where if len(patterns) > 1 else None,
+                )
+        grid = layout(len(streams), 1280, 720)
+        return JSONResponse(
+            {
+                "streams": [{"url": s.url, "name": s.name} for s in streams],
+                "count": len(streams),
+                "max": max_tiles,
+                "grid": {"cols": grid.cols, "rows": grid.rows},
+            }
+        )
+
+    async def mosaics(self, request: Request) -> Response:
+        """``GET /api/mosaics``: every mosaic, newest first, with its viewers."""
+        now = time.time()
+        idle_after = self.ctx.config.idle_timeout
+        items: list[dict[str, Any]] = []
+        states = await read_bucket(self.ctx.js, MOSAICS.name)
+        for state in states.values():
+            if not isinstance(state, MosaicState):
+                continue
+            seen = await self._last_viewer(state.fp)
+            watched = seen is not None and now - seen < idle_after
+            items.append(
+                {
+                    "fp": state.fp,
+                    "title": state.title,
+                    "tiles": len(state.tiles),
+                    "names": [t.name for t in state.tiles],
+                    "width": state.width,
+                    "height": state.height,
+                    "fps": state.fps,
+                    "created_at": state.created_at,
+                    "last_viewer_at": seen,
+                    "watched": watched,
+                    "view_url": f"/view/{state.fp}",
+                    "playlist_url": f"/play/{state.fp}/index.m3u8",
+                }
+            )
+        items.sort(key=lambda m: m["created_at"], reverse=True)
+        return JSONResponse({"mosaics": items, "idle_timeout": idle_after, "now": now})
+
+    async def _last_viewer(self, fp: str) -> float | None:
+        try:
+            msg = await self.ctx.js.get_last_msg(
+                HEARTBEATS.name, subjects.viewer_heartbeat("mosaic", fp)
+            )
+            beat = decode_heartbeat(msg.data or b"")
+        except (NotFoundError, MessageError):
+            return None
+        return beat.at if isinstance(beat, ViewerHeartbeat) else None
+
+
+def _expansion_error(
+    message: str, column: int | None, caret: str, index: int | None = None
+) -> JSONResponse:
+    body = {"error": message, "column": column, "caret": caret, "pattern": index}
+    return JSONResponse(body, status_code=400)
+
+
+def routes(ctx: GatewayContext) -> list[BaseRoute]:
+    """The pages' routes, for :func:`gateway.app.create_app`."""
+    pages = Pages(ctx)
+    return [
+        Route("/", pages.home, methods=["GET"]),
+        Route("/view/{fp}", pages.view, methods=["GET"]),
+        Route("/session/{sid}/view", pages.review, methods=["GET"]),
+        Route("/api/urldsl", pages.urldsl, methods=["GET"]),
+        Route("/api/mosaics", pages.mosaics, methods=["GET"]),
+        Route("/vendor/hls.js", pages.hls_js, methods=["GET"]),
+        Mount("/static", app=_WebFiles(directory=WEB), name="static"),
+    ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of :func:`routes` (``/static`` is a mount, not an API)."""
+    html = {"200": {"description": "The page", "content": {"text/html": {"schema": {}}}}}
+    missing = {"404": {"description": "No such mosaic or session (a page saying so)"}}
+    text = {"type": "string"}
+    hex32 = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+    return {
+        "/": {"get": {"summary": "Home page: mosaics, sessions, create forms",
+                      "responses": html}},
+        "/view/{fp}": {"get": {
+            "summary": "Mosaic player page",
+            "parameters": [{"name": "fp", "in": "path", "required": True, "schema": hex32}],
+            "responses": {**html, **missing}}},
+        "/session/{sid}/view": {"get": {
+            "summary": "Review player page of a JIT session",
+            "parameters": [{"name": "sid", "in": "path", "required": True, "schema": hex32}],
+            "responses": {**html, **missing}}},
+        "/vendor/hls.js": {"get": {
+            "summary": "hls.js as installed by npm ci",
+            "responses": {"200": {"description": "JavaScript",
+                                  "content": {"text/javascript": {"schema": text}}},
+                          "404": {"description": "Not installed: run npm ci"}}}},
+        "/api/urldsl": {"get": {
+            "summary": "Expand UrlDsl patterns as /create would",
+            "parameters": [{"name": "urls", "in": "query", "required": True,
+                            "schema": {"type": "array", "items": text}, "style": "form",
+                            "explode": True}],
+            "responses": {
+                "200": {"description": "streams [{url, name}], count, max, grid {cols, rows}"},
+                "400": {"description": "error, column, caret, pattern (index when several)"}}}},
+        "/api/mosaics": {"get": {
+            "summary": "Every mosaic, newest first, with its last viewer and watched/idle",
+            "responses": {"200": {"description": "mosaics [...], idle_timeout, now"}}}},
+    }  # fmt: skip

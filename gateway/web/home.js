@@ -1,0 +1,304 @@
+// The home page: mosaics and sessions (refreshed), the mosaic form with its live UrlDsl
+// expansion, and the session form.
+
+import { ApiError, json, post, send } from "./api.js";
+import { ago, byId, el, every, fileName } from "./dom.js";
+
+const REFRESH_MS = 3000;
+const EXPAND_DELAY_MS = 150;
+
+// -- health ------------------------------------------------------------------------------------
+
+async function showHealth() {
+  const box = byId("health");
+  let ok = false;
+  let text = "gateway unreachable";
+  try {
+    const response = await fetch("/healthz", { cache: "no-store" });
+    const body = await response.json();
+    ok = response.ok;
+    const missing = body.jetstream?.missing ?? [];
+    text = ok ? `NATS ${body.nats?.server ?? "connected"}` : `unhealthy: missing ${missing.join(", ")}`;
+  } catch {
+    // unreachable: said above
+  }
+  box.replaceChildren(el("span", { class: `dot ${ok ? "ok" : "bad"}` }), el("span", {}, text));
+}
+
+// -- lists -------------------------------------------------------------------------------------
+
+function gridPreview(cols, rows) {
+  const box = el("span", { class: "grid-preview", "aria-hidden": "true" });
+  box.style.gridTemplateColumns = `repeat(${cols}, 10px)`;
+  for (let i = 0; i < Math.min(cols * rows, 64); i++) box.append(el("i"));
+  return box;
+}
+
+function mosaicRow(m, now) {
+  const names = m.names.filter(Boolean);
+  const shown = names.slice(0, 3).join(", ") + (names.length > 3 ? `, +${names.length - 3}` : "");
+  const viewers = m.watched
+    ? el("span", { class: "badge ok" }, el("span", { class: "dot ok" }), "watched")
+    : el("span", { class: "badge" }, el("span", { class: "dot" }), "idle");
+  return el(
+    "tr",
+    { "data-fp": m.fp },
+    el(
+      "td",
+      { class: "name" },
+      el("a", { href: m.view_url }, m.title || "Untitled mosaic"),
+      el("span", { class: "sub mono", title: m.fp }, m.fp),
+    ),
+    el("td", { class: "num" }, `${m.tiles}`, el("span", { class: "sub" }, shown || "no names")),
+    el(
+      "td",
+      { class: "num optional" },
+      `${m.width}×${m.height}`,
+      el("span", { class: "sub" }, `${m.fps} fps`),
+    ),
+    el(
+      "td",
+      {},
+      viewers,
+      el("span", { class: "sub" }, m.last_viewer_at ? `last ${ago(m.last_viewer_at, now)}` : "never watched"),
+    ),
+    el("td", {}, el("a", { class: "button small", href: m.view_url }, "Watch")),
+  );
+}
+
+async function showMosaics() {
+  const body = await json("/api/mosaics");
+  const table = byId("mosaics");
+  table.tBodies[0].replaceChildren(...body.mosaics.map((m) => mosaicRow(m, body.now)));
+  table.hidden = body.mosaics.length === 0;
+  byId("mosaics-empty").hidden = body.mosaics.length > 0;
+  byId("mosaic-count").textContent = body.mosaics.length ? `${body.mosaics.length}` : "";
+}
+
+const STATE_BADGE = { requested: "warn", running: "ok", ended: "", failed: "bad" };
+
+function sessionRow(s) {
+  const video = s.inputs[0]?.url ?? "";
+  const audio = s.inputs.length - 1;
+  const live = s.state === "requested" || s.state === "running";
+  const viewUrl = `/session/${s.id}/view`;
+  const end = el("button", { class: "small", type: "button" }, "End");
+  end.addEventListener("click", async () => {
+    end.disabled = true;
+    await send(`/session/${s.id}`, { method: "DELETE" });
+    showSessions();
+  });
+  return el(
+    "tr",
+    { "data-session": s.id },
+    el(
+      "td",
+      { class: "name" },
+      el("a", { href: viewUrl, title: video }, fileName(video)),
+      el("span", { class: "sub" }, audio > 0 ? `+ ${audio} audio file${audio > 1 ? "s" : ""}` : s.id),
+    ),
+    el(
+      "td",
+      {},
+      el("span", { class: `badge ${STATE_BADGE[s.state] ?? ""}` }, s.state),
+      s.reason ? el("span", { class: "sub", title: s.reason }, s.reason) : null,
+    ),
+    el("td", { class: "optional" }, ago(s.requested_at)),
+    el(
+      "td",
+      {},
+      el("a", { class: "button small", href: viewUrl }, live ? "Open" : "Details"),
+      live ? " " : null,
+      live ? end : null,
+    ),
+  );
+}
+
+async function showSessions() {
+  const body = await json("/session");
+  const table = byId("sessions");
+  table.tBodies[0].replaceChildren(...body.sessions.slice(0, 50).map(sessionRow));
+  table.hidden = body.sessions.length === 0;
+  byId("sessions-empty").hidden = body.sessions.length > 0;
+  byId("session-count").textContent = body.sessions.length ? `${body.sessions.length}` : "";
+}
+
+// -- the mosaic form ---------------------------------------------------------------------------
+
+function patterns() {
+  return byId("pattern")
+    .value.split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+}
+
+let expandSeq = 0;
+let expandTimer = 0;
+let valid = false;
+
+function showExpansion(body) {
+  const box = byId("expansion");
+  const summary = el(
+    "div",
+    { class: "summary" },
+    el("b", {}, `${body.count} stream${body.count === 1 ? "" : "s"}`),
+    el("span", {}, `${body.grid.cols}×${body.grid.rows} grid`),
+    gridPreview(body.grid.cols, body.grid.rows),
+    el("span", {}, `(at most ${body.max})`),
+  );
+  const list = el(
+    "ol",
+    { id: "streams" },
+    body.streams.map((s) =>
+      el(
+        "li",
+        {},
+        el("span", { class: "stream-name" }, s.name || "—"),
+        el("span", { class: "stream-url", title: s.url }, s.url),
+      ),
+    ),
+  );
+  box.replaceChildren(summary, list);
+}
+
+function showExpansionError(body) {
+  const box = byId("expansion");
+  box.replaceChildren(
+    el(
+      "div",
+      { class: "error", id: "pattern-error" },
+      el("div", {}, body.error),
+      body.caret ? el("pre", { class: "caret" }, body.caret) : null,
+    ),
+  );
+}
+
+function showIdle() {
+  byId("expansion").replaceChildren(
+    el("div", { class: "idle" }, "Type a pattern to see the streams it makes."),
+  );
+}
+
+async function expand() {
+  const seq = ++expandSeq;
+  const list = patterns();
+  const area = byId("pattern");
+  if (!list.length) {
+    valid = false;
+    area.classList.remove("invalid");
+    showIdle();
+    byId("create").disabled = true;
+    return;
+  }
+  const query = new URLSearchParams(list.map((p) => ["urls", p]));
+  let response;
+  let body;
+  try {
+    response = await fetch(`/api/urldsl?${query}`, { cache: "no-store" });
+    body = await response.json();
+  } catch (error) {
+    if (seq !== expandSeq) return;
+    valid = false;
+    byId("create").disabled = true;
+    showExpansionError({ error: `cannot reach the gateway: ${error.message}` });
+    return;
+  }
+  if (seq !== expandSeq) return; // a newer keystroke already asked
+  valid = response.ok;
+  area.classList.toggle("invalid", !valid);
+  if (valid) showExpansion(body);
+  else showExpansionError(body);
+  byId("create").disabled = !valid;
+}
+
+function scheduleExpand() {
+  clearTimeout(expandTimer);
+  expandTimer = setTimeout(expand, EXPAND_DELAY_MS);
+}
+
+async function createMosaic(event) {
+  event.preventDefault();
+  const error = byId("create-error");
+  error.textContent = "";
+  if (!valid) return;
+  const query = new URLSearchParams(patterns().map((p) => ["urls", p]));
+  for (const name of ["title", "size", "fps", "cols"]) {
+    const value = byId(name).value.trim();
+    if (value) query.append(name, value);
+  }
+  const button = byId("create");
+  button.disabled = true;
+  try {
+    // /create answers 302 to /play/<fp>/index.m3u8: fetch follows it, and the final URL
+    // names the mosaic.
+    const response = await fetch(`/create?${query}`, { cache: "no-store" });
+    const match = /\/play\/([0-9a-f]{32})\//.exec(response.url);
+    if (response.ok && match) {
+      window.location.assign(`/view/${match[1]}`);
+      return;
+    }
+    const body = await response.json().catch(() => ({}));
+    const retry = response.headers.get("Retry-After");
+    const reason = body.error ?? `${response.status} ${response.statusText}`;
+    error.textContent = retry ? `${reason} (retry in ${retry} s)` : reason;
+  } catch (exc) {
+    error.textContent = `cannot reach the gateway: ${exc.message}`;
+  }
+  button.disabled = false;
+}
+
+// -- the session form --------------------------------------------------------------------------
+
+function addAudioRow() {
+  const remove = el("button", { type: "button", class: "small", title: "Remove" }, "✕");
+  const row = el(
+    "div",
+    { class: "row audio-input" },
+    el("input", { class: "audio-url", placeholder: "Audio file URL or path", required: true }),
+    el("input", { class: "audio-channels", type: "number", min: 1, max: 64, placeholder: "channels" }),
+    remove,
+  );
+  row.firstChild.style.flex = "3 1 220px";
+  row.children[1].style.width = "110px";
+  remove.addEventListener("click", () => row.remove());
+  byId("audio-inputs").append(row);
+  row.firstChild.focus();
+}
+
+async function startSession(event) {
+  event.preventDefault();
+  const error = byId("session-error");
+  error.textContent = "";
+  const inputs = [{ url: byId("video-url").value.trim() }];
+  for (const row of document.querySelectorAll(".audio-input")) {
+    const url = row.querySelector(".audio-url").value.trim();
+    const channels = Number.parseInt(row.querySelector(".audio-channels").value, 10);
+    if (!url) continue;
+    inputs.push(Number.isFinite(channels) ? { url, channel_count: channels } : { url });
+  }
+  const button = byId("start-session");
+  button.disabled = true;
+  try {
+    const view = await post("/session", { inputs });
+    window.location.assign(`/session/${view.id}/view`);
+    return;
+  } catch (exc) {
+    error.textContent = exc instanceof ApiError ? exc.message : `cannot reach the gateway: ${exc.message}`;
+  }
+  button.disabled = false;
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+byId("pattern").addEventListener("input", scheduleExpand);
+byId("pattern").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) byId("create-form").requestSubmit();
+});
+byId("create-form").addEventListener("submit", createMosaic);
+byId("session-form").addEventListener("submit", startSession);
+byId("add-audio").addEventListener("click", addAudioRow);
+showIdle();
+if (patterns().length) expand(); // a pattern kept by the browser on "back"
+every(10_000, showHealth);
+every(REFRESH_MS, showMosaics);
+every(REFRESH_MS, showSessions);

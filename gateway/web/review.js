@@ -1,0 +1,496 @@
+// The review player: one JIT session over WebRTC (see whep.js for the connection).
+//
+// Every frame the worker sends comes with a frame report (frame, SMPTE timecode, playing),
+// which drives the readout and the scrub bar; the transport, the seek box, the audio choice
+// and the keyboard send commands. The session itself (state, frame count) is polled.
+
+import { ApiError, json } from "./api.js";
+import { byId, el, fileName } from "./dom.js";
+import { complete, fromFrame, learnRate, toFrame } from "./timecode.js";
+import { SessionLink } from "./whep.js";
+
+const sid = window.location.pathname.split("/")[2];
+const video = byId("video");
+const POLL_MS = 2000;
+const REFRESH_AFTER_MS = 1000;
+const MAX_RATE = 16;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const state = {
+  view: null, // the SessionView
+  frame: null, // the frame shown (last report)
+  timecode: "",
+  playing: false,
+  rate: 1,
+  frameCount: 0,
+  fps: null, // { fps, drop } once known
+  reportAt: 0,
+  scrubbing: false,
+};
+
+let link = null; // the SessionLink while connected or connecting
+let reconnectDelay = 1000;
+let ended = false;
+
+// -- messages ------------------------------------------------------------------------------------
+
+function say(title, text, { spinner = true, actions = [] } = {}) {
+  byId("message-title").textContent = title;
+  byId("message-text").textContent = text;
+  byId("spinner").hidden = !spinner;
+  byId("message-actions").replaceChildren(...actions);
+  byId("message-actions").hidden = actions.length === 0;
+  byId("message").hidden = false;
+}
+
+function quiet() {
+  byId("message").hidden = true;
+}
+
+const HINT = "Space play/pause · ← → one frame · Shift ten · J K L shuttle · G go to · ? all keys";
+
+/** Say `text` under the transport (an error in red); nothing: the keyboard hint. */
+function status(text, bad = false) {
+  const line = byId("status-line");
+  line.textContent = text || HINT;
+  line.classList.toggle("bad", bad);
+}
+
+function connection(kind, text) {
+  byId("connection").className = `badge ${kind}`;
+  byId("connection").firstElementChild.className = `dot ${kind}`;
+  byId("connection-text").textContent = text;
+}
+
+// -- the readout ---------------------------------------------------------------------------------
+
+/** Show icon `name` (a symbol of the page's sprite) on button `id`. */
+function icon(id, name, label) {
+  const button = byId(id);
+  button.querySelector("use").setAttribute("href", `#i-${name}`);
+  button.setAttribute("aria-label", label);
+}
+
+let drawPending = false;
+function draw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    const { frame, frameCount } = state;
+    byId("frame").textContent = frame === null ? "–" : String(frame);
+    byId("timecode").textContent = state.timecode || "--:--:--:--";
+    byId("frame-count").textContent = frameCount ? String(frameCount) : "–";
+    byId("last-frame").textContent = frameCount ? String(frameCount - 1) : "–";
+    icon("play", state.playing ? "pause" : "play", state.playing ? "Pause" : "Play");
+    icon("mute", video.muted ? "muted" : "sound", video.muted ? "Unmute" : "Mute");
+    byId("rate").textContent = `${state.rate}×`;
+    const scrub = byId("scrub");
+    scrub.max = String(Math.max(0, frameCount - 1));
+    scrub.disabled = !frameCount || ended;
+    if (!state.scrubbing && frame !== null) scrub.value = String(frame);
+  });
+}
+
+function onReport(report) {
+  state.frame = report.frame;
+  state.timecode = report.timecode;
+  state.playing = report.playing;
+  state.reportAt = performance.now();
+  state.fps ??= learnRate(report.frame, report.timecode);
+  draw();
+}
+
+/** The frame rate for timecode entry: learnt from reports, else the session's override. */
+function knownRate() {
+  if (state.fps) return state.fps;
+  const { frame_rate_num: num, frame_rate_den: den } = state.view?.options ?? {};
+  if (num) {
+    const exact = num / (den || 1);
+    const fps = Math.ceil(exact - 1e-9);
+    const drop = [30000 / 1001, 60000 / 1001].some((r) => Math.abs(exact - r) < 1e-6);
+    return { fps, drop };
+  }
+  return null;
+}
+
+// -- commands ------------------------------------------------------------------------------------
+
+/** Send a command ({type: "seek", frame: 3}); resolves with the worker's reply. */
+async function command(cmd) {
+  const reply = link ? await link.command(cmd) : { ok: false, error: "not connected yet" };
+  if (!reply.ok) status(reply.error, true);
+  else if (byId("status-line").classList.contains("bad")) status(""); // the error is over
+  return reply;
+}
+
+async function play() {
+  const reply = await command({ type: "play" });
+  if (reply.ok) state.playing = true;
+  draw();
+}
+
+async function pause() {
+  const reply = await command({ type: "pause" });
+  if (reply.ok) state.playing = false;
+  draw();
+}
+
+function togglePlay() {
+  return state.playing ? pause() : play();
+}
+
+async function setRate(rate) {
+  const reply = await command({ type: "rate", rate });
+  if (reply.ok) state.rate = rate;
+  draw();
+  return reply.ok;
+}
+
+// Steps and scrubbing coalesce: while one command is in flight, further key repeats or drags
+// add up, and go as one command when it is answered.
+let stepDelta = 0;
+let stepping = false;
+async function step(delta) {
+  stepDelta += delta;
+  if (stepping) return;
+  stepping = true;
+  while (stepDelta !== 0) {
+    const d = stepDelta;
+    stepDelta = 0;
+    const reply = await command({ type: "step", delta: d });
+    if (reply.ok) state.playing = false;
+  }
+  stepping = false;
+  draw();
+}
+
+let seekWanted = null;
+let seeking = false;
+async function seekTo(frame) {
+  const last = state.frameCount ? state.frameCount - 1 : Number.MAX_SAFE_INTEGER;
+  seekWanted = Math.max(0, Math.min(last, Math.round(frame)));
+  if (seeking) return;
+  seeking = true;
+  while (seekWanted !== null) {
+    const target = seekWanted;
+    seekWanted = null;
+    await command({ type: "seek", frame: target });
+  }
+  seeking = false;
+}
+
+/** L: play at 1×, or faster when already playing. */
+async function forward() {
+  if (!state.playing) {
+    if (state.rate !== 1) await setRate(1);
+    await play();
+  } else if (state.rate < MAX_RATE) {
+    await setRate(Math.min(MAX_RATE, state.rate * 2));
+  }
+}
+
+/** J: slower when faster than 1×; else back one second (there is no reverse playback). */
+async function backward() {
+  if (state.playing && state.rate > 1) {
+    await setRate(Math.max(1, state.rate / 2));
+    return;
+  }
+  const second = state.fps?.fps ?? 25;
+  await seekTo((state.frame ?? 0) - second);
+}
+
+// -- seeking by text -----------------------------------------------------------------------------
+
+/** The frame "text" in the seek box names: 120, +10, -10, 00:00:05:12, 5:12, 00:01:00;02. */
+function parseTarget(text) {
+  const value = text.trim();
+  if (/^\d+$/.test(value)) return Number(value);
+  if (/^[+-]\d+$/.test(value)) return (state.frame ?? 0) + Number(value);
+  const timecode = complete(value);
+  if (!timecode) throw new Error(`"${value}" is neither a frame number nor a timecode (00:00:05:12)`);
+  const rate = knownRate();
+  if (!rate) {
+    if (/^00:00:00[:;]/.test(timecode)) return Number(timecode.slice(9));
+    throw new Error("the frame rate is not known yet: go to a frame number once, then timecodes work");
+  }
+  return toFrame(timecode, rate);
+}
+
+async function submitSeek(event) {
+  event.preventDefault();
+  const input = byId("seek");
+  try {
+    const frame = parseTarget(input.value);
+    input.classList.remove("invalid");
+    input.blur(); // so the keyboard shortcuts work again at once
+    await seekTo(frame);
+  } catch (error) {
+    input.classList.add("invalid");
+    status(error.message, true);
+  }
+}
+
+// -- audio channels --------------------------------------------------------------------------------
+
+/** One option per pair of channels across the audio inputs (in order), then each alone. */
+function audioOptions(inputs) {
+  const channels = [];
+  inputs.slice(1).forEach((input, i) => {
+    const count = input.channel_count ?? 2; // unknown: most files are stereo
+    const name = input.id || fileName(input.url) || `audio ${i + 1}`;
+    for (let c = 0; c < count; c++) channels.push({ name, c });
+  });
+  const label = (k) => `${channels[k].name} ch ${channels[k].c + 1}`;
+  const options = [];
+  for (let k = 0; k + 1 < channels.length; k += 2) {
+    const same = channels[k].name === channels[k + 1].name;
+    const text = same
+      ? `${channels[k].name} · ch ${channels[k].c + 1}–${channels[k + 1].c + 1}`
+      : `${label(k)} + ${label(k + 1)}`;
+    options.push({ value: `${k},${k + 1}`, text: `${k + 1}–${k + 2}: ${text}` });
+  }
+  channels.forEach((_, k) => options.push({ value: `${k}`, text: `${k + 1}: ${label(k)} (mono)` }));
+  return options;
+}
+
+function showAudio(view) {
+  const select = byId("audio");
+  const options = audioOptions(view.inputs);
+  if (!options.length) {
+    select.replaceChildren(el("option", {}, "No audio"));
+    select.disabled = true;
+    return;
+  }
+  select.replaceChildren(...options.map((o) => el("option", { value: o.value }, o.text)));
+  const wanted = view.options.channels ?? 2;
+  const cho = view.options.cho ?? 0;
+  const start = Array.from({ length: wanted }, (_, i) => cho + i).join(",");
+  if (options.some((o) => o.value === start)) select.value = start;
+  select.disabled = false;
+}
+
+async function chooseAudio() {
+  const select = byId("audio");
+  select.blur(); // the arrow keys step frames again
+  const channels = select.value.split(",").map(Number);
+  const reply = await command({ type: "channels", channels });
+  const names = channels.map((c) => c + 1).join(" and ");
+  if (reply.ok) status(`Listening to channel${channels.length > 1 ? "s" : ""} ${names}`);
+}
+
+// -- the session and its connection ----------------------------------------------------------------
+
+function endedMessage(view) {
+  for (const control of document.querySelectorAll(".transport :is(button, input, select)")) {
+    control.disabled = true;
+  }
+  const home = el("a", { class: "button", href: "/" }, "All sessions");
+  const what = view.state === "failed" ? "This session failed" : "This session has ended";
+  say(what, view.reason || "Start a new session from the home page.", { spinner: false, actions: [home] });
+  connection("", view.state);
+}
+
+async function refresh() {
+  let view;
+  try {
+    view = await json(`/session/${sid}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      ended = true;
+      say("No such session", "It may have been removed.", { spinner: false });
+    }
+    return;
+  }
+  const first = state.view === null;
+  state.view = view;
+  if (first) {
+    const name = fileName(view.inputs[0]?.url ?? "");
+    byId("file-name").textContent = name;
+    byId("file-name").title = view.inputs[0]?.url ?? "";
+    document.title = `${name} · Review · Tessera`;
+    showAudio(view);
+  }
+  const stats = view.stats;
+  if (stats) {
+    if (stats.frame_count) state.frameCount = stats.frame_count;
+    if (stats.rate) state.rate = stats.rate;
+    // A report says whether it plays; without one for a while (paused, or the end reached),
+    // the worker's heartbeat does.
+    if (performance.now() - state.reportAt > POLL_MS) state.playing = stats.playing;
+  }
+  if ((view.state === "ended" || view.state === "failed") && !ended) {
+    ended = true;
+    hangUp();
+    endedMessage(view);
+  }
+  draw();
+}
+
+function hangUp() {
+  link?.close();
+  link = null;
+}
+
+async function connect() {
+  hangUp();
+  if (ended) return;
+  connection("warn", "connecting");
+  const mine = new SessionLink(state.view);
+  link = mine;
+  const stream = new MediaStream();
+  mine.addEventListener("report", (event) => onReport(event.detail));
+  mine.addEventListener("open", () => ensurePicture(mine));
+  mine.addEventListener("starting", () => say("Starting the session…", "The worker is opening the file."));
+  mine.addEventListener("track", (event) => {
+    stream.addTrack(event.detail);
+    if (video.srcObject !== stream) video.srcObject = stream;
+    startVideo();
+  });
+  mine.addEventListener("state", (event) => {
+    if (link !== mine) return;
+    if (event.detail === "connected") {
+      connection("ok", "connected");
+      reconnectDelay = 1000;
+    } else if (event.detail === "failed" || event.detail === "disconnected") {
+      connection("bad", event.detail);
+      if (event.detail === "failed") reconnect();
+    }
+  });
+  await mine.connect();
+}
+
+/**
+ * The worker sends the current frame as a viewer connects, which can be before the control
+ * channel is open (its report is then lost) or before the browser can show it. So when, a
+ * moment after the channel opens, there is still no report or no picture and nothing plays,
+ * ask for the current frame again: a step of 0 frames.
+ */
+async function ensurePicture(mine) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await sleep(REFRESH_AFTER_MS);
+    if (link !== mine || !mine.open) return;
+    const pictured = state.reportAt > 0 && video.videoWidth > 0;
+    if (pictured || state.playing) return;
+    await command({ type: "step", delta: 0 });
+  }
+}
+
+async function reconnect() {
+  if (ended) return;
+  say("Reconnecting…", "The connection to the session was lost.");
+  await sleep(reconnectDelay);
+  reconnectDelay = Math.min(reconnectDelay * 2, 10_000);
+  await refresh();
+  if (!ended) start();
+}
+
+async function start() {
+  try {
+    await connect();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 409) {
+      await refresh();
+      if (ended) return;
+    }
+    say("Cannot connect to the session", error.message, { spinner: false });
+    connection("bad", "not connected");
+    setTimeout(reconnect, reconnectDelay);
+  }
+}
+
+function startVideo() {
+  video.play().catch(() => {
+    // Sound without a click is refused: play muted, say how to unmute.
+    video.muted = true;
+    video.play().catch(() => {});
+    status("Sound is muted until you click the speaker or press M.");
+    draw();
+  });
+}
+
+// -- input ---------------------------------------------------------------------------------------
+
+function toggleHelp() {
+  byId("help").hidden = !byId("help").hidden;
+}
+
+function toggleMute() {
+  video.muted = !video.muted;
+  if (!video.muted) video.play().catch(() => {});
+  draw();
+}
+
+const KEYS = {
+  " ": () => togglePlay(),
+  k: () => pause(),
+  l: () => forward(),
+  j: () => backward(),
+  ArrowRight: (shift) => step(shift ? 10 : 1),
+  ArrowLeft: (shift) => step(shift ? -10 : -1),
+  Home: () => seekTo(0),
+  End: () => seekTo(state.frameCount ? state.frameCount - 1 : 0),
+  g: () => byId("seek").focus(),
+  m: () => toggleMute(),
+  "?": () => toggleHelp(),
+};
+
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  if (target instanceof HTMLInputElement && target.id !== "scrub") {
+    if (event.key === "Escape") target.blur();
+    return;
+  }
+  if (target instanceof HTMLSelectElement || event.ctrlKey || event.metaKey || event.altKey) return;
+  const action = KEYS[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+  if (!action) return;
+  event.preventDefault(); // no page scroll on Space, no button click, no range nudge
+  action(event.shiftKey);
+});
+// A focused button would also "click" on the Space keyup.
+document.addEventListener("keyup", (event) => {
+  if (event.key === " " && event.target instanceof HTMLButtonElement) event.preventDefault();
+});
+
+const buttons = {
+  play: () => togglePlay(),
+  back: () => step(-1),
+  back10: () => step(-10),
+  forward: () => step(1),
+  forward10: () => step(10),
+  mute: () => toggleMute(),
+  "help-button": () => toggleHelp(),
+};
+for (const [id, action] of Object.entries(buttons)) byId(id).addEventListener("click", action);
+
+const scrub = byId("scrub");
+scrub.addEventListener("input", () => {
+  state.scrubbing = true;
+  const frame = Number(scrub.value);
+  const rate = knownRate();
+  status(`Frame ${frame}${rate ? ` · ${fromFrame(frame, rate)}` : ""}`);
+  seekTo(frame);
+});
+scrub.addEventListener("change", () => {
+  state.scrubbing = false;
+  seekTo(Number(scrub.value));
+});
+
+byId("seek-form").addEventListener("submit", submitSeek);
+byId("audio").addEventListener("change", chooseAudio);
+video.addEventListener("loadeddata", quiet);
+video.addEventListener("playing", quiet);
+window.addEventListener("pagehide", hangUp);
+
+// -- start ----------------------------------------------------------------------------------------
+
+async function main() {
+  status("");
+  await refresh();
+  if (!state.view || ended) return;
+  if (state.view.state === "requested") say("Starting the session…", "The worker is opening the file.");
+  await start();
+  setInterval(refresh, POLL_MS);
+}
+
+main();

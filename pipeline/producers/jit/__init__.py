@@ -1,0 +1,23 @@
+"""The JIT worker: just-in-time decoding of a session's files to WebRTC viewers, frame-accurate.
+
+Modules (pure ones first; they import no asyncio, NATS or PyAV):
+
+- :mod:`.timecode`: frame numbers to SMPTE timecodes (drop-frame at 29.97 and 59.94).
+- :mod:`.playback`: the playback state machine (position, play/pause, rate, seeks; which frame
+  is due when).
+- :mod:`.channels`: audio channel layout and routing to the stereo output.
+- :mod:`.picture`: output size and colour decisions; :mod:`.tonemap`: the BT.2100 to SDR
+  operator (numpy); :mod:`.sdp`: offer directions and viewer ids from SDP.
+- :mod:`.errors`: the package's error tree (documented there).
+- :mod:`.inputs`: where an input may come from (media roots, http(s) under the source policy,
+  S3 through presigned URLs) and opening it with FFmpeg's allow-lists.
+- :mod:`.decoder`: the frame-accurate video reader; :mod:`.convert`: frames to BT.709
+  yuv420p pictures; :mod:`.audio`: audio inputs read at a sample position, and mixing.
+- :mod:`.threads`: the media threads that own PyAV objects.
+- :mod:`.tracks`: the aiortc tracks a viewer receives; :mod:`.peers`: a viewer's peer
+  connection; :mod:`.player`: the session clock feeding every viewer.
+- :mod:`.worker`: :class:`~.worker.JitWorker`, the service.
+
+This package's ``__init__`` imports nothing, so that the gateway can use :mod:`.sdp` without
+loading aiortc or PyAV.
+"""

@@ -1,0 +1,340 @@
+"""The session's player: one clock, one decoder, every viewer fed from it.
+
+Two tasks, running only while a viewer is connected:
+
+- **video**: asks :class:`~pipeline.producers.jit.playback.Playback` what frame is due and
+  when, has the video thread decode it (the next one is requested as soon as the current one
+  is sent, so decoding overlaps the wait), and at its time hands it to every viewer's track
+  with a :class:`~pipeline.messages.control.FrameReport` on their control channels. A decode
+  that finishes after a command changed what is due (``Playback.version``) is dropped, and a
+  seek or step empties the viewers' queues: the first frame sent after ``Seek(n)`` is ``n``.
+- **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
+  rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
+  channel selection into s16 stereo. When the audio cursor and the video timeline part by
+  more than :data:`RESYNC_SAMPLES` (after a seek, a pause, a stall), the cursor jumps to the
+  video's time: audio follows video.
+
+When the last viewer leaves, playback pauses (nobody watches; a viewer who comes back finds
+the frame they left), and both tasks wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.messages.codec import encode
+from pipeline.messages.control import FrameReport
+from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Samples, mix, silence
+from pipeline.producers.jit.channels import stereo_matrix
+from pipeline.producers.jit.decoder import Picture, VideoReader
+from pipeline.producers.jit.errors import ReadError
+from pipeline.producers.jit.playback import Due, Playback
+from pipeline.producers.jit.threads import MediaThread
+from pipeline.producers.jit.timecode import timecode
+from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
+from pipeline.tasks import cancel_and_wait
+
+log = logging.getLogger("tessera.jit")
+
+READ_AHEAD = 5 * FRAME_SAMPLES
+"""Samples read from the audio thread at once: 100 ms, five 20 ms frames."""
+RESYNC_SAMPLES = 2 * FRAME_SAMPLES
+"""Audio further than 40 ms from the video timeline jumps to it (a lip-sync error under
+45 ms is not noticed: ITU-R BT.1359)."""
+AUDIO_PERIOD = FRAME_SAMPLES / RATE
+MAX_AUDIO_LAG = 0.2
+"""Seconds the audio clock may fall behind before it restarts at "now" instead of bursting."""
+FPS_WINDOW = 2.0
+
+
+class Viewer(Protocol):
+    """What the player needs of a connected viewer."""
+
+    @property
+    def video(self) -> SessionVideoTrack: ...
+
+    @property
+    def audio(self) -> SessionAudioTrack | None: ...
+
+    def send_text(self, text: str) -> None: ...
+
+
+class Player:
+    """Plays one session to its viewers; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        playback: Playback,
+        video: VideoReader,
+        video_thread: MediaThread,
+        audio: AudioReader,
+        audio_thread: MediaThread,
+        selection: tuple[int, ...],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.playback = playback
+        self._video = video
+        self._video_thread = video_thread
+        self._audio = audio
+        self._audio_thread = audio_thread
+        self._clock = clock
+        self.rate: Fraction = playback.fps
+        self.time_base: Fraction = video.time_base
+        self.viewers: list[Viewer] = []
+        self.selection = selection
+        self._matrix = stereo_matrix(selection, audio.layout.total)
+        self._wake = asyncio.Event()
+        self._present = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prefetch: tuple[int, asyncio.Future[Picture | None]] | None = None
+        self._sent_times: deque[float] = deque(maxlen=512)
+        self.frames = 0
+        self._shown: Picture | None = None
+        self.last_report = ""
+        """The last FrameReport sent (JSON): a control channel that opens late gets it."""
+        self.read_errors = 0
+        self.last_error = ""
+        self._cursor: int | None = None
+        self._abuf: Samples = np.zeros((audio.layout.total, 0), dtype=np.float32)
+        self._abuf_start = 0
+        self._audio_failing = False
+
+    # -- control (called on the loop, never blocks) -------------------------------------------
+
+    def add(self, viewer: Viewer) -> None:
+        """A viewer connected: it gets the current frame at once (only it: the others have
+        it), then whatever plays. Its report comes when its control channel opens."""
+        if viewer in self.viewers:
+            return
+        self.viewers.append(viewer)
+        self._present.set()
+        shown = self._shown
+        playback = self.playback
+        if shown is not None and not playback.playing and playback.pending is None:
+            if shown.frame == playback.position:
+                viewer.video.offer(shown.data, self._clock())
+                return
+        playback.refresh()
+        self.wake()
+
+    def remove(self, viewer: Viewer) -> None:
+        """A viewer left; with nobody left, playback pauses."""
+        if viewer in self.viewers:
+            self.viewers.remove(viewer)
+        if not self.viewers:
+            self._present.clear()
+            self.playback.pause(self._clock())
+            self.wake()
+
+    def wake(self) -> None:
+        """Something changed (a command, a viewer): recompute what is due."""
+        self._wake.set()
+
+    def discard_queued(self) -> None:
+        """Drop frames queued for viewers but not yet encoded (a seek made them stale)."""
+        for viewer in self.viewers:
+            viewer.video.flush()
+
+    def select(self, selection: tuple[int, ...]) -> None:
+        """Route ``selection`` (already checked) to the stereo output from the next frame."""
+        self.selection = selection
+        self._matrix = stereo_matrix(selection, self._audio.layout.total)
+
+    @property
+    def fps(self) -> float:
+        """Frames sent per second over the last couple of seconds."""
+        now = self._clock()
+        recent = [t for t in self._sent_times if now - t <= FPS_WINDOW]
+        return len(recent) / FPS_WINDOW
+
+    @property
+    def dropped(self) -> int:
+        """Frames and audio packets dropped in the connected viewers' queues."""
+        total = 0
+        for viewer in self.viewers:
+            total += viewer.video.dropped
+            if viewer.audio is not None:
+                total += viewer.audio.dropped
+        return total
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the video and audio tasks."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._video_loop(), name="jit video"),
+                asyncio.create_task(self._audio_loop(), name="jit audio"),
+            ]
+
+    async def stop(self) -> None:
+        """Stop both tasks. Safe to call twice; the threads are the caller's to close."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)
+        self._drop_prefetch()
+
+    # -- video ----------------------------------------------------------------------------------
+
+    def _drop_prefetch(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch[1].cancel()
+
+    def _request(self, frame: int) -> asyncio.Future[Picture | None]:
+        if self._prefetch is None or self._prefetch[0] != frame:
+            self._drop_prefetch()
+            self._prefetch = (frame, self._video_thread.submit(self._video.read, frame))
+        return self._prefetch[1]
+
+    async def _wait(self, seconds: float | None) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _video_loop(self) -> None:
+        while True:
+            if not self.viewers:
+                self._drop_prefetch()
+                await self._present.wait()
+                continue
+            now = self._clock()
+            due = self.playback.due(now)
+            if due is None:
+                await self._wait(None)
+                continue
+            future = self._request(due.frame)
+            if due.at > now:
+                await self._wait(due.at - now)
+                continue
+            try:
+                picture = await future
+            except ReadError as exc:
+                self._prefetch = None
+                self._read_failed(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug or an odd file: say so, keep serving
+                log.exception("video frame %d failed unexpectedly", due.frame)
+                self._prefetch = None
+                self._read_failed(ReadError(f"frame {due.frame}: internal error: {exc!r}"))
+                continue
+            self._prefetch = None
+            if due.version != self.playback.version:
+                continue  # a command changed what is due while this frame decoded
+            if picture is None:
+                self._video_ended(due)
+                continue
+            self._send(picture, due)
+            following = self.playback.due(self._clock())
+            if following is not None:
+                self._request(following.frame)
+
+    def _read_failed(self, exc: ReadError) -> None:
+        self.read_errors += 1
+        self.last_error = str(exc)
+        log.warning("video read failed; pausing: %s", exc)
+        self.playback.halt()
+
+    def _video_ended(self, due: Due) -> None:
+        if due.frame == 0:
+            self._read_failed(ReadError("the video has no frame 0 any more"))
+        else:
+            self.playback.ended(due.frame)
+
+    def _send(self, picture: Picture, due: Due) -> None:
+        now = self._clock()
+        self.playback.sent(due)
+        self.frames += 1
+        self._sent_times.append(now)
+        report = FrameReport(
+            frame=picture.frame,
+            timecode=timecode(picture.frame, self.rate),
+            pts=float(picture.pts * self.time_base),
+            playing=self.playback.playing,
+        )
+        text = encode(report).decode()
+        self.last_report = text
+        self._shown = picture
+        # A one-shot frame goes out now; a scheduled one carries its schedule (anchor and
+        # exact offset), so its pts steps by exactly 90000/fps.
+        anchor, offset = (due.anchor, due.offset) if due.tick is not None else (now, Fraction(0))
+        for viewer in list(self.viewers):
+            viewer.video.offer(picture.data, anchor, offset)
+            viewer.send_text(text)
+
+    # -- audio ----------------------------------------------------------------------------------
+
+    async def _audio_loop(self) -> None:
+        next_at: float | None = None
+        while True:
+            if not self.viewers:
+                next_at = None
+                await self._present.wait()
+                continue
+            now = self._clock()
+            if next_at is None or now - next_at > MAX_AUDIO_LAG:
+                next_at = now
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            at = next_at
+            next_at += AUDIO_PERIOD
+            packed = await self._audio_at(at)
+            for viewer in list(self.viewers):
+                if viewer.audio is not None:
+                    viewer.audio.offer(packed)
+
+    async def _audio_at(self, at: float) -> npt.NDArray[np.int16]:
+        media = self.playback.media_time(at)
+        if media is None or self._audio.layout.total == 0:
+            self._cursor = None
+            return silence()
+        wanted = round(media * RATE)
+        if self._cursor is None or abs(self._cursor - wanted) > RESYNC_SAMPLES:
+            self._cursor = wanted
+        try:
+            block = await self._audio_block(self._cursor)
+        except Exception as exc:  # noqa: BLE001 - audio must not stop the session: silence
+            if not self._audio_failing:
+                # Logged once per run of failures; a bug (not a ReadError) with its traceback.
+                log.warning(
+                    "audio read failed; sending silence: %s",
+                    exc,
+                    exc_info=not isinstance(exc, ReadError),
+                )
+                self.read_errors += 1
+                self.last_error = str(exc)
+            self._audio_failing = True
+            self._cursor = None
+            self._abuf = self._abuf[:, :0]
+            return silence()
+        self._audio_failing = False
+        self._cursor += FRAME_SAMPLES
+        return mix(block, self._matrix)
+
+    async def _audio_block(self, start: int) -> Samples:
+        """``FRAME_SAMPLES`` samples from ``start``, from the buffer or the audio thread."""
+        end = self._abuf_start + self._abuf.shape[1]
+        if start < self._abuf_start or start > end:
+            # Not a continuation: drop the buffer and read from the new position.
+            self._abuf = self._abuf[:, :0]
+            self._abuf_start = end = start
+        if start + FRAME_SAMPLES > end:
+            more = await self._audio_thread.run(self._audio.read, end, READ_AHEAD)
+            self._abuf = np.concatenate([self._abuf, more], axis=1)
+        offset = start - self._abuf_start
+        block = self._abuf[:, offset : offset + FRAME_SAMPLES]
+        self._abuf = self._abuf[:, offset + FRAME_SAMPLES :]
+        self._abuf_start = start + FRAME_SAMPLES
+        return block

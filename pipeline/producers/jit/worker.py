@@ -1,0 +1,514 @@
+"""The JIT worker: one per session, decoding its files just in time for WebRTC viewers.
+
+Lifecycle: :meth:`JitWorker.start` opens and probes the inputs in the worker's media threads
+(``jit-video-<session>`` for the video input, ``jit-audio-<session>`` for the audio ones), then
+subscribes the session's subjects and reports ``ready``. An input that cannot be used appends
+``SessionFailed`` (cause: ``"input 2: no audio stream"``) to ``EVENTS`` and raises
+:class:`~pipeline.producers.jit.errors.JitInputError`, with nothing left running.
+:meth:`JitWorker.stop` (safe twice) unsubscribes, closes the viewers, stops the player and
+closes the inputs in their threads.
+
+Subjects (all request/reply, relayed by the gateway):
+
+- ``ctl.signal.<session>``: :class:`~pipeline.messages.control.SignalOffer` (a WHEP POST) is
+  answered with :class:`~pipeline.messages.control.SignalAnswer`; the viewer is then named
+  ``peer_id_of(answer)`` (:mod:`pipeline.producers.jit.sdp`), and
+  :class:`~pipeline.messages.control.SignalHangup` with that id (a WHEP DELETE) closes it,
+  answered with :class:`~pipeline.messages.control.CommandReply`. Several viewers may watch
+  one session (up to ``max_viewers``); they share its playback (a review with a supervisor
+  watching), each with its own peer connection and encoder.
+- ``ctl.session.<session>``: playback commands, answered with ``CommandReply``. The same
+  commands arrive as JSON text on a viewer's ``control`` data channel and are answered there;
+  each frame sent is reported there with a ``FrameReport``.
+
+Heartbeats: ``hb.worker.<worker_id>`` (``WorkerHeartbeat`` with ``JitStats``) every interval;
+``hb.viewer.session.<session>`` (``ViewerHeartbeat``) every interval while a viewer is
+connected, which is what keeps the session from being reaped as idle.
+
+A viewer that does not connect within ``connect_timeout`` of its answer is dropped, as is one
+whose connection fails or closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats.errors
+from aiortc import RTCPeerConnection
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from pipeline import subjects
+from pipeline.errors import MessageError, TesseraError
+from pipeline.eventlog import append
+from pipeline.heartbeat import Heartbeater
+from pipeline.messages.codec import decode_session_command, encode
+from pipeline.messages.control import (
+    CommandReply,
+    Pause,
+    Play,
+    Seek,
+    SelectChannels,
+    SessionCommand,
+    SetRate,
+    SignalAnswer,
+    SignalHangup,
+    SignalOffer,
+    SignalRequest,
+    Step,
+)
+from pipeline.messages.events import SessionFailed, SessionInput, SessionOptions
+from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartbeat
+from pipeline.producers.jit.audio import AudioInput, AudioReader
+from pipeline.producers.jit.channels import ChannelLayout
+from pipeline.producers.jit.decoder import VideoReader
+from pipeline.producers.jit.errors import CommandError, JitError, JitInputError, JitOptionsError
+from pipeline.producers.jit.inputs import InputAccess, open_input
+from pipeline.producers.jit.peers import Peer, ice_configuration
+from pipeline.producers.jit.playback import Playback
+from pipeline.producers.jit.player import Player
+from pipeline.producers.jit.sdp import receives
+from pipeline.producers.jit.threads import MediaThread
+from pipeline.producers.opener import SourcePolicy
+from pipeline.tasks import cancel_and_wait
+
+log = logging.getLogger("tessera.jit")
+
+MAX_VIEWERS = 8
+"""Viewers one session accepts (each costs an encoder: about a core at 1080p)."""
+CONNECT_TIMEOUT = 30.0
+"""Seconds a viewer has, after its answer, to connect (ICE and DTLS)."""
+STOP_PEER_TIMEOUT = 5.0
+
+_signal_requests: msgspec.json.Decoder[SignalRequest] = msgspec.json.Decoder(SignalRequest)
+
+
+def playback_rate(options: SessionOptions, stream_rate: Fraction) -> Fraction:
+    """The rate frames are played and timecoded at: the override, else the stream's."""
+    num, den = options.frame_rate_num, options.frame_rate_den
+    if num is None and den is None:
+        return stream_rate
+    if num is None or num <= 0 or (den is not None and den <= 0):
+        raise JitOptionsError(
+            f"frame_rate_num={num}, frame_rate_den={den}: give a positive numerator "
+            "(and denominator, default 1)"
+        )
+    return Fraction(num, den or 1)
+
+
+class JitWorker:
+    """Serves one JIT session to WebRTC viewers. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        nc: Client,
+        js: JetStreamContext,
+        session_id: str,
+        inputs: tuple[SessionInput, ...],
+        options: SessionOptions,
+        worker_id: str,
+        policy: SourcePolicy,
+        media_roots: tuple[Path, ...] = (),
+        s3_endpoint_url: str | None = None,
+        ice_servers: tuple[Mapping[str, Any], ...] = (),
+        heartbeat_interval: float = 1.0,
+        open_timeout: float = 10.0,
+        instance_id: str = "",
+        max_viewers: int = MAX_VIEWERS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self.session_id = subjects.token(session_id)
+        self.inputs = inputs
+        self.options = options
+        self.worker_id = worker_id
+        self.instance_id = instance_id
+        self.access = InputAccess(
+            policy=policy,
+            media_roots=media_roots,
+            s3_endpoint_url=s3_endpoint_url,
+            region=options.region,
+            open_timeout=open_timeout,
+        )
+        self.ice_servers = ice_servers
+        self._ice = ice_configuration(ice_servers)  # a bad ICE server fails here, not later
+        self.heartbeat_interval = heartbeat_interval
+        self.max_viewers = max_viewers
+        self.connect_timeout = connect_timeout
+        self.status = "new"
+        self.ready = False
+        self._heartbeater = Heartbeater(
+            nc, subjects.worker_heartbeat(worker_id), self._beat, interval=heartbeat_interval
+        )
+        self._viewer_beats = Heartbeater(
+            nc,
+            subjects.viewer_heartbeat("session", self.session_id),
+            self._viewer_beat,
+            interval=heartbeat_interval,
+        )
+        self._video_thread: MediaThread | None = None
+        self._audio_thread: MediaThread | None = None
+        self._video: VideoReader | None = None
+        self._audio: AudioReader | None = None
+        self._audio_inputs: list[AudioInput] = []
+        self.layout = ChannelLayout(())
+        self.playback: Playback | None = None
+        self.player: Player | None = None
+        self._peers: list[Peer] = []
+        self._subs: list[Subscription] = []
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._house_wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the inputs, subscribe, and beat ``ready``. On an input or options problem:
+        append ``SessionFailed``, close everything, raise the JitError. Safe to call twice."""
+        if self.status != "new":
+            return
+        self.status = "starting"
+        await self._heartbeater.start()
+        try:
+            await self._open()
+        except BaseException as exc:
+            await self._close_media()
+            await self._heartbeater.stop(last=self._beat())
+            self.status = "failed"
+            self._stopped.set()
+            if isinstance(exc, JitError):
+                await self._fail(str(exc))
+                raise
+            if isinstance(exc, Exception):
+                await self._fail(f"internal error: {exc!r}")
+                raise JitError(f"session {self.session_id}: internal error: {exc!r}") from exc
+            raise
+        assert self.player is not None
+        self.status = "ready"
+        try:
+            self.player.start()
+            self._housekeeper = asyncio.create_task(
+                self._housekeeping(), name=f"jit housekeeping {self.session_id}"
+            )
+            for subject, callback in (
+                (subjects.session_signal(self.session_id), self._on_signal),
+                (subjects.session_control(self.session_id), self._on_control),
+            ):
+                self._subs.append(await self._nc.subscribe(subject, cb=callback))
+            await self._nc.flush()
+        except BaseException:
+            await self.stop()  # NATS went away (or we were cancelled): undo it all
+            raise
+        self.ready = True
+        self._heartbeater.poke()
+        log.info(
+            "jit session ready",
+            extra={"session": self.session_id, "worker": self.worker_id},
+        )
+
+    async def _open(self) -> None:
+        """Open the video input (video thread) and the audio inputs (audio thread, in order)
+        at the same time; the error of the lowest input number wins."""
+        if not self.inputs:
+            raise JitInputError(1, "missing: a session needs a video file as its first input")
+        self._video_thread = MediaThread(f"jit-video-{self.session_id}")
+        self._audio_thread = MediaThread(f"jit-audio-{self.session_id}")
+        results = await asyncio.gather(
+            self._video_thread.run(self._open_video),
+            self._audio_thread.run(self._open_audio),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        video, audio = self._video, self._audio
+        assert video is not None and audio is not None
+        self.layout = audio.layout
+        selection = self.layout.default_selection(self.options.channels, self.options.cho)
+        self.playback = Playback(playback_rate(self.options, video.rate), video.frame_count)
+        self.player = Player(
+            playback=self.playback,
+            video=video,
+            video_thread=self._video_thread,
+            audio=audio,
+            audio_thread=self._audio_thread,
+            selection=selection,
+        )
+
+    # These four run in the media threads. What they open is kept on the worker at once, so
+    # that a start() cancelled mid-open still closes it (the close runs after, in the thread).
+
+    def _open_video(self) -> None:
+        container = open_input(self.inputs[0].url, 1, self.access)
+        try:
+            self._video = VideoReader(container, self.options, index=1)
+        except BaseException:
+            container.close()
+            raise
+
+    def _open_audio(self) -> None:
+        for index, item in enumerate(self.inputs[1:], start=2):
+            container = open_input(item.url, index, self.access)
+            try:
+                audio = AudioInput(container, index=index, channel_count=item.channel_count)
+            except BaseException:
+                container.close()
+                raise
+            self._audio_inputs.append(audio)
+        self._audio = AudioReader(self._audio_inputs)
+
+    def _close_video(self) -> None:
+        video, self._video = self._video, None
+        if video is not None:
+            video.close()
+
+    def _close_audio(self) -> None:
+        inputs, self._audio_inputs = self._audio_inputs, []
+        self._audio = None
+        for item in inputs:
+            item.close()
+
+    async def _fail(self, cause: str) -> None:
+        log.warning("jit session failed: %s", cause, extra={"session": self.session_id})
+        event = SessionFailed(at=time.time(), session_id=self.session_id, cause=cause)
+        try:
+            await append(self._js, event)
+        except TesseraError as exc:
+            log.error("cannot record the session failure: %s", exc)
+
+    async def _close_media(self) -> None:
+        """Close the readers in their own threads (after anything still running there), then
+        end the threads."""
+        if self._video_thread is not None:
+            await self._video_thread.close(self._close_video)
+        if self._audio_thread is not None:
+            await self._audio_thread.close(self._close_audio)
+
+    async def stop(self) -> None:
+        """Close viewers, stop playing, close inputs and threads. Safe to call twice."""
+        if self.status in ("new", "stopping", "stopped", "failed"):
+            return
+        self.status = "stopping"
+        self.ready = False
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        await cancel_and_wait(self._housekeeper)
+        self._housekeeper = None
+        peers, self._peers = self._peers, []
+        for peer in peers:
+            await self._close_peer(peer)
+        if self.player is not None:
+            await self.player.stop()
+        await self._viewer_beats.stop()
+        await self._close_media()
+        self.status = "stopped"
+        await self._heartbeater.stop(last=self._beat())
+        self._stopped.set()
+        log.info("jit session stopped", extra={"session": self.session_id})
+
+    async def wait(self) -> None:
+        """Return once the worker has stopped (or failed to start)."""
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> JitWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def viewers(self) -> int:
+        """Viewers connected now."""
+        return len(self.player.viewers) if self.player is not None else 0
+
+    def stats(self) -> JitStats:
+        """What the worker reports in its heartbeat."""
+        playback, player = self.playback, self.player
+        if playback is None or player is None:
+            return JitStats()
+        return JitStats(
+            position=playback.position,
+            playing=playback.playing,
+            viewers=len(player.viewers),
+            fps=round(player.fps, 2),
+            seeks=playback.seeks,
+            rate=playback.rate,
+            frames=player.frames,
+            frame_count=playback.frame_count or 0,
+            late_frames=playback.late,
+            dropped=player.dropped,
+            read_errors=player.read_errors,
+        )
+
+    def _beat(self) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            at=time.time(),
+            worker_id=self.worker_id,
+            kind="jit",
+            target=self.session_id,
+            instance_id=self.instance_id,
+            ready=self.ready,
+            stats=self.stats(),
+        )
+
+    def _viewer_beat(self) -> ViewerHeartbeat:
+        return ViewerHeartbeat(at=time.time(), scope="session", id=self.session_id)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def apply(self, command: SessionCommand) -> CommandReply:
+        """Apply one playback command now; the reply carries the position after it."""
+        playback, player = self.playback, self.player
+        if playback is None or player is None:
+            return CommandReply(ok=False, error="the session is not ready")
+        now = time.monotonic()
+        try:
+            match command:
+                case Play():
+                    playback.play(now)
+                case Pause():
+                    playback.pause(now)
+                case Seek(frame=frame):
+                    playback.seek(frame, now)
+                    player.discard_queued()
+                case Step(delta=delta):
+                    playback.step(delta, now)
+                    player.discard_queued()
+                case SetRate(rate=rate):
+                    playback.set_rate(rate, now)
+                case SelectChannels(channels=channels):
+                    player.select(self.layout.check(channels))
+        except CommandError as exc:
+            return CommandReply(ok=False, error=str(exc), position=playback.position)
+        player.wake()
+        if isinstance(command, Play | Pause):
+            self._heartbeater.poke()
+        return CommandReply(ok=True, position=playback.position)
+
+    def _reply_to(self, data: bytes, where: str) -> CommandReply:
+        try:
+            command = decode_session_command(data, where)
+        except MessageError as exc:
+            return CommandReply(ok=False, error=str(exc))
+        return self.apply(command)
+
+    async def _on_control(self, msg: Msg) -> None:
+        reply = self._reply_to(msg.data, msg.subject)
+        await self._respond(msg, encode(reply))
+
+    def _on_channel_open(self, peer: Peer) -> None:
+        # The channel may open after the viewer's first frame went out: tell it where it is.
+        if self.player is not None and self.player.last_report:
+            peer.send_text(self.player.last_report)
+
+    def _on_channel_message(self, peer: Peer, message: str | bytes) -> None:
+        data = message.encode() if isinstance(message, str) else message
+        reply = self._reply_to(data, "the control data channel")
+        peer.send_text(encode(reply).decode())
+
+    async def _respond(self, msg: Msg, payload: bytes) -> None:
+        if not msg.reply:
+            return
+        try:
+            await msg.respond(payload)
+        except nats.errors.Error as exc:
+            log.warning("cannot reply on %s: %s", msg.subject, exc)
+
+    # -- signalling -----------------------------------------------------------------------------
+
+    async def _on_signal(self, msg: Msg) -> None:
+        reply: msgspec.Struct
+        try:
+            request = _signal_requests.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            reply = SignalAnswer(error=f"cannot decode the signalling request: {exc}")
+        else:
+            match request:
+                case SignalOffer(sdp=sdp):
+                    reply = await self._offer(sdp)
+                case SignalHangup(peer_id=peer_id):
+                    reply = await self._hangup(peer_id)
+        await self._respond(msg, encode(reply))
+
+    async def _offer(self, sdp: str) -> SignalAnswer:
+        if self.status != "ready":
+            return SignalAnswer(error=f"the session is {self.status}")
+        if len(self._peers) >= self.max_viewers:
+            return SignalAnswer(
+                error=f"the session has {len(self._peers)} viewers, its maximum: try later"
+            )
+        peer = Peer(RTCPeerConnection(self._ice), audio=receives(sdp, "audio"))
+        # Listed before the first await: a stop() during the answer closes it too.
+        self._peers.append(peer)
+        peer.watch(self._peer_changed, self._on_channel_open, self._on_channel_message)
+        try:
+            answer = await peer.answer(sdp)
+        except JitError as exc:
+            await self._close_peer(peer)
+            return SignalAnswer(error=str(exc))
+        log.info("viewer offered", extra={"session": self.session_id, "peer": peer.peer_id})
+        return SignalAnswer(sdp=answer)
+
+    async def _hangup(self, peer_id: str) -> CommandReply:
+        for peer in self._peers:
+            if peer.peer_id and peer.peer_id == peer_id:
+                await self._close_peer(peer)
+                return CommandReply(ok=True)
+        return CommandReply(ok=False, error=f"no viewer {peer_id!r} in session {self.session_id}")
+
+    def _peer_changed(self, peer: Peer) -> None:
+        state = peer.state
+        log.debug("viewer %s: %s", peer.peer_id, state, extra={"session": self.session_id})
+        if state == "connected" and not peer.connected and not peer.gone:
+            peer.connected = True
+            if self.player is not None:
+                self.player.add(peer)
+        elif state in ("failed", "closed"):
+            peer.gone = True
+            if self.player is not None:
+                self.player.remove(peer)
+        self._house_wake.set()
+
+    async def _close_peer(self, peer: Peer) -> None:
+        if peer in self._peers:
+            self._peers.remove(peer)
+        if self.player is not None:
+            self.player.remove(peer)
+        try:
+            await asyncio.wait_for(peer.close(), STOP_PEER_TIMEOUT)
+        except TimeoutError:
+            log.warning("viewer %s did not close in time", peer.peer_id)
+        self._house_wake.set()
+
+    async def _housekeeping(self) -> None:
+        """Drop gone and never-connected viewers; keep the viewer heartbeat while watched."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._house_wake.wait(), self.heartbeat_interval)
+            self._house_wake.clear()
+            now = time.monotonic()
+            for peer in list(self._peers):
+                late = not peer.connected and now - peer.created > self.connect_timeout
+                if peer.gone or late:
+                    await self._close_peer(peer)
+            if self.viewers:
+                await self._viewer_beats.start()
+            else:
+                await self._viewer_beats.stop()
