@@ -157,7 +157,13 @@ class Agent:
             interval=heartbeat_interval,
         )
         self.http = GatewayServer(
-            Starlette(routes=[Route("/status", self._status_endpoint)]),
+            Starlette(
+                routes=[
+                    Route("/status", self._status_endpoint),
+                    Route("/healthz", self._healthz),
+                    Route("/readyz", self._readyz),
+                ]
+            ),
             host=host,
             port=port,
             shutdown_timeout=shutdown_timeout,
@@ -266,6 +272,22 @@ class Agent:
 
     async def _status_endpoint(self, request: Request) -> JSONResponse:
         return JSONResponse(self.status())
+
+    async def _healthz(self, request: Request) -> JSONResponse:
+        """Alive and connected to NATS."""
+        ok = self._nc.is_connected
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "nats": {"connected": ok}},
+            status_code=200 if ok else 503,
+        )
+
+    async def _readyz(self, request: Request) -> JSONResponse:
+        """Healthy and taking commands."""
+        ok = self._nc.is_connected and self._state == "running"
+        return JSONResponse(
+            {"status": "ready" if ok else "not-ready", "state": self._state},
+            status_code=200 if ok else 503,
+        )
 
     # --- commands --------------------------------------------------------------------------
 

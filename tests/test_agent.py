@@ -160,6 +160,10 @@ async def test_agent_obeys_capacity_and_reports(
 
     async with httpx.AsyncClient() as http:
         status = (await http.get(service.status_url)).json()
+        base = service.status_url.rsplit("/", 1)[0]
+        assert (await http.get(f"{base}/healthz")).json()["nats"]["connected"] is True
+        ready = await http.get(f"{base}/readyz")
+        assert ready.status_code == 200 and ready.json()["state"] == "running"
     assert status["instance_id"] == "agent-t1"
     assert status["used"] == {"jit": 1} and status["capacity"] == {"jit": 1, "grabber": 2}
     assert status["workers"][0]["worker_id"] == "jit-s1" and status["workers"][0]["pid"] == 4242
