@@ -288,3 +288,30 @@ def test_sigterm_with_a_mosaic_and_a_session_running_stops_cleanly_and_resumes(
     resumed_from = int(first_seq[0].rsplit("from_seq=", 1)[1].split()[0])
     assert resumed_from > len(before) - 5, f"replayed from {resumed_from}: {first_seq[0]}"
     assert "Traceback" not in err + second_err
+
+
+def test_tessera_jit_runs_one_session_and_exits_when_it_ends(tmp_path: Path) -> None:
+    from tests.jitmedia import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=50, rate=fractions.Fraction(25))
+    ok = subprocess.run(
+        [*TESSERA, "jit", "-i", str(clip), "--technical-timeout", "2", "--port", "0",
+         "--lowres", "0"],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[0].startswith("Session ") and "/session/" in lines[1] and "/view" in lines[1]
+    assert json.loads(lines[-1]) == {"state": "ended", "reason": "idle"}
+
+    bad = subprocess.run(
+        [*TESSERA, "jit", "-i", str(tmp_path / "missing.mov"), "--port", "0"],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tessera: error: the session failed: input 1: cannot open")
+    )
+    assert "Traceback" not in bad.stderr
