@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import io
 import os
 import sys
@@ -31,6 +32,7 @@ from pipeline.mosaic import layout
 from pipeline.natsserver import EmbeddedNats
 from pipeline.synthetic import LiveHlsSource, SourceServer
 from pipeline.up import Stack
+from tests.jitmedia import make_video
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -47,6 +49,7 @@ class Rig:
     http: httpx.AsyncClient
     sources: SourceServer
     js: JetStreamContext
+    media: Path
 
 
 @pytest.fixture
@@ -80,12 +83,15 @@ def _config(nats_server: EmbeddedNats, data_dir: Path, **extra: str) -> dict[str
 async def rig(
     nats_server: EmbeddedNats, js: JetStreamContext, sources: SourceServer, tmp_path: Path
 ) -> AsyncIterator[Rig]:
-    stack = Stack(load(env=_config(nats_server, tmp_path, TESSERA_IDLE_TIMEOUT="4")))
+    media = tmp_path / "media"
+    media.mkdir()
+    env = _config(nats_server, tmp_path, TESSERA_IDLE_TIMEOUT="4", JIT_MEDIA_ROOTS=str(media))
+    stack = Stack(load(env=env))
     await stack.start()
     try:
         assert stack.gateway is not None
         async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=10) as http:
-            yield Rig(stack, http, sources, js)
+            yield Rig(stack, http, sources, js, media)
     finally:
         await stack.stop()
 
@@ -310,7 +316,10 @@ async def test_the_original_lifecycle_with_real_workers(
         server.stop()
 
 
-async def test_status_shows_the_running_mosaic_and_its_sources(rig: Rig) -> None:
+async def test_status_shows_a_running_mosaic_its_sources_and_a_session(rig: Rig) -> None:
+    clip = make_video(rig.media / "review.mp4", frames=50, rate=fractions.Fraction(25))
+    session = await rig.http.post("/session", json={"inputs": [{"url": str(clip)}]})
+    sid = session.json()["id"]
     port = rig.sources.port
     pattern = f"http://127.0.0.1:{port}/{{red,blue}}[n]/index.m3u8"
     created = await rig.http.get(
@@ -338,11 +347,13 @@ async def test_status_shows_the_running_mosaic_and_its_sources(rig: Rig) -> None
         text = out.decode()
         rows = [line for line in text.splitlines() if fp[:12] in line]
         ok = bool(rows) and "Ops wall" in rows[0] and " ok " in rows[0]
+        sessions = [line for line in text.splitlines() if sid[:12] in line]
+        ok = ok and bool(sessions) and " running " in sessions[0] and "review.mp4" in sessions[0]
         return text if ok and text.count(" ok ") >= 3 else None
 
     deadline = time.monotonic() + 15
     text = None
     while text is None and time.monotonic() < deadline:
         text = await shows_everything()
-    assert text is not None, "status never showed the mosaic, its stitcher and sources as ok"
-    assert "Mosaics (1)" in text and "Sources" in text and "Sessions (0)" in text
+    assert text is not None, "status never showed the mosaic, its sources and the session"
+    assert "Mosaics (1)" in text and "Sources" in text and "Sessions (1)" in text
