@@ -14,12 +14,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette_exporter import PrometheusMiddleware
 
 from gateway import openapi, pages
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.health import healthz, readyz
+from gateway.httpmetrics import HttpMetrics
+from gateway.livestate import LiveState
 from gateway.metrics import Metrics
 from gateway.mosaics import Mosaics
 from gateway.sessions import Sessions
@@ -40,14 +41,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
     beats = HeartbeatCache(ctx.js)
+    live = LiveState(ctx.js)
     metrics = Metrics(ctx, beats)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await beats.start()
+        await live.start()
         try:
             yield
         finally:
+            await live.stop()
             await beats.stop()
 
     document = openapi.build()
@@ -56,15 +60,16 @@ def create_app(ctx: GatewayContext) -> Starlette:
         return JSONResponse(document)
 
     guard = Guard(ctx.config)
-    mosaics = Mosaics(ctx, guard)
+    mosaics = Mosaics(ctx, guard, live)
     sessions = Sessions(ctx, guard)
     routes = [
+        # First: the hot route (every viewer polls its playlist once a segment).
+        Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/create", mosaics.create, methods=["GET"]),
-        Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
         Route("/session", sessions.create, methods=["POST"]),
         Route("/session", sessions.list, methods=["GET"]),
         Route("/session/{sid}", sessions.get, methods=["GET"]),
@@ -77,15 +82,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, 500: _server_error},
-        middleware=[
-            Middleware(
-                PrometheusMiddleware,
-                app_name="tessera",
-                prefix="tessera_http",
-                group_paths=True,
-                skip_paths=["/metrics", "/healthz", "/readyz"],
-            )
-        ],
+        middleware=[Middleware(HttpMetrics, registry=metrics.registry)],
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -1,7 +1,7 @@
 """``/metrics`` in the Prometheus text format.
 
-Two registries: HTTP metrics by route (starlette-exporter's middleware, the process-wide
-default registry) and pipeline metrics built at scrape time from the newest heartbeat of every
+One registry per app: HTTP metrics by route (:mod:`gateway.httpmetrics`) and pipeline metrics
+built at scrape time from the newest heartbeat of every
 worker, agent and service (:class:`~pipeline.state.beats.HeartbeatCache`) and from JetStream
 (stream sizes, the projector's pending events).
 """
@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 from nats.js.errors import NotFoundError
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -129,5 +129,5 @@ class Metrics:
     async def endpoint(self, request: Request) -> Response:
         """``GET /metrics``."""
         await self._refresh()
-        body = generate_latest(REGISTRY) + generate_latest(self.registry)
+        body = generate_latest(self.registry)
         return Response(body, media_type=CONTENT_TYPE)

@@ -19,12 +19,14 @@ from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import urldsl
 from gateway.context import GatewayContext
 from gateway.guard import Guard
+from gateway.livestate import LiveState
 from pipeline import subjects
 from pipeline.consumers.playlist import empty_playlist
 from pipeline.eventlog import AlreadyExists, append
@@ -34,7 +36,7 @@ from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
 from pipeline.state.model import MosaicState
 from pipeline.state.read import read_entry
-from pipeline.topology import EVENTS, MANIFESTS, MOSAICS, SEGMENTS
+from pipeline.topology import EVENTS, MOSAICS, SEGMENTS
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
@@ -43,6 +45,7 @@ SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 ALLOWED_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp")
 VIEWER_BEAT_EVERY = 1.0
 NOT_FOUND = JSONResponse({"error": "not found"}, status_code=404)
+PLAYLIST_HEADERS = {"Cache-Control": "no-cache"}
 
 
 class BadRequest(Exception):
@@ -110,9 +113,13 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
 class Mosaics:
     """The mosaic routes with their small caches (known fingerprints, segments)."""
 
-    def __init__(self, ctx: GatewayContext, guard: Guard, segment_cache: int = 256) -> None:
+    def __init__(
+        self, ctx: GatewayContext, guard: Guard, live: LiveState, segment_cache: int = 256
+    ) -> None:
         self.ctx = ctx
         self.guard = guard
+        self.live = live
+        self._store: ObjectStore | None = None
         self._known: set[str] = set()
         self._beats: dict[str, float] = {}
         self._segments: OrderedDict[str, bytes] = OrderedDict()
@@ -148,7 +155,7 @@ class Mosaics:
 
     async def known(self, fp: str) -> bool:
         """True if mosaic ``fp`` was created (projected state, or the event log itself)."""
-        if fp in self._known:
+        if fp in self._known or fp in self.live.mosaics:
             return True
         state = await read_entry(self.ctx.js, MOSAICS.name, fp)
         if isinstance(state, MosaicState):
@@ -183,27 +190,22 @@ class Mosaics:
         return NOT_FOUND
 
     async def _playlist(self, fp: str) -> Response:
-        if not await self.known(fp):
-            return NOT_FOUND
+        body = self.live.playlists.get(fp)
+        if body is None:
+            if not await self.known(fp):
+                return NOT_FOUND
+            body = empty_playlist(self.ctx.config.segment_duration).encode()
         await self._viewer(fp)
-        kv = await self.ctx.js.key_value(MANIFESTS.name)
-        try:
-            entry = await kv.get(fp)
-            text = entry.value.decode() if entry.value else ""
-        except NotFoundError:
-            text = ""
-        if not text:
-            text = empty_playlist(self.ctx.config.segment_duration)
-        headers = {"Cache-Control": "no-cache"}
-        return Response(text, media_type=PLAYLIST_TYPE, headers=headers)
+        return Response(body, media_type=PLAYLIST_TYPE, headers=PLAYLIST_HEADERS)
 
     async def _segment(self, fp: str, name: str) -> Response:
         key = f"{fp}/{name}"
         data = self._segments.get(key)
         if data is None:
-            store = await self.ctx.js.object_store(SEGMENTS.name)
+            if self._store is None:
+                self._store = await self.ctx.js.object_store(SEGMENTS.name)
             try:
-                result = await store.get(key)
+                result = await self._store.get(key)
             except (ObjectNotFoundError, NotFoundError):
                 return NOT_FOUND
             data = result.data or b""

@@ -22,6 +22,13 @@ from pipeline.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.gateway")
 
+try:
+    import httptools  # noqa: F401
+
+    _HTTPTOOLS = True
+except ImportError:  # pragma: no cover - a dependency, but degrade rather than fail
+    _HTTPTOOLS = False
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -78,6 +85,8 @@ class GatewayServer:
             access_log=False,
             timeout_graceful_shutdown=max(1, round(self.shutdown_timeout)),
             server_header=False,
+            # httptools parses HTTP several times faster than h11 (bench case 5) where present.
+            http="httptools" if _HTTPTOOLS else "h11",
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="gateway")
