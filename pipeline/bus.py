@@ -8,6 +8,7 @@ become :class:`~pipeline.errors.NatsUnavailableError` naming the URL and the fix
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
@@ -35,14 +36,31 @@ def resolve_url(config: Config) -> str:
     return url
 
 
-async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = False) -> Client:
-    """Connect to ``url``. ``forever``: once connected, reconnect without limit (services)."""
+async def connect(
+    url: str,
+    *,
+    name: str,
+    attempts: int = 3,
+    forever: bool = False,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """Connect to ``url``. ``forever``: once connected, reconnect without limit (services);
+    ``on_reconnect`` runs after every reconnection (e.g. to provision again what a restarted
+    server lost: memory streams do not survive a restart)."""
     holder: list[Client] = []
 
     async def _log_disconnected() -> None:
         # A disconnect while closing is the goodbye, not an outage.
         if holder and not (holder[0].is_closed or holder[0].is_draining):
             log.warning("disconnected from NATS; reconnecting", extra={"url": url})
+
+    async def _reconnected() -> None:
+        log.info("reconnected to NATS", extra={"url": url})
+        if on_reconnect is not None:
+            try:
+                await on_reconnect()
+            except Exception as exc:  # noqa: BLE001 - logged; the next reconnect tries again
+                log.error("after reconnecting: %s", exc)
 
     try:
         nc = await nats.connect(
@@ -56,7 +74,7 @@ async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = Fal
             reconnect_time_wait=0.5,
             error_cb=_log_error,
             disconnected_cb=_log_disconnected if forever else None,
-            reconnected_cb=_log_reconnected if forever else None,
+            reconnected_cb=_reconnected if forever else None,
         )
         holder.append(nc)
     except (NoServersError, OSError, TimeoutError) as exc:
@@ -70,7 +88,3 @@ async def connect(url: str, *, name: str, attempts: int = 3, forever: bool = Fal
 
 async def _log_error(exc: Exception) -> None:
     log.debug("nats client error: %s", exc)
-
-
-async def _log_reconnected() -> None:
-    log.info("reconnected to NATS")
