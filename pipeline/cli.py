@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -22,9 +23,13 @@ from pipeline import worker as worker_mod
 from pipeline.bus import connect, resolve_url
 from pipeline.config import Config
 from pipeline.errors import TesseraError
+from pipeline.instances import settings as instance_settings
 from pipeline.service import run_until_signal
 
 log = logging.getLogger("tessera")
+
+PROVIDER_ENV = "JIT_INSTANCE_PROVIDER_CLASS_PATH"
+"""Setting it (like ``--instance-provider``) runs workers on instances, through agents."""
 
 EPILOG = """\
 Settings come from defaults < environment < flags; `tessera config` lists them all.
@@ -45,10 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run everything on this machine (embedded NATS, gateway, projector)",
         description="Run Tessera on this machine: an embedded nats-server with JetStream "
-        "(unless NATS_URL is set), the JetStream topology, the projector and the HTTP gateway. "
-        "Ctrl-C stops it all.",
+        "(unless NATS_URL is set), the JetStream topology, the projector, the controller and "
+        "the HTTP gateway. Workers run as child processes, or, with --instance-provider, on "
+        "instances that provider launches (each runs `tessera agent`). Ctrl-C stops it all.",
     )
     config_mod.add_arguments(up)
+    instance_settings.add_arguments(up)
     up.set_defaults(run=_cmd_up)
 
     demo = sub.add_parser(
@@ -135,7 +142,10 @@ def _parser() -> argparse.ArgumentParser:
 async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
     from pipeline.up import Stack
 
-    stack = Stack(config)
+    instances = _instances(args)
+    if instances is not None and instances.dev:
+        logs.setup(verbose=True, fmt=config.log_format)  # --dev also means --verbose
+    stack = Stack(config, instances=instances)
 
     def started() -> None:
         assert stack.gateway is not None
@@ -150,6 +160,15 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
 
     await run_until_signal(stack, on_started=started, force=stack.kill)
     return 0
+
+
+def _instances(args: argparse.Namespace) -> instance_settings.InstanceConfig | None:
+    """The instance settings if an instance provider was chosen (flag or environment), else
+    None: workers then run as child processes of `tessera up`, without agents."""
+    chosen = "provider" in config_mod.given_flags(args, instance_settings.InstanceConfig)
+    if not chosen and PROVIDER_ENV not in os.environ:
+        return None
+    return instance_settings.from_namespace(args)
 
 
 async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:

@@ -1,8 +1,13 @@
 """``tessera up``: everything on one machine.
 
 Starts, in order: the embedded nats-server (unless ``NATS_URL`` points at one), the JetStream
-topology, the projector, the local provider and the controller (which start workers as child
-processes), and the HTTP gateway; stops them in reverse order within the shutdown deadline.
+topology, the projector, where workers run, the controller, and the HTTP gateway; stops them in
+reverse order within the shutdown deadline.
+
+Where workers run: by default the local provider, workers as child processes of this one (no
+agents: the fastest on one machine). Given an instance config (``--instance-provider``), an
+:class:`~pipeline.instances.pool.InstancePool` instead: workers on instances that provider
+launches, each with its agent (``local`` runs the agents as child processes here).
 The embedded server's URL is left in ``<data dir>/nats.url`` while it runs, so other
 ``tessera`` commands on this machine find it.
 """
@@ -26,6 +31,10 @@ from pipeline.bus import connect
 from pipeline.config import Config, to_env
 from pipeline.consumers.controller import Controller
 from pipeline.errors import NatsUnavailableError, TesseraError
+from pipeline.instances.base import InstanceProvider, load_provider
+from pipeline.instances.local import LocalInstanceProvider
+from pipeline.instances.pool import InstancePool
+from pipeline.instances.settings import InstanceConfig
 from pipeline.natsserver import EmbeddedNats
 from pipeline.providers.local import LocalProvider
 from pipeline.state.projector import Projector
@@ -40,11 +49,16 @@ class Stack:
     """The one-machine Tessera: ``await start()``, then ``await stop()`` (safe twice)."""
 
     config: Config
+    instances: InstanceConfig | None = None
+    """Run workers on instances of this provider config; None: local child processes."""
     nats: EmbeddedNats | None = None
     nc: Client | None = None
     js: JetStreamContext | None = None
     projector: Projector | None = None
     provider: LocalProvider | None = None
+    """The local provider, when workers run as child processes of this one."""
+    pool: InstancePool | None = None
+    """The instance pool, when workers run on instances (``instances`` given)."""
     controller: Controller | None = None
     gateway: GatewayServer | None = None
     _owns_url_file: bool = field(default=False, repr=False)
@@ -81,20 +95,28 @@ class Stack:
             url = await self.nats.start()
             config.nats_url_file.write_text(url + "\n")
             self._owns_url_file = True
-        self.nc = await connect(self.nats_url, name="tessera-up", forever=True)
+        self.nc = await connect(
+            self.nats_url, name="tessera-up", forever=True, on_reconnect=self._reprovision
+        )
         self.js = self.nc.jetstream()
         await provision(self.js)
         self.projector = Projector(self.nc, self.js, heartbeat_interval=config.heartbeat_interval)
         await self.projector.start()
-        self.provider = LocalProvider(
-            nats_url=self.nats_url,
-            grace=config.shutdown_timeout / 3,
-            env={**os.environ, **to_env(config)},
-        )
+        runner: LocalProvider | InstancePool
+        if self.instances is None:
+            runner = self.provider = LocalProvider(
+                nats_url=self.nats_url,
+                grace=config.shutdown_timeout / 3,
+                env={**os.environ, **to_env(config)},
+            )
+        else:
+            runner = self.pool = InstancePool(
+                self.nc, self.js, self._instance_provider(self.instances), self.instances
+            )
         self.controller = Controller(
             self.nc,
             self.js,
-            self.provider,
+            runner,
             timing=Timing(
                 idle_timeout=config.idle_timeout,
                 heartbeat_timeout=config.worker_heartbeat_timeout,
@@ -105,7 +127,9 @@ class Stack:
             ),
             poll_interval=config.poll_interval,
         )
-        self.provider.on_exit = self.controller.on_worker_exit
+        runner.on_exit = self.controller.on_worker_exit
+        if self.pool is not None:
+            await self.pool.start()  # knows the instances before the controller's first pass
         await self.controller.start()
         projector = self.projector
         ctx = GatewayContext(
@@ -121,6 +145,25 @@ class Stack:
             shutdown_timeout=config.shutdown_timeout / 2,
         )
         await self.gateway.start()
+
+    def _instance_provider(self, instances: InstanceConfig) -> InstanceProvider:
+        """The provider that launches instances. Local agents are built here so that they and
+        their workers get this stack's settings, flags included (as local workers do)."""
+        url = instances.instance_nats_url or self.nats_url
+        if instances.provider == "local":
+            return LocalInstanceProvider(
+                nats_url=url,
+                env={**os.environ, **to_env(self.config)},
+                # An agent stops its workers (a third of the timeout each) before it exits.
+                grace=self.config.shutdown_timeout,
+            )
+        return load_provider(instances.provider, instances, nats_url=self.nats_url)
+
+    async def _reprovision(self) -> None:
+        # A restarted nats-server lost its memory streams (frames, segments, playlists):
+        # provisioning is idempotent, so do it again on every reconnect.
+        if self.js is not None:
+            await provision(self.js)
 
     async def _refuse_second_instance(self) -> None:
         path = self.config.nats_url_file
@@ -153,6 +196,9 @@ class Stack:
         provider, self.provider = self.provider, None
         if provider is not None:
             await provider.close()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
         projector, self.projector = self.projector, None
         if projector is not None:
             await projector.stop()

@@ -58,6 +58,13 @@ def _wait(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _playlist_of(create_link: str) -> str:
+    """GET a /create link once and return where it redirects (the playlist): polling the
+    playlist, not /create, is what a player does (and /create is rate limited)."""
+    with urllib.request.urlopen(create_link, timeout=10) as resp:  # follows the 302
+        return str(resp.url)
+
+
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`tessera up` on a free port; yields the process and the gateway URL."""
@@ -191,8 +198,10 @@ def test_demo_prints_a_link_that_becomes_a_live_mosaic(tmp_path: Path) -> None:
         link = lines[1].split("mosaic:", 1)[1].strip()
         assert "/create?urls=" in link
 
+        playlist = _playlist_of(link)
+
         def has_segment() -> bool:
-            with urllib.request.urlopen(link, timeout=5) as resp:  # follows the 302
+            with urllib.request.urlopen(playlist, timeout=5) as resp:
                 return ".ts" in resp.read().decode()
 
         _wait(has_segment, 30, "the demo mosaic's first segment")
@@ -229,8 +238,10 @@ def test_sigterm_with_a_mosaic_and_a_session_running_stops_cleanly_and_resumes(
         link = lines[1].split("mosaic:", 1)[1].strip()
         base = link.split("/create", 1)[0]
 
+        playlist = _playlist_of(link)
+
         def has_segment() -> bool:
-            with urllib.request.urlopen(link, timeout=5) as resp:
+            with urllib.request.urlopen(playlist, timeout=5) as resp:
                 return ".ts" in resp.read().decode()
 
         _wait(has_segment, 30, "the mosaic's first segment")

@@ -351,7 +351,7 @@ async def test_status_shows_a_running_mosaic_its_sources_and_a_session(rig: Rig)
         ok = ok and bool(sessions) and " running " in sessions[0] and "review.mp4" in sessions[0]
         return text if ok and text.count(" ok ") >= 3 else None
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     text = None
     while text is None and time.monotonic() < deadline:
         text = await shows_everything()

@@ -26,6 +26,7 @@ from nats.js.api import DeliverPolicy
 from pipeline import admission
 from pipeline.errors import MessageError, TesseraError
 from pipeline.eventlog import append
+from pipeline.instances.base import InstanceError, WorkerPending
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.events import (
     Event,
@@ -58,7 +59,13 @@ SLOT_GRACE = 30.0
 
 
 class Provider(Protocol):
-    """What the controller needs of an instance provider."""
+    """What the controller needs of whoever runs workers (:class:`LocalProvider`,
+    :class:`~pipeline.instances.pool.InstancePool`).
+
+    ``start_worker`` returns the worker's pid, or 0 when it runs on another machine; it raises
+    :class:`WorkerPending` when the worker must wait for an instance (tried again next pass),
+    and ``OSError`` or :class:`InstanceError` when it could not start (a failure, backed off).
+    """
 
     def running(self) -> dict[str, Running]: ...
 
@@ -243,7 +250,11 @@ class Controller:
             for spec in decision.start + sessions.start:
                 try:
                     pid = await self.provider.start_worker(spec)
-                except OSError as exc:
+                except WorkerPending as exc:
+                    # Waits for an instance that is starting: not a failure, no start yet.
+                    log.debug("worker waits", extra={"worker": spec.worker_id, "why": str(exc)})
+                    continue
+                except (OSError, InstanceError) as exc:
                     self._failed(spec.worker_id)
                     log.error(
                         "cannot start worker", extra={"worker": spec.worker_id, "error": str(exc)}
@@ -258,7 +269,7 @@ class Controller:
                         worker_id=spec.worker_id,
                         kind=spec.kind,  # type: ignore[arg-type]
                         target=spec.target,
-                        pid=pid,
+                        pid=pid or None,  # 0: started on another machine, pid unknown here
                     ),
                 )
 

@@ -26,6 +26,9 @@ Errors (all :class:`InstanceError`, a :class:`~pipeline.errors.TesseraError`):
 - :class:`NotReadyError`: not ready within the ready timeout; names the setting to raise.
 - :class:`InstanceNotFoundError`: no instance of ours has that id.
 - :class:`CapacityError`: no room (an agent at its limit for a kind, no free container port).
+- :class:`WorkerPending`: not a failure but "not yet": the worker waits for an instance that
+  is starting (or was just launched for it); the controller tries again on its next pass,
+  without counting a failure.
 """
 
 from __future__ import annotations
@@ -69,6 +72,11 @@ class InstanceNotFoundError(InstanceError):
 
 class CapacityError(InstanceError):
     """No room for what was asked (an agent at its limit, no free port for a container)."""
+
+
+class WorkerPending(InstanceError):
+    """The worker cannot start yet: it waits for an instance that is starting. Try it again on
+    a later pass; nothing failed (the controller counts no failure and records no start)."""
 
 
 InstanceStatus = Literal["pending", "ready", "stopping", "stopped"]
