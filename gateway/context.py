@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from pipeline.config import Config
+from pipeline.turn import TurnConfig
 
 
 @dataclass
@@ -28,4 +29,6 @@ class GatewayContext:
     """Readiness of the projector that runs beside this gateway (None: not ours to report)."""
     ice_servers: tuple[dict[str, Any], ...] = ()
     """ICE servers (STUN/TURN) handed to session clients."""
+    turn: TurnConfig | None = None
+    """Tessera's own TURN server: each session gets fresh credentials for it."""
     started_at: float = field(default_factory=time.time)

@@ -108,6 +108,10 @@ class Sessions:
             return f"{request.url.scheme}://{host}:{request.url.port or self.ctx.config.port}"
         return str(request.base_url).rstrip("/")
 
+    def _ice_servers(self, sid: str) -> tuple[dict[str, Any], ...]:
+        turn = self.ctx.turn
+        return self.ctx.ice_servers + ((turn.ice_server(sid),) if turn is not None else ())
+
     def _describe(
         self, request: Request, state: SessionState, stats: dict[str, Any] | None = None
     ) -> SessionView:
@@ -125,7 +129,7 @@ class Sessions:
             whep_url=f"{base}/session/{sid}/whep",
             control_url=f"{base}/session/{sid}/control",
             view_url=f"{base}/session/{sid}/view",
-            ice_servers=self.ctx.ice_servers,
+            ice_servers=self._ice_servers(sid),
             stats=stats,
         )
 

@@ -21,9 +21,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.turn import TurnConfig
 
 Parser = Callable[[str], Any]
 
@@ -347,6 +350,47 @@ class Config:
         help="S3 endpoint for s3:// inputs (MinIO, tests); default: AWS",
         group="sessions",
     )
+    turn: bool = setting(
+        False,
+        env="JIT_TURN",
+        flag="--turn",
+        parse=_bool,
+        help="start a TURN server (coturn) and hand sessions short-lived credentials for it",
+        group="sessions",
+    )
+    turn_port: int = setting(
+        3478,
+        env="JIT_TURN_PORT",
+        flag="--turn-port",
+        parse=_port,
+        help="TURN port (UDP and TCP)",
+        group="sessions",
+    )
+    turn_tls_port: int = setting(
+        5349,
+        env="JIT_TURN_TLS_PORT",
+        flag="--turn-tls-port",
+        parse=_port,
+        help="TURN over TLS port",
+        group="sessions",
+    )
+    turn_secret: str | None = setting(
+        None,
+        env="JIT_TURN_SECRET",
+        flag=None,
+        parse=_optional_str,
+        help="TURN REST API shared secret",
+        group="sessions",
+        shown="unset (made and stored in <data dir>/turn-secret)",
+    )
+    turn_ttl: float = setting(
+        3600.0,
+        env="JIT_TURN_TTL",
+        flag="--turn-ttl",
+        parse=_positive_float,
+        help="seconds a session's TURN credentials stay valid",
+        group="sessions",
+    )
     shutdown_timeout: float = setting(
         10.0,
         env="TESSERA_SHUTDOWN_TIMEOUT",
@@ -387,6 +431,25 @@ class Config:
     def nats_url_file(self) -> Path:
         """Run file in which a running embedded server leaves its client URL."""
         return self.data_dir / "nats.url"
+
+    @property
+    def turn_config(self) -> TurnConfig | None:
+        """Where clients reach TURN and its secret, when ``--turn`` is on."""
+        if not self.turn:
+            return None
+        from pipeline.turn import TurnConfig, stored_secret
+
+        host = self.public_ip or self.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        secret = self.turn_secret or stored_secret(self.data_dir / "turn-secret")
+        return TurnConfig(
+            host=host,
+            port=self.turn_port,
+            tls_port=self.turn_tls_port,
+            secret=secret,
+            ttl=self.turn_ttl,
+        )
 
     @property
     def media_root_paths(self) -> tuple[Path, ...]:

@@ -40,6 +40,7 @@ from pipeline.providers.local import LocalProvider
 from pipeline.state.projector import Projector
 from pipeline.state.reconcile import SessionTiming, Timing
 from pipeline.topology import provision
+from pipeline.turn import TurnServer
 
 log = logging.getLogger("tessera.up")
 
@@ -61,6 +62,7 @@ class Stack:
     """The instance pool, when workers run on instances (``instances`` given)."""
     controller: Controller | None = None
     gateway: GatewayServer | None = None
+    turn: TurnServer | None = None
     _owns_url_file: bool = field(default=False, repr=False)
 
     @property
@@ -102,6 +104,15 @@ class Stack:
         await provision(self.js)
         self.projector = Projector(self.nc, self.js, heartbeat_interval=config.heartbeat_interval)
         await self.projector.start()
+        turn = config.turn_config
+        if turn is not None:
+            self.turn = TurnServer(
+                turn,
+                listen=config.host,
+                run_dir=config.data_dir / "turn",
+                allow_loopback=config.binds_loopback and not config.public,
+            )
+            await self.turn.start()
         runner: LocalProvider | InstancePool
         if self.instances is None:
             runner = self.provider = LocalProvider(
@@ -137,6 +148,7 @@ class Stack:
             js=self.js,
             config=config,
             projector_caught_up=lambda: projector.caught_up.is_set(),
+            turn=turn,
         )
         self.gateway = GatewayServer(
             create_app(ctx),
@@ -199,6 +211,9 @@ class Stack:
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()
+        turn_server, self.turn = self.turn, None
+        if turn_server is not None:
+            await turn_server.stop()
         projector, self.projector = self.projector, None
         if projector is not None:
             await projector.stop()

@@ -117,6 +117,7 @@ async def _jit(config: Config, args: argparse.Namespace, nc: object) -> Service:
         policy=SourcePolicy.for_config(config),
         media_roots=config.media_root_paths,
         s3_endpoint_url=config.s3_endpoint_url,
+        ice_servers=(turn.ice_server(sid),) if (turn := config.turn_config) else (),
         heartbeat_interval=config.heartbeat_interval,
     )
 
