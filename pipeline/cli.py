@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -144,7 +145,10 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
 
     instances = _instances(args)
     if instances is not None and instances.dev:
-        logs.setup(verbose=True, fmt=config.log_format)  # --dev also means --verbose
+        # --dev also means the Config settings of instance_settings.DEV_ALSO (verbose, turn).
+        dev_also: dict[str, Any] = dict.fromkeys(instance_settings.DEV_ALSO, True)
+        config = dataclasses.replace(config, **dev_also)
+        logs.setup(verbose=True, fmt=config.log_format)
     stack = Stack(config, instances=instances)
 
     def started() -> None:

@@ -341,7 +341,8 @@ def test_settings_defaults_env_and_flags() -> None:
 
 def test_dev_is_the_originals_shortcut() -> None:
     config = instance_settings.load(env={}, flags={"dev": "true"})
-    assert config.prune and config.remove_running and config.turn
+    assert config.prune and config.remove_running
+    assert set(instance_settings.DEV_ALSO) == {"verbose", "turn"}  # Config's, set by the CLI
     assert config.container_image == instance_settings.DEV_IMAGE
     assert instance_settings.load(env={}).container_image == "tessera:latest"
 

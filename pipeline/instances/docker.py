@@ -173,7 +173,7 @@ class DockerProvider:
             prune=config.prune,
             remove_running=config.remove_running,
             keep_containers=config.keep_containers,
-            turn=config.turn,
+            turn=config.dev,
             verbose=config.dev,
             agent_ports=(config.agent_port_min, config.agent_port_max),
             udp_ports=(config.container_port_min, config.container_port_max),

@@ -10,8 +10,9 @@ no name for use ``JIT_AWS_*`` (EC2) or ``TESSERA_*``. Capacity per instance and 
 ``TESSERA_CAPACITY_<KIND>``: ``JIT_CAPACITY`` is the gateway's cap on sessions overall.
 
 ``--dev`` is the original's shortcut for working on one machine with Docker: it turns on
-``--remove-running``, ``--prune`` and ``--turn`` and runs the local image ``tessera:dev``
-(unless an image was given); the CLI also turns on ``--verbose`` for it (see :data:`DEV_ALSO`).
+``--remove-running`` and ``--prune`` and runs the local image ``tessera:dev`` (unless an image
+was given); ``--verbose`` and ``--turn`` (settings of :class:`pipeline.config.Config`) come
+with it too (see :data:`DEV_ALSO`): containers then get ``JIT_TURN=1``.
 
 Errors: :class:`~pipeline.errors.ConfigError` naming the env var or flag, the value and what
 would be accepted.
@@ -43,7 +44,7 @@ SHORT_NAMES = ("local", "docker", "ec2", "nomad")
 DEV_IMAGE = "tessera:dev"
 """The local image ``--dev`` runs (built with ``docker build -t tessera:dev .``)."""
 
-DEV_ALSO = ("verbose",)
+DEV_ALSO = ("verbose", "turn")
 """Settings of :class:`pipeline.config.Config` that ``--dev`` also turns on (the CLI's job)."""
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*([:.][A-Za-z_][\w]*)$")
@@ -253,14 +254,6 @@ class InstanceConfig:
         flag="--keep-containers",
         parse=_bool,
         help="keep stopped instance containers (for their logs) instead of removing them",
-        group="docker",
-    )
-    turn: bool = setting(
-        False,
-        env="JIT_TURN",
-        flag="--turn",
-        parse=_bool,
-        help="tell the JIT workers in containers to relay WebRTC through TURN",
         group="docker",
     )
     container_port_min: int = setting(
@@ -498,7 +491,7 @@ def load(
     """
     values = config_mod.parse_values(InstanceConfig, env, flags)
     if values.get("dev"):
-        for name in ("prune", "remove_running", "turn"):
+        for name in ("prune", "remove_running"):
             values[name] = True
     return InstanceConfig(**values)
 
