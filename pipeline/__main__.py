@@ -2,6 +2,11 @@
 
 import sys
 
+if sys.argv[1:2] == ["spare"]:
+    from pipeline.spare import main as spare_main
+
+    sys.exit(spare_main())
+
 from pipeline.cli import main
 
 sys.exit(main())

@@ -45,6 +45,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number of at least 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -390,6 +397,14 @@ class Config:
         parse=_positive_float,
         help="seconds a session's TURN credentials stay valid",
         group="sessions",
+    )
+    spare_workers: int = setting(
+        1,
+        env="TESSERA_SPARE_WORKERS",
+        flag="--spare-workers",
+        parse=_nonnegative,
+        help="worker processes kept started and imported, so a new worker is ready at once",
+        group="controller",
     )
     shutdown_timeout: float = setting(
         10.0,

@@ -119,7 +119,9 @@ class Stack:
                 nats_url=self.nats_url,
                 grace=config.shutdown_timeout / 3,
                 env={**os.environ, **to_env(config)},
+                spares=config.spare_workers,
             )
+            await self.provider.start()
         else:
             runner = self.pool = InstancePool(
                 self.nc, self.js, self._instance_provider(self.instances), self.instances

@@ -10,6 +10,7 @@ already running is a no-op, so a repeated decision never starts a second copy.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -57,6 +58,7 @@ class LocalProvider:
         grace: float = 5.0,
         env: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        spares: int = 0,
     ) -> None:
         self.nats_url = nats_url
         self.on_exit = on_exit
@@ -64,6 +66,10 @@ class LocalProvider:
         self._env = env
         self._clock = clock
         self._children: dict[str, _Child] = {}
+        self.spares = spares
+        self._spares: list[asyncio.subprocess.Process] = []
+        self._refill: asyncio.Task[None] | None = None
+        self._closed = False
 
     def running(self) -> dict[str, Running]:
         """The workers whose processes are alive (or being stopped), by worker id."""
@@ -78,22 +84,70 @@ class LocalProvider:
         child = self._children.get(worker_id)
         return child.proc.pid if child else None
 
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ if self._env is None else self._env)
+        env["NATS_URL"] = self.nats_url
+        return env
+
+    async def _spawn_spare(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", "spare",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=self._base_env(),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+
+    def _keep_spares(self) -> None:
+        """Top the spares up to ``spares`` in the background (one task at a time)."""
+        if self._closed or self.spares <= 0 or (self._refill and not self._refill.done()):
+            return
+
+        async def refill() -> None:
+            while not self._closed and len(self._spares) < self.spares:
+                self._spares.append(await self._spawn_spare())
+
+        self._refill = asyncio.create_task(refill(), name="spare workers")
+
+    async def start(self) -> None:
+        """Start the spare processes (if any): later starts then skip Python's imports."""
+        self._keep_spares()
+
+    async def _assign_spare(self, spec: WorkerSpec) -> asyncio.subprocess.Process | None:
+        while self._spares:
+            spare = self._spares.pop(0)
+            if spare.returncode is not None or spare.stdin is None:
+                continue
+            argv = worker_argv(spec)[3:]  # after "python -m pipeline"
+            line = json.dumps({"argv": argv, "env": {"TESSERA_WORKER_ID": spec.worker_id}})
+            try:
+                spare.stdin.write(line.encode() + b"\n")
+                await spare.stdin.drain()
+                spare.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                continue
+            return spare
+        return None
+
     async def start_worker(self, spec: WorkerSpec) -> int:
-        """Start ``spec`` unless it runs; return its pid."""
+        """Start ``spec`` unless it runs (on a warm spare when one is ready); return its pid."""
         existing = self._children.get(spec.worker_id)
         if existing is not None:
             return existing.proc.pid
-        env = dict(os.environ if self._env is None else self._env)
-        env["NATS_URL"] = self.nats_url
-        env["TESSERA_WORKER_ID"] = spec.worker_id
-        proc = await asyncio.create_subprocess_exec(
-            *worker_argv(spec),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        proc = await self._assign_spare(spec)
+        self._keep_spares()
+        if proc is None:
+            env = self._base_env()
+            env["TESSERA_WORKER_ID"] = spec.worker_id
+            proc = await asyncio.create_subprocess_exec(
+                *worker_argv(spec),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         child = _Child(spec=spec, proc=proc, started_at=self._clock())
         self._children[spec.worker_id] = child
         child.watcher = asyncio.create_task(self._watch(child), name=f"watch {spec.worker_id}")
@@ -122,7 +176,12 @@ class LocalProvider:
         return code
 
     async def close(self) -> None:
-        """Stop every worker (in parallel, each within the grace period). Safe twice."""
+        """Stop every worker and spare (in parallel, each within the grace period). Safe
+        twice."""
+        self._closed = True
+        await cancel_and_wait(self._refill)
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(stop_process(p, self.grace, "spare") for p in spares))
         children = list(self._children)
         await asyncio.gather(*(self.stop_worker(wid, "shutdown") for wid in children))
         for child in list(self._children.values()):
