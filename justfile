@@ -20,8 +20,7 @@ fmt:
     ruff format .
     ruff check --fix .
 
-# The pages' browser dependency: hls.js, as pinned by package-lock.json (needs npm; without
-# it the mosaic page falls back to the browser's own HLS and says so).
+# hls.js for the pages, as pinned by package-lock.json (skipped without npm).
 [group('develop')]
 web:
     if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; else echo "npm not found: skipping hls.js"; fi
@@ -33,7 +32,7 @@ test *ARGS: check web
 
 # --- run -------------------------------------------------------------------------------------
 
-# Everything on this machine: embedded NATS, gateway, projector.
+# Everything on this machine: embedded NATS, gateway, controller, workers.
 [group('run')]
 up *ARGS:
     tessera up {{ARGS}}
@@ -45,7 +44,8 @@ tail *ARGS:
 
 # --- measure ---------------------------------------------------------------------------------
 
-# Benchmarks (bench/); `just bench --quick` for the short run.
+# Benchmarks (bench/README.md): `--quick` < 3 min, full < 20 min; installs ffmpeg and wrk.
 [group('measure')]
 bench *ARGS:
-    python3 bench/bench_urldsl.py {{ARGS}}
+    if ! command -v ffmpeg >/dev/null || ! command -v wrk >/dev/null; then apt-get update -qq && apt-get install -y -qq ffmpeg wrk >/dev/null; fi
+    python3 bench/run.py {{ARGS}}

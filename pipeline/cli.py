@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline import agent as agent_mod
@@ -112,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help="redraw every second")
     config_mod.add_arguments(status, groups=("general", "nats", "logging"))
     status.set_defaults(run=_cmd_status)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmarks (a source checkout's bench/; see bench/README.md)",
+        description="Run bench/run.py of this checkout: --quick, --only NAME,..., --out DIR.",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to bench/run.py")
+    bench.set_defaults(run=_cmd_bench)
 
     cfg = sub.add_parser(
         "config",
@@ -223,6 +232,17 @@ async def _cmd_events_replay(config: Config, args: argparse.Namespace) -> int:
         await nc.close()
     print(f"replayed EVENTS: {applied:,} events folded into the projections")
     return 0
+
+
+BENCH_RUNNER = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+
+
+async def _cmd_bench(config: Config, args: argparse.Namespace) -> int:
+    runner = BENCH_RUNNER
+    if not await asyncio.to_thread(runner.is_file):
+        raise TesseraError("tessera bench runs from a source checkout (bench/run.py not found)")
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(runner), *args.bench_args)
+    return await proc.wait()
 
 
 async def _cmd_status(config: Config, args: argparse.Namespace) -> int:

@@ -1,0 +1,13 @@
+"""The benchmark cases, in the order they run. Each module has ``NAME``, ``TITLE`` and
+``run(ctx) -> list[Result]``."""
+
+CASES = (
+    "mosaic_cost",
+    "shared_sources",
+    "cold_start",
+    "glass_to_glass",
+    "gateway",
+    "jit",
+    "frame_bus",
+    "urldsl",
+)

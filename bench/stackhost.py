@@ -1,0 +1,69 @@
+"""The stack host: ``python -m bench.stackhost --data-dir DIR [--env KEY=VALUE ...]``.
+
+Runs Tessera's one-machine :class:`~pipeline.up.Stack` (embedded nats-server, projector,
+controller, local provider with its worker processes, gateway) in a process of its own, so the
+suite can measure the gateway's CPU apart from the load generators and measurement code, which
+stay in the runner. Settings come from ``--env`` pairs (the same variables ``tessera up``
+reads), never from the runner's environment.
+
+Protocol with the runner: once everything runs, one JSON line on stdout
+(``{"gateway": url, "nats": url, "pid": pid}``); the host stops gracefully (the Stack stops its
+workers, then nats-server) when its stdin closes, or on SIGTERM/SIGINT. A ``kill -9`` of the
+runner still takes it down (parent-death signal, set by the runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+
+from pipeline import logs
+from pipeline.config import load
+from pipeline.up import Stack
+
+
+async def serve(env: dict[str, str]) -> None:
+    """Start the stack, announce it, run until told to stop, stop it."""
+    config = load(env=env)
+    logs.setup(verbose=False, fmt="text")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            loop.remove_reader(sys.stdin.fileno())
+            stop.set()  # the runner closed our stdin (or died): stop
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    stack = Stack(config)
+    try:
+        await stack.start()
+        assert stack.gateway is not None
+        info = {"gateway": stack.gateway.url, "nats": stack.nats_url, "pid": os.getpid()}
+        print(json.dumps(info), flush=True)
+        await stop.wait()
+    finally:
+        await stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Tessera's Stack for the benchmarks.")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    env = {"TESSERA_DATA_DIR": args.data_dir}
+    for pair in args.env:
+        key, _, value = pair.partition("=")
+        env[key] = value
+    asyncio.run(serve(env))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
