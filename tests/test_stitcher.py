@@ -363,3 +363,29 @@ async def test_start_failure_cleans_up_and_stop_is_safe(nc: Client, js: JetStrea
     await never.stop()
     await never.start()  # stopped before it started: does nothing
     assert never.status is Status.STOPPED
+
+
+async def test_a_store_that_lost_the_listed_segments_starts_a_new_run(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """What a restarted nats-server does to the memory object store, done by hand: the
+    playlist must never name a segment that is not stored, and sequences keep growing."""
+    fp = "d" * 32
+    notices = await nc.subscribe(subjects.segments(fp))
+    store = await js.object_store("segments")
+    kv = await js.key_value("manifests")
+    async with FramePublisher(nc, NAMES), running(make_stitcher(nc, js, fp)):
+        seen = [await next_notice(notices) for _ in range(3)]
+        for notice in seen:
+            await store.delete(notice.key)
+        after = [await next_notice(notices) for _ in range(2)]
+        assert [n.seq for n in after] == [seen[-1].seq + 1, seen[-1].seq + 2]
+        entry = await kv.get(fp)
+        assert entry.value is not None
+        playlist = m3u8.loads(entry.value.decode())
+        listed = [int(s.uri.split(".")[0]) for s in playlist.segments]
+        assert listed == [n.seq for n in after]
+        assert playlist.media_sequence == after[0].seq
+        for seq in listed:
+            assert (await store.get(f"{fp}/{seq}.ts")).data, f"{seq}.ts is listed but not stored"
+    await notices.unsubscribe()

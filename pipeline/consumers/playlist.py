@@ -121,6 +121,11 @@ class PlaylistWindow:
         """Seconds of media listed."""
         return sum(e.duration for e in self.entries)
 
+    def restart(self) -> PlaylistWindow:
+        """An empty window of the same shape: the next segment starts a new run (for when the
+        listed segments were lost, e.g. with a restarted server's memory store)."""
+        return PlaylistWindow(self.size, self.target_duration, ())
+
     def push(self, entry: SegmentEntry) -> tuple[PlaylistWindow, tuple[SegmentEntry, ...]]:
         """Append ``entry``; return the new window and the entries that left it, oldest first.
 

@@ -491,6 +491,12 @@ class Stitcher:
             log.warning("segment not stored", extra={"key": key, "error": repr(exc)})
             return
         self._stored.append(segment.index)
+        if not await self._listed_still_stored():
+            # The store lost what the playlist lists (a restarted nats-server's memory store):
+            # listing it would send players to missing segments, so start a new run.
+            log.warning("listed segments are gone from the store; starting a new run",
+                        extra={"fp": self.fp})  # fmt: skip
+            self._window = self._window.restart()
         self._window, _ = self._window.push(
             SegmentEntry(segment.index, segment.duration, rendered.start_wall)
         )
@@ -521,6 +527,21 @@ class Stitcher:
             self._publish_errors += 1
             log.warning("segment notice not sent", extra={"key": key, "error": repr(exc)})
         await self._expire()
+
+    async def _listed_still_stored(self) -> bool:
+        """True if the oldest listed segment is still in the object store (one cheap look-up
+        per segment: it can only be gone if the store lost data)."""
+        assert self._obj is not None
+        if not self._window.entries:
+            return True
+        key = f"{self.fp}/{segment_uri(self._window.entries[0].seq)}"
+        try:
+            await self._obj.get_info(key)
+        except NotFoundError:
+            return False
+        except _NATS_ERRORS:
+            return True  # cannot tell now: keep the run; the next segment checks again
+        return True
 
     async def _expire(self) -> None:
         """Delete stored segments no player can still need."""
