@@ -108,36 +108,12 @@ def descendants(root: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Proc:
-    """A process of the stack: ``role`` is nats-server, grabber, stitcher, jit or host."""
+    """A process of the stack: ``role`` is host, nats-server, grabber, stitcher, jit or spare."""
 
     pid: int
     role: str
     target: str = ""
-    """The worker's source id or mosaic fingerprint ("" for nats-server and the host)."""
-
-
-def classify(pid: int) -> Proc | None:
-    """What a process under the stack host is, from its command line (None: something else)."""
-    argv = cmdline(pid)
-    if not argv:
-        return None
-    if os.path.basename(argv[0]) == "nats-server":
-        return Proc(pid, "nats-server")
-    if "worker" in argv:
-        at = argv.index("worker")
-        if len(argv) > at + 2 and argv[at + 1] in ("grabber", "stitcher", "jit"):
-            return Proc(pid, argv[at + 1], argv[at + 2])
-    return None
-
-
-def stack_processes(host_pid: int) -> list[Proc]:
-    """The host (gateway, controller, projector) and every Tessera process under it."""
-    procs = [Proc(host_pid, "host")]
-    for pid in descendants(host_pid):
-        proc = classify(pid)
-        if proc is not None:
-            procs.append(proc)
-    return procs
+    """The worker's source id, mosaic fingerprint or session id ("" for the others)."""
 
 
 @dataclass

@@ -95,7 +95,7 @@ async def sample(host: StackHost, fps: list[str], *, window: float, warmup: floa
     pictures, and spends less; the grabbers decode every frame whatever the stitcher does).
     """
     await asyncio.sleep(warmup)
-    procs = host.processes()
+    procs = await host.processes()
     counts: dict[str, int] = {}
     for proc in procs:
         counts[proc.role] = counts.get(proc.role, 0) + 1

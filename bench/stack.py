@@ -1,6 +1,6 @@
 """The runner's side of a stack host (:mod:`bench.stackhost`): start it, talk to it, find its
-processes, stop it; and the mosaic chores every mosaic case needs (create, keep watched, wait
-for workers and heartbeats).
+processes (nats-server, and the workers its provider runs, by asking it), stop it; and the
+mosaic chores every mosaic case needs (create, keep watched, wait for workers and heartbeats).
 
 Everything started here is stopped in ``__aexit__``, including on Ctrl-C (cancellation): the
 host gets its stdin closed (a graceful stop of the Stack and its workers), then SIGTERM, then
@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 import httpx
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench.core import ROOT
-from bench.cpu import Proc, stack_processes
+from bench.cpu import Proc, cmdline, descendants
 from pipeline.bus import connect
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
@@ -125,7 +126,10 @@ class StackHost:
         self.nc: Client | None = None
         self.http: httpx.AsyncClient | None = None
         self.beats = Beats()
-        self._log: object | None = None
+        self.started_at: dict[int, float] = {}
+        """Wall-clock time the provider started (or assigned) each worker pid."""
+        self._log: IO[bytes] | None = None
+        self._query = asyncio.Lock()
 
     async def __aenter__(self) -> StackHost:
         try:
@@ -209,22 +213,61 @@ class StackHost:
             _signal_group(proc.pid, signal.SIGKILL)  # anything left in its group
         log, self._log = self._log, None
         if log is not None:
-            log.close()  # type: ignore[attr-defined]
+            log.close()
 
     # -- processes ------------------------------------------------------------------------------
 
-    def processes(self) -> list[Proc]:
-        """The host and every Tessera process under it, now."""
-        return stack_processes(self.pid)
+    async def _workers(self) -> dict[str, Any]:
+        """Ask the host which workers its provider runs (see :mod:`bench.stackhost`)."""
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        async with self._query:
+            proc.stdin.write(b"workers\n")
+            await proc.stdin.drain()
+            line = await asyncio.wait_for(proc.stdout.readline(), 10.0)
+        if not line:
+            raise StackError(f"the stack host ended; see {self.log_path}:\n{self.tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
-    def workers(self, role: str | None = None) -> list[Proc]:
-        """Worker processes (of ``role``), now."""
-        return [p for p in self.processes() if p.role not in ("host", "nats-server")
+    async def processes(self) -> list[Proc]:
+        """The host and every Tessera process under it, now: nats-server, the workers (with
+        their kind and target, from the provider) and idle spare processes ("spare")."""
+        answer = await self._workers()
+        known = {w["pid"]: w for w in answer["workers"] if w.get("pid")}
+        for pid, worker in known.items():
+            self.started_at[pid] = float(worker["started_at"])
+        procs = [Proc(self.pid, "host")]
+        for pid in descendants(self.pid):
+            argv = cmdline(pid)
+            if not argv:
+                continue
+            if os.path.basename(argv[0]) == "nats-server":
+                procs.append(Proc(pid, "nats-server"))
+            elif pid in known:
+                procs.append(Proc(pid, known[pid]["kind"], known[pid]["target"]))
+            elif "pipeline" in argv:
+                procs.append(Proc(pid, "spare"))  # idle, or a worker being stopped
+        return procs
+
+    async def workers(self, role: str | None = None) -> list[Proc]:
+        """Worker processes (of ``role``), now; idle spares are not workers."""
+        return [p for p in await self.processes()
+                if p.role not in ("host", "nats-server", "spare")
                 and (role is None or p.role == role)]  # fmt: skip
 
     async def wait_no_workers(self, within: float = 30.0) -> float:
-        """Wait until every worker process has ended (mosaics went idle)."""
-        return await until(lambda: not self.workers(), within, "every worker to stop", 0.2)
+        """Wait until the provider runs no worker and every stopped one has exited (all that
+        is left under the host is nats-server and the idle spares)."""
+
+        async def idle() -> bool:
+            answer = await self._workers()
+            if answer["workers"]:
+                return False
+            procs = await self.processes()
+            return sum(p.role == "spare" for p in procs) <= int(answer["spares"])
+
+        return await until(idle, within, "every worker to stop", 0.2)
 
     # -- mosaics --------------------------------------------------------------------------------
 

@@ -6,8 +6,12 @@ suite can measure the gateway's CPU apart from the load generators and measureme
 stay in the runner. Settings come from ``--env`` pairs (the same variables ``tessera up``
 reads), never from the runner's environment.
 
-Protocol with the runner: once everything runs, one JSON line on stdout
-(``{"gateway": url, "nats": url, "pid": pid}``); the host stops gracefully (the Stack stops its
+Protocol with the runner, one JSON line per message: once everything runs, the host writes
+``{"gateway": url, "nats": url, "pid": pid}`` on stdout. Then each line ``workers`` on its
+stdin is answered with ``{"workers": [{"pid", "kind", "target", "worker_id", "started_at"},
+...], "spares": n}``: the workers the local provider runs, as it sees them (a worker may run
+in a pre-started "spare" process whose command line does not say what it became, so the
+provider is asked rather than ``/proc``). The host stops gracefully (the Stack stops its
 workers, then nats-server) when its stdin closes, or on SIGTERM/SIGINT. A ``kill -9`` of the
 runner still takes it down (parent-death signal, set by the runner).
 """
@@ -35,13 +39,23 @@ async def serve(env: dict[str, str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    stack = Stack(config)
+    pending = bytearray()
+
     def on_stdin() -> None:
-        if not os.read(sys.stdin.fileno(), 4096):
+        chunk = os.read(sys.stdin.fileno(), 4096)
+        if not chunk:
             loop.remove_reader(sys.stdin.fileno())
             stop.set()  # the runner closed our stdin (or died): stop
+            return
+        pending.extend(chunk)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            if line.strip() == b"workers":
+                print(json.dumps(workers(stack)), flush=True)
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
-    stack = Stack(config)
     try:
         await stack.start()
         assert stack.gateway is not None
@@ -50,6 +64,25 @@ async def serve(env: dict[str, str]) -> None:
         await stop.wait()
     finally:
         await stack.stop()
+
+
+def workers(stack: Stack) -> dict[str, object]:
+    """The provider's running workers with their pids, and how many spares it keeps."""
+    provider = stack.provider
+    if provider is None:
+        return {"workers": [], "spares": 0}
+    rows = []
+    for worker_id, running in provider.running().items():
+        rows.append(
+            {
+                "pid": provider.pid(worker_id),
+                "kind": running.spec.kind,
+                "target": running.spec.target,
+                "worker_id": worker_id,
+                "started_at": running.started_at,
+            }
+        )
+    return {"workers": rows, "spares": int(getattr(provider, "spares", 0))}
 
 
 def main(argv: list[str] | None = None) -> int:

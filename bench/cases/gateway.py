@@ -144,7 +144,7 @@ async def _run(ctx: Context) -> list[Result]:
             )
             for r in range(rounds):
                 for kind, url in urls.items():
-                    procs = host.processes()
+                    procs = await host.processes()
                     cpu = CpuWindow(procs).begin()
                     got = await wrk(url, seconds)
                     cpu.end()

@@ -96,7 +96,7 @@ async def _run(ctx: Context) -> list[Result]:
         assert host.http is not None
         try:
             for i in range(count):
-                t0 = time.monotonic()
+                t0, t0_wall = time.monotonic(), time.time()
                 got = await host.http.post("/session", json={"inputs": [{"url": str(video)}]})
                 if got.status_code != 201:
                     raise RuntimeError(f"POST /session answered {got.status_code}: {got.text}")
@@ -108,7 +108,7 @@ async def _run(ctx: Context) -> list[Result]:
                 if not await viewer.until(lambda v=viewer: bool(v.frames), 30):
                     raise RuntimeError("no first frame within 30 s of the answer")
                 first = viewer.frames[0][0]
-                spawned = _spawned(host, body["id"], t0)
+                spawned = await _spawned(host, body["id"], t0_wall)
                 starts.append({
                     "first_frame_s": first - t0,
                     "post_s": created - t0,
@@ -147,7 +147,7 @@ async def _run(ctx: Context) -> list[Result]:
                 await asyncio.sleep(0.05)
             ctx.progress(f"{len(seek_ms)} seeks: p50 {fmt(percentile(seek_ms, 50))} ms, "
                          f"p95 {fmt(percentile(seek_ms, 95))} ms, {missed} missed")  # fmt: skip
-            workers = host.workers("jit")
+            workers = await host.workers("jit")
             memory = [m for p in workers if (m := pss_bytes(p.pid)) is not None]
             window = CpuWindow(workers).begin()
             await asyncio.sleep(ctx.pick(2.0, 5.0))
@@ -160,15 +160,12 @@ async def _run(ctx: Context) -> list[Result]:
     return _results(ctx, starts, (seek_ms, seek_report_ms), missed, memory, idle_cpu, count)
 
 
-def _spawned(host: StackHost, sid: str, t0: float) -> float | None:
-    """Seconds from ``t0`` until the session's worker process started (from /proc)."""
-    from bench.cases.cold_start import _started
-
-    t0_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - t0)
-    for proc in host.workers("jit"):
+async def _spawned(host: StackHost, sid: str, t0_wall: float) -> float | None:
+    """Seconds from ``t0_wall`` until the provider started (or assigned) the session's worker."""
+    for proc in await host.workers("jit"):
         if proc.target == sid:
-            started = _started(proc.pid)
-            return None if started is None else started - t0_boot
+            started = host.started_at.get(proc.pid)
+            return None if started is None else started - t0_wall
     return None
 
 
