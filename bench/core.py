@@ -57,7 +57,8 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form (NaN and inf become None)."""
-        return _clean(asdict(self))
+        clean: dict[str, Any] = _clean(asdict(self))
+        return clean
 
 
 def meets(value: float, op: Op, target: float) -> bool:

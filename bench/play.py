@@ -66,5 +66,8 @@ class PlaylistPoller:
 
 def decode(data: bytes, fmt: str = "rgb24") -> list[npt.NDArray[np.uint8]]:
     """Every picture of a segment, as ``fmt`` arrays (``rgb24``, or ``gray`` for luma)."""
-    with av.open(io.BytesIO(data)) as container:
-        return [frame.to_ndarray(format=fmt) for frame in container.decode(video=0)]
+    with av.open(io.BytesIO(data), mode="r") as container:
+        return [
+            np.asarray(frame.to_ndarray(format=fmt), dtype=np.uint8)
+            for frame in container.decode(video=0)
+        ]

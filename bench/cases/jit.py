@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 from bench.core import Context, Result, fmt, median, percentile
@@ -105,7 +106,7 @@ async def _run(ctx: Context) -> list[Result]:
                 viewer = Viewer(read_frame_number)
                 open_sessions.append((body["id"], viewer))
                 steps = await viewer.connect(host.http, body["whep_url"])
-                if not await viewer.until(lambda v=viewer: bool(v.frames), 30):
+                if not await viewer.until(partial(_has_frames, viewer), 30):
                     raise RuntimeError("no first frame within 30 s of the answer")
                 first = viewer.frames[0][0]
                 spawned = await _spawned(host, body["id"], t0_wall)
@@ -158,6 +159,10 @@ async def _run(ctx: Context) -> list[Result]:
                 await viewer.close()
                 await host.http.delete(f"/session/{sid}")
     return _results(ctx, starts, (seek_ms, seek_report_ms), missed, memory, idle_cpu, count)
+
+
+def _has_frames(viewer: Viewer) -> bool:
+    return bool(viewer.frames)
 
 
 async def _spawned(host: StackHost, sid: str, t0_wall: float) -> float | None:
