@@ -36,7 +36,7 @@ from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
 from pipeline.messages.control import CommandReply, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
 from pipeline.state.reconcile import Running, WorkerSpec
-from tests.sources import refused_url
+from pipeline.synthetic import refused_url
 
 FAST = {"TESSERA_HEARTBEAT_INTERVAL": "0.2", "TESSERA_SHUTDOWN_TIMEOUT": "3"}
 

@@ -7,7 +7,6 @@ would interleave old and new state. Stop ``tessera up`` (or the controller) firs
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -77,5 +76,4 @@ async def replay(
         report(last)
     finally:
         await projector.stop()
-    await asyncio.sleep(0)
     return projector.applied
