@@ -125,6 +125,7 @@ class Agent:
         heartbeat_interval: float = 1.0,
         worker_launcher: WorkerLauncher | None = None,
         nats_url: str | None = None,
+        worker_url_for: Callable[[str], str] | None = None,
         worker_env: dict[str, str] | None = None,
         grace: float = 5.0,
         shutdown_timeout: float = 5.0,
@@ -139,6 +140,7 @@ class Agent:
 
             worker_launcher = LocalProvider(
                 nats_url=nats_url or _url_of(nc),
+                url_for=worker_url_for,
                 on_exit=self._on_worker_exit,
                 grace=grace,
                 env=worker_env,
@@ -379,8 +381,8 @@ async def run(config: Config, args: argparse.Namespace) -> int:
 
     icfg = instance_settings.from_namespace(args)
     instance_id = icfg.instance_id or default_instance_id()
-    url = resolve_url(config)
-    nc = await connect(url, name=f"agent-{instance_id}", forever=True)
+    url = resolve_url(config, "agent")
+    nc = await connect(url, name=f"agent-{instance_id}", role="agent", forever=True)
     try:
         agent = Agent(
             nc,
@@ -390,6 +392,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
             port=icfg.agent_port,
             heartbeat_interval=config.heartbeat_interval,
             nats_url=url,
+            worker_url_for=lambda kind: resolve_url(config, kind),
             worker_env={**os.environ, **to_env(config)},
             grace=config.shutdown_timeout / 3,
             shutdown_timeout=config.shutdown_timeout / 3,

@@ -82,6 +82,10 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _optional_path(text: str) -> Path | None:
+    return Path(text).expanduser() if text.strip() else None
+
+
 def _path(text: str) -> Path:
     return Path(text).expanduser()
 
@@ -145,6 +149,15 @@ class Config:
         flag="--nats-url",
         parse=_optional_str,
         help="connect to this NATS (a cluster in production) instead of starting one",
+        group="nats",
+    )
+    nats_users_file: Path | None = setting(
+        None,
+        env="TESSERA_NATS_USERS",
+        flag="--nats-users",
+        parse=_optional_path,
+        help="JSON file of per-role NATS passwords (default: made in the data dir for the "
+        "embedded server; with NATS_URL, each role then connects as its own user)",
         group="nats",
     )
     nats_host: str = setting(
@@ -441,6 +454,14 @@ class Config:
     def nats_store_dir(self) -> Path:
         """Where the embedded nats-server keeps JetStream data."""
         return self.data_dir / "nats"
+
+    @property
+    def nats_users_path(self) -> Path | None:
+        """The per-role NATS passwords: the configured file, else (embedded server) the data
+        dir's; None for a ``NATS_URL`` server without one (its URL carries any credentials)."""
+        if self.nats_users_file is not None:
+            return self.nats_users_file
+        return None if self.nats_url else self.data_dir / "nats-users.json"
 
     @property
     def nats_url_file(self) -> Path:

@@ -79,3 +79,5 @@ def setup(*, verbose: bool = False, fmt: str = "text") -> None:
         "urllib3",
     ):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # nats-py logs a refused connection with a traceback; ours says it in one line.
+    logging.getLogger("nats.aio.client").setLevel(logging.INFO if verbose else logging.CRITICAL)

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.errors import NatsServerError
+from pipeline.natsauth import render_authorization, with_credentials
 from pipeline.procs import die_with_parent
 
 log = logging.getLogger("tessera.nats")
@@ -57,8 +58,11 @@ def find_binary(configured: str | None = None) -> str:
     )
 
 
-def render_config(*, store_dir: Path, max_payload: int, extra: str = "") -> str:
-    """The server config file. Pure; host and port are given as flags."""
+def render_config(
+    *, store_dir: Path, max_payload: int, extra: str = "", passwords: dict[str, str] | None = None
+) -> str:
+    """The server config file. Pure; host and port are given as flags. With ``passwords``
+    (role -> password), one user per role with its permissions and no anonymous access."""
     # sync_interval "always": an event acknowledged by JetStream is on disk, so it survives a
     # kill -9 of nats-server (the event log is the only source of truth).
     store = str(store_dir).replace("\\", "\\\\").replace('"', '\\"')
@@ -67,8 +71,7 @@ def render_config(*, store_dir: Path, max_payload: int, extra: str = "") -> str:
         "jetstream {\n"
         f'  store_dir: "{store}"\n'
         "  sync_interval: always\n"
-        "}\n"
-        f"{extra}"
+        "}\n" + (render_authorization(passwords) if passwords is not None else "") + extra
     )
 
 
@@ -86,6 +89,8 @@ class EmbeddedNats:
         ready_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         extra_config: str = "",
+        passwords: dict[str, str] | None = None,
+        logger: logging.Logger = log,
     ) -> None:
         self.store_dir = store_dir
         self.host = host
@@ -95,6 +100,9 @@ class EmbeddedNats:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.extra_config = extra_config
+        self.passwords = passwords
+        self._log = logger
+        """Role -> password (:mod:`pipeline.natsauth`); None: anonymous access, no roles."""
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
         self._tail: deque[str] = deque(maxlen=20)
@@ -106,6 +114,12 @@ class EmbeddedNats:
         if self._url is None:
             raise NatsServerError("the embedded nats-server is not running")
         return self._url
+
+    def url_for(self, role: str) -> str:
+        """The URL to connect as ``role`` (the bare URL when the server has no users)."""
+        if self.passwords is None:
+            return self.url
+        return with_credentials(self.url, role, self.passwords[role])
 
     @property
     def pid(self) -> int | None:
@@ -124,14 +138,20 @@ class EmbeddedNats:
         binary = find_binary(self._binary)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir.parent / "nats-server.conf"
-        conf.write_text(
-            render_config(
-                store_dir=self.store_dir, max_payload=self.max_payload, extra=self.extra_config
-            )
+        text = render_config(
+            store_dir=self.store_dir,
+            max_payload=self.max_payload,
+            extra=self.extra_config,
+            passwords=self.passwords,
         )
+        # The file holds the role passwords: readable by this user only.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(conf, 0o600)
         port = str(self.port) if self.port else "-1"
         argv = [binary, "-c", str(conf), "-a", self.host, "-p", port]
-        log.debug("starting nats-server", extra={"argv": " ".join(argv)})
+        self._log.debug("starting nats-server", extra={"argv": " ".join(argv)})
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -157,7 +177,7 @@ class EmbeddedNats:
             raise NatsServerError(
                 f"nats-server was not ready within {self.ready_timeout:g} s (last log: {tail})"
             ) from exc
-        log.info(
+        self._log.info(
             "nats-server ready",
             extra={"url": self._url, "pid": self._proc.pid, "store": str(self.store_dir)},
         )
@@ -170,9 +190,9 @@ class EmbeddedNats:
             line = line_bytes.decode(errors="replace").rstrip()
             self._tail.append(line)
             if "[ERR]" in line or "[FTL]" in line:
-                log.warning("nats-server: %s", line.split("] ", 2)[-1])
+                self._log.warning("nats-server: %s", line.split("] ", 2)[-1])
             else:
-                log.debug("nats-server: %s", line)
+                self._log.debug("nats-server: %s", line)
             if match := _LISTEN_RE.search(line):
                 address = (match.group(1), match.group(2))
             if _READY in line and address is not None and not ready.done():
@@ -195,11 +215,13 @@ class EmbeddedNats:
             try:
                 await asyncio.wait_for(proc.wait(), self.stop_timeout)
             except TimeoutError:
-                log.warning("nats-server did not stop in time; killing it", extra={"pid": proc.pid})
+                self._log.warning(
+                    "nats-server did not stop in time; killing it", extra={"pid": proc.pid}
+                )
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-            log.info("nats-server stopped", extra={"pid": proc.pid, "code": proc.returncode})
+            self._log.info("nats-server stopped", extra={"pid": proc.pid, "code": proc.returncode})
         elif proc is not None:
             await proc.wait()
         task, self._log_task = self._log_task, None

@@ -27,7 +27,8 @@ from nats.js import JetStreamContext
 from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.server import GatewayServer
-from pipeline.bus import connect
+from pipeline import natsauth
+from pipeline.bus import connect, resolve_url
 from pipeline.config import Config, to_env
 from pipeline.consumers.controller import Controller
 from pipeline.errors import NatsUnavailableError, TesseraError
@@ -54,7 +55,10 @@ class Stack:
     """Run workers on instances of this provider config; None: local child processes."""
     nats: EmbeddedNats | None = None
     nc: Client | None = None
+    """The control plane's connection (projector, controller; NATS user ``controller``)."""
     js: JetStreamContext | None = None
+    gateway_nc: Client | None = None
+    """The gateway's own connection (NATS user ``gateway``: it cannot touch streams)."""
     projector: Projector | None = None
     provider: LocalProvider | None = None
     """The local provider, when workers run as child processes of this one."""
@@ -67,11 +71,26 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
-        """The NATS this stack uses."""
+        """The NATS this stack uses (no credentials in it: see :meth:`url_for`)."""
         if self.config.nats_url:
             return self.config.nats_url
         assert self.nats is not None
         return self.nats.url
+
+    def url_for(self, role: str) -> str:
+        """The URL to connect as ``role`` (:mod:`pipeline.natsauth`)."""
+        if self.nats is not None:
+            return self.nats.url_for(role)
+        return resolve_url(self.config, role)
+
+    def _launcher_env(self) -> dict[str, str]:
+        """Environment of the processes this stack starts: its settings, and where the role
+        passwords are (for agents, which start workers; a worker gets only its own URL)."""
+        env = {**os.environ, **to_env(self.config)}
+        users = self.config.nats_users_path
+        if users is not None and users.exists():
+            env["TESSERA_NATS_USERS"] = str(users)
+        return env
 
     async def start(self) -> None:
         """Start everything; on a failure, stop what started and raise."""
@@ -85,7 +104,10 @@ class Stack:
         config = self.config
         if config.nats_url is None:
             await self._refuse_second_instance()
+            users = config.nats_users_path
+            assert users is not None  # always, for the embedded server
             self.nats = EmbeddedNats(
+                passwords=natsauth.load_or_create(users),
                 store_dir=config.nats_store_dir,
                 host=config.nats_host,
                 port=config.nats_port,
@@ -98,7 +120,11 @@ class Stack:
             config.nats_url_file.write_text(url + "\n")
             self._owns_url_file = True
         self.nc = await connect(
-            self.nats_url, name="tessera-up", forever=True, on_reconnect=self._reprovision
+            self.url_for("controller"),
+            name="tessera-controller",
+            role="controller",
+            forever=True,
+            on_reconnect=self._reprovision,
         )
         self.js = self.nc.jetstream()
         await provision(self.js)
@@ -117,8 +143,9 @@ class Stack:
         if self.instances is None:
             runner = self.provider = LocalProvider(
                 nats_url=self.nats_url,
+                url_for=self.url_for,
                 grace=config.shutdown_timeout / 3,
-                env={**os.environ, **to_env(config)},
+                env=self._launcher_env(),
                 spares=config.spare_workers,
             )
             await self.provider.start()
@@ -145,9 +172,12 @@ class Stack:
             await self.pool.start()  # knows the instances before the controller's first pass
         await self.controller.start()
         projector = self.projector
+        self.gateway_nc = await connect(
+            self.url_for("gateway"), name="tessera-gateway", role="gateway", forever=True
+        )
         ctx = GatewayContext(
-            nc=self.nc,
-            js=self.js,
+            nc=self.gateway_nc,
+            js=self.gateway_nc.jetstream(),
             config=config,
             projector_caught_up=lambda: projector.caught_up.is_set(),
             turn=turn,
@@ -167,7 +197,7 @@ class Stack:
         if instances.provider == "local":
             return LocalInstanceProvider(
                 nats_url=url,
-                env={**os.environ, **to_env(self.config)},
+                env=self._launcher_env(),
                 # An agent stops its workers (a third of the timeout each) before it exits.
                 grace=self.config.shutdown_timeout,
             )
@@ -188,7 +218,9 @@ class Stack:
         if not url:
             return
         try:
-            probe = await connect(url, name="tessera-probe", attempts=1)
+            probe = await connect(
+                resolve_url(self.config, "admin"), name="tessera-probe", attempts=1
+            )
         except NatsUnavailableError:
             log.info("removing stale run file", extra={"path": str(path)})
             path.unlink(missing_ok=True)
@@ -219,12 +251,13 @@ class Stack:
         projector, self.projector = self.projector, None
         if projector is not None:
             await projector.stop()
-        nc, self.nc = self.nc, None
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.drain(), 2.0)
-            if not nc.is_closed:
-                await nc.close()
+        for nc in (self.gateway_nc, self.nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.drain(), 2.0)
+                if not nc.is_closed:
+                    await nc.close()
+        self.gateway_nc = self.nc = None
         nats, self.nats = self.nats, None
         if nats is not None:
             await nats.stop()

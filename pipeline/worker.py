@@ -124,7 +124,9 @@ async def _jit(config: Config, args: argparse.Namespace, nc: object) -> Service:
 
 async def run(config: Config, args: argparse.Namespace) -> int:
     """Run the worker ``args.kind`` until a signal."""
-    nc = await connect(resolve_url(config), name=worker_id(args), forever=True)
+    nc = await connect(
+        resolve_url(config, args.kind), name=worker_id(args), role=args.kind, forever=True
+    )
     try:
         make = {"grabber": _grabber, "stitcher": _stitcher, "jit": _jit}[args.kind]
         service = await make(config, args, nc)

@@ -1,9 +1,15 @@
 """Shared fixtures: one real nats-server (JetStream) per test session on a free loopback port
 with a temporary store, started by the same module ``tessera up`` uses; fresh streams per test.
+
+The server runs as ``tessera up`` runs it: with per-role users and no anonymous access. Tests
+connect as ``admin``; stacks under test get the users file (:func:`tests.natsenv.server_env`),
+so every component runs with its own role's permissions, and a permission a role lacks shows
+up as a refused request. The session ends with a check that no role was refused anything.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,27 +19,49 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from pipeline import natsauth
 from pipeline.bus import connect
 from pipeline.natsserver import EmbeddedNats
 from pipeline.topology import BUCKETS, STREAMS, provision
+from tests.natsenv import users_file
+
+
+class RefusalLog(logging.Handler):
+    """Collects the nats-server's log lines about refused publishes and subscriptions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "Violation" in text and "Authorization" not in text:
+            self.lines.append(text)
 
 
 @pytest_asyncio.fixture(scope="session")
 async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNats]:
     """The session's nats-server."""
     root: Path = tmp_path_factory.mktemp("nats")
-    server = EmbeddedNats(store_dir=root / "store")
+    passwords = natsauth.load_or_create(users_file(root / "store"))
+    server = EmbeddedNats(store_dir=root / "store", passwords=passwords)
+    refused = RefusalLog()
+    logging.getLogger("tessera.nats").addHandler(refused)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+        logging.getLogger("tessera.nats").removeHandler(refused)
+    # A role refused a subject during the tests: its permissions (pipeline/natsauth.py) lack
+    # something that role does, and some test exercised it.
+    assert not refused.lines, "NATS refused a role:\n" + "\n".join(refused.lines[:20])
 
 
 @pytest_asyncio.fixture
 async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     """A client connection for one test."""
-    client = await connect(nats_server.url, name="test")
+    client = await connect(nats_server.url_for("admin"), name="test")
     try:
         yield client
     finally:

@@ -37,6 +37,7 @@ from pipeline.messages.control import CommandReply, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
 from pipeline.state.reconcile import Running, WorkerSpec
 from pipeline.synthetic import refused_url
+from tests.natsenv import server_env
 
 FAST = {"TESSERA_HEARTBEAT_INTERVAL": "0.2", "TESSERA_SHUTDOWN_TIMEOUT": "3"}
 
@@ -188,8 +189,10 @@ async def test_agent_obeys_capacity_and_reports(
 async def test_two_local_agents_place_replace_and_leave_nothing(
     nc: Client, nats_server: object
 ) -> None:
-    url = nats_server.url  # type: ignore[attr-defined]
-    provider = LocalInstanceProvider(nats_url=url, env={**os.environ, **FAST}, grace=2.0)
+    env = server_env(nats_server)  # type: ignore[arg-type]
+    provider = LocalInstanceProvider(
+        nats_url=env["NATS_URL"], env={**os.environ, **FAST, **env}, grace=2.0
+    )
     beats = Beats()
     sub = await nc.subscribe("hb.instance.*", cb=beats.on_beat)
     policy = Policy(max_idle=600, max_up=3600, ready_timeout=30, heartbeat_timeout=1.0)

@@ -22,6 +22,7 @@ from pipeline.messages.control import Seek, Step
 from pipeline.natsserver import EmbeddedNats
 from pipeline.up import Stack
 from tests.jitmedia import make_video
+from tests.natsenv import server_env
 from tests.test_jit_worker import RATE_25, Viewer, browser_like_jitter_buffer  # noqa: F401
 
 
@@ -40,7 +41,7 @@ async def rig(
     media.mkdir()
     make_video(media / "clip.mp4", frames=250, rate=RATE_25)
     env = {
-        "NATS_URL": nats_server.url,
+        **server_env(nats_server),
         "TESSERA_DATA_DIR": str(tmp_path / "data"),
         "JIT_ORCHESTRATOR_PORT": "0",
         "JIT_MEDIA_ROOTS": str(media),

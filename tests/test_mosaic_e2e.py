@@ -33,6 +33,7 @@ from pipeline.natsserver import EmbeddedNats
 from pipeline.synthetic import LiveHlsSource, SourceServer
 from pipeline.up import Stack
 from tests.jitmedia import make_video
+from tests.natsenv import server_env
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -66,7 +67,7 @@ def sources() -> Iterator[SourceServer]:
 
 def _config(nats_server: EmbeddedNats, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {
-        "NATS_URL": nats_server.url,
+        **server_env(nats_server),
         "TESSERA_DATA_DIR": str(data_dir),
         "JIT_ORCHESTRATOR_PORT": "0",
         "TESSERA_HEARTBEAT_INTERVAL": "0.5",
@@ -334,7 +335,7 @@ async def test_status_shows_a_running_mosaic_its_sources_and_a_session(rig: Rig)
 
     await until(running, 30, "the mosaic to run")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "TESSERA_"))}
-    env["NATS_URL"] = rig.stack.nats_url
+    env["NATS_URL"] = rig.stack.url_for("admin")
     env["COLUMNS"] = "200"
 
     async def shows_everything() -> str | None:

@@ -43,6 +43,7 @@ from pipeline.synthetic import LiveHlsSource, SourceServer
 from pipeline.up import Stack
 from tests.browser import chromium_path, launch, picture
 from tests.jitmedia import TONES, make_tones, make_video, read_frame_number
+from tests.natsenv import server_env
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -67,7 +68,7 @@ RATE_SHOWN = "document.getElementById('rate').textContent"
 
 def _env(nats_server: EmbeddedNats, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {
-        "NATS_URL": nats_server.url,
+        **server_env(nats_server),
         "TESSERA_DATA_DIR": str(data_dir),
         "JIT_ORCHESTRATOR_PORT": "0",
         "TESSERA_HEARTBEAT_INTERVAL": "0.5",

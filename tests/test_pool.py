@@ -61,6 +61,7 @@ from pipeline.state.reconcile import WorkerSpec
 from pipeline.up import Stack
 from tests import test_ec2_provider as ec2_tests
 from tests.jitmedia import make_video
+from tests.natsenv import server_env
 from tests.test_ec2_provider import config_env, instances
 
 # moto's server and a fresh account in it, as the EC2 provider's own tests use them.
@@ -159,7 +160,7 @@ async def test_sessions_land_on_agents_with_room_and_leave_a_lost_one(
     make_video(media / "clip.mp4", frames=50, rate=fractions.Fraction(25))
     config = load(
         env={
-            "NATS_URL": nats_server.url,
+            **server_env(nats_server),
             "TESSERA_DATA_DIR": str(tmp_path / "data"),
             "JIT_ORCHESTRATOR_PORT": "0",
             "JIT_MEDIA_ROOTS": str(media),

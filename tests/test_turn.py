@@ -22,6 +22,7 @@ from pipeline.config import load
 from pipeline.natsserver import EmbeddedNats
 from pipeline.turn import DENIED_PEERS, TurnConfig, argv, credentials
 from pipeline.up import Stack
+from tests.natsenv import server_env
 
 
 def test_credentials_are_the_turn_rest_api_scheme() -> None:
@@ -61,7 +62,7 @@ async def stack(
     if shutil.which("turnserver") is None:
         pytest.skip("coturn's turnserver is not installed (apt-get install coturn)")
     env = {
-        "NATS_URL": nats_server.url,
+        **server_env(nats_server),
         "TESSERA_DATA_DIR": str(tmp_path),
         "JIT_ORCHESTRATOR_PORT": "0",
         "JIT_TURN": "1",

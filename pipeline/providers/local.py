@@ -59,8 +59,11 @@ class LocalProvider:
         env: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         spares: int = 0,
+        url_for: Callable[[str], str] | None = None,
     ) -> None:
         self.nats_url = nats_url
+        self._url_for = url_for
+        """Worker kind -> the URL with that role's NATS user; None: ``nats_url`` for all."""
         self.on_exit = on_exit
         self.grace = grace
         self._env = env
@@ -87,6 +90,15 @@ class LocalProvider:
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ if self._env is None else self._env)
         env["NATS_URL"] = self.nats_url
+        # A worker gets its own role's credentials (in NATS_URL), never the others'.
+        env.pop("TESSERA_NATS_USERS", None)
+        return env
+
+    def _worker_env(self, spec: WorkerSpec) -> dict[str, str]:
+        """What a worker's environment adds to the base one."""
+        env = {"TESSERA_WORKER_ID": spec.worker_id}
+        if self._url_for is not None:
+            env["NATS_URL"] = self._url_for(spec.kind)
         return env
 
     async def _spawn_spare(self) -> asyncio.subprocess.Process:
@@ -120,7 +132,7 @@ class LocalProvider:
             if spare.returncode is not None or spare.stdin is None:
                 continue
             argv = worker_argv(spec)[3:]  # after "python -m pipeline"
-            line = json.dumps({"argv": argv, "env": {"TESSERA_WORKER_ID": spec.worker_id}})
+            line = json.dumps({"argv": argv, "env": self._worker_env(spec)})
             try:
                 spare.stdin.write(line.encode() + b"\n")
                 await spare.stdin.drain()
@@ -138,8 +150,7 @@ class LocalProvider:
         proc = await self._assign_spare(spec)
         self._keep_spares()
         if proc is None:
-            env = self._base_env()
-            env["TESSERA_WORKER_ID"] = spec.worker_id
+            env = {**self._base_env(), **self._worker_env(spec)}
             proc = await asyncio.create_subprocess_exec(
                 *worker_argv(spec),
                 stdin=asyncio.subprocess.DEVNULL,
