@@ -3,7 +3,7 @@
 One registry per app: HTTP metrics by route (:mod:`gateway.httpmetrics`) and pipeline metrics
 built at scrape time from the newest heartbeat of every
 worker, agent and service (:class:`~pipeline.state.beats.HeartbeatCache`) and from JetStream
-(stream sizes, the projector's pending events).
+(stream sizes, the projector's pending events, the events it parked).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pipeline.messages.heartbeats import (
 )
 from pipeline.state.beats import HeartbeatCache
 from pipeline.state.projector import DURABLE
-from pipeline.topology import BUCKETS, EVENTS, STREAMS
+from pipeline.topology import BUCKETS, EVENTS, PARKED, STREAMS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -96,6 +96,12 @@ class PipelineCollector(Collector):
         yield from (src_in, src_out, src_up, src_rec, src_err, mos_fps, mos_late, mos_enc)
         yield from (mos_seg, mos_bytes, mos_dead, ses_fps, ses_view, ses_seek, inst_cap)
         yield from (inst_used, age, msgs, size)
+        if PARKED.name in self.streams:
+            # From the stream, not a heartbeat: it survives restarts, and an operator who
+            # deals with a parked event (removes it) brings it down.
+            parked = g("tessera_events_parked", "Events the projector parked (stream PARKED)")
+            parked.add_metric([], self.streams[PARKED.name][0])
+            yield parked
         if self.pending is not None:
             lag = g("tessera_projector_pending", "Events the projector has not folded yet")
             lag.add_metric([], self.pending)

@@ -90,6 +90,7 @@ def permissions(role: str) -> Permissions:
                     "$JS.FC.>",
                     "$KV.>",
                     "events.>",
+                    "parked.>",  # the projector parks events it cannot fold
                     "hb.service.>",
                     "ctl.agent.>",
                 ),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import subjects
@@ -26,6 +27,7 @@ from pipeline.messages.heartbeats import (
     WorkerHeartbeat,
 )
 from pipeline.state.model import InstanceState, MosaicState, SessionState, WorkerState
+from pipeline.state.parking import ParkedEvent, read_parked
 from pipeline.state.read import read_bucket
 from pipeline.topology import HEARTBEATS, INSTANCES, MOSAICS, SESSIONS, WORKERS
 
@@ -41,6 +43,10 @@ class Snapshot:
     instances: list[InstanceState] = field(default_factory=list)
     beats: dict[str, Heartbeat] = field(default_factory=dict)
     """Subject → newest heartbeat, for the entities above."""
+    parked_total: int = 0
+    """Events the projector parked (stream ``PARKED``)."""
+    parked: list[ParkedEvent] = field(default_factory=list)
+    """The newest of them, newest first."""
 
 
 async def _last_beat(js: JetStreamContext, subject: str) -> Heartbeat | None:
@@ -70,6 +76,7 @@ async def gather(js: JetStreamContext) -> Snapshot:
         beat = await _last_beat(js, subject)
         if beat is not None:
             snap.beats[subject] = beat
+    snap.parked_total, snap.parked = await read_parked(js, limit=10)
     return snap
 
 
@@ -155,4 +162,13 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
     for i in sorted(snap.instances, key=lambda i: i.launched_at):
         instances.add_row(i.instance_id, i.provider, i.phase, i.address or "-",
                           _ago(now, i.launched_at))  # fmt: skip
-    return Group(mosaics, sources, sessions, instances)
+    if not snap.parked_total:
+        return Group(mosaics, sources, sessions, instances)
+    # Only when there are some: a parked event is something to deal with, not a steady state.
+    parked = Table(title=f"[red]Parked events ({snap.parked_total})[/]", title_justify="left")
+    for col in ("seq", "subject", "deliveries", "parked", "error"):
+        parked.add_column(col)
+    for p in snap.parked:
+        parked.add_row(str(p.seq), escape(p.subject), str(p.deliveries),
+                       _ago(now, p.at or None), escape(p.error))  # fmt: skip
+    return Group(mosaics, sources, sessions, instances, parked)

@@ -7,6 +7,7 @@ idempotently.
 | HEARTBEATS      | stream | hb.<kind>...               | file    | last per subject, 1 day        |
 | FRAMES          | stream | frames.<source_id>         | memory  | 3 per subject, 10 s            |
 | SEGMENTS        | stream | segments.<fp> (notices)    | memory  | 5 min                          |
+| PARKED          | stream | parked.events.<seq>        | file    | forever (until removed)        |
 | manifests       | KV     | <fp>                       | memory  | 5 min TTL                      |
 | mosaics, sessions, instances, workers | KV | <id>   | file    | latest only (projections)      |
 | segments        | object | <fp>/<seq>.<ext>           | memory  | 5 min TTL                      |
@@ -133,7 +134,14 @@ SEGMENT_NOTICES = StreamSpec(
     duplicate_window=1.0,
 )
 
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, HEARTBEATS, FRAMES, SEGMENT_NOTICES)
+PARKED = StreamSpec(
+    name="PARKED",
+    subjects=("parked.>",),
+    storage=StorageType.FILE,
+    description="Tessera events the projector could not fold, kept for an operator",
+)
+
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, HEARTBEATS, FRAMES, SEGMENT_NOTICES, PARKED)
 
 MANIFESTS = BucketSpec("manifests", "kv", StorageType.MEMORY, "live playlists by fp", ttl=300.0)
 MOSAICS = BucketSpec("mosaics", "kv", StorageType.FILE, "projected mosaic state")
