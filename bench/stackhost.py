@@ -59,7 +59,7 @@ async def serve(env: dict[str, str]) -> None:
     try:
         await stack.start()
         assert stack.gateway is not None
-        info = {"gateway": stack.gateway.url, "nats": stack.nats_url, "pid": os.getpid()}
+        info = {"gateway": stack.gateway.url, "nats": stack.url_for("admin"), "pid": os.getpid()}
         print(json.dumps(info), flush=True)
         await stop.wait()
     finally:

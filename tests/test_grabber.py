@@ -34,7 +34,7 @@ from pipeline.mosaic import source_id
 from pipeline.producers.grabber import Grabber, GrabberSpec, GrabberState
 from pipeline.producers.opener import SourcePolicy
 from pipeline.producers.scale import BLACK, TileScaler
-from pipeline.producers.timing import Backoff, FpsCap, PtsClock
+from pipeline.producers.timing import Backoff, FpsCap, PtsClock, StaleGuard
 from pipeline.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
 
 COLOUR = (200, 60, 30)
@@ -482,3 +482,13 @@ def test_tile_scaler_fits_centres_and_pads() -> None:
 def test_tile_scaler_converts_full_range_to_limited() -> None:
     pixels = TileScaler(64, 36).scale(yuv_frame(128, 72, (255, 128, 128), fmt="yuvj420p"))
     assert np.frombuffer(pixels, np.uint8)[: 64 * 36].mean() == pytest.approx(235, abs=1)
+
+
+def test_stale_guard_drops_repeats_after_a_reconnect_but_not_a_restart() -> None:
+    guard = StaleGuard(window=10.0)
+    assert all(guard.fresh(t) for t in (100.0, 100.04, 101.0))
+    # A frozen playlist replayed from its start: the same times again.
+    assert not any(guard.fresh(t) for t in (99.0, 100.0, 101.0))
+    assert guard.fresh(101.04), "newer than anything shown: live again"
+    assert guard.fresh(0.0), "far back: an encoder restart, not a repeat"
+    assert guard.fresh(0.04)

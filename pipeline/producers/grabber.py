@@ -74,7 +74,7 @@ from pipeline.producers.opener import (
     redact,
 )
 from pipeline.producers.scale import TileScaler
-from pipeline.producers.timing import Backoff, FpsCap, PtsClock
+from pipeline.producers.timing import Backoff, FpsCap, PtsClock, StaleGuard
 from pipeline.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.grabber")
@@ -193,6 +193,9 @@ class Grabber:
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         self._scaler = TileScaler(width, height)  # validates the tile size
         self._backoff = Backoff(backoff_initial, backoff_max)
+        self._stale = StaleGuard()
+        self.stale = 0
+        """Frames of a live source dropped as repeats after a reconnect (a frozen playlist)."""
         self._subject = subjects.frames(source_id)
         self._heartbeater = Heartbeater(
             nc, subjects.worker_heartbeat(worker_id), self._beat, interval=heartbeat_interval
@@ -455,6 +458,7 @@ class Grabber:
                 self.policy,
                 open_timeout=self.open_timeout,
                 read_timeout=self.read_timeout,
+                cancelled=self._stopping.is_set,
             )
         except SourceRefused as exc:
             return _Result(_End.FAILED, str(exc), refused=True)
@@ -465,15 +469,14 @@ class Grabber:
 
     def _pump(self, container: av.container.InputContainer, *, looping: bool) -> _Result:
         stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if ctx.width * ctx.height > MAX_PIXELS:
-            reason = f"{ctx.width}x{ctx.height} pictures exceed the {MAX_PIXELS}-pixel limit"
-            return _Result(_End.FAILED, f"{redact(self.url)}: {reason}", refused=True)
+        ctx = stream.codec_context  # its size was checked by open_input
         ctx.thread_count = 1
         ctx.options = dict(DECODER_OPTIONS)
         live = self._scheme in LIVE_SCHEMES
         finite = not live and bool(container.duration and container.duration > 0)
-        session = _Session(self, ctx, pace=not live, looping=looping)
+        session = _Session(
+            self, ctx, pace=not live, looping=looping, stale=None if finite else self._stale
+        )
         # A generator: closed below, before the container, whichever way the loop ends.
         packets = cast("Generator[av.Packet[Any], None, None]", container.demux(stream))
         try:
@@ -497,11 +500,19 @@ class Grabber:
         except av.FFmpegError as exc:
             reason = describe(exc, timeout=f"no data for {self.read_timeout:g} s")
             return session.result(_End.FAILED, f"{redact(self.url)}: read: {reason}")
+        except SourceError as exc:
+            # From our HTTP layer (a refused redirect or playlist entry, a stalled body).
+            if self._stopping.is_set():
+                return session.result(_End.STOPPED)
+            return session.result(_End.FAILED, str(exc))
         finally:
             packets.close()
         if finite:
             return session.result(_End.FILE_END)
-        return session.result(_End.FAILED, f"{redact(self.url)}: the stream ended")
+        # FFmpeg's HLS reader turns "no new segment within the read timeout" (a frozen
+        # playlist) into an end of stream too.
+        reason = f"the stream ended or stopped advancing for {self.read_timeout:g} s"
+        return session.result(_End.FAILED, f"{redact(self.url)}: {reason}")
 
     def _emit(self, payload: bytes) -> None:
         self.packed += 1
@@ -512,9 +523,16 @@ class _Session:
     """One connection's frame handling: cap, pace, scale, pack. Runs in the decode thread."""
 
     def __init__(
-        self, grabber: Grabber, ctx: VideoCodecContext, *, pace: bool, looping: bool
+        self,
+        grabber: Grabber,
+        ctx: VideoCodecContext,
+        *,
+        pace: bool,
+        looping: bool,
+        stale: StaleGuard | None = None,
     ) -> None:
         self.g = grabber
+        self.stale = stale
         self.ctx = ctx
         self.pace = pace
         self.cap = FpsCap(grabber.fps)
@@ -536,6 +554,9 @@ class _Session:
         wall = time.time()
         now = time.monotonic()
         t = frame.time if frame.time is not None else now - self.opened
+        if self.stale is not None and frame.time is not None and not self.stale.fresh(t):
+            g.stale += 1  # a repeat of what was shown before the reconnect
+            return True
         if self.frames and t > self.last_t:
             self.step = min(1.0, t - self.last_t)
         if not self.cap.keep(t):

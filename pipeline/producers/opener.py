@@ -15,10 +15,10 @@ included. Two layers keep a grabber to what it is for:
   as HLS segments, so a playlist cannot reach ``file:`` or the ``concat`` demuxer), open and
   read timeouts, bounded probing and a decoded picture size limit.
 
-Not covered yet (FFmpeg resolves and connects by itself): HTTP redirects, HLS segment and key
-URLs on other hosts, and a DNS answer that changes between our check and FFmpeg's connect are
-not checked against the address policy; the protocol and format allow-lists still apply to
-them. Closing that needs our own HTTP layer (PyAV's ``io_open``) and is future work.
+http(s) is fetched by :mod:`pipeline.producers.webio` rather than FFmpeg's own client, so HTTP
+redirects, playlist entries on other hosts and DNS rebinding are checked too. RTSP and RTMP
+are connected by FFmpeg after our check: a DNS answer that changes in between, or an RTSP
+redirect, is not re-checked (the protocol allow-list still applies).
 
 Errors (all :class:`~pipeline.errors.TesseraError`, one line naming the URL with any password
 removed):
@@ -91,6 +91,9 @@ _WEB = ("http", "https")
 FORMAT_WHITELIST = (
     "hls,mpegts,mov,flv,live_flv,matroska,rtsp,h264,hevc,mjpeg,mpjpeg,aac,mp3,ac3,eac3,webvtt"
 )
+
+MAX_STREAMS = 32
+"""Most streams a source may have (a camera has one or two; a file of 1000 is an attack)."""
 
 MAX_PIXELS = 4096 * 2160
 """Largest decoded picture accepted (DCI 4K): a bigger one is refused, not decoded."""
@@ -268,9 +271,17 @@ class SourcePolicy:
 
         Blocking (DNS): call from the thread that will open the URL.
         """
+        return self.checked_addresses(url, resolve=resolve)[0]
+
+    def checked_addresses(
+        self, url: str, *, resolve: Resolver = socket.getaddrinfo
+    ) -> tuple[Target, list[IPAddress]]:
+        """:meth:`check`, with the addresses that passed: connect to these and nothing else
+        (a later DNS answer may differ: rebinding)."""
         target = self.check_url(url)
-        if _ip_literal(target.host) is not None:
-            return target
+        literal = _ip_literal(target.host)
+        if literal is not None:
+            return target, [literal]
         try:
             infos = resolve(target.host, target.port, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
@@ -279,9 +290,10 @@ class SourcePolicy:
         addresses = {_ip_literal(str(info[4][0])) for info in infos}
         if not addresses or None in addresses:
             raise SourceUnavailable(url, f"{target.host} resolves to no usable address")
-        for ip in sorted((a for a in addresses if a is not None), key=str):
+        checked = sorted((a for a in addresses if a is not None), key=str)
+        for ip in checked:
             self.check_address(ip, target)
-        return target
+        return target, checked
 
 
 def _ip_literal(host: str) -> IPAddress | None:
@@ -362,30 +374,70 @@ def open_input(
     open_timeout: float,
     read_timeout: float,
     resolve: Resolver = socket.getaddrinfo,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> av.container.InputContainer:
     """Check ``url`` against ``policy`` and open it with PyAV; it has at least a video stream.
+
+    http(s) goes through :class:`~pipeline.producers.webio.WebIO` (every open FFmpeg makes,
+    redirects and playlist entries included, is checked on the address it connects to);
+    ``cancelled`` ends its reads early (the owner is stopping).
 
     Blocking (DNS, connect, probing): call from a worker thread. ``open_timeout`` bounds the
     open and the stream probing; ``read_timeout`` bounds each later read. The caller closes the
     container (``with``). Raises :class:`SourceRefused` or :class:`SourceUnavailable`.
     """
+    from pipeline.producers.webio import WebIO  # it builds on this module
+
     target = policy.check(url, resolve=resolve)
     options = ffmpeg_options(
         target.scheme, policy, open_timeout=open_timeout, read_timeout=read_timeout
     )
+    extra: dict[str, Any] = {}
+    web: WebIO | None = None
+    if target.scheme in _WEB:
+        web = WebIO(
+            policy,
+            open_timeout=open_timeout,
+            read_timeout=read_timeout,
+            resolve=resolve,
+            cancelled=cancelled,
+        )
+        extra["io_open"] = web.io_open
+        # HLS keep-alive reuses FFmpeg's own HTTP connection object, which custom I/O has not
+        # got (FFmpeg asserts on it): one request per connection.
+        options["http_persistent"] = "0"
     try:
-        container = av.open(
+        container: av.container.InputContainer = av.open(
             url,
             mode="r",
             container_options=options,
             # Applied to the decoders FFmpeg opens while probing.
             options={"max_pixels": str(MAX_PIXELS)},
             timeout=(open_timeout, read_timeout),
+            **extra,
         )
+    except SourceError:
+        raise  # from WebIO, through FFmpeg
     except av.FFmpegError as exc:
+        if web is not None and web.refusals:
+            raise web.refusals[-1] from exc
         reason = describe(exc, timeout=f"no answer within {open_timeout:g} s")
         raise SourceUnavailable(url, f"cannot open: {reason}") from exc
+    if len(container.streams) > MAX_STREAMS:
+        count = len(container.streams)
+        container.close()
+        raise SourceRefused(url, f"{count} streams (more than {MAX_STREAMS}): not a camera")
     if not container.streams.video:
         container.close()
         raise SourceUnavailable(url, "no video stream")
+    ctx = container.streams.video[0].codec_context
+    if ctx.width <= 0 or ctx.height <= 0:
+        # FFmpeg found no usable picture size (a header it rejected, e.g. one claiming more
+        # pixels than it will ever allocate): there is nothing to decode.
+        container.close()
+        raise SourceUnavailable(url, "video stream without a usable picture size")
+    if ctx.width * ctx.height > MAX_PIXELS:
+        container.close()
+        reason = f"{ctx.width}x{ctx.height} pictures exceed the {MAX_PIXELS}-pixel limit"
+        raise SourceRefused(url, reason)
     return container

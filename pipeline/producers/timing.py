@@ -117,3 +117,25 @@ class Backoff:
         step = min(self.maximum, self.initial * 2.0 ** min(self.attempt, 60))
         self.attempt += 1
         return step * (0.5 + 0.5 * self._rng())
+
+
+class StaleGuard:
+    """Tells a live source's repeated frames from new ones, across reconnects.
+
+    A frozen HLS playlist (an encoder that died while its server keeps serving the last
+    playlist) is, after each reconnect, the same few segments again: the same timestamps.
+    Showing them would loop seconds-old video as if live. A frame whose time is at or before
+    the newest one shown, and less than ``window`` s before it, is a repeat. A jump further
+    back (an encoder restart, a timestamp wrap) starts over.
+    """
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.newest: float | None = None
+
+    def fresh(self, t: float) -> bool:
+        """True when the frame at ``t`` s is new (and remember it)."""
+        if self.newest is not None and self.newest - self.window < t <= self.newest:
+            return False
+        self.newest = t
+        return True
