@@ -42,6 +42,7 @@ PUBLISH: dict[str, set[str]] = {
     "events.session.s1": {"gateway", "controller", "jit"},
     "events.worker.w1": {"controller"},
     "events.instance.i1": {"controller"},
+    "parked.events.1": {"controller"},
     "hb.worker.w1": {"grabber", "stitcher", "jit"},
     "hb.instance.i1": {"agent"},
     "hb.viewer.mosaic.fp1": {"gateway"},
