@@ -7,6 +7,13 @@ tells the instance provider and appends ``worker started`` / ``worker stopped`` 
 
 Heartbeat times are taken from the controller's own clock when a beat arrives (so clocks of
 other machines do not matter), and from the beat's ``at`` for the ones already stored at start.
+
+While NATS is away the controller decides nothing: it cannot see heartbeats then, and a gap in
+what it saw is not a gap in what the workers sent. After a reconnection it follows the buckets
+and the heartbeats again from the last value of each (a restarted nats-server may have lost
+the consumers behind them, which nats-py would only notice after two missed idle heartbeats,
+10 s, as long as the heartbeat timeout), and gives every worker a full heartbeat timeout from
+then to be heard again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -53,6 +61,8 @@ from pipeline.tasks import cancel_and_wait
 from pipeline.topology import HEARTBEATS, MOSAICS, SESSIONS
 
 log = logging.getLogger("tessera.controller")
+
+_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 SLOT_GRACE = 30.0
 """Seconds a claimed admission slot may wait for its session to appear in the state."""
@@ -105,24 +115,42 @@ class Controller:
         self.watched: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._watchers: list[Any] = []
         self._hb_sub: JetStreamContext.PushSubscription | None = None
         self._lock = asyncio.Lock()
+        self._reconnects = 0
+        """The connection's reconnect count when the inputs were last followed."""
         self.passes = 0
+        self.refollowed = 0
+        """How many times the inputs were followed again after a reconnection."""
 
     async def start(self) -> None:
         """Load state and heartbeats, then reconcile in the background."""
         if self._tasks:
             return
+        self._reconnects = self._nc.stats["reconnects"]
+        try:
+            await self._follow()
+        except BaseException:
+            await self._unfollow()
+            raise
+        self._tasks.append(asyncio.create_task(self._run(), name="reconcile"))
+        log.info("controller started", extra={"mosaics": len(self.mosaics)})
+
+    async def _follow(self) -> None:
+        """Load every mosaic and session, then follow them and the heartbeats."""
         for bucket in (MOSAICS.name, SESSIONS.name):
             kv = await self._js.key_value(bucket)
             watcher = await kv.watchall()
             self._watchers.append(watcher)
             # The watcher first replays every key, then sends None: wait for that to start
             # with a complete picture.
+            table: dict[str, Any] = self.mosaics if bucket == MOSAICS.name else self.sessions
+            table.clear()  # what was deleted while we did not follow is not replayed
             while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
                 self._on_entry(bucket, entry.key, entry.value)
-            self._tasks.append(
+            self._watch_tasks.append(
                 asyncio.create_task(self._watch(bucket, watcher), name=f"watch {bucket}")
             )
         self._hb_sub = await self._js.subscribe(
@@ -132,12 +160,9 @@ class Controller:
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             cb=self._on_heartbeat,
         )
-        self._tasks.append(asyncio.create_task(self._run(), name="reconcile"))
-        log.info("controller started", extra={"mosaics": len(self.mosaics)})
 
-    async def stop(self) -> None:
-        """Stop reconciling; the provider keeps its workers until it is closed."""
-        tasks, self._tasks = self._tasks, []
+    async def _unfollow(self) -> None:
+        tasks, self._watch_tasks = self._watch_tasks, []
         for task in tasks:
             await cancel_and_wait(task)
         sub, self._hb_sub = self._hb_sub, None
@@ -148,6 +173,26 @@ class Controller:
         for watcher in watchers:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    async def _refollow(self) -> None:
+        """After a reconnection: follow every input again, and give the workers time."""
+        reconnects = self._nc.stats["reconnects"]
+        async with self._lock:
+            await self._unfollow()
+            await self._follow()
+            now = self._clock()
+            for wid in self.beats:
+                self.beats[wid] = max(self.beats[wid], now)
+        self._reconnects = reconnects
+        self.refollowed += 1
+        log.info("following state and heartbeats again after reconnecting")
+
+    async def stop(self) -> None:
+        """Stop reconciling; the provider keeps its workers until it is closed."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)
+        await self._unfollow()
         if tasks:
             log.info("controller stopped")
 
@@ -209,6 +254,14 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
+            if not self._nc.is_connected:
+                continue  # blind: no decision (see the module's doc)
+            if self._nc.stats["reconnects"] != self._reconnects:
+                try:
+                    await self._refollow()
+                except (TesseraError, *_NATS_ERRORS) as exc:
+                    log.warning("cannot follow again yet; retrying", extra={"error": repr(exc)})
+                    continue
             try:
                 await self.reconcile()
             except TesseraError as exc:

@@ -188,6 +188,21 @@ def empty_playlist(target_duration: float) -> str:
     return str(_live_playlist(_target(_extinf(target_duration))).dumps())
 
 
+def continuation(text: str) -> str:
+    """An empty live playlist that continues ``text``: its target duration, no segments, and
+    the media sequence of the segment that would come next.
+
+    What the gateway serves for a mosaic whose playlist is gone (a restarted nats-server's
+    memory bucket, or the TTL) until a stitcher writes a new one: it names nothing that could
+    be missing, and a player reloading it never sees the media sequence go back (RFC 8216
+    §6.2.2), as it would with :func:`empty_playlist`'s 0.
+    """
+    target = m3u8.loads(text).target_duration
+    playlist = _live_playlist(_target(float(target or 1)))
+    playlist.media_sequence = next_sequence(text)
+    return str(playlist.dumps())
+
+
 def next_sequence(text: str) -> int:
     """The media sequence number after the last segment ``text`` lists (0 for none).
 

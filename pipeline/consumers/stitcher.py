@@ -32,9 +32,14 @@ are deleted once no player can still need them (RFC 8216 §6.2.2); the bucket's 
 that a crash leaves behind.
 
 Media sequence across restarts: at start the stitcher reads its previous playlist from KV
-``manifests`` and continues after its last segment (0 when there is none, e.g. after the
-5-minute TTL). The encoder's timestamps are derived from the sequence number (``seq *
-frames_per_segment``), so a restarted stitcher continues the previous timeline too.
+``manifests`` and continues after its last segment. The encoder's timestamps are derived from
+the sequence number (``seq * frames_per_segment``), so a restarted stitcher continues the
+previous timeline too. When there is no previous playlist (a new mosaic, the 5-minute TTL, or
+a restarted nats-server that lost its memory buckets) it starts at the number of whole segment
+durations since the mosaic was created: a stitcher makes at most one segment per segment
+duration, so that number is above any an earlier stitcher of this mosaic used, and a segment
+URI (which players, HTTP caches and the gateway keep as immutable) never names other media.
+This assumes the machines' wall clocks agree to within a segment or so.
 
 Errors: :class:`StitcherError` (a :class:`~pipeline.errors.TesseraError`) when the JetStream
 buckets are missing; :class:`~pipeline.consumers.encoder.EncoderError` for bad encoder
@@ -86,9 +91,14 @@ log = logging.getLogger("tessera.stitcher")
 OUTBOX_SIZE = 2
 """Completed segments waiting for NATS. When full the clock waits (and counts late frames):
 segments are never dropped for being slow, only when they cannot be stored."""
-PENDING_FRAMES = 32
-"""Frames a subscription may buffer before NATS drops them (slow consumer); the callback only
-swaps a reference, so this is only reached if the loop is blocked."""
+PENDING_FRAMES = 4
+"""Frames of one source a subscription may hold before nats-py drops more (and reports a slow
+consumer). Only the newest frame of a source is ever used, so a few are plenty; the callback
+only swaps a reference, so even these are only reached if the loop was held up. With the
+byte limit that goes with it, what a stalled stitcher can buffer is a few frames per tile,
+not the backlog (the nats-server itself cuts off a client that stops reading for long)."""
+FRAME_HEADER_ROOM = 1024
+"""Bytes allowed for a frame message's header on top of its yuv420p pixels."""
 FPS_WINDOW = 2.0
 """Seconds of recent pictures the reported output fps is measured over."""
 ENCODE_MS_SMOOTHING = 0.1
@@ -248,10 +258,15 @@ class Stitcher:
             self._renderer = await loop.run_in_executor(
                 self._executor, self._make_renderer, first_seq
             )
+            tw, th = self.layout.tile_width, self.layout.tile_height
+            frame_bytes = tw * th * 3 // 2 + FRAME_HEADER_ROOM
             for subject in self._slots:
                 self._subs.append(
                     await self._nc.subscribe(
-                        subject, cb=self._on_frame, pending_msgs_limit=PENDING_FRAMES
+                        subject,
+                        cb=self._on_frame,
+                        pending_msgs_limit=PENDING_FRAMES,
+                        pending_bytes_limit=PENDING_FRAMES * frame_bytes,
                     )
                 )
             await self._nc.flush()
@@ -367,15 +382,23 @@ class Stitcher:
         )
 
     async def _resume_sequence(self) -> int:
-        """The media sequence to start at: after the previous playlist's last segment."""
+        """The media sequence to start at: after the previous playlist's last segment, or,
+        without one, past every number this mosaic can have used (see the module's doc)."""
         assert self._kv is not None
         try:
             entry = await self._kv.get(self.fp)
         except NotFoundError:
-            return 0
+            return self._fresh_sequence()
         if not entry.value:
-            return 0
+            return self._fresh_sequence()
         return next_sequence(entry.value.decode("utf-8", errors="replace"))
+
+    def _fresh_sequence(self) -> int:
+        """Whole segment durations since the mosaic was created (0 when that is unknown)."""
+        if self.mosaic.created_at <= 0:
+            return 0
+        age = self._wall() - self.mosaic.created_at
+        return max(0, int(age / self.settings.exact_segment_duration))
 
     # --- frames ---------------------------------------------------------------------------
 
