@@ -2,10 +2,11 @@
 
 import sys
 
-if sys.argv[1:2] == ["spare"]:
-    from pipeline.spare import main as spare_main
+if sys.argv[1:2] == ["forkserver"]:
+    # The local provider's fork server (pipeline/forkserver.py): not a command for people.
+    from pipeline.forkserver import main as forkserver_main
 
-    sys.exit(spare_main())
+    sys.exit(forkserver_main(sys.argv[2:]))
 
 from pipeline.cli import main
 

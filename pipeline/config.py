@@ -45,13 +45,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _nonnegative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be a whole number of at least 0")
-    return value
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -411,12 +404,13 @@ class Config:
         help="seconds a session's TURN credentials stay valid",
         group="sessions",
     )
-    spare_workers: int = setting(
-        1,
-        env="TESSERA_SPARE_WORKERS",
-        flag="--spare-workers",
-        parse=_nonnegative,
-        help="worker processes kept started and imported, so a new worker is ready at once",
+    worker_start: str = setting(
+        "fork",
+        env="TESSERA_WORKER_START",
+        flag="--worker-start",
+        parse=_choice("fork", "spawn"),
+        help="how a local worker starts: forked from a pre-imported process (milliseconds; "
+        "Linux) or spawned as a new Python (~0.6 s of CPU each)",
         group="controller",
     )
     shutdown_timeout: float = setting(

@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import signal
+from typing import Protocol
 
 log = logging.getLogger("tessera.procs")
 
@@ -28,12 +29,25 @@ def die_with_parent() -> None:
         pass
 
 
-def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+class Process(Protocol):
+    """What :func:`stop_process` needs of a process: an ``asyncio`` child, or a worker forked
+    by the fork server (:class:`pipeline.providers.forked.ForkedProcess`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+def _signal_group(proc: Process, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)  # the child leads its own group (start_new_session=True)
 
 
-async def stop_process(proc: asyncio.subprocess.Process, grace: float, what: str) -> int:
+async def stop_process(proc: Process, grace: float, what: str) -> int:
     """SIGTERM the child's process group, SIGKILL it after ``grace`` s; return the exit code."""
     if proc.returncode is None:
         _signal_group(proc, signal.SIGTERM)

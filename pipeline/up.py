@@ -146,7 +146,7 @@ class Stack:
                 url_for=self.url_for,
                 grace=config.shutdown_timeout / 3,
                 env=self._launcher_env(),
-                spares=config.spare_workers,
+                fork_server=config.worker_start == "fork",
             )
             await self.provider.start()
         else:
