@@ -307,6 +307,15 @@ class Config:
         help="seconds without data before a grabber reconnects",
         group="mosaics",
     )
+    frame_transport: str = setting(
+        "auto",
+        env="TESSERA_FRAME_TRANSPORT",
+        flag="--frame-transport",
+        parse=_choice("auto", "nats", "shm"),
+        help="how tile frames reach stitchers: nats (every frame on NATS), shm (shared memory "
+        "on one machine, a seed frame per second on NATS), auto (shm for local workers)",
+        group="mosaics",
+    )
     x264_preset: str = setting(
         "veryfast",
         env="TESSERA_X264_PRESET",

@@ -100,6 +100,13 @@ class Stack:
             await self.stop()
             raise
 
+    def _worker_env(self) -> dict[str, str]:
+        """Environment of the workers this stack runs as its own children (one machine)."""
+        env = self._launcher_env()
+        if self.config.frame_transport == "auto":
+            env["TESSERA_FRAME_TRANSPORT"] = "shm"  # grabbers and stitchers share this host
+        return env
+
     async def _start(self) -> None:
         config = self.config
         if config.nats_url is None:
@@ -145,7 +152,7 @@ class Stack:
                 nats_url=self.nats_url,
                 url_for=self.url_for,
                 grace=config.shutdown_timeout / 3,
-                env=self._launcher_env(),
+                env=self._worker_env(),
                 fork_server=config.worker_start == "fork",
             )
             await self.provider.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from pipeline.bus import connect, resolve_url
 from pipeline.config import Config
@@ -64,7 +65,22 @@ async def _grabber(config: Config, args: argparse.Namespace, nc: object) -> Serv
         heartbeat_interval=config.heartbeat_interval,
         open_timeout=config.source_open_timeout,
         read_timeout=config.source_read_timeout,
+        frame_slot=_frame_slot(config, nc, args.target),
     )
+
+
+def _frame_slot(config: Config, nc: object, source_id: str) -> Path | None:
+    """The shared-memory slot of ``source_id`` when frames go that way: ``shm`` (``tessera up``
+    turns ``auto`` into ``shm`` for the workers it starts itself, all on its machine; a worker
+    that an agent started keeps ``auto``, which means nats: its stitchers may be elsewhere)."""
+    from nats.aio.client import Client
+
+    from pipeline import frameslot
+
+    if config.frame_transport != "shm" or not isinstance(nc, Client) or not nc.connected_url:
+        return None
+    url = nc.connected_url
+    return frameslot.slot_path(frameslot.namespace(f"{url.hostname}:{url.port}"), source_id)
 
 
 async def _stitcher(config: Config, args: argparse.Namespace, nc: object) -> Service:
@@ -90,6 +106,7 @@ async def _stitcher(config: Config, args: argparse.Namespace, nc: object) -> Ser
         dead_after=config.dead_source_timeout,
         heartbeat_interval=config.heartbeat_interval,
         preset=config.x264_preset,
+        frame_slots=lambda sid: _frame_slot(config, nc, sid),
     )
 
 

@@ -60,6 +60,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats.errors
 from nats.aio.client import Client
@@ -76,6 +77,7 @@ from pipeline.consumers.encoder import EncoderSettings
 from pipeline.consumers.playlist import PlaylistWindow, SegmentEntry, next_sequence, segment_uri
 from pipeline.consumers.render import MosaicRenderer, RenderedSegment
 from pipeline.errors import MessageError, TesseraError
+from pipeline.frameslot import SlotReader
 from pipeline.heartbeat import Heartbeater
 from pipeline.messages.codec import encode
 from pipeline.messages.frames import FrameHeader, unpack_frame
@@ -134,6 +136,8 @@ class _Slot:
     """``clock()`` time the frame arrived (or its stream age, for a seeded one)."""
     composed: int = 0
     """Serial last taken for a picture."""
+    reader: SlotReader | None = None
+    """The source's shared-memory slot, when frames come that way (:mod:`pipeline.frameslot`)."""
 
 
 class Stitcher:
@@ -157,7 +161,10 @@ class Stitcher:
         threads: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        frame_slots: Callable[[str], Path | None] | None = None,
     ) -> None:
+        """``frame_slots``: source id -> its shared-memory slot, read at every tick (the
+        grabbers on this machine write there; NATS then carries a seed a second)."""
         if not mosaic.tiles:
             raise ValueError(f"mosaic {fp} has no tiles")
         if not dead_after > 0:
@@ -189,6 +196,12 @@ class Stitcher:
         self._window = PlaylistWindow.for_segments(self.settings.exact_segment_duration, window)
         self._slots = {subjects.frames(sid): _Slot() for sid in self.tile_sources}
         self._tile_slots = tuple(self._slots[subjects.frames(sid)] for sid in self.tile_sources)
+        if frame_slots is not None:
+            for sid in self.tile_sources:
+                path = frame_slots(sid)
+                slot = self._slots[subjects.frames(sid)]
+                if path is not None and slot.reader is None:
+                    slot.reader = SlotReader(path)
 
         self._status = Status.NEW
         self._closing = False
@@ -346,6 +359,9 @@ class Stitcher:
                 # it closes; the unfinished segment dies with it.
                 await asyncio.get_running_loop().run_in_executor(executor, renderer.close)
             executor.shutdown(wait=False)
+        for slot in self._tile_slots:
+            if slot.reader is not None:
+                slot.reader.close()  # its frames are copies: nothing still points into it
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._status in (Status.STOPPING, Status.STOPPED):
@@ -422,11 +438,40 @@ class Stitcher:
             return
         if seed and slot.serial:
             return  # a live frame beat the seed: it is newer
+        if slot.header is not None and header.wall < slot.header.wall:
+            return  # a seed from NATS older than what the shared-memory slot gave
+        self._take(slot, header, pixels, arrived)
+
+    def _take(self, slot: _Slot, header: FrameHeader, pixels: memoryview, arrived: float) -> None:
         if slot.serial > slot.composed:
             self._replaced += 1
         slot.header, slot.pixels = header, pixels
         slot.serial += 1
         slot.arrived = arrived
+
+    def _poll_slots(self, now: float) -> None:
+        """Take the newest frame of every tile whose grabber writes to shared memory."""
+        tw, th = self.layout.tile_width, self.layout.tile_height
+        wall = self._wall()
+        for sid, slot in zip(self.tile_sources, self._tile_slots, strict=True):
+            if slot.reader is None:
+                continue
+            frame = slot.reader.read()
+            if frame is None or (frame.width, frame.height) != (tw, th):
+                continue
+            if wall - frame.wall > self.dead_after:
+                continue  # a dead grabber's last frame: not live
+            if slot.header is not None and frame.wall < slot.header.wall:
+                continue
+            header = FrameHeader(
+                source_id=sid,
+                seq=frame.seq,
+                pts=frame.pts,
+                wall=frame.wall,
+                width=frame.width,
+                height=frame.height,
+            )
+            self._take(slot, header, memoryview(frame.pixels), now)
 
     async def _on_frame(self, msg: Msg) -> None:
         self._accept(msg.subject, msg.data, self._clock(), seed=False)
@@ -448,6 +493,7 @@ class Stitcher:
     # --- clock ----------------------------------------------------------------------------
 
     def _views(self, now: float) -> tuple[TileView, ...]:
+        self._poll_slots(now)
         views = []
         dead = 0
         warming = now - self._started_at < self.dead_after

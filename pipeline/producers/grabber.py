@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -61,6 +62,7 @@ from nats.aio.client import Client
 
 from pipeline import subjects
 from pipeline.errors import ConfigError
+from pipeline.frameslot import SlotWriter
 from pipeline.heartbeat import Heartbeater
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
@@ -80,6 +82,9 @@ from pipeline.tasks import cancel_and_wait
 log = logging.getLogger("tessera.grabber")
 
 QUEUE_SIZE = 2
+SEED_INTERVAL = 1.0
+"""With a shared-memory slot, seconds between the frames still sent on NATS (``FRAMES`` keeps a
+picture for a stitcher elsewhere or a late one)."""
 """Packed frames waiting for the publisher: the newest, and the one being replaced."""
 
 MAX_DECODE_ERRORS = 25
@@ -171,6 +176,7 @@ class Grabber:
         backoff_max: float = 10.0,
         healthy_after: float = 10.0,
         instance_id: str = "",
+        frame_slot: Path | None = None,
     ) -> None:
         subjects.token(source_id)
         subjects.token(worker_id)
@@ -197,6 +203,12 @@ class Grabber:
         self.stale = 0
         """Frames of a live source dropped as repeats after a reconnect (a frozen playlist)."""
         self._subject = subjects.frames(source_id)
+        self.frame_slot = frame_slot
+        """Where frames also go in shared memory (:mod:`pipeline.frameslot`); NATS then only
+        carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
+        self._slot: SlotWriter | None = None
+        self._last_seed = 0.0
+        self.slot_written = 0
         self._heartbeater = Heartbeater(
             nc, subjects.worker_heartbeat(worker_id), self._beat, interval=heartbeat_interval
         )
@@ -254,6 +266,8 @@ class Grabber:
                 f"max_payload of {limit} bytes: use smaller tiles or raise max_payload "
                 "(TESSERA_NATS_MAX_PAYLOAD)"
             )
+        if self.frame_slot is not None:
+            self._slot = SlotWriter(self.frame_slot, self.width, self.height)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopping.clear()
@@ -296,6 +310,9 @@ class Grabber:
             thread.join()  # it has returned from its work: only its exit remains
         publisher, self._publisher = self._publisher, None
         await cancel_and_wait(publisher)
+        slot, self._slot = self._slot, None
+        if slot is not None and not thread.is_alive():
+            slot.close()  # (a thread still busy keeps it: it may write once more)
         self.state = GrabberState.STOPPED
         self.connected = False
         await self._heartbeater.stop(last=self._beat())
@@ -319,16 +336,18 @@ class Grabber:
         """What the grabber reports in its heartbeat (rates over the last ~heartbeat)."""
         now = time.monotonic()
         t0, decoded0, published0 = self._rate_mark
+        # Frames out: on NATS, or (a seed on NATS aside) in the shared-memory slot.
+        published = self.slot_written or self.published
         if now - t0 >= 0.5:
             self._rates = (
                 (self.decoded - decoded0) / (now - t0),
-                (self.published - published0) / (now - t0),
+                (published - published0) / (now - t0),
             )
-            self._rate_mark = (now, self.decoded, self.published)
+            self._rate_mark = (now, self.decoded, published)
         return GrabberStats(
             fps_in=round(self._rates[0], 2),
             fps_out=round(self._rates[1], 2),
-            frames=self.published,
+            frames=published,
             reconnects=self.reconnects,
             decode_errors=self.decode_errors,
             dropped=self.dropped,
@@ -514,9 +533,18 @@ class Grabber:
         reason = f"the stream ended or stopped advancing for {self.read_timeout:g} s"
         return session.result(_End.FAILED, f"{redact(self.url)}: {reason}")
 
-    def _emit(self, payload: bytes) -> None:
+    def _emit(self, header: FrameHeader, pixels: bytes | memoryview) -> None:
+        """Hand one frame on (decode thread): into the slot at once, and to NATS (all of them,
+        or with a slot one seed per :data:`SEED_INTERVAL`) through the event loop."""
         self.packed += 1
-        self._to_loop(self._offer, payload)
+        slot = self._slot
+        if slot is not None:
+            slot.write(header.seq, header.pts, header.wall, pixels)
+            self.slot_written += 1
+            if header.wall - self._last_seed < SEED_INTERVAL:
+                return
+            self._last_seed = header.wall
+        self._to_loop(self._offer, pack_frame(header, pixels))
 
 
 class _Session:
@@ -584,7 +612,7 @@ class _Session:
             width=g.width,
             height=g.height,
         )
-        g._emit(pack_frame(header, pixels))
+        g._emit(header, pixels)
         return True
 
     def result(self, end: _End, reason: str = "") -> _Result:
