@@ -228,9 +228,7 @@ class WebIO:
             return _Opened(url, response, sock)
         raise SourceUnavailable(url, f"more than {MAX_REDIRECTS} redirects")
 
-    def _get(
-        self, url: str, offset: int
-    ) -> tuple[http.client.HTTPResponse, socket.socket | None]:
+    def _get(self, url: str, offset: int) -> tuple[http.client.HTTPResponse, socket.socket | None]:
         scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         if scheme not in _WEB or scheme not in self.policy.schemes:
             raise self.refuse(url, f"scheme {scheme or '(none)'!r} not allowed here")
