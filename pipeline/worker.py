@@ -66,7 +66,19 @@ async def _grabber(config: Config, args: argparse.Namespace, nc: object) -> Serv
         open_timeout=config.source_open_timeout,
         read_timeout=config.source_read_timeout,
         frame_slot=_frame_slot(config, nc, args.target),
+        on_stuck=_exit_stuck,
     )
+
+
+def _exit_stuck(reason: str) -> None:
+    """A grabber's decode thread hangs inside a call no timeout ends: end the process (its
+    provider sees the exit and starts it again) rather than heartbeat on without frames."""
+    import logging
+    import sys
+
+    logging.getLogger("tessera.worker").error("exiting: %s", reason)
+    sys.stderr.flush()
+    os._exit(70)  # a thread cannot be cancelled; only the process can end it
 
 
 def _frame_slot(config: Config, nc: object, source_id: str) -> Path | None:

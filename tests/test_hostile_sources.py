@@ -309,3 +309,33 @@ async def test_a_source_flapping_50_times_keeps_one_grabber_and_a_bounded_rate(
     # 50 ms; a retry loop without backoff would reconnect hundreds of times.
     assert reconnects <= elapsed / 0.05 + 2, (reconnects, elapsed)
     assert grabber_threads() == 0
+
+
+async def test_a_hung_decode_thread_is_reported_to_the_watchdog(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every FFmpeg call and read has a timeout; a hang beyond them all (simulated here by an
+    open that never returns: the one injected fault, in our own code) reaches ``on_stuck``,
+    which in a worker process exits it so that its provider starts it again."""
+    release = threading.Event()
+
+    def hangs(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)
+        raise SourceRefused("http://hung.test/", "released")
+
+    monkeypatch.setattr("pipeline.producers.grabber.open_input", hangs)
+    stuck: list[str] = []
+    made: list[Grabber] = []
+    try:
+        grabber, _ = await grab(made, nc, "http://hung.test/live.m3u8", 64, 36)
+        grabber.on_stuck = stuck.append
+        grabber.stuck_after = 1.5
+        await until(lambda: bool(stuck), 6, "the watchdog's call")
+        assert "stuck" in stuck[0]
+        await asyncio.sleep(1.5)
+        assert len(stuck) == 1, "once per hang"
+    finally:
+        release.set()
+        for g in made:
+            await g.stop()
+    assert grabber_threads() == 0

@@ -177,6 +177,7 @@ class Grabber:
         healthy_after: float = 10.0,
         instance_id: str = "",
         frame_slot: Path | None = None,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         subjects.token(source_id)
         subjects.token(worker_id)
@@ -207,6 +208,14 @@ class Grabber:
         """Where frames also go in shared memory (:mod:`pipeline.frameslot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
         self._slot: SlotWriter | None = None
+        self.on_stuck = on_stuck
+        """Called (on the event loop) when the decode thread made no progress for
+        :attr:`stuck_after` s: every FFmpeg call and read has a timeout, so that is a hang
+        nothing else will end. The worker process exits there (its provider restarts it)."""
+        self.stuck_after = max(open_timeout, read_timeout) * 2 + 10.0
+        self._busy_since: float | None = None
+        """When the decode thread's current step began (None: waiting on purpose)."""
+        self._watchdog: asyncio.Task[None] | None = None
         self._last_seed = 0.0
         self.slot_written = 0
         self._heartbeater = Heartbeater(
@@ -280,6 +289,9 @@ class Grabber:
         )
         self.state = GrabberState.CONNECTING
         self._thread.start()
+        self._watchdog = asyncio.create_task(
+            self._watch_thread(), name=f"grabber watchdog {self.source_id}"
+        )
         await self._heartbeater.start()
         log.info(
             "grabber started",
@@ -310,6 +322,8 @@ class Grabber:
             thread.join()  # it has returned from its work: only its exit remains
         publisher, self._publisher = self._publisher, None
         await cancel_and_wait(publisher)
+        watchdog, self._watchdog = self._watchdog, None
+        await cancel_and_wait(watchdog)
         slot, self._slot = self._slot, None
         if slot is not None and not thread.is_alive():
             slot.close()  # (a thread still busy keeps it: it may write once more)
@@ -401,6 +415,21 @@ class Grabber:
                 self.published += 1
                 self._publish_error = ""
 
+    async def _watch_thread(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            since = self._busy_since
+            if since is None or time.monotonic() - since < self.stuck_after:
+                continue
+            log.error(
+                "decode thread stuck: no progress for %.0f s",
+                time.monotonic() - since,
+                extra={"source": self.source_id, "url": redact(self.url)},
+            )
+            if self.on_stuck is not None:
+                self.on_stuck(f"decode thread stuck for {self.stuck_after:g} s")
+            self._busy_since = None  # said once per hang
+
     def _thread_done(self) -> None:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
@@ -428,13 +457,16 @@ class Grabber:
                 self.reconnects += 1
             first = False
             self.state = GrabberState.CONNECTING
+            self._busy_since = time.monotonic()
             result = self._attempt()
             while result.end is _End.FILE_END and result.frames and not self._stopping.is_set():
                 # A finite source ended: play it again at once, but never reopen it more than
                 # once a second (a file of one frame would otherwise be hammered).
                 self.loops += 1
+                self._busy_since = None
                 if self._stopping.wait(max(0.0, MIN_LOOP_PERIOD - result.lasted)):
                     return
+                self._busy_since = time.monotonic()
                 result = self._attempt(looping=True)
             if self._stopping.is_set() or result.end is _End.STOPPED:
                 return
@@ -450,6 +482,7 @@ class Grabber:
                 "reconnecting later",
                 extra={"source": self.source_id, "in_s": round(delay, 2), "why": result.reason},
             )
+            self._busy_since = None
             if self._stopping.wait(delay):
                 return
 
@@ -501,6 +534,7 @@ class Grabber:
         try:
             errors_in_row = 0
             for packet in packets:
+                self._busy_since = time.monotonic()
                 if self._stopping.is_set():
                     return session.result(_End.STOPPED)
                 try:
@@ -601,6 +635,7 @@ class _Session:
             self.last_due = due
             if due > now and g._stopping.wait(due - now):
                 return False
+            g._busy_since = time.monotonic()  # a long wait for a frame's time is on purpose
         self.frames += 1
         self.last_t = t
         pixels = g._scaler.scale(frame, self.ctx.sample_aspect_ratio)
