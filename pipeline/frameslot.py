@@ -91,7 +91,9 @@ class SlotWriter:
         os.replace(tmp, path)
         self._lock = 0
 
-    def write(self, seq: int, pts: float, wall: float, pixels: bytes | memoryview) -> None:
+    def write(
+        self, seq: int, pts: float, wall: float, pixels: bytes | bytearray | memoryview
+    ) -> None:
         """Publish one frame (the whole picture, ``payload_size`` bytes)."""
         if len(pixels) != self.size:
             raise ValueError(f"a {self.width}x{self.height} frame is {self.size} bytes")

@@ -36,7 +36,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(FrameHeader)
 
 
-def pack_frame(header: FrameHeader, pixels: bytes | memoryview) -> bytes:
+def pack_frame(header: FrameHeader, pixels: bytes | bytearray | memoryview) -> bytes:
     """Encode a frame message."""
     head = _encoder.encode(header)
     return b"".join((_LEN.pack(len(head)), head, pixels))
