@@ -109,7 +109,7 @@ def stitcher_stages(
             canvas = compositor.compose(views)
             times["compose"] += time.thread_time() - began
             began = time.thread_time()
-            encoder.encode(canvas.array)
+            encoder.encode(canvas.frame)
             times["encode"] += time.thread_time() - began
     finally:
         encoder.close()

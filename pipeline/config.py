@@ -317,11 +317,12 @@ class Config:
         group="mosaics",
     )
     x264_preset: str = setting(
-        "veryfast",
+        "ultrafast",
         env="TESSERA_X264_PRESET",
         flag="--x264-preset",
         parse=_choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
-        help="libx264 preset of the mosaic encoder",
+        help="libx264 preset of the mosaic encoder: ultrafast spends the least CPU per mosaic "
+        "(about half of veryfast's) for ~1.7x its bitrate; veryfast for viewers on slow links",
         group="mosaics",
     )
     capacity: int = setting(

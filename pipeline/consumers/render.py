@@ -62,7 +62,7 @@ class MosaicRenderer:
         self._pending[index] = (start, first)
 
         canvas = self.compositor.compose(views)
-        segment = self.encoder.encode(canvas.array)
+        segment = self.encoder.encode(canvas.frame)
         self.last_ms = (time.perf_counter() - began) * 1000.0
         if segment is None:
             return None
