@@ -10,7 +10,7 @@ Protocol with the runner, one JSON line per message: once everything runs, the h
 ``{"gateway": url, "nats": url, "pid": pid}`` on stdout. Then each line ``workers`` on its
 stdin is answered with ``{"workers": [{"pid", "kind", "target", "worker_id", "started_at"},
 ...], "spares": n}``: the workers the local provider runs, as it sees them (a worker may run
-in a pre-started "spare" process whose command line does not say what it became, so the
+in a process forked by the fork server, whose command line does not say what it became, so the
 provider is asked rather than ``/proc``). The host stops gracefully (the Stack stops its
 workers, then nats-server) when its stdin closes, or on SIGTERM/SIGINT. A ``kill -9`` of the
 runner still takes it down (parent-death signal, set by the runner).

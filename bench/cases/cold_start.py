@@ -11,7 +11,7 @@ Two kinds of start, interleaved (cold, warm, cold, warm, ...):
 
 Sources: :class:`~pipeline.synthetic.LiveHlsSource` cameras of distinct colours on loopback (live
 HLS, 1 s segments). The stack runs with its shipped settings (1 s controller poll, 1 s
-heartbeats, its spare worker processes). Where the time goes, per start: the controller
+heartbeats, the local provider's fork server). Where the time goes, per start: the controller
 starting the workers (when the provider started or assigned each one), grabbers publishing
 (their first "connected" heartbeat), the stitcher's first stored segment, and the first
 segment with every tile live.
@@ -165,7 +165,7 @@ async def _run(ctx: Context) -> list[Result]:
                 f"; next: worker processes take {fmt(med('grabbers_live_s') - med('spawn_s'))} s "
                 f"from start to publishing, {len(names) + 1} of them at once on "
                 f"{ctx.cpus} cores, mostly importing (PyAV, nats-py, Tessera): start them "
-                "from a pre-imported parent (fork server); then cut the first segment short"
+                "(the fork server is on: is it still importing?); then cut the first segment short"
             )
         results.append(
             Result(
