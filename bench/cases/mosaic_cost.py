@@ -119,9 +119,11 @@ def next_step(
     total = loop_ms + server_ms + receive_ms + handling_ms
     return (
         f"next: the per-frame overhead ffmpeg does not have, {fmt(total)} ms per tile frame: "
-        f"grabber publish loop {fmt(loop_ms)}, nats-server {fmt(server_ms)} (part of it "
-        f"JetStream capturing FRAMES, case 7), stitcher receive {fmt(receive_ms)}, grabber "
-        f"frame handling {fmt(handling_ms)}"
+        f"grabber event loops {fmt(loop_ms)} (heartbeats, a seed frame a second), nats-server "
+        f"{fmt(server_ms)} (heartbeats, seeds, segments, state), the stitcher's event loop "
+        f"{fmt(receive_ms)} (slot reads, scheduling), grabber frame handling "
+        f"{fmt(handling_ms)} (release thread, slot writes, Python around each frame, and "
+        "decoding with caches colder than the stage measured alone)"
     )
 
 
