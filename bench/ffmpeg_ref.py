@@ -51,7 +51,7 @@ def xstack_args(
     args += [
         "-filter_complex_threads", "1", "-filter_complex", graph, "-map", "[out]",
         "-r", str(fps), "-c:v", "libx264", "-threads", "1", "-preset", preset,
-        "-tune", "zerolatency", "-crf", "23", "-x264-params", settings.x264_params(),
+        "-tune", "zerolatency", "-crf", str(settings.crf), "-x264-params", settings.x264_params(),
         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
         "-hls_flags", "delete_segments+independent_segments",
         "-hls_segment_filename", str(out_dir / "s%d.ts"), str(out_dir / "index.m3u8"),

@@ -118,6 +118,7 @@ async def _stitcher(config: Config, args: argparse.Namespace, nc: object) -> Ser
         dead_after=config.dead_source_timeout,
         heartbeat_interval=config.heartbeat_interval,
         preset=config.x264_preset,
+        crf=config.x264_crf,
         frame_slots=lambda sid: _frame_slot(config, nc, sid),
     )
 

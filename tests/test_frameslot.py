@@ -22,7 +22,7 @@ from pipeline.mosaic import source_id
 from pipeline.producers.grabber import Grabber
 from pipeline.producers.opener import SourcePolicy
 from pipeline.synthetic import LiveHlsSource, SourceServer, rgb_to_yuv601
-from tests.test_grabber import FAST
+from tests.test_grabber import FAST, until
 
 W, H = 64, 36
 
@@ -182,6 +182,9 @@ async def test_a_stitcher_composes_from_slots_without_frames_on_nats(
             first = await st.next_notice(notices)
             picture = (await st.segment_frames(js, first.key))[-1]
             st.assert_all_colours(picture)
+            # Live slots: their NATS subscriptions are dropped (the seeds would be copies).
+            blue = subjects.frames(stopped)
+            await until(lambda: not stitcher.subscribed - {blue}, 5, "live slots unsubscribed")
             # blue's writer stopped after a second: dead once dead_after has passed.
             for _ in range(6):
                 notice = await st.next_notice(notices)
@@ -191,6 +194,9 @@ async def test_a_stitcher_composes_from_slots_without_frames_on_nats(
             else:
                 raise AssertionError("the stopped slot never turned dead")
             st.assert_all_colours(picture, except_=st.NAMES.index("blue"))
+            # blue's slot stopped: frames are taken from NATS again for it (a grabber
+            # elsewhere, or one that restarted without its slot, still reaches the stitcher).
+            await until(lambda: stitcher.subscribed == {blue}, 5, "blue subscribed again")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -150,7 +150,9 @@ async def _run(ctx: Context) -> list[Result]:
 
     tessera: dict[int, list[mosaicrun.Sample]] = {n: [] for n in tile_counts}
     ffmpeg: dict[int, list[dict[str, float]]] = {n: [] for n in tile_counts}
-    env = {"TESSERA_IDLE_TIMEOUT": "2", "TESSERA_X264_PRESET": PRESET}
+    # One encoder setting for both sides: the preset above and EncoderSettings' crf (23),
+    # which bench/ffmpeg_ref.py gives ffmpeg too.
+    env = {"TESSERA_IDLE_TIMEOUT": "2", "TESSERA_X264_PRESET": PRESET, "TESSERA_X264_CRF": "23"}
     with SourceServer(workers=64) as server:
         names = serve_clips(server, paths, max(TILES))
         async with StackHost(ctx.work_dir, "mosaic-cost", env) as host, Watchers(host) as watchers:

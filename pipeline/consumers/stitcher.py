@@ -100,6 +100,9 @@ only swaps a reference, so even these are only reached if the loop was held up. 
 byte limit that goes with it, what a stalled stitcher can buffer is a few frames per tile,
 not the backlog (the nats-server itself cuts off a client that stops reading for long)."""
 FRAME_HEADER_ROOM = 1024
+SLOT_CHECK = 1.0
+"""Seconds between checks of which tiles' shared-memory slots are live (their NATS frame
+subscriptions are dropped meanwhile, and taken again within two checks of a slot stopping)."""
 """Bytes allowed for a frame message's header on top of its yuv420p pixels."""
 FPS_WINDOW = 2.0
 """Seconds of recent pictures the reported output fps is measured over."""
@@ -138,6 +141,8 @@ class _Slot:
     """Serial last taken for a picture."""
     reader: SlotReader | None = None
     """The source's shared-memory slot, when frames come that way (:mod:`pipeline.frameslot`)."""
+    slot_seen: float = -1e9
+    """``clock()`` time the slot last gave a new frame."""
 
 
 class Stitcher:
@@ -213,6 +218,9 @@ class Stitcher:
         self._ready = False
         self._started_at = 0.0
         self._subs: list[Subscription] = []
+        self._by_subject: dict[str, Subscription] = {}
+        """The frame subscriptions in force (none for a tile whose slot is live)."""
+        self._follower: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._renderer: MosaicRenderer | None = None
         self._outbox: asyncio.Queue[RenderedSegment] = asyncio.Queue(OUTBOX_SIZE)
@@ -271,17 +279,8 @@ class Stitcher:
             self._renderer = await loop.run_in_executor(
                 self._executor, self._make_renderer, first_seq
             )
-            tw, th = self.layout.tile_width, self.layout.tile_height
-            frame_bytes = tw * th * 3 // 2 + FRAME_HEADER_ROOM
             for subject in self._slots:
-                self._subs.append(
-                    await self._nc.subscribe(
-                        subject,
-                        cb=self._on_frame,
-                        pending_msgs_limit=PENDING_FRAMES,
-                        pending_bytes_limit=PENDING_FRAMES * frame_bytes,
-                    )
-                )
+                await self._subscribe(subject)
             await self._nc.flush()
             await self._seed()
             self._started_at = self._clock()
@@ -295,7 +294,13 @@ class Stitcher:
                 self._publish_loop(), name=f"stitcher {self.fp} publisher"
             )
             self._ticker = asyncio.create_task(self._tick_loop(), name=f"stitcher {self.fp} clock")
-            for task in (self._publisher, self._ticker):
+            tasks = [self._publisher, self._ticker]
+            if any(slot.reader is not None for slot in self._tile_slots):
+                self._follower = asyncio.create_task(
+                    self._follow_slots(), name=f"stitcher {self.fp} slots"
+                )
+                tasks.append(self._follower)
+            for task in tasks:
                 task.add_done_callback(self._task_done)
             await self._heartbeater.start()
         except BaseException:
@@ -345,12 +350,14 @@ class Stitcher:
         if heartbeater is not None:
             with contextlib.suppress(*_NATS_ERRORS):
                 await heartbeater.stop(last=self._beat())
+        await cancel_and_wait(self._follower)
         await cancel_and_wait(self._ticker)
         await cancel_and_wait(self._publisher)
         for sub in self._subs:
             with contextlib.suppress(*_NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs.clear()
+        self._by_subject.clear()
         executor, self._executor = self._executor, None
         if executor is not None:
             renderer, self._renderer = self._renderer, None
@@ -449,6 +456,44 @@ class Stitcher:
         slot.serial += 1
         slot.arrived = arrived
 
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """The frame subjects this stitcher takes from NATS now."""
+        return frozenset(self._by_subject)
+
+    async def _subscribe(self, subject: str) -> None:
+        tw, th = self.layout.tile_width, self.layout.tile_height
+        frame_bytes = tw * th * 3 // 2 + FRAME_HEADER_ROOM
+        sub = await self._nc.subscribe(
+            subject,
+            cb=self._on_frame,
+            pending_msgs_limit=PENDING_FRAMES,
+            pending_bytes_limit=PENDING_FRAMES * frame_bytes,
+        )
+        self._subs.append(sub)
+        self._by_subject[subject] = sub
+
+    async def _follow_slots(self) -> None:
+        """While a tile's slot gives frames, take none of its frames from NATS (the seeds would
+        only cost the server and this process a copy); subscribe again when the slot stops."""
+        while True:
+            await asyncio.sleep(SLOT_CHECK)
+            now = self._clock()
+            for subject, slot in self._slots.items():
+                if slot.reader is None:
+                    continue
+                live = now - slot.slot_seen < SLOT_CHECK * 2
+                sub = self._by_subject.get(subject)
+                try:
+                    if live and sub is not None:
+                        del self._by_subject[subject]
+                        self._subs.remove(sub)
+                        await sub.unsubscribe()
+                    elif not live and sub is None:
+                        await self._subscribe(subject)
+                except _NATS_ERRORS as exc:
+                    log.debug("frame subscription not changed", extra={"error": repr(exc)})
+
     def _poll_slots(self, now: float) -> None:
         """Take the newest frame of every tile whose grabber writes to shared memory."""
         tw, th = self.layout.tile_width, self.layout.tile_height
@@ -472,6 +517,7 @@ class Stitcher:
                 height=frame.height,
             )
             self._take(slot, header, memoryview(frame.pixels), now)
+            slot.slot_seen = now
 
     async def _on_frame(self, msg: Msg) -> None:
         self._accept(msg.subject, msg.data, self._clock(), seed=False)
