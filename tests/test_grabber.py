@@ -206,7 +206,9 @@ async def test_frames_have_the_tile_size_and_the_source_colour(
     beat = seen.beats[-1]
     assert (beat.kind, beat.target, beat.ready) == ("grabber", grabber.source_id, True)
     assert seen.stats.connected and seen.stats.state == "connected"
-    assert 15 <= seen.stats.fps_in <= 40, seen.stats
+    # Decoding runs up to a second ahead in bursts (the release thread paces the output), so
+    # the decode rate settles at the source's once that second is decoded.
+    await until(lambda: 15 <= seen.stats.fps_in <= 40, 8, "a steady decode rate")
 
 
 async def test_letterbox_and_pillarbox_bars_are_black(
