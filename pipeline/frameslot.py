@@ -53,6 +53,24 @@ def slot_path(ns: str, source_id: str) -> Path:
     return root_dir() / f"{ns}-{source_id}"
 
 
+def remove_namespace(ns: str) -> int:
+    """Remove every slot of namespace ``ns`` (its grabbers are gone: a stack stopping, or
+    grabbers killed before they could clean up); the number removed."""
+    removed = 0
+    try:
+        entries = list(root_dir().iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in entries:
+        if path.name.startswith((f"{ns}-", f".{ns}-")):
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def payload_size(width: int, height: int) -> int:
     """Bytes of one yuv420p picture."""
     return width * height * 3 // 2

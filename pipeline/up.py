@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -27,7 +28,7 @@ from nats.js import JetStreamContext
 from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.server import GatewayServer
-from pipeline import natsauth
+from pipeline import frameslot, natsauth
 from pipeline.bus import connect, resolve_url
 from pipeline.config import Config, to_env
 from pipeline.consumers.controller import Controller
@@ -249,6 +250,10 @@ class Stack:
         provider, self.provider = self.provider, None
         if provider is not None:
             await provider.close()
+            if self.nats is not None:
+                # Our own server, so our own slots: those a killed grabber left go too.
+                parts = urlsplit(self.nats.url)
+                frameslot.remove_namespace(frameslot.namespace(f"{parts.hostname}:{parts.port}"))
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()

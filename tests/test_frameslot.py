@@ -203,3 +203,16 @@ async def test_a_stitcher_composes_from_slots_without_frames_on_nats(
         for writer in writers.values():
             writer.close()
         await notices.unsubscribe()
+
+
+def test_a_namespace_is_removed_whole(tmp_path: Path) -> None:
+    ns = "t" + os.urandom(5).hex()
+    other = "u" + os.urandom(5).hex()
+    mine = [SlotWriter(frameslot.slot_path(ns, f"src{i}-64x36"), W, H) for i in range(3)]
+    theirs = SlotWriter(frameslot.slot_path(other, "src-64x36"), W, H)
+    try:
+        assert frameslot.remove_namespace(ns) == 3
+        assert not any(w.path.exists() for w in mine) and theirs.path.exists()
+    finally:
+        for w in [*mine, theirs]:
+            w.close()
