@@ -1,0 +1,48 @@
+"""The heartbeat cache follows a replaced HEARTBEATS stream (a restarted server's new memory
+stream) instead of waiting, blind, for its old sequence numbers to come round again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from pipeline import subjects
+from pipeline.messages.codec import encode
+from pipeline.messages.heartbeats import WorkerHeartbeat
+from pipeline.state.beats import HeartbeatCache
+from pipeline.topology import HEARTBEATS, provision
+
+
+def beat(worker: str) -> bytes:
+    return encode(WorkerHeartbeat(at=time.time(), worker_id=worker, kind="grabber", target="s"))
+
+
+async def until(predicate, within: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+async def test_a_replaced_stream_is_followed_afresh(nc: Client, js: JetStreamContext) -> None:
+    # Many beats first, so the old stream's sequence is far ahead of the new one's.
+    for i in range(50):
+        await js.publish(subjects.worker_heartbeat(f"w{i % 5}"), beat(f"w{i % 5}"))
+    cache = HeartbeatCache(js, check_interval=0.2)
+    await cache.start()
+    try:
+        assert await until(lambda: len(cache.latest) == 5, 5)
+        # A restarted server: the memory stream is gone and provisioned again, empty.
+        await js.delete_stream(HEARTBEATS.name)
+        await provision(js)
+        await js.publish(subjects.worker_heartbeat("after"), beat("after"))
+        assert await until(lambda: "hb.worker.after" in cache.latest, 5), cache.latest.keys()
+        assert cache.resubscribed == 1
+    finally:
+        await cache.stop()
+        await cache.stop()
