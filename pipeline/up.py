@@ -197,6 +197,11 @@ class Stack:
             shutdown_timeout=config.shutdown_timeout / 2,
         )
         await self.gateway.start()
+        if self.provider is not None and self.provider.forks is not None:
+            # The fork server imports while everything else starts; a /create right after
+            # `tessera up` says it is ready should not wait for those imports (bench case 3).
+            if not await self.provider.ready(10.0):
+                log.warning("the fork server is not ready: workers start as new processes")
 
     def _instance_provider(self, instances: InstanceConfig) -> InstanceProvider:
         """The provider that launches instances. Local agents are built here so that they and

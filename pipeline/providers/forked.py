@@ -169,6 +169,14 @@ class ForkServer:
             self.state = "starting"
             self._task = asyncio.create_task(self._supervise(), name="fork server")
 
+    async def settled(self, within: float) -> bool:
+        """Wait (at most ``within`` s) until the server is ready or has given up starting;
+        True when it is ready."""
+        if self.state == "starting":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), within)
+        return self.state == "ready"
+
     async def fork(self, argv: list[str], env: dict[str, str]) -> ForkedProcess:
         """Fork a worker running ``tessera`` ``argv`` with exactly ``env``."""
         if self.state == "starting":

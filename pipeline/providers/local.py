@@ -118,6 +118,11 @@ class LocalProvider:
         if self.forks is not None:
             await self.forks.start()
 
+    async def ready(self, within: float) -> bool:
+        """Wait (at most ``within`` s) for the fork server to have imported everything, so that
+        the first start is as fast as the rest; True when workers start by forking."""
+        return self.forks is not None and await self.forks.settled(within)
+
     async def _fork(self, spec: WorkerSpec, env: dict[str, str]) -> ForkedProcess | None:
         """The worker forked by the fork server; None when it cannot (then spawn one)."""
         if self.forks is None:
