@@ -50,7 +50,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/endless.m3u8":
             self._headers(200, "application/vnd.apple.mpegurl")
             head = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n"
-            self._pour(lambda i: f"#EXTINF:1,\nseg{i}.ts\n".encode(), head=head)
+            # In blocks of 2,000 entries (~40 kB): the body comes as fast as the reader takes it.
+            self._pour(
+                lambda i: "".join(
+                    f"#EXTINF:1,\nseg{i * 2000 + k}.ts\n" for k in range(2000)
+                ).encode(),
+                head=head,
+            )
         elif path == "/endless.ts":
             self._headers(200, "video/mp2t")
             self._pour(lambda i: os.urandom(64 << 10))
