@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +23,8 @@ from bench.cpu import cpu_seconds
 from bench.media import require
 from pipeline.consumers.encoder import EncoderSettings
 from pipeline.mosaic import layout
-from pipeline.procs import die_with_parent
+from pipeline.procs import die_with_parent, stop_process
+from pipeline.tasks import cancel_and_wait
 
 
 def xstack_args(
@@ -89,21 +88,10 @@ class FfmpegRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        if self.proc is not None:
+            await stop_process(self.proc, 5.0, "ffmpeg")
+        await cancel_and_wait(self._reader)
+        self._reader = None
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from pipeline.bus import connect
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import GrabberStats, StitcherStats, WorkerHeartbeat
-from pipeline.procs import die_with_parent
+from pipeline.procs import die_with_parent, stop_process
 
 START_TIMEOUT = 40.0
 STOP_TIMEOUT = 25.0
@@ -197,20 +196,12 @@ class StackHost:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 3.0)
         proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 5.0)
-                except TimeoutError:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    await proc.wait()
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGKILL)  # anything left in its group
+            if proc.returncode is None and proc.stdin is not None:
+                proc.stdin.close()  # its signal to stop gracefully
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            await stop_process(proc, 5.0, "stack host")  # then forced; its group too
         log, self._log = self._log, None
         if log is not None:
             log.close()
@@ -295,11 +286,6 @@ class StackHost:
         assert self.http is not None
         got = await self.http.get(f"/play/{fp}/{uri}")
         return got.content if got.status_code == 200 else None
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 class Watchers:

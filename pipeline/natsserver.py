@@ -13,12 +13,10 @@ to this Python's scripts, then ``PATH``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import sysconfig
 from collections import deque
@@ -27,7 +25,7 @@ from types import TracebackType
 
 from pipeline.errors import NatsServerError
 from pipeline.natsauth import render_authorization, with_credentials
-from pipeline.procs import die_with_parent
+from pipeline.procs import die_with_parent, stop_process
 
 log = logging.getLogger("tessera.nats")
 
@@ -209,21 +207,11 @@ class EmbeddedNats:
         """Stop the server: SIGTERM, then SIGKILL after ``stop_timeout``. Safe to call twice."""
         proc, self._proc = self._proc, None
         self._url = None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.stop_timeout)
-            except TimeoutError:
-                self._log.warning(
-                    "nats-server did not stop in time; killing it", extra={"pid": proc.pid}
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            self._log.info("nats-server stopped", extra={"pid": proc.pid, "code": proc.returncode})
-        elif proc is not None:
-            await proc.wait()
+        if proc is not None:
+            running = proc.returncode is None
+            code = await stop_process(proc, self.stop_timeout, "nats-server")
+            if running:
+                self._log.info("nats-server stopped", extra={"pid": proc.pid, "code": code})
         task, self._log_task = self._log_task, None
         if task is not None:
             # The process is gone, so its stderr reaches EOF and the reader ends by itself.
