@@ -217,7 +217,6 @@ class Stitcher:
         self._error: BaseException | None = None
         self._ready = False
         self._started_at = 0.0
-        self._subs: list[Subscription] = []
         self._by_subject: dict[str, Subscription] = {}
         """The frame subscriptions in force (none for a tile whose slot is live)."""
         self._follower: asyncio.Task[None] | None = None
@@ -353,10 +352,9 @@ class Stitcher:
         await cancel_and_wait(self._follower)
         await cancel_and_wait(self._ticker)
         await cancel_and_wait(self._publisher)
-        for sub in self._subs:
+        for sub in self._by_subject.values():
             with contextlib.suppress(*_NATS_ERRORS):
                 await sub.unsubscribe()
-        self._subs.clear()
         self._by_subject.clear()
         executor, self._executor = self._executor, None
         if executor is not None:
@@ -470,7 +468,6 @@ class Stitcher:
             pending_msgs_limit=PENDING_FRAMES,
             pending_bytes_limit=PENDING_FRAMES * frame_bytes,
         )
-        self._subs.append(sub)
         self._by_subject[subject] = sub
 
     async def _follow_slots(self) -> None:
@@ -487,7 +484,6 @@ class Stitcher:
                 try:
                     if live and sub is not None:
                         del self._by_subject[subject]
-                        self._subs.remove(sub)
                         await sub.unsubscribe()
                     elif not live and sub is None:
                         await self._subscribe(subject)

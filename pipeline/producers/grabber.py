@@ -228,7 +228,6 @@ class Grabber:
         """When the decode thread's current step began (None: waiting on purpose)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._release: _Releaser | None = None
-        self._next_seq = 0
         self._last_seed = 0.0
         self.slot_written = 0
         self._heartbeater = Heartbeater(
@@ -244,6 +243,9 @@ class Grabber:
         self.state = GrabberState.STOPPED
         self.decoded = 0
         self.packed = 0
+        self.handed = 0
+        """Frames the decode thread handed on (numbers them; the release thread may hold a
+        second of them before they are packed)."""
         self.reconnects = 0
         self.decode_errors = 0
         self.loops = 0
@@ -740,9 +742,10 @@ class _Session:
             self.last_due = due
         self.frames += 1
         self.last_t = t
+        g.handed += 1
         header = FrameHeader(
             source_id=g.source_id,
-            seq=self.frames_out(),
+            seq=g.handed - 1,
             pts=float(t),
             wall=wall,
             width=g.width,
@@ -754,12 +757,6 @@ class _Session:
             return not g._stopping.is_set()
         g._emit(header, pixels)
         return True
-
-    def frames_out(self) -> int:
-        """The sequence number of the next frame handed on."""
-        g = self.g
-        g._next_seq += 1
-        return g._next_seq - 1
 
     def result(self, end: _End, reason: str = "") -> _Result:
         now = time.monotonic()

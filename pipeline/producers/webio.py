@@ -235,9 +235,7 @@ class WebIO:
         try:
             target, addresses = self.policy.checked_addresses(url, resolve=self._resolve)
         except SourceRefused as exc:
-            self.refusals.append(exc)
-            log.warning("refused: %s", exc)
-            raise
+            raise self.refuse(url, exc.reason) from None
         port = target.port or (443 if scheme == "https" else 80)
         conn: http.client.HTTPConnection
         if scheme == "https":
