@@ -21,9 +21,9 @@ import time
 
 from nats.aio.msg import Msg
 
-from pipeline.bus import connect
 from pipeline.errors import MessageError
 from pipeline.messages.frames import FrameHeader, pack_frame, unpack_frame
+from pipeline.nats.connect import connect
 
 
 async def publish(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """A low-latency live camera on loopback: ``GET /<name>.ts`` streams MPEG-TS made on the fly,
 like an IP camera's HTTP stream, one frame at a time in real time.
 
-Each picture is a :class:`~pipeline.synthetic.LiveHlsSource` picture (a colour with a moving
+Each picture is a :class:`~pipeline.sources.synthetic.LiveHlsSource` picture (a colour with a moving
 square) with its capture time stamped in, *turned upside down* so the stamp bar is at the top:
 a mosaic draws tile names over the bottom of every tile, where the stamp would be. Read it back
 with ``read_stamp(np.flipud(luma))``. H.264 (x264 ultrafast, zero latency, 1 s GOP), every
@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from pipeline.synthetic import RGB, LiveHlsSource
+from pipeline.sources.synthetic import RGB, LiveHlsSource
 
 
 class _Writer:

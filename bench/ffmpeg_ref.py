@@ -22,9 +22,9 @@ from types import TracebackType
 from bench.cpu import cpu_seconds
 from bench.media import require
 from pipeline.consumers.encoder import EncoderSettings
-from pipeline.mosaic import layout
-from pipeline.procs import die_with_parent, stop_process
-from pipeline.tasks import cancel_and_wait
+from pipeline.runtime.procs import die_with_parent, stop_process
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.state.mosaic import layout
 
 
 def xstack_args(

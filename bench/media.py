@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.core import CaseSkipped
-from pipeline.mosaic import layout
+from pipeline.state.mosaic import layout
 
 CLIP_SECONDS = 10
 CLIP_VARIANTS = 4

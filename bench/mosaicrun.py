@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import urldsl
 from bench.cpu import CpuWindow
 from bench.stack import StackHost, Watchers, until
-from pipeline.mosaic import layout, source_id
+from pipeline.state.mosaic import layout, source_id
 
 FPS = 25
 SIZE = (1280, 720)

@@ -27,11 +27,11 @@ from nats.aio.msg import Msg
 
 from bench.core import ROOT
 from bench.cpu import Proc, cmdline, descendants
-from pipeline.bus import connect
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import GrabberStats, StitcherStats, WorkerHeartbeat
-from pipeline.procs import die_with_parent, stop_process
+from pipeline.nats.connect import connect
+from pipeline.runtime.procs import die_with_parent, stop_process
 
 START_TIMEOUT = 40.0
 STOP_TIMEOUT = 25.0

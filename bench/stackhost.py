@@ -1,6 +1,6 @@
 """The stack host: ``python -m bench.stackhost --data-dir DIR [--env KEY=VALUE ...]``.
 
-Runs Tessera's one-machine :class:`~pipeline.up.Stack` (embedded nats-server, projector,
+Runs Tessera's one-machine :class:`~pipeline.cli.up.Stack` (embedded nats-server, projector,
 controller, local provider with its worker processes, gateway) in a process of its own, so the
 suite can measure the gateway's CPU apart from the load generators and measurement code, which
 stay in the runner. Settings come from ``--env`` pairs (the same variables ``tessera up``
@@ -25,9 +25,9 @@ import os
 import signal
 import sys
 
-from pipeline import logs
-from pipeline.config import load
-from pipeline.up import Stack
+from pipeline.cli.up import Stack
+from pipeline.config.settings import load
+from pipeline.runtime import logs
 
 
 async def serve(env: dict[str, str]) -> None:

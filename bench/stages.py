@@ -26,9 +26,9 @@ from pipeline.consumers.compositor import Compositor, TileKind, TileView
 from pipeline.consumers.encoder import EncoderSettings, SegmentEncoder
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader, pack_frame
-from pipeline.mosaic import layout
 from pipeline.producers.grabber import DECODER_OPTIONS
 from pipeline.producers.scale import TileScaler
+from pipeline.state.mosaic import layout
 
 WARMUP = 10
 """Frames decoded before timing starts."""

@@ -24,7 +24,7 @@ from gateway.livestate import LiveState
 from gateway.metrics import Metrics
 from gateway.mosaics import Mosaics
 from gateway.sessions import Sessions
-from pipeline.state.beats import HeartbeatCache
+from pipeline.nats.beats import HeartbeatCache
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -14,8 +14,8 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline.config import Config
-from pipeline.turn import TurnConfig
+from pipeline.config.settings import Config
+from pipeline.webrtc.turn import TurnConfig
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from pipeline.config import Config
+from pipeline.config.settings import Config
 
 
 @dataclass

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.context import GatewayContext
-from pipeline.topology import BUCKETS, STREAMS
+from pipeline.nats.topology import BUCKETS, STREAMS
 
 
 async def _status(ctx: GatewayContext) -> tuple[bool, dict[str, Any]]:

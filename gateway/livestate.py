@@ -10,7 +10,7 @@ A bucket can be replaced under a watcher: a restarted nats-server loses its memo
 empty. The old watcher never hears of it (its consumer would resume at a stream sequence the
 new bucket has not reached), and what it holds names segments that are gone. So every
 ``check_every`` seconds the gateway compares each bucket's creation time with the one it
-watches: gone or replaced, its playlists become :func:`~pipeline.consumers.playlist.continuation`
+watches: gone or replaced, its playlists become :func:`~pipeline.segments.playlist.continuation`
 playlists and it is watched again from scratch.
 
 A playlist that goes away (the bucket was lost, or the key expired) is replaced by its
@@ -31,9 +31,9 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from pipeline.consumers.playlist import continuation
-from pipeline.tasks import cancel_and_wait
-from pipeline.topology import MANIFESTS, MOSAICS, BucketSpec
+from pipeline.nats.topology import MANIFESTS, MOSAICS, BucketSpec
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.segments.playlist import continuation
 
 log = logging.getLogger("tessera.gateway")
 

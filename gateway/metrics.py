@@ -2,7 +2,7 @@
 
 One registry per app: HTTP metrics by route (:mod:`gateway.httpmetrics`) and pipeline metrics
 built at scrape time from the newest heartbeat of every
-worker, agent and service (:class:`~pipeline.state.beats.HeartbeatCache`) and from JetStream
+worker, agent and service (:class:`~pipeline.nats.beats.HeartbeatCache`) and from JetStream
 (stream sizes, the projector's pending events, the events it parked).
 """
 
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import GatewayContext
+from pipeline.control.projector import DURABLE
 from pipeline.messages.heartbeats import (
     GrabberStats,
     InstanceHeartbeat,
@@ -26,9 +27,8 @@ from pipeline.messages.heartbeats import (
     StitcherStats,
     WorkerHeartbeat,
 )
-from pipeline.state.beats import HeartbeatCache
-from pipeline.state.projector import DURABLE
-from pipeline.topology import BUCKETS, EVENTS, PARKED, STREAMS
+from pipeline.nats.beats import HeartbeatCache
+from pipeline.nats.topology import BUCKETS, EVENTS, PARKED, STREAMS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

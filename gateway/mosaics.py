@@ -27,16 +27,16 @@ import urldsl
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.livestate import LiveState
-from pipeline import subjects
-from pipeline.consumers.playlist import empty_playlist
-from pipeline.eventlog import AlreadyExists, append
+from pipeline.control.read import read_entry
 from pipeline.messages.codec import encode
 from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.messages.heartbeats import ViewerHeartbeat
-from pipeline.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
+from pipeline.nats import subjects
+from pipeline.nats.eventlog import AlreadyExists, append
+from pipeline.nats.topology import EVENTS, MOSAICS, SEGMENTS
+from pipeline.segments.playlist import empty_playlist
 from pipeline.state.model import MosaicState
-from pipeline.state.read import read_entry
-from pipeline.topology import EVENTS, MOSAICS, SEGMENTS
+from pipeline.state.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"

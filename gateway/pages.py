@@ -38,14 +38,14 @@ import urldsl
 from gateway.context import GatewayContext
 from gateway.mosaics import ALLOWED_SCHEMES
 from gateway.sessions import SESSION_ID_RE
-from pipeline import subjects
+from pipeline.control.read import read_bucket, read_entry
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
-from pipeline.mosaic import FP_RE, layout
+from pipeline.nats import subjects
+from pipeline.nats.topology import EVENTS, HEARTBEATS, MOSAICS, SESSIONS
 from pipeline.state.model import MosaicState
-from pipeline.state.read import read_bucket, read_entry
-from pipeline.topology import EVENTS, HEARTBEATS, MOSAICS, SESSIONS
+from pipeline.state.mosaic import FP_RE, layout
 
 WEB = Path(__file__).resolve().parent / "web"
 """The pages, their CSS and ES modules."""

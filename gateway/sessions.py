@@ -32,9 +32,9 @@ from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.schemas import SessionList, SessionView
 from gateway.session_request import RequestError, parse
-from pipeline import admission, subjects
+from pipeline.control import admission
+from pipeline.control.read import read_bucket, read_entry
 from pipeline.errors import MessageError
-from pipeline.eventlog import AppendError, append
 from pipeline.messages import control
 from pipeline.messages.codec import (
     decode_event,
@@ -45,12 +45,13 @@ from pipeline.messages.codec import (
 )
 from pipeline.messages.events import SessionEnded, SessionRequested
 from pipeline.messages.heartbeats import JitStats, WorkerHeartbeat
-from pipeline.producers.jit.sdp import peer_id_of
+from pipeline.nats import subjects
+from pipeline.nats.eventlog import AppendError, append
+from pipeline.nats.topology import EVENTS, HEARTBEATS, SESSIONS
 from pipeline.state.evolve import evolve
 from pipeline.state.model import SessionState
-from pipeline.state.read import read_bucket, read_entry
 from pipeline.state.reconcile import jit_spec
-from pipeline.topology import EVENTS, HEARTBEATS, SESSIONS
+from pipeline.webrtc.sdp import peer_id_of
 
 MAX_BODY = 64 * 1024
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")

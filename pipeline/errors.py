@@ -8,6 +8,9 @@ that names the bad thing and, where it can, the fix.
   - ``TopologyError``: an existing stream or bucket conflicts with the one Tessera declares.
   - ``ProjectionError``: a projection could not be rebuilt or is in use.
   - ``MessageError``: a message could not be decoded (names the subject).
+  - ``InstanceError``: an instance could not be launched, found, readied or terminated
+    (:mod:`pipeline.instances.base` has its kinds); ``WorkerPending``: a worker waits for an
+    instance that is starting (nothing failed).
 
 Third-party exceptions are translated where they are caught, with ``raise X(...) from exc``.
 """
@@ -41,3 +44,12 @@ class ProjectionError(TesseraError):
 
 class MessageError(TesseraError):
     """A message on the bus could not be decoded."""
+
+
+class InstanceError(TesseraError):
+    """An instance could not be launched, found, readied or terminated."""
+
+
+class WorkerPending(InstanceError):
+    """The worker cannot start yet: it waits for an instance that is starting. Try it again on
+    a later pass; nothing failed (the controller counts no failure and records no start)."""

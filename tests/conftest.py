@@ -19,10 +19,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from pipeline import natsauth
-from pipeline.bus import connect
-from pipeline.natsserver import EmbeddedNats
-from pipeline.topology import BUCKETS, STREAMS, provision
+from pipeline.nats import auth as natsauth
+from pipeline.nats.connect import connect
+from pipeline.nats.server import EmbeddedNats
+from pipeline.nats.topology import BUCKETS, STREAMS, provision
 from tests.natsenv import users_file
 
 
@@ -53,7 +53,7 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     finally:
         await server.stop()
         logging.getLogger("tessera.nats").removeHandler(refused)
-    # A role refused a subject during the tests: its permissions (pipeline/natsauth.py) lack
+    # A role refused a subject during the tests: its permissions (pipeline/nats/auth.py) lack
     # something that role does, and some test exercised it.
     assert not refused.lines, "NATS refused a role:\n" + "\n".join(refused.lines[:20])
 

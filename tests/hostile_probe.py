@@ -10,7 +10,8 @@ import argparse
 import json
 import time
 
-from pipeline.producers.opener import SourcePolicy, SourceRefused, SourceUnavailable, open_input
+from pipeline.sources.opener import open_input
+from pipeline.sources.policy import SourcePolicy, SourceRefused, SourceUnavailable
 from tests.hostile import peak_rss_mb
 
 

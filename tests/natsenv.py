@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.natsserver import EmbeddedNats
+from pipeline.nats.server import EmbeddedNats
 
 
 def users_file(store_dir: Path) -> Path:

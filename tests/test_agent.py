@@ -2,12 +2,12 @@
 
 - In process, with a recording worker launcher: commands within and beyond capacity, repeated
   commands, heartbeats, ``GET /status``, and a stop that is safe twice and stops the workers.
-- Two agents as local instances (``python -m pipeline.agent`` children, the local provider):
-  a ``StartWorker`` lands on the one with room for its kind (placement decides, the other one
-  refuses), an agent that stops heartbeating (frozen with SIGSTOP) is found ``lost`` by the
-  reaping rules on a shortened clock and replaced, and after stop no process remains. The
-  worker is a real ``tessera worker grabber`` pointed at a refused loopback URL: harmless, it
-  just keeps reconnecting until stopped.
+- Two agents as local instances (``python -m pipeline.instances.agent`` children, the local
+  provider): a ``StartWorker`` lands on the one with room for its kind (placement decides, the other
+  one refuses), an agent that stops heartbeating (frozen with SIGSTOP) is found ``lost`` by the
+  reaping rules on a shortened clock and replaced, and after stop no process remains. The worker is
+  a real ``tessera worker grabber`` pointed at a refused loopback URL: harmless, it just keeps
+  reconnecting until stopped.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline import subjects
-from pipeline.agent import Agent, start_command
-from pipeline.instances.base import CapacityError, InstanceError, LaunchRequest
+from pipeline.errors import InstanceError
+from pipeline.instances.agent import Agent, start_command
+from pipeline.instances.base import CapacityError, LaunchRequest
 from pipeline.instances.control import start_worker_on
 from pipeline.instances.local import LocalInstanceProvider
 from pipeline.instances.reaping import InstanceView, Policy, Reap, decide, launched, observe, place
 from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
 from pipeline.messages.control import CommandReply, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.nats import subjects
+from pipeline.sources.synthetic import refused_url
 from pipeline.state.reconcile import Running, WorkerSpec
-from pipeline.synthetic import refused_url
 from tests.natsenv import server_env
 
 FAST = {"TESSERA_HEARTBEAT_INTERVAL": "0.2", "TESSERA_SHUTDOWN_TIMEOUT": "3"}

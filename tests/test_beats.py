@@ -9,11 +9,11 @@ import time
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline import subjects
 from pipeline.messages.codec import encode
 from pipeline.messages.heartbeats import WorkerHeartbeat
-from pipeline.state.beats import HeartbeatCache
-from pipeline.topology import HEARTBEATS, provision
+from pipeline.nats import subjects
+from pipeline.nats.beats import HeartbeatCache
+from pipeline.nats.topology import HEARTBEATS, provision
 
 
 def beat(worker: str) -> bytes:

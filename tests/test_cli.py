@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TESSERA = [sys.executable, "-m", "pipeline.cli"]
+TESSERA = [sys.executable, "-m", "pipeline"]
 
 
 def _env(data_dir: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from pipeline.instances import settings as instance_settings
+from pipeline.config import instances as instance_settings
 from pipeline.instances.base import (
     CapacityError,
     LaunchError,

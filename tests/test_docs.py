@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.config import markdown_table
+from pipeline.config.settings import markdown_table
 from pipeline.messages.events import EVENT_TYPES
-from pipeline.topology import BUCKETS, STREAMS
+from pipeline.nats.topology import BUCKETS, STREAMS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -13,12 +13,12 @@ import signal
 import socket
 from pathlib import Path
 
-from pipeline.bus import connect
-from pipeline.eventlog import AppendError, append
 from pipeline.messages.codec import decode_event
 from pipeline.messages.events import WorkerStarted
-from pipeline.natsserver import EmbeddedNats
-from pipeline.topology import EVENTS, provision
+from pipeline.nats.connect import connect
+from pipeline.nats.eventlog import AppendError, append
+from pipeline.nats.server import EmbeddedNats
+from pipeline.nats.topology import EVENTS, provision
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipeline.instances import settings as instance_settings
+from pipeline.config import instances as instance_settings
 from pipeline.instances.base import LaunchRequest, ProviderConfigError, load_provider
 from pipeline.instances.ec2 import ID_TAG, Ec2Provider
 from pipeline.instances.reaping import Policy, Reap, decide, launched, observe

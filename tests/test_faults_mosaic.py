@@ -38,27 +38,28 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from gateway.livestate import LiveState
-from pipeline import natsauth, subjects
-from pipeline.bus import connect
-from pipeline.config import load
+from pipeline.cli.up import Stack
+from pipeline.config.settings import load
 from pipeline.consumers.canvas import Planes, planes_of, rgb_to_yuv, solid
 from pipeline.consumers.labels import strip_height
-from pipeline.consumers.playlist import PlaylistWindow, SegmentEntry
-from pipeline.eventlog import append
+from pipeline.control.projector import Projector
+from pipeline.control.read import read_entry
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.messages.segments import SegmentNotice
-from pipeline.mosaic import layout, source_id
-from pipeline.natsserver import EmbeddedNats
+from pipeline.nats import auth as natsauth
+from pipeline.nats import subjects
+from pipeline.nats.connect import connect
+from pipeline.nats.eventlog import append
+from pipeline.nats.server import EmbeddedNats
+from pipeline.nats.topology import MANIFESTS, provision
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.segments.playlist import PlaylistWindow, SegmentEntry
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.model import MosaicState
-from pipeline.state.projector import Projector
-from pipeline.state.read import read_entry
-from pipeline.synthetic import LiveHlsSource, SourceServer
-from pipeline.tasks import cancel_and_wait
-from pipeline.topology import MANIFESTS, provision
-from pipeline.up import Stack
+from pipeline.state.mosaic import layout, source_id
 from tests.natsenv import server_env, users_file
 from tests.test_durability import free_port
 from tests.test_mosaic_e2e import _config, near, newest_picture, until

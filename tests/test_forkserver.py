@@ -29,10 +29,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from pipeline.natsserver import EmbeddedNats
-from pipeline.providers.local import LocalProvider
+from pipeline.nats.server import EmbeddedNats
+from pipeline.sources.synthetic import refused_url
 from pipeline.state.reconcile import WorkerSpec
-from pipeline.synthetic import refused_url
+from pipeline.workers.processes import LocalProvider
 
 GRACE = 1.0
 

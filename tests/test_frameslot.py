@@ -14,14 +14,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from pipeline import frameslot, subjects
 from pipeline.consumers.canvas import solid
-from pipeline.frameslot import HEADER_SIZE, SlotReader, SlotWriter, payload_size
+from pipeline.frames import slot as frameslot
+from pipeline.frames.slot import HEADER_SIZE, SlotReader, SlotWriter, payload_size
 from pipeline.messages.frames import unpack_frame
-from pipeline.mosaic import source_id
+from pipeline.nats import subjects
 from pipeline.producers.grabber import Grabber
-from pipeline.producers.opener import SourcePolicy
-from pipeline.synthetic import LiveHlsSource, SourceServer, rgb_to_yuv601
+from pipeline.sources.policy import SourcePolicy
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer, rgb_to_yuv601
+from pipeline.state.mosaic import source_id
 from tests.test_grabber import FAST, until
 
 W, H = 64, 36

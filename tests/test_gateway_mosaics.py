@@ -14,12 +14,12 @@ from nats.js import JetStreamContext
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.server import GatewayServer
-from pipeline.config import load
-from pipeline.eventstail import matching_count
+from pipeline.config.settings import load
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
-from pipeline.topology import HEARTBEATS
+from pipeline.nats.eventlog import matching_count
+from pipeline.nats.topology import HEARTBEATS
+from pipeline.runtime.httpserver import HttpServer
 
 
 @pytest_asyncio.fixture
@@ -27,7 +27,7 @@ async def http(
     nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     config = load(env={"TESSERA_DATA_DIR": str(tmp_path), "TESSERA_MAX_TILES": "16"})
-    server = GatewayServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
+    server = HttpServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
                            host="127.0.0.1", port=0)  # fmt: skip
     await server.start()
     try:

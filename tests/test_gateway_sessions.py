@@ -17,13 +17,13 @@ from nats.js import JetStreamContext
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.server import GatewayServer
-from pipeline import admission
-from pipeline.config import load
-from pipeline.eventstail import matching_count
+from pipeline.config.settings import load
+from pipeline.control import admission
+from pipeline.control.projector import Projector
 from pipeline.messages import control
 from pipeline.messages.codec import decode_session_command, encode
-from pipeline.state.projector import Projector
+from pipeline.nats.eventlog import matching_count
+from pipeline.runtime.httpserver import HttpServer
 
 VIDEO = {"inputs": [{"url": "https://media.example/clip.mov"}]}
 ANSWER = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
@@ -44,7 +44,7 @@ async def http(
     )
     projector = Projector(nc, js, fetch_timeout=0.2)
     await projector.start()
-    server = GatewayServer(
+    server = HttpServer(
         create_app(GatewayContext(nc=nc, js=js, config=config)), host="127.0.0.1", port=0
     )
     await server.start()

@@ -25,17 +25,17 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from pipeline import subjects
 from pipeline.errors import ConfigError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.frames import FrameHeader, unpack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
-from pipeline.mosaic import source_id
+from pipeline.nats import subjects
 from pipeline.producers.grabber import Grabber, GrabberSpec, GrabberState
-from pipeline.producers.opener import SourcePolicy
 from pipeline.producers.scale import BLACK, TileScaler
 from pipeline.producers.timing import Backoff, FpsCap, PtsClock, StaleGuard
-from pipeline.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
+from pipeline.sources.policy import SourcePolicy
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
+from pipeline.state.mosaic import source_id
 
 COLOUR = (200, 60, 30)
 # Mean Y/U/V of a flat area of a grabbed tile vs the exact BT.601 limited-range value of the

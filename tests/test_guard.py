@@ -16,9 +16,9 @@ from nats.js import JetStreamContext
 from gateway.app import create_app
 from gateway.context import GatewayContext
 from gateway.guard import RateLimiter
-from gateway.server import GatewayServer
-from pipeline.config import load
-from pipeline.eventstail import matching_count
+from pipeline.config.settings import load
+from pipeline.nats.eventlog import matching_count
+from pipeline.runtime.httpserver import HttpServer
 
 Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -28,7 +28,7 @@ def serve(nc: Client, js: JetStreamContext, tmp_path: Path) -> Serve:
     @asynccontextmanager
     async def run(**env: str) -> AsyncIterator[httpx.AsyncClient]:
         config = load(env={"TESSERA_DATA_DIR": str(tmp_path), **env})
-        server = GatewayServer(
+        server = HttpServer(
             create_app(GatewayContext(nc=nc, js=js, config=config)), host="127.0.0.1", port=0
         )
         await server.start()

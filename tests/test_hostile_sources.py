@@ -26,8 +26,9 @@ import pytest
 from nats.aio.client import Client
 
 from pipeline.producers.grabber import Grabber
-from pipeline.producers.opener import SourcePolicy, SourceRefused, open_input
-from pipeline.synthetic import LiveHlsSource, SourceServer
+from pipeline.sources.opener import open_input
+from pipeline.sources.policy import SourcePolicy, SourceRefused
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from tests.hostile import HostileServer, SilentServer
 from tests.hostile_media import huge_header_h264, many_streams_mkv
 from tests.test_grabber import grab, has_error, until

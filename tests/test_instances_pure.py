@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.agent import spec_of, start_command
-from pipeline.config import Config
+from pipeline.config import instances as instance_settings
+from pipeline.config.settings import Config
 from pipeline.errors import ConfigError
-from pipeline.instances import settings as instance_settings
+from pipeline.instances.agent import spec_of, start_command
 from pipeline.instances.base import (
     InstanceInfo,
     LaunchRequest,
@@ -423,6 +423,6 @@ def test_deploy_docs_list_every_instance_setting() -> None:
     )
     assert match, "docs/deploy.md lost its instance-settings markers"
     assert match.group(1) == instance_settings.markdown_table(), (
-        "regenerate it: python -c 'from pipeline.instances.settings import markdown_table; "
+        "regenerate it: python -c 'from pipeline.config.instances import markdown_table; "
         'print(markdown_table(), end="")\''
     )

@@ -1,6 +1,6 @@
 """Churn: 200 WebRTC connect/disconnect cycles against JIT sessions leave nothing behind.
 
-The stack (``tessera up``'s :class:`~pipeline.up.Stack`: projector, controller, local provider,
+The stack (``tessera up``'s :class:`~pipeline.cli.up.Stack`: projector, controller, local provider,
 gateway) runs in a child process of its own (``python -m tests.test_jit_churn``, :func:`host`),
 so that what is measured is the process that serves the viewers and relays their signalling,
 not this test's own viewers. Each session's worker is a process of its own under it.
@@ -47,12 +47,12 @@ import pytest_asyncio
 from aiortc import RTCSessionDescription
 from nats.js import JetStreamContext
 
-from pipeline import admission
+from pipeline.control import admission
 from pipeline.messages.control import Seek
-from pipeline.natsserver import EmbeddedNats
-from pipeline.procs import die_with_parent
+from pipeline.nats.server import EmbeddedNats
+from pipeline.runtime.procs import die_with_parent
+from pipeline.runtime.tasks import cancel_and_wait
 from pipeline.state.reconcile import jit_spec
-from pipeline.tasks import cancel_and_wait
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 from tests.test_jit_worker import RATE_25, Viewer, browser_like_jitter_buffer  # noqa: F401
@@ -90,9 +90,9 @@ unanswered checks 4-6 s apart (at most 36 s), plus a loaded machine's slack."""
 async def host() -> None:
     """The child process: a Stack from the environment, its gateway URL on stdout, then one
     JSON line ``{worker id: pid}`` for each line on stdin; stop at the end of stdin."""
-    from pipeline import logs
-    from pipeline.config import load
-    from pipeline.up import Stack
+    from pipeline.cli.up import Stack
+    from pipeline.config.settings import load
+    from pipeline.runtime import logs
 
     logs.setup(fmt="text")
     stack = Stack(load())

@@ -17,10 +17,10 @@ import pytest_asyncio
 from aiortc import RTCSessionDescription
 from nats.js import JetStreamContext
 
-from pipeline.config import load
+from pipeline.cli.up import Stack
+from pipeline.config.settings import load
 from pipeline.messages.control import Seek, Step
-from pipeline.natsserver import EmbeddedNats
-from pipeline.up import Stack
+from pipeline.nats.server import EmbeddedNats
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 from tests.test_jit_worker import RATE_25, Viewer, browser_like_jitter_buffer  # noqa: F401

@@ -17,13 +17,14 @@ from pipeline.messages.codec import encode
 from pipeline.messages.control import SignalHangup, SignalOffer, SignalRequest
 from pipeline.messages.events import SessionOptions
 from pipeline.messages.heartbeats import JitStats
-from pipeline.producers.jit import picture, sdp, tonemap
+from pipeline.producers.jit import picture, tonemap
 from pipeline.producers.jit.channels import ChannelLayout, stereo_matrix
 from pipeline.producers.jit.convert import PictureConverter
 from pipeline.producers.jit.errors import CommandError, JitInputError, JitOptionsError
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.timecode import is_drop_frame, parse_timecode, timecode
 from pipeline.producers.jit.worker import playback_rate
+from pipeline.webrtc import sdp
 from tests.jitmedia import bits_of, draw_bits, pattern, read_frame_number
 
 NTSC = Fraction(30000, 1001)

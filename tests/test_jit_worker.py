@@ -36,7 +36,6 @@ from moto.server import ThreadedMotoServer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline import subjects
 from pipeline.messages.codec import decode_event, decode_heartbeat, decode_reply, encode
 from pipeline.messages.control import (
     CommandReply,
@@ -53,13 +52,14 @@ from pipeline.messages.control import (
 )
 from pipeline.messages.events import SessionFailed, SessionInput, SessionOptions
 from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartbeat
+from pipeline.nats import subjects
 from pipeline.producers.jit.decoder import Picture, VideoReader
 from pipeline.producers.jit.errors import JitInputError
 from pipeline.producers.jit.inputs import InputAccess, open_input
-from pipeline.producers.jit.sdp import peer_id_of
 from pipeline.producers.jit.timecode import timecode
 from pipeline.producers.jit.worker import JitWorker
-from pipeline.producers.opener import SourcePolicy
+from pipeline.sources.policy import SourcePolicy
+from pipeline.webrtc.sdp import peer_id_of
 from tests.jitmedia import (
     TONES,
     clock_frequency,

@@ -27,11 +27,11 @@ import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
 
-from pipeline.config import load
-from pipeline.mosaic import layout
-from pipeline.natsserver import EmbeddedNats
-from pipeline.synthetic import LiveHlsSource, SourceServer
-from pipeline.up import Stack
+from pipeline.cli.up import Stack
+from pipeline.config.settings import load
+from pipeline.nats.server import EmbeddedNats
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
+from pipeline.state.mosaic import layout
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from hcl2 import SerializationOptions, load
 
-from pipeline.config import Config
+from pipeline.config.instances import capacity_env
+from pipeline.config.settings import Config
 from pipeline.instances.base import LaunchRequest
 from pipeline.instances.nomad import dispatch_meta
-from pipeline.instances.settings import capacity_env
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = sorted((ROOT / "deploy" / "nomad").glob("*.nomad.hcl"))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from pipeline.instances import settings as instance_settings
+from pipeline.config import instances as instance_settings
+from pipeline.errors import InstanceError
 from pipeline.instances.base import (
-    InstanceError,
     LaunchError,
     LaunchRequest,
     ProviderConfigError,

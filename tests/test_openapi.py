@@ -12,8 +12,8 @@ from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.server import GatewayServer
-from pipeline.config import load
+from pipeline.config.settings import load
+from pipeline.runtime.httpserver import HttpServer
 
 
 async def test_openapi_is_valid_and_matches_the_routes(
@@ -22,7 +22,7 @@ async def test_openapi_is_valid_and_matches_the_routes(
     app = create_app(
         GatewayContext(nc=nc, js=js, config=load(env={"TESSERA_DATA_DIR": str(tmp_path)}))
     )
-    server = GatewayServer(app, host="127.0.0.1", port=0)
+    server = HttpServer(app, host="127.0.0.1", port=0)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:

@@ -13,21 +13,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import load
-from pipeline.producers.opener import (
-    FORMAT_WHITELIST,
+from pipeline.config.settings import load
+from pipeline.sources.opener import FORMAT_WHITELIST, ffmpeg_options, open_input, protocol_whitelist
+from pipeline.sources.policy import (
     SourceError,
     SourcePolicy,
     SourceRefused,
     SourceUnavailable,
     address_class,
-    ffmpeg_options,
-    open_input,
     parse_cidrs,
-    protocol_whitelist,
     redact,
 )
-from pipeline.synthetic import LiveHlsSource, SourceServer, refused_url
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer, refused_url
 
 PUBLIC = SourcePolicy.public()
 LOCAL = SourcePolicy.local()

@@ -33,14 +33,14 @@ import urldsl
 from gateway import pages
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.server import GatewayServer
-from pipeline.config import Config, load
-from pipeline.mosaic import layout
-from pipeline.natsserver import EmbeddedNats
+from pipeline.cli.up import Stack
+from pipeline.config.settings import Config, load
+from pipeline.control.projector import Projector
+from pipeline.nats.server import EmbeddedNats
 from pipeline.producers.jit.timecode import timecode
-from pipeline.state.projector import Projector
-from pipeline.synthetic import LiveHlsSource, SourceServer
-from pipeline.up import Stack
+from pipeline.runtime.httpserver import HttpServer
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
+from pipeline.state.mosaic import layout
 from tests.browser import chromium_path, launch, picture
 from tests.jitmedia import TONES, make_tones, make_video, read_frame_number
 from tests.natsenv import server_env
@@ -147,7 +147,7 @@ async def gateway(
     config = load(env=_env(nats_server, tmp_path, JIT_MEDIA_ROOTS=str(media)))
     projector = Projector(nc, js, heartbeat_interval=0.5)
     await projector.start()
-    server = GatewayServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
+    server = HttpServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
                            host="127.0.0.1", port=0)  # fmt: skip
     await server.start()
     try:

@@ -14,8 +14,12 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline.bus import connect
-from pipeline.eventlog import append
+from pipeline.cli.status import gather
+from pipeline.control import projector as projector_mod
+from pipeline.control.parking import ParkedEvent, is_unknown_type, one_line, read_parked
+from pipeline.control.projector import MAX_DELIVERIES, Projector
+from pipeline.control.read import read_all
+from pipeline.control.replay import projector_alive, replay
 from pipeline.messages.codec import encode
 from pipeline.messages.events import (
     Event,
@@ -26,15 +30,11 @@ from pipeline.messages.events import (
     SessionStarted,
     Tile,
 )
-from pipeline.natsserver import EmbeddedNats
-from pipeline.state import projector as projector_mod
+from pipeline.nats.connect import connect
+from pipeline.nats.eventlog import append
+from pipeline.nats.server import EmbeddedNats
 from pipeline.state.evolve import fold
 from pipeline.state.model import SessionState, State
-from pipeline.state.parking import ParkedEvent, is_unknown_type, one_line, read_parked
-from pipeline.state.projector import MAX_DELIVERIES, Projector
-from pipeline.state.read import read_all
-from pipeline.state.replay import projector_alive, replay
-from pipeline.status import gather
 from tests.test_projection import make_events
 
 # A known type whose fields do not decode: broken, not a newer Tessera's.

@@ -1,7 +1,7 @@
 """The NATS permission matrix: each role is refused every subject that is another role's, and
 can use its own; anonymous clients and wrong passwords are refused.
 
-A real nats-server with the users ``tessera up`` gives it (:mod:`pipeline.natsauth`). Every
+A real nats-server with the users ``tessera up`` gives it (:mod:`pipeline.nats.auth`). Every
 role publishes to every subject in the table; an admin subscriber says what got through, the
 client's error callback says what the server refused, and both must match the table exactly.
 The same for subscriptions, with the admin publishing. That the permissions are *enough* is
@@ -22,10 +22,10 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline import natsauth
-from pipeline.bus import connect
 from pipeline.errors import NatsUnavailableError
-from pipeline.natsserver import EmbeddedNats
+from pipeline.nats import auth as natsauth
+from pipeline.nats.connect import connect
+from pipeline.nats.server import EmbeddedNats
 
 ROLES = [r for r in natsauth.ROLES if r != "admin"]
 

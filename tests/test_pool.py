@@ -32,16 +32,11 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline import subjects
-from pipeline.config import load
-from pipeline.eventlog import append
-from pipeline.instances import settings as instance_settings
-from pipeline.instances.base import (
-    LaunchRequest,
-    WorkerPending,
-    load_provider,
-    new_instance_id,
-)
+from pipeline.cli.up import Stack
+from pipeline.config import instances as instance_settings
+from pipeline.config.settings import load
+from pipeline.errors import WorkerPending
+from pipeline.instances.base import LaunchRequest, load_provider, new_instance_id
 from pipeline.instances.ec2 import ID_TAG, Ec2Provider
 from pipeline.instances.local import LocalInstanceProvider
 from pipeline.instances.pool import (
@@ -56,9 +51,10 @@ from pipeline.instances.reaping import launched, observe
 from pipeline.messages.codec import encode
 from pipeline.messages.events import InstanceLaunched
 from pipeline.messages.heartbeats import InstanceHeartbeat
-from pipeline.natsserver import EmbeddedNats
+from pipeline.nats import subjects
+from pipeline.nats.eventlog import append
+from pipeline.nats.server import EmbeddedNats
 from pipeline.state.reconcile import WorkerSpec
-from pipeline.up import Stack
 from tests import test_ec2_provider as ec2_tests
 from tests.jitmedia import make_video
 from tests.natsenv import server_env

@@ -9,7 +9,9 @@ import random
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline.eventlog import AlreadyExists, append
+from pipeline.control.projector import Projector
+from pipeline.control.read import read_all
+from pipeline.control.replay import replay
 from pipeline.messages.events import (
     Event,
     InstanceLaunched,
@@ -24,10 +26,8 @@ from pipeline.messages.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from pipeline.nats.eventlog import AlreadyExists, append
 from pipeline.state.evolve import fold
-from pipeline.state.projector import Projector
-from pipeline.state.read import read_all
-from pipeline.state.replay import replay
 
 
 def make_events(n: int, seed: int = 7) -> list[Event]:

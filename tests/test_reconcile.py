@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.messages.events import Tile
-from pipeline.mosaic import MosaicConfig, fingerprint, source_id
 from pipeline.state.model import MosaicState, SessionState
+from pipeline.state.mosaic import MosaicConfig, fingerprint, source_id
 from pipeline.state.reconcile import (
     Plan,
     Running,

@@ -16,7 +16,7 @@ import m3u8
 import numpy as np
 import pytest
 
-from pipeline.synthetic import (
+from pipeline.sources.synthetic import (
     STAMP_BLOCKS,
     LiveHlsSource,
     SourceServer,

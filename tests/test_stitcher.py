@@ -25,7 +25,6 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from pipeline import subjects
 from pipeline.consumers.canvas import Planes, planes_of, planes_to_rgb, rgb_to_yuv, solid
 from pipeline.consumers.deadtile import dead_tile
 from pipeline.consumers.labels import strip_height
@@ -35,9 +34,10 @@ from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.messages.segments import SegmentNotice
-from pipeline.mosaic import layout, source_id
+from pipeline.nats import subjects
+from pipeline.runtime.tasks import cancel_and_wait
 from pipeline.state.model import MosaicState
-from pipeline.tasks import cancel_and_wait
+from pipeline.state.mosaic import layout, source_id
 
 W, H, FPS = 640, 360, 25
 GRID = layout(4, W, H)

@@ -44,16 +44,16 @@ from pipeline.consumers.labels import (
     short_url,
     strip_height,
 )
-from pipeline.consumers.playlist import (
+from pipeline.consumers.render import MosaicRenderer
+from pipeline.messages.events import Tile
+from pipeline.messages.frames import FrameHeader
+from pipeline.segments.playlist import (
     MIN_TARGET_DURATIONS,
     PlaylistWindow,
     SegmentEntry,
     empty_playlist,
     next_sequence,
 )
-from pipeline.consumers.render import MosaicRenderer
-from pipeline.messages.events import Tile
-from pipeline.messages.frames import FrameHeader
 
 even = st.integers(min_value=1, max_value=40).map(lambda n: n * 2)
 colour = st.tuples(*(st.integers(0, 255) for _ in range(3)))

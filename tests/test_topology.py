@@ -7,7 +7,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
 from pipeline.errors import TopologyError
-from pipeline.topology import BUCKETS, EVENTS, HEARTBEATS, STREAMS, missing, provision
+from pipeline.nats.topology import BUCKETS, EVENTS, HEARTBEATS, STREAMS, missing, provision
 
 
 async def test_provision_creates_everything_then_is_a_no_op(js: JetStreamContext) -> None:

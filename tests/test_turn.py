@@ -18,10 +18,10 @@ import pytest_asyncio
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from nats.js import JetStreamContext
 
-from pipeline.config import load
-from pipeline.natsserver import EmbeddedNats
-from pipeline.turn import DENIED_PEERS, TurnConfig, argv, credentials
-from pipeline.up import Stack
+from pipeline.cli.up import Stack
+from pipeline.config.settings import load
+from pipeline.nats.server import EmbeddedNats
+from pipeline.webrtc.turn import DENIED_PEERS, TurnConfig, argv, credentials
 from tests.natsenv import server_env
 
 

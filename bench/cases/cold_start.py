@@ -9,12 +9,12 @@ Two kinds of start, interleaved (cold, warm, cold, warm, ...):
 - **warm**: the sources are already live (another watched mosaic shows them: the cold one just
   measured), so only a stitcher starts.
 
-Sources: :class:`~pipeline.synthetic.LiveHlsSource` cameras of distinct colours on loopback (live
-HLS, 1 s segments). The stack runs with its shipped settings (1 s controller poll, 1 s
+Sources: :class:`~pipeline.sources.synthetic.LiveHlsSource` cameras of distinct colours on loopback
+(live HLS, 1 s segments). The stack runs with its shipped settings (1 s controller poll, 1 s
 heartbeats, the local provider's fork server). Where the time goes, per start: the controller
-starting the workers (when the provider started or assigned each one), grabbers publishing
-(their first "connected" heartbeat), the stitcher's first stored segment, and the first
-segment with every tile live.
+starting the workers (when the provider started or assigned each one), grabbers publishing (their
+first "connected" heartbeat), the stitcher's first stored segment, and the first segment with every
+tile live.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bench.media import near, tile_mean
 from bench.play import PlaylistPoller, decode
 from bench.stack import StackHost, Watchers
 from pipeline.messages.heartbeats import GrabberStats, StitcherStats
-from pipeline.synthetic import LiveHlsSource, SourceServer
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 
 NAME = "cold_start"
 TITLE = "3. Cold start (/create → all tiles live)"

@@ -18,10 +18,10 @@ from typing import Any
 
 from bench.core import ROOT, Context, Result, fmt, median
 from bench.cpu import cpu_seconds
-from pipeline.bus import connect
-from pipeline.natsserver import EmbeddedNats
-from pipeline.procs import die_with_parent
-from pipeline.topology import provision
+from pipeline.nats.connect import connect
+from pipeline.nats.server import EmbeddedNats
+from pipeline.nats.topology import provision
+from pipeline.runtime.procs import die_with_parent
 
 NAME = "frame_bus"
 TITLE = "7. Frame bus (FRAMES vs raw core NATS)"

@@ -25,8 +25,8 @@ from bench.cpu import CpuWindow
 from bench.media import require
 from bench.play import PlaylistPoller
 from bench.stack import StackHost, Watchers, until
-from pipeline.procs import die_with_parent
-from pipeline.synthetic import LiveHlsSource, SourceServer
+from pipeline.runtime.procs import die_with_parent
+from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 
 NAME = "gateway"
 TITLE = "5. Gateway under load (wrk, 64 connections)"

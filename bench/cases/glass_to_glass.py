@@ -25,10 +25,10 @@ from bench.camera import CameraServer
 from bench.core import Context, Result, fmt, median, percentile
 from bench.play import PlaylistPoller, decode
 from bench.stack import StackHost, Watchers, until
-from pipeline import subjects
 from pipeline.messages.frames import unpack_frame
-from pipeline.mosaic import layout
-from pipeline.synthetic import read_stamp
+from pipeline.nats import subjects
+from pipeline.sources.synthetic import read_stamp
+from pipeline.state.mosaic import layout
 
 NAME = "glass_to_glass"
 TITLE = "4. Glass-to-glass (capture → playable)"

@@ -21,8 +21,8 @@ from bench.ffmpeg_ref import FfmpegRun, xstack_args
 from bench.media import clips
 from bench.stack import StackHost, Watchers, until
 from bench.stages import grabber_stages, stitcher_stages
-from pipeline.mosaic import layout
-from pipeline.synthetic import SourceServer
+from pipeline.sources.synthetic import SourceServer
+from pipeline.state.mosaic import layout
 
 NAME = "mosaic_cost"
 TITLE = "1. Mosaic cost vs one ffmpeg (xstack)"

@@ -16,7 +16,7 @@ from bench.cases.mosaic_cost import pattern, serve_clips
 from bench.core import Context, Result, fmt, median
 from bench.media import clips
 from bench.stack import StackHost, Watchers
-from pipeline.synthetic import SourceServer
+from pipeline.sources.synthetic import SourceServer
 
 NAME = "shared_sources"
 TITLE = "2. k mosaics on shared sources"

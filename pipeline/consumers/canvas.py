@@ -8,7 +8,7 @@ array, so a tile goes in with three slice copies and the whole picture goes to t
 without any repacking.
 
 4:2:0 chroma has one U and one V sample per 2x2 luma block, so every size and every origin here
-is even (:func:`pipeline.mosaic.layout` guarantees that for tiles).
+is even (:func:`pipeline.state.mosaic.layout` guarantees that for tiles).
 
 Colours are limited-range BT.601 (Y 16-235, U/V 16-240): that is what libswscale (and so the
 grabber's PyAV ``reformat``) uses by default, so pictures rendered here (labels, dead tiles)

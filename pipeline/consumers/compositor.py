@@ -22,7 +22,7 @@ from pipeline.consumers.deadtile import dead_tile, waiting_tile
 from pipeline.consumers.labels import Label, draw_label, label_text, render_label
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader
-from pipeline.mosaic import Layout, layout
+from pipeline.state.mosaic import Layout, layout
 
 
 class TileKind(enum.Enum):

@@ -27,7 +27,7 @@ Composing and encoding run in one dedicated executor thread, never on the loop.
 
 Ordering of writes (a playlist never names a segment that is not stored): object first, then
 the playlist, then the notice. A segment that cannot be stored is dropped; the next one starts
-a new playlist run (see :mod:`pipeline.consumers.playlist`). Segments that left the playlist
+a new playlist run (see :mod:`pipeline.segments.playlist`). Segments that left the playlist
 are deleted once no player can still need them (RFC 8216 §6.2.2); the bucket's TTL catches any
 that a crash leaves behind.
 
@@ -71,22 +71,22 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from pipeline import subjects
 from pipeline.consumers.compositor import DEAD, WAITING, TileKind, TileView
 from pipeline.consumers.encoder import EncoderSettings
-from pipeline.consumers.playlist import PlaylistWindow, SegmentEntry, next_sequence, segment_uri
 from pipeline.consumers.render import MosaicRenderer, RenderedSegment
 from pipeline.errors import MessageError, TesseraError
-from pipeline.frameslot import SlotReader
-from pipeline.heartbeat import Heartbeater
+from pipeline.frames.slot import SlotReader
 from pipeline.messages.codec import encode
 from pipeline.messages.frames import FrameHeader, unpack_frame
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.messages.segments import SegmentNotice
-from pipeline.mosaic import layout, source_id
+from pipeline.nats import subjects
+from pipeline.nats.heartbeat import Heartbeater
+from pipeline.nats.topology import FRAMES, MANIFESTS, SEGMENTS
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.segments.playlist import PlaylistWindow, SegmentEntry, next_sequence, segment_uri
 from pipeline.state.model import MosaicState
-from pipeline.tasks import cancel_and_wait
-from pipeline.topology import FRAMES, MANIFESTS, SEGMENTS
+from pipeline.state.mosaic import layout, source_id
 
 log = logging.getLogger("tessera.stitcher")
 
@@ -140,7 +140,7 @@ class _Slot:
     composed: int = 0
     """Serial last taken for a picture."""
     reader: SlotReader | None = None
-    """The source's shared-memory slot, when frames come that way (:mod:`pipeline.frameslot`)."""
+    """The source's shared-memory slot, when frames come that way (:mod:`pipeline.frames.slot`)."""
     slot_seen: float = -1e9
     """``clock()`` time the slot last gave a new frame."""
 

@@ -39,15 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from pipeline.errors import ConfigError, TesseraError
-from pipeline.subjects import token as subject_token
+from pipeline.errors import ConfigError, InstanceError
+from pipeline.nats.subjects import token as subject_token
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
-
-
-class InstanceError(TesseraError):
-    """An instance could not be launched, found, readied or terminated."""
+    from pipeline.config.instances import InstanceConfig
 
 
 class ProviderConfigError(InstanceError, ConfigError):
@@ -72,11 +68,6 @@ class InstanceNotFoundError(InstanceError):
 
 class CapacityError(InstanceError):
     """No room for what was asked (an agent at its limit, no free port for a container)."""
-
-
-class WorkerPending(InstanceError):
-    """The worker cannot start yet: it waits for an instance that is starting. Try it again on
-    a later pass; nothing failed (the controller counts no failure and records no start)."""
 
 
 InstanceStatus = Literal["pending", "ready", "stopping", "stopped"]

@@ -15,12 +15,12 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from pipeline import subjects
-from pipeline.agent import FULL, start_command
-from pipeline.errors import MessageError
-from pipeline.instances.base import CapacityError, InstanceError
+from pipeline.errors import InstanceError, MessageError
+from pipeline.instances.agent import FULL, start_command
+from pipeline.instances.base import CapacityError
 from pipeline.messages.codec import decode_reply, encode
 from pipeline.messages.control import CommandReply, StartWorker, StopWorker
+from pipeline.nats import subjects
 from pipeline.state.reconcile import WorkerSpec
 
 

@@ -34,10 +34,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pipeline.errors import ConfigError
+from pipeline.config.instances import capacity_env
+from pipeline.errors import ConfigError, InstanceError
 from pipeline.instances.base import (
     CapacityError,
-    InstanceError,
     InstanceInfo,
     InstanceNotFoundError,
     InstanceStatus,
@@ -46,10 +46,9 @@ from pipeline.instances.base import (
     ProviderUnavailableError,
 )
 from pipeline.instances.polling import poll_until
-from pipeline.instances.settings import capacity_env
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 log = logging.getLogger("tessera.instances.docker")
 

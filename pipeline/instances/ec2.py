@@ -27,8 +27,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.instances import capacity_env
+from pipeline.errors import InstanceError
 from pipeline.instances.base import (
-    InstanceError,
     InstanceInfo,
     InstanceNotFoundError,
     InstanceStatus,
@@ -38,10 +39,9 @@ from pipeline.instances.base import (
     ProviderUnavailableError,
 )
 from pipeline.instances.polling import poll_until
-from pipeline.instances.settings import capacity_env
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 log = logging.getLogger("tessera.instances.ec2")
 

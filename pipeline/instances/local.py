@@ -1,11 +1,12 @@
-"""Instances as local agent processes: ``python -m pipeline.agent`` children of this process.
+"""Instances as local agent processes: ``python -m pipeline.instances.agent`` children of this
+process.
 
 The one-machine provider, and the one tests use to run several agents on loopback. Each agent
-is a child in its own process group with the parent-death signal set (:mod:`pipeline.procs`),
-its HTTP status on a free loopback port, and its stderr on ours. It is ready once it printed
-its ready line (:data:`pipeline.agent.READY_PREFIX`): by then it is connected, subscribed and
-registered. Terminating sends SIGTERM (the agent stops its workers), then SIGKILL after the
-grace period, and always reaps.
+is a child in its own process group with the parent-death signal set
+(:mod:`pipeline.runtime.procs`), its HTTP status on a free loopback port, and its stderr on
+ours. It is ready once it printed its ready line (:data:`pipeline.instances.agent.READY_PREFIX`):
+by then it is connected, subscribed and registered. Terminating sends SIGTERM (the agent stops
+its workers), then SIGKILL after the grace period, and always reaps.
 
 Idempotency: launching an id that runs returns it. Agents die with this process, so after a
 crash there is nothing left to find, and ``list_owned`` lists only this process's children.
@@ -24,7 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from pipeline.agent import READY_PREFIX
+from pipeline.config.instances import capacity_env
+from pipeline.instances.agent import READY_PREFIX
 from pipeline.instances.base import (
     InstanceInfo,
     InstanceNotFoundError,
@@ -32,12 +34,11 @@ from pipeline.instances.base import (
     LaunchRequest,
     NotReadyError,
 )
-from pipeline.instances.settings import capacity_env
-from pipeline.procs import die_with_parent, stop_process
-from pipeline.tasks import cancel_and_wait
+from pipeline.runtime.procs import die_with_parent, stop_process
+from pipeline.runtime.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 log = logging.getLogger("tessera.instances.local")
 
@@ -53,7 +54,7 @@ class _Agent:
 
 
 class LocalInstanceProvider:
-    """Runs each instance as a local ``python -m pipeline.agent`` process."""
+    """Runs each instance as a local ``python -m pipeline.instances.agent`` process."""
 
     name = "local"
 
@@ -85,7 +86,7 @@ class LocalInstanceProvider:
         return [
             self._python,
             "-m",
-            "pipeline.agent",
+            "pipeline.instances.agent",
             "--instance-id",
             instance_id,
             "--agent-host",

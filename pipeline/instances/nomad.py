@@ -32,8 +32,8 @@ from urllib.parse import quote
 
 import httpx
 
+from pipeline.errors import InstanceError
 from pipeline.instances.base import (
-    InstanceError,
     InstanceInfo,
     InstanceNotFoundError,
     InstanceStatus,
@@ -45,7 +45,7 @@ from pipeline.instances.base import (
 from pipeline.instances.polling import poll_until
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 log = logging.getLogger("tessera.instances.nomad")
 

@@ -47,17 +47,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from pipeline.errors import MessageError, TesseraError
-from pipeline.eventlog import append
-from pipeline.eventstail import matching_count
+from pipeline.errors import InstanceError, MessageError, TesseraError, WorkerPending
 from pipeline.instances.base import (
     CapacityError,
-    InstanceError,
     InstanceInfo,
     InstanceProvider,
     LaunchError,
     LaunchRequest,
-    WorkerPending,
     new_instance_id,
 )
 from pipeline.instances.control import start_worker_on, stop_worker_on
@@ -65,15 +61,16 @@ from pipeline.instances.reaping import InstanceView, Policy, decide, launched, o
 from pipeline.messages.codec import decode_event, decode_heartbeat
 from pipeline.messages.events import InstanceLaunched, InstanceReady, InstanceTerminated
 from pipeline.messages.heartbeats import InstanceHeartbeat
-from pipeline.providers.local import ExitCallback
+from pipeline.nats.eventlog import append, matching_count
+from pipeline.nats.topology import EVENTS, HEARTBEATS
+from pipeline.runtime.tasks import cancel_and_wait
 from pipeline.state.evolve import evolve
 from pipeline.state.model import InstanceState
 from pipeline.state.reconcile import Running, WorkerSpec
-from pipeline.tasks import cancel_and_wait
-from pipeline.topology import EVENTS, HEARTBEATS
+from pipeline.workers.processes import ExitCallback
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 log = logging.getLogger("tessera.instances.pool")
 

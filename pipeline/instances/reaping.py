@@ -34,7 +34,7 @@ from pipeline.instances.base import InstanceInfo
 from pipeline.messages.heartbeats import InstanceHeartbeat
 
 if TYPE_CHECKING:
-    from pipeline.instances.settings import InstanceConfig
+    from pipeline.config.instances import InstanceConfig
 
 ReapReason = Literal["orphaned", "not-ready", "lost", "max-up-time", "idle"]
 

@@ -100,7 +100,7 @@ class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="answer/1"):
 class SignalHangup(msgspec.Struct, frozen=True, kw_only=True, tag="hangup/1"):
     """A WHEP DELETE relayed over NATS: close one viewer's peer connection.
 
-    ``peer_id`` names the viewer: :func:`pipeline.producers.jit.sdp.peer_id_of` of the answer
+    ``peer_id`` names the viewer: :func:`pipeline.webrtc.sdp.peer_id_of` of the answer
     the worker gave it (the first 32 hex digits of the answer's DTLS SHA-256 fingerprint,
     unique per peer connection). Answered with :class:`CommandReply` (``ok=False`` with an
     error when no such viewer is connected).

@@ -1,7 +1,7 @@
 """The grabber: one live source, decoded, fitted to its tile and published as frames.
 
 There is one grabber per unique source, a URL at one tile size
-(:func:`pipeline.mosaic.source_id`), however many mosaics show it. It publishes packed yuv420p
+(:func:`pipeline.state.mosaic.source_id`), however many mosaics show it. It publishes packed yuv420p
 tiles (:mod:`pipeline.messages.frames`) with core NATS on ``frames.<source_id>``; the
 ``FRAMES`` stream keeps the newest few, so a stitcher that starts later still gets a picture at
 once. Waiting for a JetStream ack per frame would only add latency to the hot path.
@@ -9,7 +9,7 @@ once. Waiting for a JetStream ack per frame would only add latency to the hot pa
 Moving parts:
 
 - a **decode thread** (``grabber-<source_id>``) owns the PyAV container, the decoder and the
-  scaler. It opens the URL (:func:`~pipeline.producers.opener.open_input`: policy, allow-lists,
+  scaler. It opens the URL (:func:`~pipeline.sources.opener.open_input`: policy, allow-lists,
   timeouts), demuxes, decodes, drops frames over the fps cap *before* scaling, paces by
   timestamps (:mod:`pipeline.producers.timing`), scales into the tile
   (:class:`~pipeline.producers.scale.TileScaler`) and packs the message. Its only contact with
@@ -17,11 +17,11 @@ Moving parts:
 - a **release thread** (``release-<source_id>``) for paced sources: the decode thread decodes
   and scales up to :data:`AHEAD` frames ahead of their time, in bursts with warm caches, and
   this thread hands each on when it is due (into the shared-memory slot when there is one, see
-  :mod:`pipeline.frameslot`, else to NATS). Unpaced sources hand frames on from the decode
+  :mod:`pipeline.frames.slot`, else to NATS). Unpaced sources hand frames on from the decode
   thread at once.
 - a **publisher task** takes packed frames from a queue of 2; when the queue is full the
   oldest frame is dropped and counted (a live mosaic wants the newest frame, not all of them).
-- a :class:`~pipeline.heartbeat.Heartbeater` on ``hb.worker.<worker_id>`` with
+- a :class:`~pipeline.nats.heartbeat.Heartbeater` on ``hb.worker.<worker_id>`` with
   :class:`~pipeline.messages.heartbeats.GrabberStats`; a state change beats at once.
 
 Failures (open refused or failed, read timeout, end of a live stream, persistent decode errors)
@@ -66,24 +66,17 @@ import nats.errors
 from av.video.codeccontext import VideoCodecContext
 from nats.aio.client import Client
 
-from pipeline import subjects
 from pipeline.errors import ConfigError
-from pipeline.frameslot import SlotWriter
-from pipeline.heartbeat import Heartbeater
+from pipeline.frames.slot import SlotWriter
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
-from pipeline.producers.opener import (
-    MAX_PIXELS,
-    SourceError,
-    SourcePolicy,
-    SourceRefused,
-    describe,
-    open_input,
-    redact,
-)
+from pipeline.nats import subjects
+from pipeline.nats.heartbeat import Heartbeater
 from pipeline.producers.scale import TileScaler
 from pipeline.producers.timing import Backoff, FpsCap, PtsClock, StaleGuard
-from pipeline.tasks import cancel_and_wait
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.sources.opener import MAX_PIXELS, describe, open_input
+from pipeline.sources.policy import SourceError, SourcePolicy, SourceRefused, redact
 
 log = logging.getLogger("tessera.grabber")
 
@@ -216,7 +209,7 @@ class Grabber:
         """Frames of a live source dropped as repeats after a reconnect (a frozen playlist)."""
         self._subject = subjects.frames(source_id)
         self.frame_slot = frame_slot
-        """Where frames also go in shared memory (:mod:`pipeline.frameslot`); NATS then only
+        """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
         self._slot: SlotWriter | None = None
         self.on_stuck = on_stuck

@@ -1,6 +1,6 @@
 """Fitting decoded pictures into a mosaic tile: one reused scaler, one reused tile buffer.
 
-The picture keeps its display aspect (:func:`pipeline.mosaic.fit`), is centred at even offsets
+The picture keeps its display aspect (:func:`pipeline.state.mosaic.fit`), is centred at even offsets
 (4:2:0 chroma covers 2x2 pixels) and the rest of the tile is black. The result is packed
 yuv420p, BT.601/709 limited range as the source had it (full-range sources, e.g. MJPEG
 cameras, are converted to limited range): Y, then U, then V, no line padding,
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
-from pipeline.mosaic import fit
+from pipeline.state.mosaic import fit
 
 BLACK = (16, 128, 128)
 """Limited-range Y, U, V of black: the letterbox bars."""

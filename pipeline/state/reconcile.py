@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.mosaic import MosaicConfig, layout, source_id
 from pipeline.state.model import MosaicState, SessionState
+from pipeline.state.mosaic import MosaicConfig, layout, source_id
 
 MOSAIC_KINDS = ("grabber", "stitcher")
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.server import GatewayServer
+from pipeline.runtime.httpserver import HttpServer
 
 API_VERSION = "1.43"
 
@@ -88,7 +88,7 @@ class FakeDocker:
                 Route(f"{prefix}/images/{{name:path}}/json", self._inspect_image),
             ]
         )
-        self.server = GatewayServer(self.app, host="127.0.0.1", port=0, shutdown_timeout=1)
+        self.server = HttpServer(self.app, host="127.0.0.1", port=0, shutdown_timeout=1)
 
     @property
     def base_url(self) -> str:

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.server import GatewayServer
+from pipeline.runtime.httpserver import HttpServer
 
 
 @dataclass
@@ -117,7 +117,7 @@ class FakeNomad:
                 Route(job, self._deregister, methods=["DELETE"]),
             ]
         )
-        self.server = GatewayServer(self.app, host="127.0.0.1", port=0, shutdown_timeout=1)
+        self.server = HttpServer(self.app, host="127.0.0.1", port=0, shutdown_timeout=1)
 
     @property
     def addr(self) -> str:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from pipeline.producers.jit.channels import ChannelLayout, Matrix
 from pipeline.producers.jit.errors import JitInputError, ReadError
-from pipeline.producers.opener import describe
+from pipeline.sources.opener import describe
 
 RATE = 48000
 """Output sample rate (Opus works at 48 kHz)."""

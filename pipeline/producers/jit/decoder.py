@@ -40,7 +40,7 @@ import numpy.typing as npt
 from pipeline.messages.events import SessionOptions
 from pipeline.producers.jit.convert import PictureConverter
 from pipeline.producers.jit.errors import JitInputError, ReadError
-from pipeline.producers.opener import describe
+from pipeline.sources.opener import describe
 
 CACHE_BYTES = 192 * 1024 * 1024
 """Memory for cached decoded frames (32 frames of 1080p 10-bit 4:2:2, 8 of 4K)."""

@@ -5,7 +5,7 @@ A session input is one of:
 - **a local file**: a plain absolute path or a ``file:`` URL, allowed only under one of the
   worker's media roots (checked after resolving symbolic links, so a link cannot lead out).
   Without media roots, local files are refused.
-- **http(s)**: checked against the :class:`~pipeline.producers.opener.SourcePolicy` (scheme,
+- **http(s)**: checked against the :class:`~pipeline.sources.policy.SourcePolicy` (scheme,
   and every address the host resolves to), then opened with the opener's FFmpeg options
   (protocol allow-list, timeouts), FFmpeg's HTTP reconnection on, and this module's demuxer
   allow-list (review formats: MOV/MP4, MXF, Matroska, WAV, FLAC, ...).
@@ -34,15 +34,8 @@ import av
 import av.container
 
 from pipeline.producers.jit.errors import JitInputError
-from pipeline.producers.opener import (
-    MAX_PIXELS,
-    SourcePolicy,
-    SourceRefused,
-    SourceUnavailable,
-    describe,
-    ffmpeg_options,
-    redact,
-)
+from pipeline.sources.opener import MAX_PIXELS, describe, ffmpeg_options
+from pipeline.sources.policy import SourcePolicy, SourceRefused, SourceUnavailable, redact
 
 JIT_FORMATS = "mov,mxf,matroska,avi,mpegts,mpeg,wav,w64,flac,aiff,mp3,aac,ac3,eac3,ogg,h264,hevc"
 """Demuxers a session input may be probed as (``mov`` covers MP4/M4A, ``matroska`` WebM).

@@ -6,7 +6,7 @@ before it returns, so no trickle ICE is needed: WHEP's simple case). The worker'
 sends: every transceiver is ``sendonly`` (or ``inactive`` when there is nothing to send), so a
 viewer that offers to send media is answered with "don't".
 
-A viewer is named by :func:`~pipeline.producers.jit.sdp.peer_id_of` its answer. It counts as
+A viewer is named by :func:`~pipeline.webrtc.sdp.peer_id_of` its answer. It counts as
 connected from the peer connection's ``connected`` state until ``failed`` or ``closed``.
 """
 
@@ -25,8 +25,8 @@ from aiortc import (
 )
 
 from pipeline.producers.jit.errors import SignalError
-from pipeline.producers.jit.sdp import peer_id_of, receives
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
+from pipeline.webrtc.sdp import peer_id_of, receives
 
 log = logging.getLogger("tessera.jit")
 

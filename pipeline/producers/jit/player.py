@@ -41,7 +41,7 @@ from pipeline.producers.jit.playback import Due, Playback
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import timecode
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
-from pipeline.tasks import cancel_and_wait
+from pipeline.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.jit")
 

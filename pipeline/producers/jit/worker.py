@@ -12,7 +12,7 @@ Subjects (all request/reply, relayed by the gateway):
 
 - ``ctl.signal.<session>``: :class:`~pipeline.messages.control.SignalOffer` (a WHEP POST) is
   answered with :class:`~pipeline.messages.control.SignalAnswer`; the viewer is then named
-  ``peer_id_of(answer)`` (:mod:`pipeline.producers.jit.sdp`), and
+  ``peer_id_of(answer)`` (:mod:`pipeline.webrtc.sdp`), and
   :class:`~pipeline.messages.control.SignalHangup` with that id (a WHEP DELETE) closes it,
   answered with :class:`~pipeline.messages.control.CommandReply`. Several viewers may watch
   one session (up to ``max_viewers``); they share its playback (a review with a supervisor
@@ -48,10 +48,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from pipeline import subjects
 from pipeline.errors import MessageError, TesseraError
-from pipeline.eventlog import append
-from pipeline.heartbeat import Heartbeater
 from pipeline.messages.codec import decode_session_command, encode
 from pipeline.messages.control import (
     CommandReply,
@@ -69,6 +66,9 @@ from pipeline.messages.control import (
 )
 from pipeline.messages.events import SessionFailed, SessionInput, SessionOptions
 from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartbeat
+from pipeline.nats import subjects
+from pipeline.nats.eventlog import append
+from pipeline.nats.heartbeat import Heartbeater
 from pipeline.producers.jit.audio import AudioInput, AudioReader
 from pipeline.producers.jit.channels import ChannelLayout
 from pipeline.producers.jit.decoder import VideoReader
@@ -77,10 +77,10 @@ from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.peers import Peer, ice_configuration
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
-from pipeline.producers.jit.sdp import receives
 from pipeline.producers.jit.threads import MediaThread
-from pipeline.producers.opener import SourcePolicy
-from pipeline.tasks import cancel_and_wait
+from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.sources.policy import SourcePolicy
+from pipeline.webrtc.sdp import receives
 
 log = logging.getLogger("tessera.jit")
 

@@ -1,0 +1,1 @@
+"""Tessera's settings: declared once each, read from defaults < environment < flags."""

@@ -1,0 +1,49 @@
+"""Reading projected state from the KV buckets (for the gateway, the controller and the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from pipeline.control.projector import decode_entry
+from pipeline.nats.topology import STATE_BUCKETS
+from pipeline.state.model import State
+
+
+async def read_entry(js: JetStreamContext, bucket: str, key: str) -> State | None:
+    """The projected state of one entity, or None."""
+    kv = await js.key_value(bucket)
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    state: Any = decode_entry(bucket, entry.value).state
+    return state  # type: ignore[no-any-return]
+
+
+async def read_bucket(js: JetStreamContext, bucket: str) -> dict[str, State]:
+    """Every projected state of one bucket, by key."""
+    kv = await js.key_value(bucket)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    out: dict[str, State] = {}
+    for key in keys:
+        state = await read_entry(js, bucket, key)
+        if state is not None:
+            out[key] = state
+    return out
+
+
+async def read_all(js: JetStreamContext) -> dict[tuple[str, str], State]:
+    """Every projected state, by ``(bucket, key)``: what :func:`evolve.fold` gives for EVENTS."""
+    out: dict[tuple[str, str], State] = {}
+    for spec in STATE_BUCKETS:
+        for key, state in (await read_bucket(js, spec.name)).items():
+            out[(spec.name, key)] = state
+    return out

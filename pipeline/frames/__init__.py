@@ -1,0 +1,1 @@
+"""The frame bus between grabbers and stitchers: the shared-memory slot beside NATS."""

@@ -1,0 +1,1 @@
+"""Process plumbing: services, tasks, child processes, logs and progress lines."""

@@ -1,0 +1,102 @@
+"""Task helpers that keep cancellation honest: one task (:func:`cancel_and_wait`) or a
+service's group of them (:class:`Tasks`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_log = logging.getLogger("tessera.tasks")
+
+
+async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it to end.
+
+    The task's own CancelledError is absorbed; a cancellation of the *caller* while it waits
+    is re-raised (``Task.cancelling()``), so stopping a service never swallows a shutdown.
+    """
+    if task is None or task.done():
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieve it, so asyncio does not log "never retrieved"
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
+class Tasks:
+    """The tasks one service owns, as one group: :meth:`spawn` adds one, :meth:`close` cancels
+    them all and waits until every one has ended.
+
+    This keeps the guarantees of :class:`asyncio.TaskGroup` for a service whose life runs from
+    ``start()`` to ``stop()`` rather than inside one ``async with`` block: no task outlives
+    :meth:`close`; a task that ends with an error is reported at once (logged with the owner and
+    the task's name, and passed to ``on_failure``, which may stop the service) rather than lost
+    in "exception was never retrieved"; a finished task leaves the group by itself. Closing is
+    safe twice, and a closed group can be used again (a service started after a stop).
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.owner = owner
+        self._on_failure = on_failure
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of this group."""
+        if self._closing:
+            coro.close()
+            raise RuntimeError(f"{self.owner}: cannot start task {name!r} while closing")
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.owner}: {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __bool__(self) -> bool:
+        return bool(self._tasks)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        _log.error("task %r failed", task.get_name(), exc_info=error)
+        if self._on_failure is not None and not self._closing:
+            self._on_failure(task.get_name(), error)
+
+    async def close(self) -> None:
+        """Cancel every task and wait until all have ended. A cancellation of the caller while
+        it waits does not cut the wait short (no task may outlive the group); it is raised
+        once they have ended."""
+        self._closing = True
+        interrupted = False
+        try:
+            while self._tasks:
+                tasks = list(self._tasks)
+                for task in tasks:
+                    task.cancel()
+                try:
+                    await asyncio.wait(tasks)  # their done callbacks report any failure
+                except asyncio.CancelledError:
+                    interrupted = True
+        finally:
+            self._closing = False
+        if interrupted:
+            raise asyncio.CancelledError

@@ -1,0 +1,1 @@
+"""Where media comes from: opening user-given URLs safely, and synthetic live sources."""

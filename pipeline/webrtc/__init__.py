@@ -1,0 +1,1 @@
+"""WebRTC pieces shared by the gateway and JIT workers: TURN and SDP."""
