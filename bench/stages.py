@@ -2,7 +2,7 @@
 with Tessera's own code, one thread, ``time.thread_time`` around each step:
 
 - grabber: ``demux`` (reading packets from the container), ``decode`` (PyAV with the
-  grabber's :data:`~pipeline.producers.grabber.DECODER_OPTIONS`, one thread), ``scale``
+  grabber's :data:`~pipeline.producers.decode.DECODER_OPTIONS`, one thread), ``scale``
   (:class:`~pipeline.producers.scale.TileScaler`), ``pack``
   (:func:`~pipeline.messages.frames.pack_frame`);
 - stitcher: ``compose`` (:class:`~pipeline.consumers.compositor.Compositor`, every tile new in
@@ -26,7 +26,7 @@ from pipeline.consumers.compositor import Compositor, TileKind, TileView
 from pipeline.consumers.encoder import EncoderSettings, SegmentEncoder
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader, pack_frame
-from pipeline.producers.grabber import DECODER_OPTIONS
+from pipeline.producers.decode import DECODER_OPTIONS
 from pipeline.producers.scale import TileScaler
 from pipeline.state.mosaic import layout
 

@@ -23,6 +23,7 @@ from gateway.httpmetrics import HttpMetrics
 from gateway.livestate import LiveState
 from gateway.metrics import Metrics
 from gateway.mosaics import Mosaics
+from gateway.projection import NotProjectedYet, Projection
 from gateway.sessions import Sessions
 from pipeline.nats.beats import HeartbeatCache
 
@@ -32,6 +33,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # One body for every 404, so no path tells more than another.
     detail = "not found" if exc.status_code == 404 else exc.detail
     return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _not_projected(request: Request, exc: Exception) -> Response:
+    # The entity exists (this gateway recorded it) but cannot be shown as it is yet: neither a
+    # 404 nor an answer from before the client's own request.
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -60,8 +67,9 @@ def create_app(ctx: GatewayContext) -> Starlette:
         return JSONResponse(document)
 
     guard = Guard(ctx.config)
-    mosaics = Mosaics(ctx, guard, live)
-    sessions = Sessions(ctx, guard)
+    projection = Projection(ctx.js)
+    mosaics = Mosaics(ctx, guard, live, projection)
+    sessions = Sessions(ctx, guard, projection)
     routes = [
         # First: the hot route (every viewer polls its playlist once a segment).
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
@@ -77,11 +85,15 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/session/{sid}/whep", sessions.whep, methods=["POST"]),
         Route("/session/{sid}/whep/{peer}", sessions.hangup, methods=["DELETE"]),
         Route("/session/{sid}/control", sessions.control, methods=["POST"]),
-        *pages.routes(ctx),
+        *pages.routes(ctx, projection),
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error, 500: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            NotProjectedYet: _not_projected,
+            500: _server_error,
+        },
         middleware=[Middleware(HttpMetrics, registry=metrics.registry)],
         lifespan=lifespan,
     )

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline.nats.topology import MANIFESTS, MOSAICS, BucketSpec
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks, cancel_and_wait
 from pipeline.segments.playlist import continuation
 
 log = logging.getLogger("tessera.gateway")
@@ -49,6 +49,8 @@ class _Watch:
 
     watcher: Any
     task: asyncio.Task[None]
+    """Its follower (one of :attr:`LiveState._tasks`): cancelled alone when the bucket is
+    watched again."""
     created: datetime.datetime | None
     """Creation time of the bucket's stream when the watch began: a new one is a new bucket."""
     lost: bool = False
@@ -64,17 +66,22 @@ class LiveState:
         self.playlists: dict[str, bytes] = {}
         self.mosaics: set[str] = set()
         self._watches: dict[str, _Watch] = {}
-        self._checker: asyncio.Task[None] | None = None
+        self._tasks = Tasks("gateway live state")
         self.rewatched = 0
         """How many times a replaced or lost bucket was watched again."""
 
     async def start(self) -> None:
         """Load every key, then follow changes (and replaced buckets) in the background."""
-        if self._checker is not None:
+        if self._tasks:
             return
-        for spec in (MANIFESTS, MOSAICS):
-            await self._watch(spec)
-        self._checker = asyncio.create_task(self._check_loop(), name="gateway live state check")
+        try:
+            for spec in (MANIFESTS, MOSAICS):
+                await self._watch(spec)
+        except BaseException:
+            # Leave nothing following: a started group is what marks this as started.
+            await self.stop()
+            raise
+        self._tasks.spawn(self._check_loop(), name="check")
 
     async def _watch(self, spec: BucketSpec) -> None:
         """(Re)start following ``spec``: stop the old watcher, load every key, follow."""
@@ -96,7 +103,7 @@ class LiveState:
                 await watcher.stop()
             raise
         self._replace(spec.name, snapshot)
-        task = asyncio.create_task(self._follow(spec.name, watcher), name=f"watch {spec.name}")
+        task = self._tasks.spawn(self._follow(spec.name, watcher), name=f"watch {spec.name}")
         self._watches[spec.name] = _Watch(watcher, task, info.created)
 
     def _replace(self, bucket: str, snapshot: dict[str, bytes]) -> None:
@@ -165,8 +172,8 @@ class LiveState:
 
     async def stop(self) -> None:
         """Stop following. Safe twice."""
-        checker, self._checker = self._checker, None
-        await cancel_and_wait(checker)
+        await self._tasks.close()  # the checker and every follower
         watches, self._watches = self._watches, {}
         for watch in watches.values():
-            await self._stop_watch(watch)
+            with contextlib.suppress(Exception):
+                await watch.watcher.stop()

@@ -27,13 +27,13 @@ import urldsl
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.livestate import LiveState
-from pipeline.control.read import read_entry
+from gateway.projection import Projection
 from pipeline.messages.codec import encode
 from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import AlreadyExists, append
-from pipeline.nats.topology import EVENTS, MOSAICS, SEGMENTS
+from pipeline.nats.topology import MOSAICS, SEGMENTS
 from pipeline.segments.playlist import empty_playlist
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
@@ -114,11 +114,17 @@ class Mosaics:
     """The mosaic routes with their small caches (known fingerprints, segments)."""
 
     def __init__(
-        self, ctx: GatewayContext, guard: Guard, live: LiveState, segment_cache: int = 256
+        self,
+        ctx: GatewayContext,
+        guard: Guard,
+        live: LiveState,
+        projection: Projection,
+        segment_cache: int = 256,
     ) -> None:
         self.ctx = ctx
         self.guard = guard
         self.live = live
+        self.projection = projection
         self._store: ObjectStore | None = None
         self._known: set[str] = set()
         self._beats: dict[str, float] = {}
@@ -146,28 +152,25 @@ class Mosaics:
                 title=config.title,
             )
             try:
-                await append(self.ctx.js, event, msg_id=f"mosaic-{fp}", expect_first=True)
+                ack = await append(self.ctx.js, event, msg_id=f"mosaic-{fp}", expect_first=True)
+                self.projection.appended(MOSAICS.name, fp, ack.seq)
             except AlreadyExists:
-                pass
+                # Recorded before (maybe a moment ago, by another gateway): its first event is
+                # in any entry of it, whatever that event's sequence.
+                self.projection.appended(MOSAICS.name, fp, 1)
+            # What this gateway recorded it knows: /play answers at once, projected or not.
             self._known.add(fp)
         await self._viewer(fp, force=True)
         return RedirectResponse(f"/play/{fp}/index.m3u8", status_code=302)
 
     async def known(self, fp: str) -> bool:
-        """True if mosaic ``fp`` was created (projected state, or the event log itself)."""
+        """True if mosaic ``fp`` was created: recorded by this gateway, or projected."""
         if fp in self._known or fp in self.live.mosaics:
             return True
-        state = await read_entry(self.ctx.js, MOSAICS.name, fp)
-        if isinstance(state, MosaicState):
+        if isinstance(await self.projection.read(MOSAICS.name, fp), MosaicState):
             self._known.add(fp)
             return True
-        # Just created and not projected yet: the event log is the truth.
-        try:
-            await self.ctx.js.get_last_msg(EVENTS.name, subjects.event("mosaic", fp))
-        except NotFoundError:
-            return False
-        self._known.add(fp)
-        return True
+        return False
 
     async def _viewer(self, fp: str, force: bool = False) -> None:
         now = time.monotonic()

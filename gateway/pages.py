@@ -37,13 +37,14 @@ from starlette.types import Scope
 import urldsl
 from gateway.context import GatewayContext
 from gateway.mosaics import ALLOWED_SCHEMES
+from gateway.projection import Projection
 from gateway.sessions import SESSION_ID_RE
-from pipeline.control.read import read_bucket, read_entry
+from pipeline.control.read import read_bucket
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
-from pipeline.nats.topology import EVENTS, HEARTBEATS, MOSAICS, SESSIONS
+from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import FP_RE, layout
 
@@ -115,8 +116,9 @@ def _missing() -> Response:
 class Pages:
     """The page and helper handlers over the gateway's shared clients."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, projection: Projection) -> None:
         self.ctx = ctx
+        self.projection = projection
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class Pages:
     async def view(self, request: Request) -> Response:
         """``GET /view/<fp>``: the mosaic player, for a known mosaic."""
         fp = request.path_params["fp"]
-        if not FP_RE.match(fp) or not await self._known("mosaic", MOSAICS.name, fp):
+        if not FP_RE.match(fp) or await self.projection.read(MOSAICS.name, fp) is None:
             return _missing()
         return _page("view.html")
 
@@ -135,19 +137,9 @@ class Pages:
         """``GET /session/<id>/view``: the review player, for a known session (in any state:
         the page says when it has ended)."""
         sid = request.path_params["sid"]
-        if not SESSION_ID_RE.match(sid) or not await self._known("session", SESSIONS.name, sid):
+        if not SESSION_ID_RE.match(sid) or await self.projection.read(SESSIONS.name, sid) is None:
             return _missing()
         return _page("review.html")
-
-    async def _known(self, entity: str, bucket: str, key: str) -> bool:
-        if await read_entry(self.ctx.js, bucket, key) is not None:
-            return True
-        # Just created and not projected yet: the event log is the truth.
-        try:
-            await self.ctx.js.get_last_msg(EVENTS.name, subjects.event(entity, key))
-        except NotFoundError:
-            return False
-        return True
 
     async def hls_js(self, request: Request) -> Response:
         """``GET /vendor/hls.js``."""
@@ -243,9 +235,9 @@ def _expansion_error(
     return JSONResponse(body, status_code=400)
 
 
-def routes(ctx: GatewayContext) -> list[BaseRoute]:
+def routes(ctx: GatewayContext, projection: Projection) -> list[BaseRoute]:
     """The pages' routes, for :func:`gateway.app.create_app`."""
-    pages = Pages(ctx)
+    pages = Pages(ctx, projection)
     return [
         Route("/", pages.home, methods=["GET"]),
         Route("/view/{fp}", pages.view, methods=["GET"]),

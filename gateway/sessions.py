@@ -10,6 +10,10 @@
   only their UDP media goes direct (see docs/architecture.md).
 - ``POST /session/<id>/control`` (a JSON command: ``{"type": "seek", "frame": 120}``) →
   relayed to ``ctl.session.<id>``; the same commands travel over the WebRTC data channel.
+
+Sessions are read from the projection, never folded here. A read of one session right after
+this gateway recorded something of it waits for the projector (:mod:`gateway.projection`;
+``503`` with ``Retry-After`` if it does not catch up in time).
 """
 
 from __future__ import annotations
@@ -24,20 +28,19 @@ from typing import Any
 import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import NotFoundError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.context import GatewayContext
 from gateway.guard import Guard
+from gateway.projection import Projection
 from gateway.schemas import SessionList, SessionView
 from gateway.session_request import RequestError, parse
 from pipeline.control import admission
-from pipeline.control.read import read_bucket, read_entry
+from pipeline.control.read import read_bucket
 from pipeline.errors import MessageError
 from pipeline.messages import control
 from pipeline.messages.codec import (
-    decode_event,
     decode_heartbeat,
     decode_reply,
     decode_session_command,
@@ -47,10 +50,8 @@ from pipeline.messages.events import SessionEnded, SessionRequested
 from pipeline.messages.heartbeats import JitStats, WorkerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import AppendError, append
-from pipeline.nats.topology import EVENTS, HEARTBEATS, SESSIONS
-from pipeline.state.evolve import evolve
+from pipeline.nats.topology import HEARTBEATS, SESSIONS
 from pipeline.state.model import SessionState
-from pipeline.state.reconcile import jit_spec
 from pipeline.webrtc.sdp import peer_id_of
 
 MAX_BODY = 64 * 1024
@@ -98,9 +99,10 @@ def _too_large() -> JSONResponse:
 class Sessions:
     """The session routes."""
 
-    def __init__(self, ctx: GatewayContext, guard: Guard) -> None:
+    def __init__(self, ctx: GatewayContext, guard: Guard, projection: Projection) -> None:
         self.ctx = ctx
         self.guard = guard
+        self.projection = projection
 
     def _base(self, request: Request) -> str:
         public = self.ctx.config.public_ip
@@ -164,10 +166,15 @@ class Sessions:
             client=request.client.host if request.client else "",
         )
         try:
-            await append(self.ctx.js, event, msg_id=f"session-{sid}", expect_first=True)
+            ack = await append(self.ctx.js, event, msg_id=f"session-{sid}", expect_first=True)
         except AppendError:
             await admission.release(self.ctx.js, slot)
             return _error(503, "cannot record the session now: retry later", {"Retry-After": "2"})
+        # The client's next call (GET, the WHEP offer) may come before the projector has
+        # folded the request: reads of this session wait for it.
+        self.projection.appended(SESSIONS.name, sid, ack.seq)
+        # Answered from what was just recorded, not from the projection: creating a session
+        # never waits for the projector (reads of it do).
         state = SessionState(
             session_id=sid, phase="requested", inputs=inputs, options=options,
             requested_at=event.at,
@@ -177,22 +184,15 @@ class Sessions:
     async def _state(self, sid: str) -> SessionState | None:
         if not SESSION_ID_RE.match(sid):
             return None
-        state = await read_entry(self.ctx.js, SESSIONS.name, sid)
-        if isinstance(state, SessionState):
-            return state
-        # Just requested and not projected yet: the event log is the truth.
-        try:
-            msg = await self.ctx.js.get_last_msg(EVENTS.name, subjects.event("session", sid))
-            event = decode_event(msg.data or b"")
-        except (NotFoundError, MessageError):
-            return None
-        fresh = evolve(None, event)
-        return fresh if isinstance(fresh, SessionState) else None
+        state = await self.projection.read(SESSIONS.name, sid)
+        return state if isinstance(state, SessionState) else None
 
-    async def _stats(self, sid: str) -> dict[str, Any] | None:
+    async def _stats(self, state: SessionState) -> dict[str, Any] | None:
+        if not state.worker_id:
+            return None
         try:
             msg = await self.ctx.js.get_last_msg(
-                HEARTBEATS.name, subjects.worker_heartbeat(jit_spec(sid).worker_id)
+                HEARTBEATS.name, subjects.worker_heartbeat(state.worker_id)
             )
         except Exception:  # noqa: BLE001 - no heartbeat yet is normal
             return None
@@ -212,7 +212,7 @@ class Sessions:
         state = await self._state(sid)
         if state is None:
             return NOT_FOUND
-        stats = await self._stats(sid) if state.phase == "running" else None
+        stats = await self._stats(state) if state.phase == "running" else None
         return _json(self._describe(request, state, stats))
 
     async def list(self, request: Request) -> Response:
@@ -233,11 +233,12 @@ class Sessions:
         if state is None:
             return NOT_FOUND
         if state.phase in ("requested", "running"):
-            await append(
+            ack = await append(
                 self.ctx.js,
                 SessionEnded(at=time.time(), session_id=sid, reason="deleted"),
                 msg_id=f"session-{sid}-deleted",
             )
+            self.projection.appended(SESSIONS.name, sid, ack.seq)
         return JSONResponse({"id": sid, "state": "ended" if state.phase != "failed" else "failed"})
 
     async def _relay(self, subject: str, payload: bytes, sid: str) -> bytes | Response:

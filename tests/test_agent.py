@@ -27,17 +27,18 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from pipeline.errors import InstanceError
-from pipeline.instances.agent import Agent, start_command
+from pipeline.instances.agent import Agent
 from pipeline.instances.base import CapacityError, LaunchRequest
 from pipeline.instances.control import start_worker_on
 from pipeline.instances.local import LocalInstanceProvider
 from pipeline.instances.reaping import InstanceView, Policy, Reap, decide, launched, observe, place
 from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
-from pipeline.messages.control import CommandReply, StopWorker
+from pipeline.messages.control import CommandReply, StartWorker, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 from pipeline.nats import subjects
 from pipeline.sources.synthetic import refused_url
-from pipeline.state.reconcile import Running, WorkerSpec
+from pipeline.state.reconcile import Running
 from tests.natsenv import server_env
 
 FAST = {"TESSERA_HEARTBEAT_INTERVAL": "0.2", "TESSERA_SHUTDOWN_TIMEOUT": "3"}
@@ -88,6 +89,8 @@ class RecordingLauncher:
 
     def __init__(self) -> None:
         self.runs: dict[str, Running] = {}
+        self.started: list[WorkerSpec] = []
+        """Every spec ``start_worker`` was given, in order."""
         self.closed = 0
 
     def running(self) -> dict[str, Running]:
@@ -97,6 +100,7 @@ class RecordingLauncher:
         return 4242 if worker_id in self.runs else None
 
     async def start_worker(self, spec: WorkerSpec) -> int:
+        self.started.append(spec)
         self.runs[spec.worker_id] = Running(spec=spec, started_at=time.time())
         return 4242
 
@@ -139,18 +143,22 @@ async def test_agent_obeys_capacity_and_reports(
     assert first.capacity == {"jit": 1, "grabber": 2} and first.used == {}
     assert first.idle_since is not None and first.started_at == service.started_at
 
-    s1 = WorkerSpec("jit", "s1")
-    assert (await command(nc, "agent-t1", start_command(s1))).ok
-    assert (await command(nc, "agent-t1", start_command(s1))).ok  # again: a no-op
+    s1 = JitSpec(session_id="s1")
+    assert (await command(nc, "agent-t1", StartWorker(spec=s1))).ok
+    assert (await command(nc, "agent-t1", StartWorker(spec=s1))).ok  # again: a no-op
     assert list(launcher.runs) == ["jit-s1"]
-    refused = await command(nc, "agent-t1", start_command(WorkerSpec("jit", "s2")))
-    assert not refused.ok
+    refused = await command(nc, "agent-t1", StartWorker(spec=JitSpec(session_id="s2")))
+    assert not refused.ok and refused.code == "full"
     assert refused.error == (
         "instance agent-t1 is full for jit workers (1 of 1 running): "
         "place jit-s2 on another instance"
     )
-    none = await command(nc, "agent-t1", start_command(WorkerSpec("stitcher", "fp")))
-    assert not none.ok and "(0 of 0 running)" in none.error
+    none = await command(nc, "agent-t1", StartWorker(spec=StitcherSpec(fp="fp")))
+    assert not none.ok and none.code == "full" and "(0 of 0 running)" in none.error
+    with pytest.raises(CapacityError, match="agent-t1 is full for jit workers"):
+        await start_worker_on(nc, "agent-t1", JitSpec(session_id="s3"))
+    bad = await command(nc, "agent-t1", StartWorker(spec=JitSpec(session_id="a.b")))
+    assert not bad.ok and bad.code == "" and "cannot be a subject token" in bad.error
     garbage = await nc.request(subjects.agent_control("agent-t1"), b"{}", timeout=5)
     assert "cannot decode agent command" in decode_reply(garbage.data).error
     with pytest.raises(InstanceError, match="no agent listens on ctl.agent.agent-nobody"):
@@ -176,12 +184,56 @@ async def test_agent_obeys_capacity_and_reports(
     await until(lambda: beats.last["agent-t1"].idle_since is not None, 5, "an idle beat")
 
     await service.start()  # a second start does nothing
-    await launcher.start_worker(WorkerSpec("grabber", "g1"))
+    await launcher.start_worker(StitcherSpec(fp="g1"))
     await service.stop()
     await service.stop()
     assert launcher.closed == 1 and not launcher.runs
     last = beats.last["agent-t1"]
     assert last.used == {} and last.idle_since is not None
+
+
+async def test_the_worker_gets_exactly_the_spec_the_controller_sent(
+    nc: Client, agent: tuple[Agent, RecordingLauncher, Beats]
+) -> None:
+    """The spec crosses NATS whole: the launcher is given a struct equal to the one sent, of
+    the same type, every field as it was (a URL with a query and a password, a fractional
+    rate), with no string form on the way."""
+    service, launcher, _ = agent
+    spec = GrabberSpec(
+        source_id="src1-64x36",
+        url="rtsp://user:p%40ss@cam.example:554/live?channel=1&subtype=0",
+        width=64,
+        height=36,
+        fps=12.5,
+    )
+    await start_worker_on(nc, service.instance_id, spec)
+    assert launcher.started == [spec]
+    assert type(launcher.started[0]) is GrabberSpec
+    assert launcher.runs[spec.worker_id].spec == spec
+
+
+async def test_capacity_is_told_by_the_reply_code_not_its_words(nc: Client) -> None:
+    """``start_worker_on`` raises CapacityError on ``code="full"`` whatever the error says,
+    and a plain InstanceError on any other refusal, even one that reads like a full agent."""
+    replies = {
+        "agent-words": CommandReply(ok=False, error="instance agent-words is full for jit"),
+        "agent-code": CommandReply(ok=False, error="no room here", code="full"),
+    }
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(encode(replies[msg.subject.rsplit(".", 1)[1]]))
+
+    subs = [await nc.subscribe(subjects.agent_control(iid), cb=answer) for iid in replies]
+    try:
+        spec = JitSpec(session_id="s1")
+        with pytest.raises(InstanceError, match="refused jit-s1") as refused:
+            await start_worker_on(nc, "agent-words", spec)
+        assert not isinstance(refused.value, CapacityError)
+        with pytest.raises(CapacityError, match="no room here"):
+            await start_worker_on(nc, "agent-code", spec)
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
 
 
 # --- agents as local instances ---------------------------------------------------------------
@@ -219,11 +271,7 @@ async def test_two_local_agents_place_replace_and_leave_nothing(
         assert all(v.managed for v in views())
 
         # A grabber needs a place: only agent-b has room for grabbers.
-        spec = WorkerSpec(
-            "grabber",
-            "src1",
-            (("url", refused_url()), ("width", "64"), ("height", "36"), ("fps", "5")),
-        )
+        spec = GrabberSpec(source_id="src1", url=refused_url(), width=64, height=36, fps=5)
         placement = place([(spec.worker_id, "grabber")], views(), {}, time.time(), policy)
         assert placement.assign == {spec.worker_id: "agent-b"}
         await start_worker_on(nc, "agent-b", spec)

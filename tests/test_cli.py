@@ -170,6 +170,15 @@ def test_a_kill_9_of_up_takes_the_nats_server_with_it(
         (["up"], {"JIT_ORCHESTRATOR_PORT": "70000"}, 2, "JIT_ORCHESTRATOR_PORT='70000'"),
         (["events", "tail"], {}, 1, "tessera: error: no NATS to connect to"),
         (["events", "tail"], {"NATS_URL": "nats://127.0.0.1:1"}, 1, "cannot reach NATS"),
+        # A worker given its whole spec (as a spawned one is) decodes it and goes to connect.
+        (
+            ["worker", "--spec", '{"type": "spec.jit/1", "session_id": "s1"}'],
+            {},
+            1,
+            "tessera: error: no NATS to connect to",
+        ),
+        (["worker", "--spec", "{}"], {}, 1, "tessera: error: cannot decode worker spec"),
+        (["worker"], {}, 1, "tessera worker needs a KIND (grabber, stitcher or jit) or --spec"),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_exit(

@@ -5,6 +5,10 @@ reconnecting and heartbeating until stopped) and, for an exit code, a stitcher o
 does not exist (it exits 1). Each connects as its role's NATS user, which it can only do with
 the ``NATS_URL`` of its own environment: the session's server has no anonymous access.
 
+Also, without processes: the spec reaches a worker whole by either road (the fork server's
+request, a spawned worker's ``--spec`` argument), and ``tessera worker grabber ...`` typed by a
+person builds the same spec.
+
 Proved here: ten workers started at once heartbeat far sooner forked than spawned; a forked
 worker leads its own session under the fork server; exit codes reach ``on_exit`` once each;
 stop is SIGTERM, then SIGKILL after the grace period; a ``kill -9`` of the fork server takes
@@ -14,6 +18,7 @@ zombie.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -23,16 +28,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import refused_url
-from pipeline.state.reconcile import WorkerSpec
-from pipeline.workers.processes import LocalProvider
+from pipeline.workers import forkserver
+from pipeline.workers.processes import LocalProvider, worker_argv
+from pipeline.workers.run import add_parser, spec_from_args
 
 GRACE = 1.0
 
@@ -84,9 +92,54 @@ def zombies() -> list[int]:
     return [pid for pid in kids if (stat(pid) or ["?"])[0] == "Z"]
 
 
-def grabber(n: int) -> WorkerSpec:
-    args = (("url", refused_url()), ("width", "320"), ("height", "180"), ("fps", "25"))
-    return WorkerSpec(kind="grabber", target=f"fs{os.getpid()}x{n}", args=args)
+def grabber(n: int) -> GrabberSpec:
+    return GrabberSpec(
+        source_id=f"fs{os.getpid()}x{n}", url=refused_url(), width=320, height=180, fps=25
+    )
+
+
+# --- the spec on its way, without processes ---------------------------------------------------
+
+SPECS: list[WorkerSpec] = [
+    GrabberSpec(
+        source_id="abc-320x180", url="rtsp://u:p@cam/x?a=1&b=two words", width=320, height=180,
+        fps=12.5,
+    ),
+    StitcherSpec(fp="f" * 32),
+    JitSpec(session_id="s1"),
+]  # fmt: skip
+
+
+def _worker_command(argv: list[str]) -> WorkerSpec:
+    """The spec ``tessera`` ``argv`` (``worker ...``) runs, as the CLI parses it."""
+    parser = argparse.ArgumentParser(prog="tessera")
+    add_parser(parser.add_subparsers(dest="command"))
+    return spec_from_args(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: type(s).__name__)
+def test_the_spec_reaches_the_worker_whole_forked_or_spawned(spec: WorkerSpec) -> None:
+    # Forked: the provider's request line, as the fork server decodes it.
+    line = msgspec.json.encode(forkserver.ForkRequest(id=7, spec=spec, env={"A": "1"}))
+    request = forkserver.decode_request(line)
+    assert (request.id, request.spec, request.env) == (7, spec, {"A": "1"})
+    assert type(request.spec) is type(spec)
+    # Spawned: python -m pipeline worker --spec JSON.
+    argv = worker_argv(spec, python="python3")
+    assert argv[:5] == ["python3", "-m", "pipeline", "worker", "--spec"] and len(argv) == 6
+    assert _worker_command(argv[3:]) == spec
+
+
+def test_a_worker_typed_by_a_person_is_the_same_spec() -> None:
+    grabber_spec = SPECS[0]
+    assert isinstance(grabber_spec, GrabberSpec)
+    typed = [
+        "worker", "grabber", grabber_spec.source_id, "--url", grabber_spec.url,
+        "--width", "320", "--height", "180", "--fps", "12.5",
+    ]  # fmt: skip
+    assert _worker_command(typed) == grabber_spec
+    assert _worker_command(["worker", "stitcher", "f" * 32]) == SPECS[1]
+    assert _worker_command(["worker", "jit", "s1"]) == SPECS[2]
 
 
 class Exits:
@@ -208,7 +261,7 @@ async def test_ten_workers_at_once_start_far_sooner_forked_than_spawned(
 async def test_exit_codes_reach_on_exit_once(rig: Rig, beats: Beats) -> None:
     provider, exits = rig.provider, rig.exits
     # A stitcher of a mosaic nobody created exits 1 by itself.
-    failing = WorkerSpec(kind="stitcher", target=f"nomosaic{os.getpid()}")
+    failing = StitcherSpec(fp=f"nomosaic{os.getpid()}")
     killed, stopped = grabber(1), grabber(2)
     for spec in (failing, killed, stopped):
         await provider.start_worker(spec)

@@ -29,10 +29,20 @@ from pipeline.errors import ConfigError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.frames import FrameHeader, unpack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
+from pipeline.messages.workers import GrabberSpec
 from pipeline.nats import subjects
-from pipeline.producers.grabber import Grabber, GrabberSpec, GrabberState
+from pipeline.producers.decode import GrabberState
+from pipeline.producers.grabber import Grabber
 from pipeline.producers.scale import BLACK, TileScaler
-from pipeline.producers.timing import Backoff, FpsCap, PtsClock, StaleGuard
+from pipeline.producers.timing import (
+    Backoff,
+    FpsCap,
+    FramePacer,
+    PtsClock,
+    StaleGuard,
+    Verdict,
+    loop_delay,
+)
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
 from pipeline.state.mosaic import source_id
@@ -336,7 +346,7 @@ async def test_a_finished_file_loops_at_its_own_pace(
         "#EXTINF:1.0,\nvod0.ts\n#EXTINF:1.0,\nvod1.ts\n#EXT-X-ENDLIST\n",
     )
     grabber, seen = await grab(grabbers, nc, server.file_url("vod.m3u8"), 64, 36)
-    await until(lambda: grabber.loops >= 1, 8, "the file to loop")
+    await until(lambda: grabber.decoder.loops >= 1, 8, "the file to loop")
     await until(lambda: seen.frame_count() >= 70, 8, "frames after the loop")
     frames = list(seen.frames)
     arrivals = [t for t, _, _ in frames]
@@ -345,7 +355,7 @@ async def test_a_finished_file_loops_at_its_own_pace(
     pts = [h.pts for _, h, _ in frames]
     assert any(b < a for a, b in pairwise(pts)), "timestamps start again after a loop"
     assert max(b - a for a, b in pairwise(arrivals)) < 0.5, "no pause at the loop"
-    assert grabber.reconnects == 0
+    assert grabber.decoder.reconnects == 0
     await until(lambda: bool(seen.beats) and seen.stats.loops >= 1, 3, "loops in the heartbeat")
 
 
@@ -456,6 +466,38 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
     assert highs.next() == pytest.approx(0.5, abs=1e-5)
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_backoff_after_a_failure_resets_when_healthy_and_waits_longest_after_a_refusal() -> None:
+    backoff = Backoff(1.0, 8.0, rng=lambda: 1.0)
+    assert [backoff.after(healthy=False, refused=False) for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert backoff.after(healthy=False, refused=True) == 8.0
+    assert backoff.after(healthy=True, refused=False) == 1.0
+    assert loop_delay(0.25) == 0.75, "a short file is played again at most once a second"
+    assert loop_delay(3.0) == 0.0
+
+
+def test_frame_pacer_drops_repeats_and_frames_over_the_cap_and_paces_the_rest() -> None:
+    guard = StaleGuard()
+    guard.fresh(1.0)  # shown before a reconnect
+    pacer = FramePacer(10, opened=100.0, pace=True, stale=guard)
+    assert pacer.admit(0.96, 100.0) is Verdict.STALE
+    assert pacer.admit(1.04, 100.0) is Verdict.KEEP
+    assert (pacer.last_t, pacer.due, pacer.first_kept) == (1.04, 100.0, 100.0)
+    assert pacer.admit(1.08, 100.01) is Verdict.OVER_CAP  # a 25 fps source capped at 10
+    assert pacer.admit(1.16, 100.02) is Verdict.KEEP
+    assert pacer.due == pytest.approx(100.12) and pacer.kept == 2
+
+    # A looping file's next pass: its first frame is due one source frame after the last.
+    carry = pacer.carry()
+    assert carry is not None and carry.step == pytest.approx(0.08)
+    again = FramePacer(10, opened=100.15, pace=True, carried=carry)
+    assert again.admit(0.0, 100.15) is Verdict.KEEP
+    assert again.due == pytest.approx(100.20)
+
+    live = FramePacer(10, opened=5.0, pace=False)
+    assert live.admit(None, 5.5) is Verdict.KEEP, "no timestamp: timed from the open"
+    assert live.last_t == 0.5 and live.carry() is None
 
 
 def yuv_frame(

@@ -248,13 +248,13 @@ async def test_silent_and_frozen_sources_fail_in_time_and_leave_nothing(
             if kind == "frozen":
                 # Reconnects replay the same two segments: never shown again as live.
                 frames = seen.frame_count()
-                await until(lambda: grabber.reconnects >= 2, BUDGET * 3 + 3, "reconnects")
-                assert seen.frame_count() == frames and grabber.stale > 0
+                await until(lambda: grabber.decoder.reconnects >= 2, BUDGET * 3 + 3, "reconnects")
+                assert seen.frame_count() == frames and grabber.decoder.stale > 0
             if kind == "frozen":
                 # Reconnects replay the same two segments: never shown again as live.
                 frames = seen.frame_count()
-                await until(lambda: grabber.reconnects >= 2, BUDGET * 3 + 3, "reconnects")
-                assert seen.frame_count() == frames and grabber.stale > 0
+                await until(lambda: grabber.decoder.reconnects >= 2, BUDGET * 3 + 3, "reconnects")
+                assert seen.frame_count() == frames and grabber.decoder.stale > 0
         finally:
             for g in made:
                 await g.stop()
@@ -300,7 +300,7 @@ async def test_a_source_flapping_50_times_keeps_one_grabber_and_a_bounded_rate(
             await until(
                 lambda: seen.frame_count() > frames_after_flaps + 5, 15, "frames after the flaps"
             )
-            reconnects = grabber.reconnects
+            reconnects = grabber.decoder.reconnects
         finally:
             for g in made:
                 await g.stop()
@@ -324,7 +324,7 @@ async def test_a_hung_decode_thread_is_reported_to_the_watchdog(
         release.wait(30)
         raise SourceRefused("http://hung.test/", "released")
 
-    monkeypatch.setattr("pipeline.producers.grabber.open_input", hangs)
+    monkeypatch.setattr("pipeline.producers.decode.open_input", hangs)
     stuck: list[str] = []
     made: list[Grabber] = []
     try:

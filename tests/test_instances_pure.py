@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from pipeline.config import instances as instance_settings
 from pipeline.config.settings import Config
 from pipeline.errors import ConfigError
-from pipeline.instances.agent import spec_of, start_command
 from pipeline.instances.base import (
     InstanceInfo,
     LaunchRequest,
@@ -35,6 +34,7 @@ from pipeline.instances.docker import free_slot, slot
 from pipeline.instances.ec2 import user_data
 from pipeline.instances.local import LocalInstanceProvider
 from pipeline.instances.nomad import dispatch_meta, job_path
+from pipeline.instances.ready import ready_line, status_url_of
 from pipeline.instances.reaping import (
     InstanceView,
     Policy,
@@ -48,8 +48,10 @@ from pipeline.instances.reaping import (
     rooms,
     totals,
 )
+from pipeline.messages.codec import decode_agent_command, encode
+from pipeline.messages.control import StartWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
-from pipeline.state.reconcile import WorkerSpec
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 
 POLICY = Policy(max_idle=600, max_up=14400, ready_timeout=120, heartbeat_timeout=15)
 CAPACITY = {"jit": 2, "grabber": 4, "stitcher": 1}
@@ -237,24 +239,35 @@ def test_placement_properties(
 # --- agent commands --------------------------------------------------------------------------
 
 
-@given(
-    st.sampled_from(KINDS),
-    st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
-    st.lists(
-        st.tuples(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), st.text(max_size=20)),
-        max_size=4,
+_TARGETS = st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)
+_SPECS: st.SearchStrategy[WorkerSpec] = st.one_of(
+    st.builds(
+        GrabberSpec,
+        source_id=_TARGETS,
+        url=st.text(max_size=60),
+        width=st.integers(2, 4096),
+        height=st.integers(2, 4096),
+        fps=st.floats(0.1, 240),
     ),
+    st.builds(StitcherSpec, fp=_TARGETS),
+    st.builds(JitSpec, session_id=_TARGETS),
 )
-def test_start_command_round_trips(kind: str, target: str, args: list[tuple[str, str]]) -> None:
-    spec = WorkerSpec(kind, target, tuple(args))
-    assert spec_of(start_command(spec)) == spec
 
 
-def test_start_command_with_a_foreign_id_is_refused() -> None:
-    command = start_command(WorkerSpec("jit", "s1"))
-    bad = type(command)(worker_id="jit-s2", kind="jit", target="s1")
-    with pytest.raises(ValueError, match="does not match"):
-        spec_of(bad)
+@given(_SPECS)
+def test_start_worker_carries_the_spec_whole(spec: WorkerSpec) -> None:
+    command = decode_agent_command(encode(StartWorker(spec=spec)))
+    assert isinstance(command, StartWorker)
+    assert command.spec == spec and type(command.spec) is type(spec)
+    assert command.spec.worker_id == f"{spec.kind}-{spec.target}"
+
+
+def test_the_ready_line_names_the_status_url() -> None:
+    line = ready_line("inst-1", "http://127.0.0.1:8081/status")
+    assert status_url_of(line) == "http://127.0.0.1:8081/status"
+    assert status_url_of("uvicorn: started") is None  # other output is not the ready line
+    with pytest.raises(ValueError, match="names no status URL"):
+        status_url_of(line.split("{")[0] + '{"instance_id": "inst-1"}')
 
 
 # --- provider loading ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pipeline.messages.codec import (
     decode_heartbeat,
     decode_reply,
     decode_session_command,
+    decode_worker_spec,
     encode,
 )
 from pipeline.messages.events import (
@@ -37,6 +38,7 @@ from pipeline.messages.events import (
     entity_of,
 )
 from pipeline.messages.frames import FrameHeader, pack_frame, unpack_frame
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 
 EVENTS = [
     MosaicCreated(
@@ -125,11 +127,54 @@ def test_heartbeats_and_control_round_trip() -> None:
         control.SetRate(2.0), control.SelectChannels((2, 3)),
     ]:  # fmt: skip
         assert decode_session_command(encode(cmd)) == cmd
-    for agent_cmd in [control.StartWorker(worker_id="w", kind="jit", target="s", args=("-v",)),
+    for agent_cmd in [control.StartWorker(spec=JitSpec(session_id="s")),
                       control.StopWorker(worker_id="w")]:  # fmt: skip
         assert decode_agent_command(encode(agent_cmd)) == agent_cmd
-    reply = control.CommandReply(ok=False, error="no such frame", position=3)
-    assert decode_reply(encode(reply)) == reply
+    for reply in [
+        control.CommandReply(ok=False, error="no such frame", position=3),
+        control.CommandReply(ok=False, error="instance i is full for jit workers", code="full"),
+    ]:
+        assert decode_reply(encode(reply)) == reply
+
+
+SPECS: list[WorkerSpec] = [
+    GrabberSpec(source_id="abc-320x180", url="rtsp://u:p@cam/1?a=b c", width=320, height=180,
+                fps=12.5),
+    StitcherSpec(fp="f" * 32),
+    JitSpec(session_id="s1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: type(s).__name__)
+def test_worker_specs_round_trip_whole_and_inside_start_worker(spec: WorkerSpec) -> None:
+    assert decode_worker_spec(encode(spec)) == spec
+    command = decode_agent_command(encode(control.StartWorker(spec=spec)))
+    assert isinstance(command, control.StartWorker) and command.spec == spec
+    assert type(command.spec) is type(spec)
+    doc = json.loads(encode(spec))
+    assert doc["type"] == type(spec).__struct_config__.tag and "/" in doc["type"]
+    assert spec.worker_id == f"{spec.kind}-{spec.target}"
+
+
+def test_worker_spec_tags_are_unique_and_start_worker_is_version_2() -> None:
+    tags = {type(s).__struct_config__.tag for s in SPECS}
+    assert len(tags) == len(SPECS)
+    assert control.StartWorker.__struct_config__.tag == "start-worker/2"
+    # A version-1 command (options as name=value strings) is refused, naming what it is.
+    old = b'{"type": "start-worker/1", "worker_id": "jit-s", "kind": "jit", "target": "s"}'
+    with pytest.raises(MessageError, match=r"cannot decode agent command on ctl\.agent\.i"):
+        decode_agent_command(old, "ctl.agent.i")
+
+
+@given(
+    url=st.text(min_size=1, max_size=200),
+    width=st.integers(min_value=2, max_value=8192),
+    height=st.integers(min_value=2, max_value=8192),
+    fps=st.floats(min_value=0.1, max_value=240, allow_nan=False),
+)
+def test_any_grabber_spec_round_trips(url: str, width: int, height: int, fps: float) -> None:
+    spec = GrabberSpec(source_id="x-1x1", url=url, width=width, height=height, fps=fps)
+    assert decode_worker_spec(encode(spec)) == spec
 
 
 @given(

@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 
 from pipeline.cli.up import Stack
 from pipeline.config.settings import load
+from pipeline.messages.workers import GrabberSpec
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.mosaic import layout
@@ -271,7 +272,7 @@ async def test_the_original_lifecycle_with_real_workers(
             def kinds() -> tuple[set[str], int]:
                 running = provider.running().values()
                 grabber_urls = {
-                    r.spec.arg("url").split("/")[-2] for r in running if r.spec.kind == "grabber"
+                    r.spec.url.split("/")[-2] for r in running if isinstance(r.spec, GrabberSpec)
                 }
                 stitchers = sum(1 for r in running if r.spec.kind == "stitcher")
                 return grabber_urls, stitchers

@@ -1,7 +1,10 @@
 """The instance pool: workers on instances through their agents, against a real nats-server.
 
-- **Pure helpers**: which placed workers vanished (with the settle margin for a beat on its
-  way), and how much work is in flight per instance.
+- **Pure helpers** (:mod:`pipeline.instances.placed`): which placed workers vanished (with
+  the settle margin for a beat on its way), how much work is in flight per instance, and the
+  spec of a worker known only by its id.
+- **A full agent**: the agent a placement chose refuses with code ``full`` (its beat was
+  behind): the pool sees a CapacityError and tells the controller to ask again (WorkerPending).
 - **Local agents under a Stack**: ``tessera up`` with ``--instance-provider local`` and room for
   one JIT session per instance. A session lands on an instance with room (one is launched for
   it), a second one on another; the agent of the first is frozen (SIGSTOP), found lost,
@@ -30,31 +33,27 @@ from typing import Any
 import httpx
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pipeline.cli.up import Stack
 from pipeline.config import instances as instance_settings
 from pipeline.config.settings import load
 from pipeline.errors import WorkerPending
-from pipeline.instances.base import LaunchRequest, load_provider, new_instance_id
+from pipeline.instances.base import CapacityError, LaunchRequest, load_provider, new_instance_id
 from pipeline.instances.ec2 import ID_TAG, Ec2Provider
 from pipeline.instances.local import LocalInstanceProvider
-from pipeline.instances.pool import (
-    InstancePool,
-    Placed,
-    in_flight,
-    recorded_instances,
-    spec_from_id,
-    vanished,
-)
+from pipeline.instances.placed import Placed, in_flight, spec_from_id, vanished
+from pipeline.instances.pool import InstancePool, recorded_instances
 from pipeline.instances.reaping import launched, observe
 from pipeline.messages.codec import encode
+from pipeline.messages.control import CommandReply
 from pipeline.messages.events import InstanceLaunched
 from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import append
 from pipeline.nats.server import EmbeddedNats
-from pipeline.state.reconcile import WorkerSpec
 from tests import test_ec2_provider as ec2_tests
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
@@ -78,11 +77,11 @@ async def until(check: Callable[[], bool], within: float, what: str) -> None:
 
 
 def test_vanished_workers_and_work_in_flight() -> None:
-    jit = WorkerSpec("jit", "s1")
+    jit = JitSpec(session_id="s1")
     placed = {
         "jit-s1": Placed(jit, "a", since=100.0, started_at=100.0),
-        "jit-s2": Placed(WorkerSpec("jit", "s2"), "a", since=100.0, started_at=100.0),
-        "jit-s3": Placed(WorkerSpec("jit", "s3"), "gone", since=50.0, started_at=50.0),
+        "jit-s2": Placed(JitSpec(session_id="s2"), "a", since=100.0, started_at=100.0),
+        "jit-s3": Placed(JitSpec(session_id="s3"), "gone", since=50.0, started_at=50.0),
     }
     view = observe(
         launched("a", {"jit": 4}, 90.0),
@@ -96,8 +95,44 @@ def test_vanished_workers_and_work_in_flight() -> None:
     # Sent to "a" but not in its beat (s2), plus one waiting for "b" that is starting.
     waiting = {"jit-s4": ("b", "jit")}
     assert in_flight(placed, waiting, {"a": view}) == {"a": {"jit": 1}, "b": {"jit": 1}}
+
+    # Workers known only by id (adopted from a beat after a restart): exact for stitchers and
+    # sessions; a grabber's options are not in its id, so its spec never equals a wanted one.
     assert spec_from_id("jit-s1") == jit
-    assert spec_from_id("grabber-ab12-320x180") == WorkerSpec("grabber", "ab12-320x180")
+    assert spec_from_id(f"stitcher-{'f' * 32}") == StitcherSpec(fp="f" * 32)
+    adopted = spec_from_id("grabber-ab12-320x180")
+    assert isinstance(adopted, GrabberSpec) and adopted.worker_id == "grabber-ab12-320x180"
+    assert adopted.url == "" and (adopted.width, adopted.height) == (0, 0)
+    assert spec_from_id("painter-x") is None
+
+
+async def test_a_full_agent_makes_the_worker_wait_for_the_next_pass(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """Placement trusts the agents' last beats; an agent that filled up since answers code
+    ``full``: the pool sees CapacityError and raises WorkerPending (place again, no failure)."""
+    icfg = instance_settings.load(env={"TESSERA_CAPACITY_JIT": "1"})
+    pool = InstancePool(nc, js, LocalInstanceProvider(nats_url="nats://unused"), icfg)
+    now = time.time()
+    # An agent this pool did not launch, known from its beat: room for one session.
+    beat = InstanceHeartbeat(at=now, instance_id="agent-full", capacity={"jit": 1}, started_at=now)
+    pool.fold(beat, now)
+    refusals: list[CommandReply] = []
+
+    async def full(msg: Msg) -> None:
+        reply = CommandReply(ok=False, error="instance agent-full has no room", code="full")
+        refusals.append(reply)
+        await msg.respond(encode(reply))
+
+    sub = await nc.subscribe(subjects.agent_control("agent-full"), cb=full)
+    try:
+        with pytest.raises(WorkerPending, match="no room; placing jit-s1 again") as pending:
+            await pool.start_worker(JitSpec(session_id="s1"))
+        assert isinstance(pending.value.__cause__, CapacityError)
+        assert len(refusals) == 1 and pool.running() == {}
+    finally:
+        await sub.unsubscribe()
+        await pool.close()
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -333,7 +368,7 @@ async def test_idle_and_up_time_reaping_on_a_short_clock(
         # Two sessions, room for one per instance: two launches, the workers wait for them.
         for sid in ("s1", "s2"):
             with pytest.raises(WorkerPending, match=f"jit-{sid} waits for instance inst-"):
-                await pool.start_worker(WorkerSpec("jit", sid))
+                await pool.start_worker(JitSpec(session_id=sid))
         idle, busy = pool.instance_of("jit-s1"), pool.instance_of("jit-s2")
         assert idle and busy and idle != busy
         await until(lambda: not pool.launching, 10, "the launch calls")
@@ -385,7 +420,7 @@ async def test_a_crash_around_a_launch_gives_one_instance_and_orphans_are_reaped
     crashed = ec2_pool(nc, js, aws, clock)
     await crashed.start()
     with pytest.raises(WorkerPending):
-        await crashed.start_worker(WorkerSpec("jit", "s1"))
+        await crashed.start_worker(JitSpec(session_id="s1"))
     called = crashed.instance_of("jit-s1")
     assert called is not None
     await until(lambda: not crashed.launching, 10, "the launch call")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.messages.codec import decode_worker_spec, encode
 from pipeline.messages.events import Tile
+from pipeline.messages.workers import GrabberSpec, StitcherSpec
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.mosaic import MosaicConfig, fingerprint, source_id
 from pipeline.state.reconcile import (
@@ -14,7 +16,6 @@ from pipeline.state.reconcile import (
     SessionFact,
     SessionTiming,
     Timing,
-    WorkerSpec,
     backoff,
     jit_spec,
     plan,
@@ -154,7 +155,7 @@ def test_a_source_shared_at_two_rates_is_pulled_once_at_the_higher() -> None:
     )  # fmt: skip
     grabbers = [s for s in p.start if s.kind == "grabber"]
     assert len(grabbers) == 4
-    assert {s.arg("fps") for s in grabbers} == {"30"}
+    assert {s.fps for s in grabbers if isinstance(s, GrabberSpec)} == {30.0}
 
 
 @given(st.integers(min_value=0, max_value=100))
@@ -164,8 +165,41 @@ def test_backoff_is_capped_and_grows(failures: int) -> None:
 
 
 def test_worker_ids_are_stable() -> None:
-    spec = WorkerSpec("stitcher", AD.fp)
+    spec = StitcherSpec(fp=AD.fp)
     assert spec.worker_id == f"stitcher-{AD.fp}"
+    grabber = GrabberSpec(source_id=SRC["A"], url="http://cams/A.m3u8", width=640, height=360)
+    assert (grabber.kind, grabber.target) == ("grabber", SRC["A"])
+    assert grabber.worker_id == f"grabber-{SRC['A']}"
+
+
+def test_a_worker_whose_spec_changed_is_restarted_and_an_equal_one_is_not() -> None:
+    """Specs compare as structs: one that travelled (encoded, decoded) equals the wanted one;
+    one with another rate does not, and is stopped as "changed" (started again later)."""
+    first = plan(
+        mosaics={AD.fp: AD}, viewers={AD.fp: 0.0}, beats={}, running={}, failures={}, now=0.0,
+        timing=TIMING,
+    )  # fmt: skip
+    grabber = next(s for s in first.start if isinstance(s, GrabberSpec))
+    travelled = decode_worker_spec(encode(grabber))
+    assert travelled == grabber and travelled is not grabber
+    slower = GrabberSpec(
+        source_id=grabber.source_id, url=grabber.url, width=grabber.width,
+        height=grabber.height, fps=10,
+    )  # fmt: skip
+    running = {s.worker_id: Running(s, 0.0) for s in first.start}
+    running[grabber.worker_id] = Running(travelled, 0.0)
+    beats = {wid: 1.0 for wid in running}
+    same = plan(
+        mosaics={AD.fp: AD}, viewers={AD.fp: 1.0}, beats=beats, running=running, failures={},
+        now=1.0, timing=TIMING,
+    )  # fmt: skip
+    assert same.stop == () and same.start == ()
+    running[grabber.worker_id] = Running(slower, 0.0)
+    changed = plan(
+        mosaics={AD.fp: AD}, viewers={AD.fp: 1.0}, beats=beats, running=running, failures={},
+        now=1.0, timing=TIMING,
+    )  # fmt: skip
+    assert changed.stop == ((grabber.worker_id, "changed"),)
 
 
 # --- sessions ---------------------------------------------------------------------------------

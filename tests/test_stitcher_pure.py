@@ -26,6 +26,7 @@ from pipeline.consumers.canvas import (
     solid,
     yuv420p_size,
 )
+from pipeline.consumers.clock import TickClock, TickMeter
 from pipeline.consumers.compositor import DEAD, WAITING, Compositor, TileKind, TileView
 from pipeline.consumers.deadtile import dead_tile, waiting_tile
 from pipeline.consumers.encoder import (
@@ -44,6 +45,7 @@ from pipeline.consumers.labels import (
     short_url,
     strip_height,
 )
+from pipeline.consumers.newest import NewestFrame, fits_tile, tile_views
 from pipeline.consumers.render import MosaicRenderer
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader
@@ -496,3 +498,56 @@ def test_renderer_reports_segment_times() -> None:
     assert renderer.last_ms > 0
     assert done[1].segment.first_pts == 4 * 5
     assert Fraction(done[0].segment.duration).limit_denominator(100) == Fraction(1, 2)
+
+
+# --- newest frames and the clock -------------------------------------------------------------
+
+
+def _header(wall: float, width: int = 16, height: int = 8) -> FrameHeader:
+    return FrameHeader(source_id="s", seq=0, pts=0.0, wall=wall, width=width, height=height)
+
+
+def test_a_tile_takes_frames_that_fit_and_are_newer_and_counts_unshown_ones() -> None:
+    assert fits_tile(_header(1.0), 16 * 8 * 3 // 2, 16, 8)
+    assert not fits_tile(_header(1.0), 16 * 8, 16, 8), "short of pixels"
+    assert not fits_tile(_header(1.0, 32, 8), 32 * 8 * 3 // 2, 16, 8), "another tile size"
+    newest = NewestFrame()
+    pixels = memoryview(bytes(16 * 8 * 3 // 2))
+    assert newest.newer(_header(5.0), seed=True), "a seed fills an empty tile"
+    assert not newest.take(_header(5.0), pixels, arrived=0.0)
+    assert newest.take(_header(6.0), pixels, arrived=1.0), "replaced before any picture"
+    assert not newest.newer(_header(7.0), seed=True), "a seed never replaces a live frame"
+    assert not newest.newer(_header(5.5)), "nor does an older frame"
+    assert newest.newer(_header(6.5))
+
+
+def test_tiles_wait_then_turn_dead_and_show_their_newest_frame() -> None:
+    empty, fresh, old = NewestFrame(), NewestFrame(), NewestFrame()
+    pixels = memoryview(bytes(16 * 8 * 3 // 2))
+    fresh.take(_header(1.0), pixels, arrived=9.0)
+    old.take(_header(1.0), pixels, arrived=1.0)
+    views, dead = tile_views((empty, fresh, old), 10.0, warming=True, dead_after=5.0)
+    assert [v.kind for v in views] == [TileKind.WAITING, TileKind.LIVE, TileKind.DEAD]
+    assert dead == 1 and views[1].serial == 1 and fresh.composed == 1
+    views, dead = tile_views((empty,), 10.0, warming=False, dead_after=5.0)
+    assert views == (DEAD,) and dead == 1
+
+
+def test_the_clock_keeps_absolute_deadlines_and_skips_ticks_over_a_period_late() -> None:
+    ticks = TickClock(25, start=100.0)
+    assert ticks.wait(99.99) == (pytest.approx(0.01), 0)
+    ticks.ticked()
+    assert ticks.wait(100.05)[1] == 0, "late by less than a period: made at once"
+    ticks.ticked()
+    delay, missed = ticks.wait(101.01)  # tick 2 was due at 100.08: 23.25 periods late
+    assert delay < 0 and missed == 23 and ticks.tick == 25
+
+
+def test_the_meter_reports_pictures_a_second_and_a_smoothed_encode_time() -> None:
+    meter = TickMeter()
+    assert meter.fps(0.0) == 0.0
+    for i in range(51):
+        meter.note(i * 0.04, 10.0 if i == 0 else 20.0)
+    assert meter.fps(2.0) == pytest.approx(25.0)
+    assert meter.fps(3.5) == 0.0, "no picture for a while"
+    assert 10.0 < meter.encode_ms < 20.0

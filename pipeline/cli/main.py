@@ -14,19 +14,20 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.cli import jit as jitcli
 from pipeline.config import instances as instance_settings
 from pipeline.config import settings as config_mod
+from pipeline.config.flags import given_flags
 from pipeline.config.settings import Config
 from pipeline.errors import TesseraError
 from pipeline.instances import agent as agent_mod
 from pipeline.nats.connect import connect, resolve_url
 from pipeline.runtime import logs
-from pipeline.runtime.service import run_until_signal
+from pipeline.runtime.service import run_command, run_until_signal
 from pipeline.workers import run as worker_mod
 
 log = logging.getLogger("tessera")
@@ -125,12 +126,16 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser(
         "config",
-        help="show every setting: flag, env var, default and current value",
+        help="show every setting: the flags and env vars it answers to, and its current value",
+        description="Show every setting (Tessera's, then the instance settings of `up "
+        "--instance-provider` and `agent`) with every flag and environment variable it answers "
+        "to and its value from defaults < environment < the flags given here.",
     )
     cfg.add_argument(
         "--markdown", action="store_true", help="print the settings table of docs/operations.md"
     )
     config_mod.add_arguments(cfg)
+    instance_settings.add_arguments(cfg)
     cfg.set_defaults(run=_cmd_config)
 
     agent = sub.add_parser(
@@ -143,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     agent.set_defaults(run=agent_mod.run)
 
     worker = worker_mod.add_parser(sub)
-    worker.set_defaults(run=worker_mod.run)
+    worker.set_defaults(run=worker_mod.command)
     return parser
 
 
@@ -179,7 +184,7 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
 def _instances(args: argparse.Namespace) -> instance_settings.InstanceConfig | None:
     """The instance settings if an instance provider was chosen (flag or environment), else
     None: workers then run as child processes of `tessera up`, without agents."""
-    chosen = "provider" in config_mod.given_flags(args, instance_settings.InstanceConfig)
+    chosen = "provider" in given_flags(args, instance_settings.InstanceConfig)
     if not chosen and PROVIDER_ENV not in os.environ:
         return None
     return instance_settings.from_namespace(args)
@@ -271,19 +276,54 @@ async def _cmd_config(config: Config, args: argparse.Namespace) -> int:
     if args.markdown:
         print(config_mod.markdown_table(), end="")
         return 0
-    rows = config_mod.describe()
-    width = max(len(r["flag"]) for r in rows)
-    env_width = max(len(r["env"]) for r in rows)
-    for row in rows:
-        current = getattr(config, row["name"])
-        value = "unset" if current is None else str(current)
-        print(f"{row['flag']:<{width}}  {row['env']:<{env_width}}  {value:<24}  {row['help']}")
+    instances = instance_settings.from_namespace(args)
+    if instances.dev:  # what `tessera up --dev` would run with (see _cmd_up)
+        dev_also: dict[str, Any] = dict.fromkeys(instance_settings.DEV_ALSO, True)
+        config = dataclasses.replace(config, **dev_also)
+    sections: list[tuple[str, list[dict[str, str]], object]] = [
+        ("Tessera's settings", config_mod.describe(), config),
+        (
+            "instance settings (up --instance-provider, agent)",
+            instance_settings.describe(),
+            instances,
+        ),
+    ]
+    names = [n for _, rows, _ in sections for r in rows for n in r["flags"].split(", ")]
+    envs = [n for _, rows, _ in sections for r in rows for n in r["envs"].split(", ")]
+    width, env_width = max(map(len, names)), max(map(len, envs))
+    for title, rows, values in sections:
+        print(f"# {title}: flags, env vars, value, what")
+        for row in rows:
+            current = getattr(values, row["name"])
+            value = "unset" if current is None else str(current)
+            # A setting's other names (aliases) go on the lines below its own, in the same columns.
+            flags = row["flags"].split(", ") if row["flags"] else [""]
+            env_names = row["envs"].split(", ")
+            for i in range(max(len(flags), len(env_names))):
+                flag = flags[i] if i < len(flags) else ""
+                env = env_names[i] if i < len(env_names) else ""
+                tail = f"  {value:<24}  {row['help']}" if i == 0 else ""
+                print(f"{flag:<{width}}  {env:<{env_width}}{tail}".rstrip())
     return 0
+
+
+def with_main_module(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``argv`` with the command ``MAIN_MODULE`` names put first when none was given: the
+    original image ran its orchestrator or its agent by that variable, flags following."""
+    command = config_mod.main_command(env)
+    given = bool(argv) and not argv[0].startswith("-")
+    if command is None or given or argv[:1] in (["-h"], ["--help"]):
+        return list(argv)
+    return [command, *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tessera`` command."""
     parser = _parser()
+    try:
+        argv = with_main_module(sys.argv[1:] if argv is None else argv, os.environ)
+    except TesseraError as exc:
+        parser.exit(2, f"tessera: error: {exc}\n")
     args = parser.parse_args(argv)
     try:
         config = config_mod.from_namespace(args)
@@ -291,15 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"tessera: error: {exc}\n")
     logs.setup(verbose=config.verbose, fmt=config.log_format)
     run: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]] = args.run
-    try:
-        return asyncio.run(run(config, args))
-    except TesseraError as exc:
-        print(f"tessera: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_command(run(config, args))
 
 
 if __name__ == "__main__":

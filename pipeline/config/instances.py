@@ -1,12 +1,15 @@
 """Instance settings: which provider launches instances, how agents run on them, and how long
 instances may live. One typed object, :class:`InstanceConfig`, built once from defaults <
-environment < flags, declared with :func:`pipeline.config.settings.setting` exactly like
+environment < flags, declared with :func:`pipeline.config.declare.setting` exactly like
 :class:`pipeline.config.settings.Config` (the CLI merges both sets of flags).
 
 Names follow the original JIT system where it had one (``JIT_INSTANCE_PROVIDER_CLASS_PATH``,
 ``JIT_INSTANCE_AGENT_PORT``, ``JIT_CONTAINER_PORT_MIN``, ``DOCKER_REGISTRY_*``)
-and the tools' own otherwise (``NOMAD_ADDR``, ``NOMAD_TOKEN``, ...). Settings the original had
-no name for use ``JIT_AWS_*`` (EC2) or ``TESSERA_*``. Capacity per instance and kind is
+and the tools' own otherwise (``NOMAD_ADDR``, ``NOMAD_TOKEN``, ...); new settings use
+``JIT_AWS_*`` (EC2) or ``TESSERA_*``. Where the original named a setting differently
+(``JIT_AWS_AMI_ID``, ``JIT_INSTANCE_AGENT_STATUS_POLL_*``, ``JIT_IMAGE``, ``-p``, ...), its
+names are aliases of ours, so its configuration works as it is (docs/coming-from-jit.md); so
+is its provider class path (:func:`original_provider`). Capacity per instance and kind is
 ``TESSERA_CAPACITY_<KIND>``: ``JIT_CAPACITY`` is the gateway's cap on sessions overall.
 
 ``--dev`` is the original's shortcut for working on one machine with Docker: it turns on
@@ -27,15 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import settings as config_mod
-from pipeline.config.settings import (
-    _bool,
-    _host,
-    _optional_str,
-    _port,
-    _positive_float,
-    setting,
-)
+from pipeline.config import declare, loading, parsers
+from pipeline.config import flags as cli_flags
+from pipeline.config.declare import setting
 from pipeline.errors import ConfigError
 
 SHORT_NAMES = ("local", "docker", "ec2", "nomad")
@@ -48,7 +45,36 @@ DEV_ALSO = ("verbose", "turn")
 """Settings of :class:`~pipeline.config.settings.Config` that ``--dev`` also turns on (the CLI's
 job)."""
 
+ORIGINAL_PROVIDERS = {
+    "single": "docker",
+    "singleinstance": "docker",
+    "docker": "docker",
+    "aws": "ec2",
+    "awsec2": "ec2",
+    "ec2": "ec2",
+}
+"""The original backend's provider classes, by the part of the class name before
+``InstanceProvider`` (in any case, ``_`` ignored), and the Tessera provider each one becomes:
+its single-instance provider ran Docker containers on the same host, its AWS one EC2 VMs."""
+
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*([:.][A-Za-z_][\w]*)$")
+_SUFFIX = "instanceprovider"
+
+
+def original_provider(path: str) -> str | None:
+    """The Tessera provider the original backend's class path ``path`` stands for, or None.
+
+    Only the original's form, ``package.module.Class``, is read this way, and only outside
+    Tessera's own ``pipeline`` package: a class of your own with a name like the original's is
+    still yours when written ``package.module:Class``.
+    """
+    module, dot, name = path.rpartition(".")
+    if ":" in path or not dot or module.split(".")[0] == "pipeline":
+        return None
+    stem = name.lower().replace("_", "")
+    if not stem.endswith(_SUFFIX):
+        return None
+    return ORIGINAL_PROVIDERS.get(stem.removesuffix(_SUFFIX))
 
 
 def _provider(text: str) -> str:
@@ -59,7 +85,7 @@ def _provider(text: str) -> str:
         raise ValueError(
             f"must be one of {', '.join(SHORT_NAMES)} or a class path like package.module:Class"
         )
-    return value
+    return original_provider(value) or value
 
 
 def _capacity(text: str) -> int:
@@ -67,20 +93,6 @@ def _capacity(text: str) -> int:
     if value < 0:
         raise ValueError("must be a whole number of at least 0 (0: never on this instance)")
     return value
-
-
-def _tags(text: str) -> tuple[tuple[str, str], ...]:
-    """``K1=V1,K2=V2`` as pairs; an empty text is no tags."""
-    pairs: list[tuple[str, str]] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{item!r} is not KEY=VALUE: write K1=V1,K2=V2")
-        pairs.append((key.strip(), value.strip()))
-    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class InstanceConfig:
         "local",
         env="JIT_INSTANCE_PROVIDER_CLASS_PATH",
         flag="--instance-provider",
+        also_flags=("--instance-provider-path",),
         parse=_provider,
         help="who launches instances: local, docker, ec2, nomad, or package.module:Class",
         group="instances",
@@ -99,7 +112,7 @@ class InstanceConfig:
         None,
         env="JIT_INSTANCE_NATS_URL",
         flag="--instance-nats-url",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="NATS URL the agents on instances connect to (default: the controller's NATS_URL)",
         group="instances",
     )
@@ -107,7 +120,7 @@ class InstanceConfig:
         "tessera",
         env="TESSERA_OWNER_ID",
         flag="--owner-id",
-        parse=_host,
+        parse=parsers.host,
         help="label/meta value marking the Docker containers and Nomad jobs this controller owns",
         group="instances",
     )
@@ -115,31 +128,37 @@ class InstanceConfig:
         120.0,
         env="JIT_INSTANCE_READY_TIMEOUT",
         flag="--instance-ready-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a new instance may take until its agent is ready; then it is replaced",
         group="instances",
     )
     max_idle_time: float = setting(
         600.0,
         env="JIT_INSTANCE_MAX_IDLE_TIME",
+        also_env=("JIT_INSTANCE_AGENT_STATUS_POLL_MAX_IDLE_TIME",),
         flag="--instance-max-idle-time",
-        parse=_positive_float,
+        also_flags=("--instance-agent-status-poll-max-idle-time",),
+        parse=parsers.positive_float,
         help="seconds an instance may run no worker before it is terminated",
         group="instances",
     )
     max_up_time: float = setting(
         14400.0,
         env="JIT_INSTANCE_MAX_UP_TIME",
+        also_env=("JIT_INSTANCE_AGENT_STATUS_POLL_MAX_UP_TIME",),
         flag="--instance-max-up-time",
-        parse=_positive_float,
+        also_flags=("--instance-agent-status-poll-max-up-time",),
+        parse=parsers.positive_float,
         help="seconds an instance may live at most before it is terminated",
         group="instances",
     )
     instance_poll_interval: float = setting(
         5.0,
         env="JIT_INSTANCE_POLL_INTERVAL",
+        also_env=("JIT_INSTANCE_AGENT_STATUS_POLL_INTERVAL",),
         flag="--instance-poll-interval",
-        parse=_positive_float,
+        also_flags=("--instance-agent-status-poll-interval",),
+        parse=parsers.positive_float,
         help="seconds between the controller's looks at instances and their agents",
         group="instances",
     )
@@ -147,7 +166,7 @@ class InstanceConfig:
         15.0,
         env="TESSERA_INSTANCE_HEARTBEAT_TIMEOUT",
         flag="--instance-heartbeat-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds without an agent heartbeat before its instance is replaced",
         group="instances",
     )
@@ -156,7 +175,7 @@ class InstanceConfig:
         None,
         env="TESSERA_INSTANCE_ID",
         flag="--instance-id",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="this agent's instance id (set by the provider; default: the host name)",
         group="agent",
     )
@@ -164,7 +183,7 @@ class InstanceConfig:
         "0.0.0.0",
         env="JIT_INSTANCE_AGENT_HOST",
         flag="--agent-host",
-        parse=_host,
+        parse=parsers.host,
         help="address the agent's HTTP status server binds",
         group="agent",
     )
@@ -172,7 +191,7 @@ class InstanceConfig:
         8081,
         env="JIT_INSTANCE_AGENT_PORT",
         flag="--agent-port",
-        parse=_port,
+        parse=parsers.port,
         help="port of the agent's HTTP status server (0: a free port)",
         group="agent",
     )
@@ -205,23 +224,26 @@ class InstanceConfig:
         None,
         env="DOCKER_HOST",
         flag="--docker-host",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="Docker engine to use (default unix:///var/run/docker.sock)",
         group="docker",
     )
     image: str | None = setting(
         None,
         env="JIT_CONTAINER_IMAGE",
+        also_env=("JIT_IMAGE", "JIT_INSTANCE_AGENT_IMAGE"),
         flag="--image",
-        parse=_optional_str,
-        help="image of the instance containers (default tessera:latest; tessera:dev with --dev)",
+        also_flags=("-i",),
+        parse=parsers.optional_str,
+        help="image of the instance containers, which runs the agent and its workers alike "
+        "(default tessera:latest; tessera:dev with --dev)",
         group="docker",
     )
     network: str = setting(
         "host",
         env="JIT_CONTAINER_NETWORK",
         flag="--container-network",
-        parse=_host,
+        parse=parsers.host,
         help="Docker network of instance containers (host: WebRTC ports reachable directly)",
         group="docker",
     )
@@ -229,7 +251,7 @@ class InstanceConfig:
         False,
         env="JIT_DEV",
         flag="--dev",
-        parse=_bool,
+        parse=parsers.boolean,
         help="working on one machine: verbose, remove-running, prune, turn and tessera:dev",
         group="docker",
     )
@@ -237,7 +259,8 @@ class InstanceConfig:
         False,
         env="JIT_CONTAINER_PRUNE",
         flag="--prune",
-        parse=_bool,
+        also_flags=("-p",),
+        parse=parsers.boolean,
         help="at start, remove stopped containers that carry the jit label",
         group="docker",
     )
@@ -245,7 +268,7 @@ class InstanceConfig:
         False,
         env="JIT_CONTAINER_REMOVE_RUNNING",
         flag="--remove-running",
-        parse=_bool,
+        parse=parsers.boolean,
         help="at start, remove running containers that carry the jit label",
         group="docker",
     )
@@ -253,7 +276,7 @@ class InstanceConfig:
         False,
         env="JIT_CONTAINER_KEEP",
         flag="--keep-containers",
-        parse=_bool,
+        parse=parsers.boolean,
         help="keep stopped instance containers (for their logs) instead of removing them",
         group="docker",
     )
@@ -261,7 +284,7 @@ class InstanceConfig:
         49152,
         env="JIT_CONTAINER_PORT_MIN",
         flag="--container-port-min",
-        parse=_port,
+        parse=parsers.port,
         help="lowest UDP port of the WebRTC range shared by the containers",
         group="docker",
     )
@@ -269,23 +292,25 @@ class InstanceConfig:
         65535,
         env="JIT_CONTAINER_PORT_MAX",
         flag="--container-port-max",
-        parse=_port,
+        parse=parsers.port,
         help="highest UDP port of the WebRTC range shared by the containers",
         group="docker",
     )
     agent_port_min: int = setting(
         8081,
         env="JIT_CONTAINER_AGENT_PORT_MIN",
+        also_env=("JIT_INSTANCE_AGENT_PORT_MIN",),
         flag="--agent-port-min",
-        parse=_port,
+        parse=parsers.port,
         help="lowest agent port of the containers (one port per container)",
         group="docker",
     )
     agent_port_max: int = setting(
         8090,
         env="JIT_CONTAINER_AGENT_PORT_MAX",
+        also_env=("JIT_INSTANCE_AGENT_PORT_MAX",),
         flag="--agent-port-max",
-        parse=_port,
+        parse=parsers.port,
         help="highest agent port of the containers (so at most max-min+1 containers)",
         group="docker",
     )
@@ -293,7 +318,7 @@ class InstanceConfig:
         None,
         env="DOCKER_REGISTRY_USERNAME",
         flag=None,
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="user name for pulling the image from its registry",
         group="docker",
     )
@@ -301,7 +326,7 @@ class InstanceConfig:
         None,
         env="DOCKER_REGISTRY_PASSWORD",
         flag=None,
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="password or token for pulling the image (environment only: not in ps output)",
         group="docker",
     )
@@ -309,57 +334,63 @@ class InstanceConfig:
     aws_ami: str | None = setting(
         None,
         env="JIT_AWS_AMI",
+        also_env=("JIT_AWS_AMI_ID",),
         flag="--aws-ami",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="AMI of the instances, with tessera installed (required for ec2)",
         group="aws",
     )
     aws_region: str | None = setting(
         None,
         env="JIT_AWS_REGION",
+        fallback_env=("AWS_REGION",),
         flag="--aws-region",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="AWS region of the instances",
         group="aws",
-        shown="the orchestrator's (AWS_REGION / AWS config)",
+        shown="the controller's (AWS_REGION, else the AWS config)",
     )
     aws_instance_type: str = setting(
         "c5n.xlarge",
         env="JIT_AWS_INSTANCE_TYPE",
         flag="--aws-instance-type",
-        parse=_host,
+        parse=parsers.host,
         help="EC2 instance type",
         group="aws",
     )
     aws_instance_profile: str | None = setting(
         None,
         env="JIT_AWS_INSTANCE_PROFILE",
+        also_env=("JIT_AWS_AGENT_INSTANCE_PROFILE_NAME",),
         flag="--aws-instance-profile",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="IAM instance profile (name or ARN) given to the instances",
         group="aws",
     )
     aws_key_name: str | None = setting(
         "JIT-Key-Pair",
         env="JIT_AWS_KEY_NAME",
+        also_env=("JIT_AWS_KEY_PAIR_NAME",),
         flag="--aws-key-name",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="EC2 key pair for SSH to the instances (empty: none)",
         group="aws",
     )
     aws_security_group: str | None = setting(
         None,
         env="JIT_AWS_SECURITY_GROUP",
+        also_env=("JIT_AWS_SECURITY_GROUP_ID",),
         flag="--aws-security-group",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="security group id of the instances (required for ec2)",
         group="aws",
     )
     aws_subnet: str | None = setting(
         None,
         env="JIT_AWS_SUBNET",
+        also_env=("JIT_AWS_SUBNET_ID",),
         flag="--aws-subnet",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="subnet id of the instances (default: the default VPC's choice)",
         group="aws",
     )
@@ -367,7 +398,7 @@ class InstanceConfig:
         "Managing-JIT-Orchestrator-ID",
         env="JIT_AWS_MANAGED_TAG_KEY",
         flag="--aws-managed-tag-key",
-        parse=_host,
+        parse=parsers.host,
         help="tag key marking the instances this controller owns",
         group="aws",
     )
@@ -375,7 +406,7 @@ class InstanceConfig:
         None,
         env="JIT_AWS_MANAGED_TAG_VALUE",
         flag="--aws-managed-tag-value",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="tag value marking this controller's instances; set it to keep them across restarts",
         group="aws",
         shown="a UUID made at start",
@@ -383,8 +414,9 @@ class InstanceConfig:
     aws_extra_tags: tuple[tuple[str, str], ...] = setting(
         (),
         env="JIT_AWS_EXTRA_TAGS",
+        also_env=("JIT_AWS_RESOURCES_TAGS",),
         flag="--aws-extra-tags",
-        parse=_tags,
+        parse=parsers.key_values,
         help="more tags for the instances and their volumes, as K1=V1,K2=V2",
         group="aws",
         shown="none",
@@ -393,7 +425,7 @@ class InstanceConfig:
         False,
         env="JIT_AWS_SPOT_GRABBERS",
         flag="--aws-spot-grabbers",
-        parse=_bool,
+        parse=parsers.boolean,
         help="launch the instances meant for grabbers as spot instances (cheaper, may vanish)",
         group="aws",
     )
@@ -401,7 +433,7 @@ class InstanceConfig:
         None,
         env="JIT_AWS_ENDPOINT_URL",
         flag="--aws-endpoint-url",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="EC2 API endpoint (for tests and AWS-compatible clouds; default: AWS's)",
         group="aws",
     )
@@ -410,7 +442,7 @@ class InstanceConfig:
         "http://127.0.0.1:4646",
         env="NOMAD_ADDR",
         flag="--nomad-addr",
-        parse=_host,
+        parse=parsers.host,
         help="address of the Nomad HTTP API",
         group="nomad",
     )
@@ -418,7 +450,7 @@ class InstanceConfig:
         None,
         env="NOMAD_TOKEN",
         flag=None,
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="Nomad ACL token (environment only: not in ps output)",
         group="nomad",
     )
@@ -426,7 +458,7 @@ class InstanceConfig:
         None,
         env="NOMAD_NAMESPACE",
         flag="--nomad-namespace",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="Nomad namespace of Tessera's jobs",
         group="nomad",
         shown="Nomad's default",
@@ -435,7 +467,7 @@ class InstanceConfig:
         None,
         env="NOMAD_REGION",
         flag="--nomad-region",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="Nomad region of Tessera's jobs",
         group="nomad",
         shown="the agent's region",
@@ -444,7 +476,7 @@ class InstanceConfig:
         "tessera-instance",
         env="TESSERA_NOMAD_INSTANCE_JOB",
         flag="--nomad-instance-job",
-        parse=_host,
+        parse=parsers.host,
         help="parameterized Nomad job dispatched once per instance (deploy/nomad)",
         group="nomad",
     )
@@ -458,7 +490,8 @@ class InstanceConfig:
         if self.agent_port_min > self.agent_port_max:
             raise ConfigError(
                 f"JIT_CONTAINER_AGENT_PORT_MIN={self.agent_port_min} is above "
-                f"JIT_CONTAINER_AGENT_PORT_MAX={self.agent_port_max}: swap them"
+                f"JIT_CONTAINER_AGENT_PORT_MAX={self.agent_port_max} (or their aliases "
+                "JIT_INSTANCE_AGENT_PORT_MIN/_MAX): swap them"
             )
 
     @property
@@ -479,7 +512,7 @@ class InstanceConfig:
 
 def settings() -> tuple[dataclasses.Field[Any], ...]:
     """The declared instance settings, in declaration order."""
-    return config_mod.settings(InstanceConfig)
+    return declare.settings(InstanceConfig)
 
 
 def load(
@@ -490,7 +523,7 @@ def load(
     ``flags`` maps field names to the raw text given on the command line. ``--dev`` switches
     on ``prune``, ``remove_running`` and ``turn`` (the image follows from ``dev``).
     """
-    values = config_mod.parse_values(InstanceConfig, env, flags)
+    values = loading.parse_values(InstanceConfig, env, flags)
     if values.get("dev"):
         for name in ("prune", "remove_running"):
             values[name] = True
@@ -499,17 +532,17 @@ def load(
 
 def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None = None) -> None:
     """Add a flag for every instance setting (of ``groups``, default all) to ``parser``."""
-    config_mod.add_arguments(parser, groups, cls=InstanceConfig)
+    cli_flags.add_arguments(parser, InstanceConfig, groups)
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> InstanceConfig:
     """Build the config from parsed flags (only those given) over the environment."""
-    return load(env=env, flags=config_mod.given_flags(ns, InstanceConfig))
+    return load(env=env, flags=cli_flags.given_flags(ns, InstanceConfig))
 
 
 def to_env(config: InstanceConfig, groups: Iterable[str] | None = None) -> dict[str, str]:
     """The settings (of ``groups``) as environment variables, for processes we start."""
-    return config_mod.to_env(config, groups)
+    return loading.to_env(config, groups)
 
 
 def capacity_env(capacity: Mapping[str, int]) -> dict[str, str]:
@@ -529,9 +562,9 @@ def capacity_env(capacity: Mapping[str, int]) -> dict[str, str]:
 
 def describe() -> list[dict[str, str]]:
     """One row per instance setting (flag, env var, default, help), for docs and `config`."""
-    return config_mod.describe(InstanceConfig)
+    return declare.describe(InstanceConfig)
 
 
 def markdown_table() -> str:
     """The instance settings as a markdown table (docs/deploy.md embeds it)."""
-    return config_mod.markdown_table(InstanceConfig)
+    return declare.markdown_table(InstanceConfig)

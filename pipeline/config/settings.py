@@ -1,15 +1,23 @@
-"""Tessera's settings: one typed object, built once, from defaults < environment < flags.
+"""Tessera's settings: :class:`Config`, one typed object, built once, from defaults <
+environment < flags.
 
-Every setting is declared exactly once, as a field of :class:`Config` whose metadata names its
-environment variable, its command-line flag, its parser and its help text. The CLI builds its
-flags from these declarations, ``tessera config`` prints them, and ``docs/operations.md``'s
-settings table is generated from them, so the three can never disagree.
+Every setting is declared exactly once, as a field of :class:`Config` made by
+:func:`~pipeline.config.declare.setting`, which names its environment variable, its
+command-line flag, its parser and its help text. The CLI builds its flags from these
+declarations, ``tessera config`` prints them, and ``docs/operations.md``'s settings table is
+generated from them, so the three can never disagree. How declarations are read is the
+business of :mod:`pipeline.config.declare`, :mod:`~pipeline.config.loading` and
+:mod:`~pipeline.config.flags`; this module only says what Tessera's settings are.
 
 Where the original JIT system had a name for a setting (``JIT_ORCHESTRATOR_PORT``,
 ``JIT_CAPACITY``, ...), that name is the environment variable; new settings use ``TESSERA_*``.
+Where Tessera's name differs from the original's (``TESSERA_VERBOSE``: ``JIT_VERBOSE``), the
+original's is an alias (docs/coming-from-jit.md), and so are its short flags (``-t``, ``-v``).
+``MAIN_MODULE`` is the original image's choice of program, read by the CLI before its command
+line (:func:`main_command`).
 
-Errors: :class:`ConfigError` (a :class:`~pipeline.errors.TesseraError`) names the key, the bad
-value and what would be accepted.
+Errors: :class:`~pipeline.errors.ConfigError` names the key, the bad value and what would be
+accepted.
 """
 
 from __future__ import annotations
@@ -18,109 +26,17 @@ import argparse
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.config import declare, loading, parsers
+from pipeline.config import flags as cli_flags
+from pipeline.config.declare import setting
 
-Parser = Callable[[str], Any]
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("not a port number (0-65535, 0 picks a free port)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a whole number of at least 1")
-    return value
-
-
-def _crf(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 51:
-        raise ValueError("must be a whole number from 0 (lossless) to 51")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be a number greater than 0")
-    return value
-
-
-def _host(text: str) -> str:
-    text = text.strip()
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def _choice(*choices: str) -> Parser:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    parse.__name__ = "choice"
-    return parse
-
-
-def _optional_str(text: str) -> str | None:
-    text = text.strip()
-    return text or None
-
-
-def _optional_path(text: str) -> Path | None:
-    return Path(text).expanduser() if text.strip() else None
-
-
-def _path(text: str) -> Path:
-    return Path(text).expanduser()
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false (1/0, yes/no, on/off)")
-
-
-def setting(
-    default: Any,
-    *,
-    env: str,
-    flag: str | None,
-    parse: Parser,
-    help: str,
-    group: str = "general",
-    shown: str | None = None,
-) -> Any:
-    """Declare one setting: a dataclass field carrying its env var, flag, parser and help.
-
-    ``shown`` is how the default is written in help and docs when it depends on the machine.
-    """
-    return field(
-        default=default,
-        metadata={
-            "env": env,
-            "flag": flag,
-            "parse": parse,
-            "help": help,
-            "group": group,
-            "shown": shown,
-        },
-    )
+MAIN_MODULES = {"orchestrator": "up", "agent": "agent"}
+"""``MAIN_MODULE`` values (the original backend's programs) and the command each one runs."""
 
 
 def _default_data_dir() -> Path:
@@ -136,7 +52,7 @@ class Config:
         _default_data_dir(),
         env="TESSERA_DATA_DIR",
         flag="--data-dir",
-        parse=_path,
+        parse=parsers.path,
         help="folder for the embedded NATS store and run files",
         shown="$XDG_DATA_HOME/tessera or ~/.local/share/tessera",
     )
@@ -144,7 +60,7 @@ class Config:
         None,
         env="NATS_URL",
         flag="--nats-url",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="connect to this NATS (a cluster in production) instead of starting one",
         group="nats",
     )
@@ -152,7 +68,7 @@ class Config:
         None,
         env="TESSERA_NATS_USERS",
         flag="--nats-users",
-        parse=_optional_path,
+        parse=parsers.optional_path,
         help="JSON file of per-role NATS passwords (default: made in the data dir for the "
         "embedded server; with NATS_URL, each role then connects as its own user)",
         group="nats",
@@ -161,7 +77,7 @@ class Config:
         "127.0.0.1",
         env="TESSERA_NATS_HOST",
         flag="--nats-host",
-        parse=_host,
+        parse=parsers.host,
         help="address the embedded nats-server listens on",
         group="nats",
     )
@@ -169,7 +85,7 @@ class Config:
         0,
         env="TESSERA_NATS_PORT",
         flag="--nats-port",
-        parse=_port,
+        parse=parsers.port,
         help="port of the embedded nats-server (0: a free port, written to the data dir)",
         group="nats",
     )
@@ -177,7 +93,7 @@ class Config:
         None,
         env="NATS_SERVER_BIN",
         flag="--nats-server-bin",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="nats-server binary (default: the one nats-server-bin installed, then PATH)",
         group="nats",
     )
@@ -185,7 +101,7 @@ class Config:
         8 * 1024 * 1024,
         env="TESSERA_NATS_MAX_PAYLOAD",
         flag="--nats-max-payload",
-        parse=_positive_int,
+        parse=parsers.positive_int,
         help="max message size of the embedded server in bytes (tiles larger than 640x360)",
         group="nats",
     )
@@ -193,7 +109,7 @@ class Config:
         10.0,
         env="TESSERA_NATS_READY_TIMEOUT",
         flag="--nats-ready-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds to wait for the embedded nats-server to accept clients",
         group="nats",
     )
@@ -201,7 +117,7 @@ class Config:
         "127.0.0.1",
         env="JIT_ORCHESTRATOR_HOST",
         flag="--host",
-        parse=_host,
+        parse=parsers.host,
         help="address the HTTP gateway binds (loopback by default: safe)",
         group="gateway",
     )
@@ -209,7 +125,7 @@ class Config:
         8080,
         env="JIT_ORCHESTRATOR_PORT",
         flag="--port",
-        parse=_port,
+        parse=parsers.port,
         help="port of the HTTP gateway",
         group="gateway",
     )
@@ -217,7 +133,7 @@ class Config:
         False,
         env="TESSERA_PUBLIC",
         flag="--public",
-        parse=_bool,
+        parse=parsers.boolean,
         help="serve others: refuse loopback/private sources even on a loopback bind",
         group="gateway",
     )
@@ -225,7 +141,7 @@ class Config:
         None,
         env="TESSERA_API_TOKEN",
         flag=None,
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="bearer token for POST /session and session actions (made and stored in the "
         "data dir when the gateway is not loopback-only)",
         group="gateway",
@@ -235,7 +151,7 @@ class Config:
         5.0,
         env="TESSERA_CREATE_RATE",
         flag="--create-rate",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="GET /create requests per second per client (bursts of 5 s worth)",
         group="gateway",
     )
@@ -243,7 +159,7 @@ class Config:
         2.0,
         env="TESSERA_SESSION_RATE",
         flag="--session-rate",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="POST /session requests per second per client (bursts of 5 s worth)",
         group="gateway",
     )
@@ -251,7 +167,7 @@ class Config:
         64,
         env="TESSERA_MAX_TILES",
         flag="--max-tiles",
-        parse=_positive_int,
+        parse=parsers.positive_int,
         help="most tiles (streams) one mosaic may have",
         group="mosaics",
     )
@@ -259,7 +175,7 @@ class Config:
         1.0,
         env="TESSERA_SEGMENT_DURATION",
         flag="--segment-duration",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds of video per HLS segment of a mosaic",
         group="mosaics",
     )
@@ -267,7 +183,7 @@ class Config:
         5.0,
         env="TESSERA_DEAD_SOURCE_TIMEOUT",
         flag="--dead-source-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds without frames before a tile shows the dead-source picture",
         group="mosaics",
     )
@@ -275,7 +191,7 @@ class Config:
         300.0,
         env="TESSERA_IDLE_TIMEOUT",
         flag="--idle-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds without a viewer before a mosaic's work stops",
         group="mosaics",
     )
@@ -283,7 +199,7 @@ class Config:
         10.0,
         env="TESSERA_WORKER_HEARTBEAT_TIMEOUT",
         flag="--worker-heartbeat-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds without a worker heartbeat before it is restarted",
         group="controller",
     )
@@ -291,7 +207,7 @@ class Config:
         1.0,
         env="TESSERA_POLL_INTERVAL",
         flag="--poll-interval",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds between the controller's reconcile passes",
         group="controller",
     )
@@ -299,7 +215,7 @@ class Config:
         5.0,
         env="TESSERA_SOURCE_OPEN_TIMEOUT",
         flag="--source-open-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a grabber waits to open a source",
         group="mosaics",
     )
@@ -307,7 +223,7 @@ class Config:
         5.0,
         env="TESSERA_SOURCE_READ_TIMEOUT",
         flag="--source-read-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds without data before a grabber reconnects",
         group="mosaics",
     )
@@ -315,7 +231,7 @@ class Config:
         "auto",
         env="TESSERA_FRAME_TRANSPORT",
         flag="--frame-transport",
-        parse=_choice("auto", "nats", "shm"),
+        parse=parsers.choice("auto", "nats", "shm"),
         help="how tile frames reach stitchers: nats (every frame on NATS), shm (shared memory "
         "on one machine, a seed frame per second on NATS), auto (shm for local workers)",
         group="mosaics",
@@ -324,7 +240,7 @@ class Config:
         "ultrafast",
         env="TESSERA_X264_PRESET",
         flag="--x264-preset",
-        parse=_choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+        parse=parsers.choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
         help="libx264 preset of the mosaic encoder: ultrafast spends the least CPU per mosaic "
         "(about half of veryfast's) for ~1.7x its bitrate; veryfast for viewers on slow links",
         group="mosaics",
@@ -333,7 +249,7 @@ class Config:
         26,
         env="TESSERA_X264_CRF",
         flag="--x264-crf",
-        parse=_crf,
+        parse=parsers.crf,
         help="libx264 constant rate factor of the mosaic: lower is a better picture and more "
         "bits (a busy 9-tile 1280x720 wall at ultrafast: ~5.7 Mbit/s at 26, ~7.9 at 23)",
         group="mosaics",
@@ -342,15 +258,16 @@ class Config:
         64,
         env="JIT_CAPACITY",
         flag="--capacity",
-        parse=_positive_int,
+        parse=parsers.positive_int,
         help="most JIT sessions at once; beyond it POST /session answers 503",
         group="sessions",
     )
     public_ip: str | None = setting(
         None,
         env="JIT_PUBLIC_IP",
+        also_env=("PUBLIC_IP",),
         flag="--public-ip",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="host or IP put in the session URLs handed to clients (default: --host)",
         group="sessions",
     )
@@ -358,7 +275,7 @@ class Config:
         120.0,
         env="JIT_SESSION_RUNNING_TIMEOUT",
         flag="--session-running-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a requested session may take to be running before it fails",
         group="sessions",
     )
@@ -366,7 +283,7 @@ class Config:
         120.0,
         env="JIT_SESSION_IDLE_TIMEOUT",
         flag="--session-idle-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a session may have no viewer before it ends",
         group="sessions",
     )
@@ -382,7 +299,7 @@ class Config:
         None,
         env="JIT_S3_ENDPOINT_URL",
         flag="--s3-endpoint-url",
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="S3 endpoint for s3:// inputs (MinIO, tests); default: AWS",
         group="sessions",
     )
@@ -390,7 +307,8 @@ class Config:
         False,
         env="JIT_TURN",
         flag="--turn",
-        parse=_bool,
+        also_flags=("-t",),
+        parse=parsers.boolean,
         help="start a TURN server (coturn) and hand sessions short-lived credentials for it",
         group="sessions",
     )
@@ -398,7 +316,7 @@ class Config:
         3478,
         env="JIT_TURN_PORT",
         flag="--turn-port",
-        parse=_port,
+        parse=parsers.port,
         help="TURN port (UDP and TCP)",
         group="sessions",
     )
@@ -406,7 +324,7 @@ class Config:
         5349,
         env="JIT_TURN_TLS_PORT",
         flag="--turn-tls-port",
-        parse=_port,
+        parse=parsers.port,
         help="TURN over TLS port",
         group="sessions",
     )
@@ -414,7 +332,7 @@ class Config:
         None,
         env="JIT_TURN_SECRET",
         flag=None,
-        parse=_optional_str,
+        parse=parsers.optional_str,
         help="TURN REST API shared secret",
         group="sessions",
         shown="unset (made and stored in <data dir>/turn-secret)",
@@ -423,7 +341,7 @@ class Config:
         3600.0,
         env="JIT_TURN_TTL",
         flag="--turn-ttl",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a session's TURN credentials stay valid",
         group="sessions",
     )
@@ -431,7 +349,7 @@ class Config:
         "fork",
         env="TESSERA_WORKER_START",
         flag="--worker-start",
-        parse=_choice("fork", "spawn"),
+        parse=parsers.choice("fork", "spawn"),
         help="how a local worker starts: forked from a pre-imported process (milliseconds; "
         "Linux) or spawned as a new Python (~0.6 s of CPU each)",
         group="controller",
@@ -440,31 +358,42 @@ class Config:
         10.0,
         env="TESSERA_SHUTDOWN_TIMEOUT",
         flag="--shutdown-timeout",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds a graceful stop may take before children are killed",
     )
     heartbeat_interval: float = setting(
         1.0,
         env="TESSERA_HEARTBEAT_INTERVAL",
         flag="--heartbeat-interval",
-        parse=_positive_float,
+        parse=parsers.positive_float,
         help="seconds between liveness heartbeats of every service",
     )
     log_format: str = setting(
         "text",
         env="TESSERA_LOG_FORMAT",
         flag="--log-format",
-        parse=_choice("text", "json"),
+        parse=parsers.choice("text", "json"),
         help="log lines as key=value text for people or JSON for machines",
         group="logging",
     )
     verbose: bool = setting(
         False,
         env="TESSERA_VERBOSE",
+        also_env=("JIT_VERBOSE",),
         flag="--verbose",
-        parse=_bool,
-        help="log debug details (-v)",
+        also_flags=("-v",),
+        parse=parsers.boolean,
+        help="log debug details",
         group="logging",
+    )
+    main_module: str | None = setting(
+        None,
+        env="MAIN_MODULE",
+        flag=None,
+        parse=parsers.optional_choice(*MAIN_MODULES),
+        help="what `tessera` given no command runs, as the original image chose its program: "
+        "orchestrator (`tessera up`) or agent (`tessera agent`)",
+        shown="unset (a command is required)",
     )
 
     @property
@@ -512,58 +441,9 @@ class Config:
             return False
 
 
-def _shown(f: dataclasses.Field[Any]) -> str:
-    if f.metadata["shown"] is not None:
-        return str(f.metadata["shown"])
-    if f.default is None:
-        return "unset"
-    if f.default == ():
-        return "none"
-    return str(f.default)
-
-
-def markdown_table(cls: type = Config) -> str:
-    """The settings of ``cls`` as a markdown table (the docs embed it; a test keeps it true)."""
-    lines = ["| flag | env var | default | what |", "| --- | --- | --- | --- |"]
-    for row in describe(cls):
-        flag = f"`{row['flag']}`" if row["flag"] else ""
-        lines.append(f"| {flag} | `{row['env']}` | {row['default']} | {row['help']} |")
-    return "\n".join(lines) + "\n"
-
-
-def settings(cls: type = Config) -> tuple[dataclasses.Field[Any], ...]:
-    """The declared settings of ``cls`` (a settings dataclass), in declaration order."""
-    return dataclasses.fields(cls)
-
-
-def _parse(f: dataclasses.Field[Any], source: str, text: str) -> Any:
-    try:
-        return f.metadata["parse"](text)
-    except ValueError as exc:
-        reason = str(exc)
-        if "invalid literal" in reason or "could not convert" in reason:
-            reason = "not a number"
-        raise ConfigError(f"{source}={text!r}: {reason}") from exc
-
-
-def parse_values(
-    cls: type, env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Parsed values of the settings of ``cls`` given in ``env`` (default ``os.environ``) and
-    ``flags`` (field name → raw text; flags win)."""
-    environ = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for f in settings(cls):
-        raw = environ.get(f.metadata["env"])
-        if raw is not None:
-            values[f.name] = _parse(f, f.metadata["env"], raw)
-    by_name = {f.name: f for f in settings(cls)}
-    for name, raw in (flags or {}).items():
-        if name not in by_name:
-            raise ConfigError(f"unknown setting {name!r}")
-        f = by_name[name]
-        values[name] = _parse(f, f.metadata["flag"] or name, raw)
-    return values
+def settings() -> tuple[dataclasses.Field[Any], ...]:
+    """The declared settings of :class:`Config`, in declaration order."""
+    return declare.settings(Config)
 
 
 def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> Config:
@@ -571,89 +451,36 @@ def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str] | None =
 
     ``flags`` maps field names to the raw text given on the command line.
     """
-    return Config(**parse_values(Config, env, flags))
+    return loading.build(Config, env, flags)
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser, groups: Iterable[str] | None = None, cls: type = Config
-) -> None:
-    """Add a flag for every setting of ``cls`` (of ``groups``, default all) to ``parser``.
-
-    Flags are parsed as text and default to :data:`argparse.SUPPRESS`, so that only the flags a
-    user gave override the environment; :func:`from_namespace` then builds the config.
-    """
-    wanted = set(groups) if groups is not None else None
-    by_group: dict[str, argparse._ArgumentGroup] = {}
-    for f in settings(cls):
-        meta = f.metadata
-        if meta["flag"] is None or (wanted is not None and meta["group"] not in wanted):
-            continue
-        group = by_group.get(meta["group"])
-        if group is None:
-            group = parser.add_argument_group(f"{meta['group']} settings")
-            by_group[meta["group"]] = group
-        help_text = f"{meta['help']} [env {meta['env']}; default {_shown(f)}]"
-        if meta["parse"] is _bool:
-            names = [meta["flag"], "-v"] if f.name == "verbose" else [meta["flag"]]
-            group.add_argument(
-                *names,
-                dest=f.name,
-                action="store_const",
-                const="true",
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        else:
-            group.add_argument(
-                meta["flag"],
-                dest=f.name,
-                metavar=f.name.upper(),
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
+def main_command(env: Mapping[str, str] | None = None) -> str | None:
+    """The command ``MAIN_MODULE`` in ``env`` (default ``os.environ``) names, if it is set."""
+    module: str | None = loading.env_value(Config, "main_module", env)
+    return MAIN_MODULES[module] if module is not None else None
 
 
-def to_env(config: Any, groups: Iterable[str] | None = None) -> dict[str, str]:
-    """Every setting of ``config`` (of ``groups``) as environment variables: how processes
-    started by this one get the same settings, flags included."""
-    wanted = set(groups) if groups is not None else None
-    env: dict[str, str] = {}
-    for f in settings(type(config)):
-        if wanted is not None and f.metadata["group"] not in wanted:
-            continue
-        value = getattr(config, f.name)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            env[f.metadata["env"]] = "1" if value else "0"
-        elif isinstance(value, tuple):
-            env[f.metadata["env"]] = ",".join(f"{k}={v}" for k, v in value)
-        else:
-            env[f.metadata["env"]] = str(value)
-    return env
-
-
-def given_flags(ns: argparse.Namespace, cls: type = Config) -> dict[str, str]:
-    """The flags a user gave for the settings of ``cls``."""
-    names = {f.name for f in settings(cls)}
-    return {k: v for k, v in vars(ns).items() if k in names}
+def add_arguments(parser: argparse.ArgumentParser, groups: Iterable[str] | None = None) -> None:
+    """Add a flag for every setting (of ``groups``, default all) to ``parser``; build the config
+    from what was given with :func:`from_namespace`."""
+    cli_flags.add_arguments(parser, Config, groups)
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
     """Build the config from parsed flags (only those given) over the environment."""
-    return load(env=env, flags=given_flags(ns))
+    return load(env=env, flags=cli_flags.given_flags(ns, Config))
 
 
-def describe(cls: type = Config) -> list[dict[str, str]]:
-    """One row per setting (flag, env var, default, help), for `tessera config` and the docs."""
-    return [
-        {
-            "name": f.name,
-            "flag": f.metadata["flag"] or "",
-            "env": f.metadata["env"],
-            "default": _shown(f),
-            "help": f.metadata["help"],
-            "group": f.metadata["group"],
-        }
-        for f in settings(cls)
-    ]
+def to_env(config: Config, groups: Iterable[str] | None = None) -> dict[str, str]:
+    """The settings (of ``groups``) as environment variables, for processes we start."""
+    return loading.to_env(config, groups)
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per setting (flags, env vars, default, help), for `tessera config`."""
+    return declare.describe(Config)
+
+
+def markdown_table() -> str:
+    """The settings as a markdown table (docs/operations.md embeds it; a test keeps it true)."""
+    return declare.markdown_table(Config)

@@ -32,7 +32,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from pipeline.control import admission
-from pipeline.control.projector import decode_entry
 from pipeline.errors import InstanceError, MessageError, TesseraError, WorkerPending
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.events import (
@@ -44,20 +43,21 @@ from pipeline.messages.events import (
     WorkerStopped,
 )
 from pipeline.messages.heartbeats import ViewerHeartbeat, WorkerHeartbeat
+from pipeline.messages.workers import WorkerSpec
 from pipeline.nats.eventlog import append
 from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.reconcile import (
     Running,
     SessionFact,
     SessionTiming,
     Timing,
-    WorkerSpec,
     jit_spec,
     plan,
     session_plan,
 )
+from pipeline.state.stored import decode_entry
 
 log = logging.getLogger("tessera.controller")
 
@@ -113,8 +113,10 @@ class Controller:
         self.failures: dict[str, tuple[int, float]] = {}
         self.watched: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._watch_tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks("controller")
+        self._watches = Tasks("controller")
+        """The tasks following the buckets: made again, with their watchers, after a
+        reconnection (while the reconcile task, one of ``_tasks``, goes on)."""
         self._watchers: list[Any] = []
         self._hb_sub: JetStreamContext.PushSubscription | None = None
         self._lock = asyncio.Lock()
@@ -134,7 +136,7 @@ class Controller:
         except BaseException:
             await self._unfollow()
             raise
-        self._tasks.append(asyncio.create_task(self._run(), name="reconcile"))
+        self._tasks.spawn(self._run(), name="reconcile")
         log.info("controller started", extra={"mosaics": len(self.mosaics)})
 
     async def _follow(self) -> None:
@@ -149,9 +151,7 @@ class Controller:
             table.clear()  # what was deleted while we did not follow is not replayed
             while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
                 self._on_entry(bucket, entry.key, entry.value)
-            self._watch_tasks.append(
-                asyncio.create_task(self._watch(bucket, watcher), name=f"watch {bucket}")
-            )
+            self._watches.spawn(self._watch(bucket, watcher), name=f"watch {bucket}")
         self._hb_sub = await self._js.subscribe(
             "hb.>",
             stream=HEARTBEATS.name,
@@ -161,9 +161,7 @@ class Controller:
         )
 
     async def _unfollow(self) -> None:
-        tasks, self._watch_tasks = self._watch_tasks, []
-        for task in tasks:
-            await cancel_and_wait(task)
+        await self._watches.close()
         sub, self._hb_sub = self._hb_sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
@@ -188,11 +186,10 @@ class Controller:
 
     async def stop(self) -> None:
         """Stop reconciling; the provider keeps its workers until it is closed."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            await cancel_and_wait(task)
+        running = bool(self._tasks)
+        await self._tasks.close()
         await self._unfollow()
-        if tasks:
+        if running:
             log.info("controller stopped")
 
     def poke(self) -> None:
@@ -319,7 +316,7 @@ class Controller:
                     WorkerStarted(
                         at=self._clock(),
                         worker_id=spec.worker_id,
-                        kind=spec.kind,  # type: ignore[arg-type]
+                        kind=spec.kind,
                         target=spec.target,
                         pid=pid or None,  # 0: started on another machine, pid unknown here
                     ),

@@ -3,7 +3,7 @@
 How "exactly once" holds without locks:
 
 - Each KV entry stores the stream sequence of the last event folded into it
-  (:class:`~pipeline.state.model.Projected`); an event at or below it is a redelivery and is
+  (:class:`~pipeline.state.stored.Projected`); an event at or below it is a redelivery and is
   skipped. Entry and position are one KV write, so they cannot disagree.
 - Writes are optimistic: ``create`` for a new key, ``update(last=revision)`` for an existing one.
 - Order is kept: a durable pull consumer (``AckPolicy.ALL``) is read in order, and on every start
@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -62,16 +61,10 @@ from pipeline.messages.heartbeats import ServiceHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.nats.topology import EVENTS, STATE_BUCKETS
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 from pipeline.state.evolve import evolve, key_of
-from pipeline.state.model import (
-    InstanceState,
-    MosaicState,
-    Projected,
-    SessionState,
-    State,
-    WorkerState,
-)
+from pipeline.state.model import State
+from pipeline.state.stored import Projected, decode_entry, encode_entry
 
 log = logging.getLogger("tessera.projector")
 
@@ -90,20 +83,6 @@ _PASSING = (
     NoRespondersError,
     ServiceUnavailableError,
 )
-
-DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "mosaics": msgspec.json.Decoder(Projected[MosaicState]),
-    "sessions": msgspec.json.Decoder(Projected[SessionState]),
-    "instances": msgspec.json.Decoder(Projected[InstanceState]),
-    "workers": msgspec.json.Decoder(Projected[WorkerState]),
-}
-_encoder = msgspec.json.Encoder()
-
-
-def decode_entry(bucket: str, value: bytes) -> Projected[Any]:
-    """Decode a KV entry of a state bucket."""
-    entry: Projected[Any] = DECODERS[bucket].decode(value)
-    return entry
 
 
 async def consumer_start_seq(js: JetStreamContext) -> int:
@@ -143,7 +122,7 @@ class Projector:
         self.max_deliveries = max_deliveries
         self._on_progress = on_progress
         self._kv: dict[str, KeyValue] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks("projector")
         self._sub: JetStreamContext.PullSubscription | None = None
         self._redelivering: int | None = None
         """Sequence of the NAKed event awaited alone, before anything after it."""
@@ -178,14 +157,14 @@ class Projector:
 
     async def start(self) -> None:
         """Bind the durable consumer at its ack floor and start folding."""
-        if self._task is not None:
+        if self._tasks:
             return
         for spec in STATE_BUCKETS:
             self._kv[spec.name] = await self._js.key_value(spec.name)
         start = await consumer_start_seq(self._js)
         await self._bind(start)
         await self._heartbeat.start()
-        self._task = asyncio.create_task(self._run(), name="projector")
+        self._tasks.spawn(self._run(), name="fold")
         log.info("projector started", extra={"from_seq": start})
 
     async def _bind(self, start: int) -> None:
@@ -221,13 +200,13 @@ class Projector:
 
     async def stop(self) -> None:
         """Stop folding; what was applied stays applied. Safe to call twice."""
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+        running = bool(self._tasks)
+        await self._tasks.close()
         await self._heartbeat.stop(last=self._status(running=False))
         sub, self._sub = self._sub, None
         if sub is not None:
             await _unsubscribe(sub)
-        if task is not None:
+        if running:
             log.info("projector stopped", extra={"position": self.position})
 
     async def wait_for(self, seq: int) -> None:
@@ -397,7 +376,7 @@ class Projector:
                 self.skipped += 1
                 return
         state: State = evolve(current.state if current else None, event)
-        value = _encoder.encode(Projected(seq=seq, state=state))
+        value = encode_entry(seq, state)
         if entry is None:
             await kv.create(key, value)
         else:

@@ -7,13 +7,14 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
-from pipeline.control.projector import decode_entry
 from pipeline.nats.topology import STATE_BUCKETS
 from pipeline.state.model import State
+from pipeline.state.stored import Projected, decode_entry
 
 
-async def read_entry(js: JetStreamContext, bucket: str, key: str) -> State | None:
-    """The projected state of one entity, or None."""
+async def read_projected(js: JetStreamContext, bucket: str, key: str) -> Projected[Any] | None:
+    """The stored entry of one entity (its state and the stream sequence folded into it), or
+    None."""
     kv = await js.key_value(bucket)
     try:
         entry = await kv.get(key)
@@ -21,7 +22,15 @@ async def read_entry(js: JetStreamContext, bucket: str, key: str) -> State | Non
         return None
     if not entry.value:
         return None
-    state: Any = decode_entry(bucket, entry.value).state
+    return decode_entry(bucket, entry.value)
+
+
+async def read_entry(js: JetStreamContext, bucket: str, key: str) -> State | None:
+    """The projected state of one entity, or None."""
+    entry = await read_projected(js, bucket, key)
+    if entry is None:
+        return None
+    state: Any = entry.state
     return state  # type: ignore[no-any-return]
 
 

@@ -1,10 +1,11 @@
 """``tessera agent``: one per instance. Starts and stops workers there on command, within the
 instance's capacity per worker kind, and tells the controller how it is doing.
 
-- Commands arrive by request/reply on ``ctl.agent.<instance_id>``: :class:`StartWorker` and
-  :class:`StopWorker`, answered with :class:`CommandReply`. A start beyond the capacity for
-  its kind is refused with a one-line error; starting a running worker or stopping a stopped
-  one is a no-op that answers ``ok`` (the controller may repeat itself after a crash).
+- Commands arrive by request/reply on ``ctl.agent.<instance_id>``: :class:`StartWorker` (the
+  worker's whole spec) and :class:`StopWorker`, answered with :class:`CommandReply`. A start
+  beyond the capacity for its kind is refused with code ``full`` and a one-line error;
+  starting a running worker or stopping a stopped one is a no-op that answers ``ok`` (the
+  controller may repeat itself after a crash).
 - Every ``heartbeat_interval`` s (and at once after a change) an :class:`InstanceHeartbeat`
   goes to ``hb.instance.<instance_id>``: capacity, used, workers, started_at, idle_since. The
   first beat is the agent's registration: the controller treats the instance as ready.
@@ -12,10 +13,8 @@ instance's capacity per worker kind, and tells the controller how it is doing.
   polling interface, handy with ``curl``).
 
 Workers are local child processes (:class:`pipeline.workers.processes.LocalProvider`, or any
-launcher with the same methods). Stopping the agent stops its workers first.
-
-``StartWorker.args`` carries the worker's options as ``name=value`` strings (see
-:func:`start_command`), so one message describes any worker kind.
+launcher with the same methods), each given the spec exactly as the command carried it.
+Stopping the agent stops its workers first.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -44,23 +42,18 @@ from starlette.routing import Route
 
 from pipeline.config.settings import Config
 from pipeline.errors import MessageError, TesseraError
+from pipeline.instances.ready import ready_line
 from pipeline.messages.codec import decode_agent_command, encode
 from pipeline.messages.control import CommandReply, StartWorker, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.workers import WorkerSpec
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.runtime.httpserver import HttpServer
-from pipeline.state.reconcile import Running, WorkerSpec
+from pipeline.runtime.service import run_command
+from pipeline.state.reconcile import Running
 
 log = logging.getLogger("tessera.agent")
-
-FULL = "is full for"
-"""Words of a capacity refusal (``instance X is full for K workers ...``): how the controller
-tells "place it elsewhere" from other refusals (CommandReply has no error code)."""
-
-READY_PREFIX = "tessera-agent-ready "
-"""The line an agent process prints on stdout once it serves (then JSON: id and status URL);
-the local instance provider waits for it."""
 
 
 class WorkerLauncher(Protocol):
@@ -75,34 +68,6 @@ class WorkerLauncher(Protocol):
     async def stop_worker(self, worker_id: str, reason: str = ...) -> int | None: ...
 
     async def close(self) -> None: ...
-
-
-def start_command(spec: WorkerSpec) -> StartWorker:
-    """The command that asks an agent to run ``spec``."""
-    return StartWorker(
-        worker_id=spec.worker_id,
-        kind=spec.kind,
-        target=spec.target,
-        args=tuple(f"{name}={value}" for name, value in spec.args),
-    )
-
-
-def spec_of(command: StartWorker) -> WorkerSpec:
-    """The worker a :class:`StartWorker` describes; ValueError naming a malformed part."""
-    subjects.token(command.target)
-    pairs = []
-    for arg in command.args:
-        name, sep, value = arg.partition("=")
-        if not sep or not name:
-            raise ValueError(f"worker argument {arg!r} is not name=value")
-        pairs.append((name, value))
-    spec = WorkerSpec(kind=command.kind, target=command.target, args=tuple(pairs))
-    if command.worker_id != spec.worker_id:
-        raise ValueError(
-            f"worker id {command.worker_id!r} does not match its kind and target "
-            f"(expected {spec.worker_id!r})"
-        )
-    return spec
 
 
 def default_instance_id() -> str:
@@ -313,16 +278,18 @@ class Agent:
     async def handle(self, command: StartWorker | StopWorker) -> CommandReply:
         """Carry out one command (the caller holds the lock)."""
         match command:
-            case StartWorker():
-                return await self._start(command)
+            case StartWorker(spec=spec):
+                return await self._start(spec)
             case StopWorker(worker_id=wid, reason=reason):
                 await self.launcher.stop_worker(wid, reason)
                 self._refresh_idle()
                 return CommandReply(ok=True)
 
-    async def _start(self, command: StartWorker) -> CommandReply:
+    async def _start(self, spec: WorkerSpec) -> CommandReply:
         try:
-            spec = spec_of(command)
+            # The target names the worker's subjects (hb.worker.<id>, frames.<source_id>):
+            # refused here with a reason rather than by a worker that would only crash.
+            subjects.token(spec.target)
         except ValueError as exc:
             return CommandReply(ok=False, error=f"bad start-worker command: {exc}")
         if spec.worker_id in self.launcher.running():
@@ -332,7 +299,8 @@ class Agent:
         if used >= limit:
             return CommandReply(
                 ok=False,
-                error=f"instance {self.instance_id} {FULL} {spec.kind} workers "
+                code="full",
+                error=f"instance {self.instance_id} is full for {spec.kind} workers "
                 f"({used} of {limit} running): place {spec.worker_id} on another instance",
             )
         try:
@@ -399,8 +367,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         )
 
         def started() -> None:
-            ready = {"instance_id": agent.instance_id, "status_url": agent.status_url}
-            print(READY_PREFIX + json.dumps(ready), flush=True)
+            print(ready_line(agent.instance_id, agent.status_url), flush=True)
 
         await run_until_signal(agent, on_started=started)
     finally:
@@ -426,13 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TesseraError as exc:
         parser.exit(2, f"tessera: error: {exc}\n")
     logs.setup(verbose=config.verbose, fmt=config.log_format)
-    try:
-        return asyncio.run(run(config, args))
-    except TesseraError as exc:
-        print(f"tessera: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command(run(config, args))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The controller's side of the agent protocol: commands to ``ctl.agent.<instance_id>`` and
 their replies, with NATS failures translated into instance errors.
 
-- :func:`start_worker_on` sends :class:`StartWorker`; a refusal for capacity is a
-  :class:`CapacityError` (place the worker elsewhere), any other refusal an
-  :class:`InstanceError`.
+- :func:`start_worker_on` sends :class:`StartWorker` with the worker's whole spec; a refusal
+  with code ``full`` is a :class:`CapacityError` (place the worker elsewhere), any other
+  refusal an :class:`InstanceError`.
 - :func:`stop_worker_on` sends :class:`StopWorker`; stopping what does not run is fine.
 - No agent listening, or no answer in time, is an :class:`InstanceError` naming the instance:
   the reaping rules will find it lost if it stays silent.
@@ -16,12 +16,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from pipeline.errors import InstanceError, MessageError
-from pipeline.instances.agent import FULL, start_command
 from pipeline.instances.base import CapacityError
 from pipeline.messages.codec import decode_reply, encode
 from pipeline.messages.control import CommandReply, StartWorker, StopWorker
+from pipeline.messages.workers import WorkerSpec
 from pipeline.nats import subjects
-from pipeline.state.reconcile import WorkerSpec
 
 
 async def command(
@@ -51,10 +50,10 @@ async def start_worker_on(
     nc: Client, instance_id: str, spec: WorkerSpec, *, wait: float = 5.0
 ) -> None:
     """Ask the agent of ``instance_id`` to run ``spec`` (a no-op if it runs it already)."""
-    reply = await command(nc, instance_id, start_command(spec), wait=wait)
+    reply = await command(nc, instance_id, StartWorker(spec=spec), wait=wait)
     if reply.ok:
         return
-    if f" {FULL} " in reply.error:
+    if reply.code == "full":
         raise CapacityError(reply.error)
     raise InstanceError(f"instance {instance_id} refused {spec.worker_id}: {reply.error}")
 

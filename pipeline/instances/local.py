@@ -4,9 +4,9 @@ process.
 The one-machine provider, and the one tests use to run several agents on loopback. Each agent
 is a child in its own process group with the parent-death signal set
 (:mod:`pipeline.runtime.procs`), its HTTP status on a free loopback port, and its stderr on
-ours. It is ready once it printed its ready line (:data:`pipeline.instances.agent.READY_PREFIX`):
-by then it is connected, subscribed and registered. Terminating sends SIGTERM (the agent stops
-its workers), then SIGKILL after the grace period, and always reaps.
+ours. It is ready once it printed its ready line (:mod:`pipeline.instances.ready`): by then it
+is connected, subscribed and registered. Terminating sends SIGTERM (the agent stops its
+workers), then SIGKILL after the grace period, and always reaps.
 
 Idempotency: launching an id that runs returns it. Agents die with this process, so after a
 crash there is nothing left to find, and ``list_owned`` lists only this process's children.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pipeline.config.instances import capacity_env
-from pipeline.instances.agent import READY_PREFIX
 from pipeline.instances.base import (
     InstanceInfo,
     InstanceNotFoundError,
@@ -34,8 +32,9 @@ from pipeline.instances.base import (
     LaunchRequest,
     NotReadyError,
 )
+from pipeline.instances.ready import status_url_of
 from pipeline.runtime.procs import die_with_parent, stop_process
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks, cancel_and_wait
 
 if TYPE_CHECKING:
     from pipeline.config.instances import InstanceConfig
@@ -75,6 +74,8 @@ class LocalInstanceProvider:
         self._python = python
         self._clock = clock
         self._agents: dict[str, _Agent] = {}
+        self._readers = Tasks("local instances")
+        """Each agent's stdout reader: one group, so that none outlives :meth:`close`."""
 
     @classmethod
     def from_config(cls, config: InstanceConfig, *, nats_url: str) -> LocalInstanceProvider:
@@ -133,7 +134,7 @@ class LocalInstanceProvider:
             capacity=dict(request.capacity),
         )
         agent = _Agent(info=info, proc=proc)
-        agent.reader = asyncio.create_task(
+        agent.reader = self._readers.spawn(
             self._read(agent), name=f"agent {request.instance_id} stdout"
         )
         self._agents[request.instance_id] = agent
@@ -145,14 +146,14 @@ class LocalInstanceProvider:
         assert agent.proc.stdout is not None
         async for raw in agent.proc.stdout:
             line = raw.decode(errors="replace").strip()
-            if line.startswith(READY_PREFIX) and not agent.ready.done():
-                try:
-                    url = str(json.loads(line[len(READY_PREFIX) :])["status_url"])
-                except (ValueError, KeyError) as exc:
-                    agent.ready.set_exception(
-                        LaunchError(f"agent {agent.info.instance_id} said {line!r}: {exc}")
-                    )
-                    continue
+            if agent.ready.done():
+                continue
+            try:
+                url = status_url_of(line)
+            except ValueError as exc:
+                agent.ready.set_exception(LaunchError(f"agent {agent.info.instance_id}: {exc}"))
+                continue
+            if url is not None:
                 agent.ready.set_result(url)
         code = await agent.proc.wait()
         if not agent.ready.done():
@@ -208,3 +209,4 @@ class LocalInstanceProvider:
     async def close(self) -> None:
         """Terminate every agent, in parallel. Safe twice."""
         await asyncio.gather(*(self.terminate(iid, "shutdown") for iid in list(self._agents)))
+        await self._readers.close()  # each terminate ended its reader; this makes sure of it

@@ -16,10 +16,10 @@
   instance either way. The provider call runs in a task of the pool, so a slow cloud API never
   holds the controller's pass.
 - **What runs** is what the agents report in their heartbeats (``hb.instance.<id>``, folded by
-  :func:`reaping.observe` on this pool's clock), plus what was started and is not reported yet,
-  so the controller never starts a worker twice. A worker an agent stops reporting (it
-  crashed, or its instance is gone) is an exit: ``on_exit(worker_id, -1, False)``, and the
-  controller restarts it, elsewhere if need be.
+  :func:`reaping.observe` on this pool's clock), plus what was started and is not reported yet
+  (one :class:`~.placed.Placed` per worker), so the controller never starts a worker twice. A
+  worker an agent stops reporting (it crashed, or its instance is gone) is an exit:
+  ``on_exit(worker_id, -1, False)``, and the controller restarts it, elsewhere if need be.
 - **Every** ``instance_poll_interval`` s the pool asks the provider what it owns and applies
   :func:`reaping.decide`: instances that are not ready in time, lost (silent agent), up too
   long, idle too long or orphaned are terminated, each recorded as ``InstanceTerminated``;
@@ -37,8 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -57,16 +56,18 @@ from pipeline.instances.base import (
     new_instance_id,
 )
 from pipeline.instances.control import start_worker_on, stop_worker_on
+from pipeline.instances.placed import Placed, in_flight, spec_from_id, vanished
 from pipeline.instances.reaping import InstanceView, Policy, decide, launched, observe, place
 from pipeline.messages.codec import decode_event, decode_heartbeat
 from pipeline.messages.events import InstanceLaunched, InstanceReady, InstanceTerminated
 from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.workers import WorkerSpec
 from pipeline.nats.eventlog import append, matching_count
 from pipeline.nats.topology import EVENTS, HEARTBEATS
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks, cancel_and_wait
 from pipeline.state.evolve import evolve
 from pipeline.state.model import InstanceState
-from pipeline.state.reconcile import Running, WorkerSpec
+from pipeline.state.reconcile import Running
 from pipeline.workers.processes import ExitCallback
 
 if TYPE_CHECKING:
@@ -76,80 +77,6 @@ log = logging.getLogger("tessera.instances.pool")
 
 INSTANCE_EVENTS = "events.instance.*"
 INSTANCE_BEATS = "hb.instance.*"
-
-
-# --- pure helpers ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Placed:
-    """A worker this pool believes runs on ``instance_id``.
-
-    ``since`` is when that became known on the pool's clock: when the agent accepted the start,
-    or when a heartbeat first listed a worker nobody here started (after a restart).
-    """
-
-    spec: WorkerSpec
-    instance_id: str
-    since: float
-    started_at: float
-
-
-def spec_from_id(worker_id: str) -> WorkerSpec:
-    """The spec of a worker known only by its id (``<kind>-<target>``), with no options.
-
-    Enough for JIT sessions (their spec has none); for a grabber the controller sees a changed
-    spec and restarts it with the right options.
-    """
-    kind, _, target = worker_id.partition("-")
-    return WorkerSpec(kind, target)
-
-
-def vanished(
-    placed: Mapping[str, Placed], views: Mapping[str, InstanceView], settle: float
-) -> list[str]:
-    """Workers that are no longer running where they were placed.
-
-    A worker has vanished when its instance is unknown (ended), or when a heartbeat of its
-    instance that arrived more than ``settle`` s after the worker was placed does not list it.
-    The ``settle`` margin covers a beat that was on its way while the agent started it.
-    """
-    out = []
-    for wid, where in sorted(placed.items()):
-        view = views.get(where.instance_id)
-        if view is None:
-            out.append(wid)
-        elif (
-            view.last_beat is not None
-            and view.last_beat > where.since + settle
-            and wid not in view.workers
-        ):
-            out.append(wid)
-    return out
-
-
-def in_flight(
-    placed: Mapping[str, Placed],
-    waiting: Mapping[str, tuple[str, str]],
-    views: Mapping[str, InstanceView],
-) -> dict[str, dict[str, int]]:
-    """Per instance and kind, workers sent or promised to it that its beats do not show yet.
-
-    ``waiting``: worker id → (instance id, kind) of workers waiting for a starting instance.
-    """
-    out: dict[str, dict[str, int]] = {}
-
-    def add(iid: str, kind: str) -> None:
-        kinds = out.setdefault(iid, {})
-        kinds[kind] = kinds.get(kind, 0) + 1
-
-    for wid, where in placed.items():
-        view = views.get(where.instance_id)
-        if view is not None and wid not in view.workers:
-            add(where.instance_id, where.spec.kind)
-    for iid, kind in waiting.values():
-        add(iid, kind)
-    return out
 
 
 # --- reading the facts -----------------------------------------------------------------------
@@ -235,10 +162,14 @@ class InstancePool:
         self._ended: set[str] = set()
         self._ready_recorded: set[str] = set()
         self._relaunch: list[LaunchRequest] = []
+        self._passes = Tasks("instance pool")
+        """The loop of passes (:meth:`tick`)."""
+        self._launching = Tasks("instance launches")
+        """The provider's launch calls, each in a task so that a slow API never holds a pass."""
         self._launches: dict[str, asyncio.Task[None]] = {}
+        """The launch call under way for each instance id (a task of :attr:`_launching`)."""
         self._launch_error: str | None = None
         self._sub: JetStreamContext.PushSubscription | None = None
-        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stored = asyncio.Event()
         self._tick_lock = asyncio.Lock()
@@ -277,7 +208,7 @@ class InstancePool:
         relaunch, self._relaunch = self._relaunch, []
         for request in relaunch:
             self._spawn_launch(request)
-        self._task = asyncio.create_task(self._run(), name="instance pool")
+        self._passes.spawn(self._run(), name="passes")
         self.status = "running"
         log.info(
             "instance pool started",
@@ -291,8 +222,7 @@ class InstancePool:
                 self.status = "stopped"
             return
         self.status = "stopped"
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self._passes.close()
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -301,8 +231,7 @@ class InstancePool:
         if launches:
             # A half-made launch call may leave an instance we cannot see: let it finish.
             await asyncio.wait(launches, timeout=self.launch_grace)
-        for task in launches:
-            await cancel_and_wait(task)
+        await self._launching.close()
         self._launches.clear()
         log.info("instance pool stopped", extra={"provider": self.provider.name})
 
@@ -403,6 +332,8 @@ class InstancePool:
                 continue  # a beat sent before the stop took effect
             # Running, but not started by us (a restart of this controller): adopt it.
             spec = self._specs.get(wid) or spec_from_id(wid)
+            if spec is None:
+                continue  # a kind this Tessera does not run: not ours to place or stop
             self.placed[wid] = Placed(spec, iid, received_at, received_at)
 
     # --- the Provider protocol -------------------------------------------------------------
@@ -496,7 +427,7 @@ class InstancePool:
         iid = request.instance_id
         if iid not in self.views:
             self.views[iid] = launched(iid, request.capacity, self._clock())
-        self._launches[iid] = asyncio.create_task(self._do_launch(request), name=f"launch {iid}")
+        self._launches[iid] = self._launching.spawn(self._do_launch(request), name=iid)
 
     async def _do_launch(self, request: LaunchRequest) -> None:
         iid = request.instance_id

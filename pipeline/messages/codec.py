@@ -15,6 +15,7 @@ from pipeline.errors import MessageError
 from pipeline.messages.control import AgentCommand, CommandReply, SessionCommand
 from pipeline.messages.events import Event
 from pipeline.messages.heartbeats import Heartbeat
+from pipeline.messages.workers import WorkerSpec
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ _heartbeats: msgspec.json.Decoder[Heartbeat] = msgspec.json.Decoder(Heartbeat)
 _session_commands: msgspec.json.Decoder[SessionCommand] = msgspec.json.Decoder(SessionCommand)
 _agent_commands: msgspec.json.Decoder[AgentCommand] = msgspec.json.Decoder(AgentCommand)
 _replies: msgspec.json.Decoder[CommandReply] = msgspec.json.Decoder(CommandReply)
+_worker_specs: msgspec.json.Decoder[WorkerSpec] = msgspec.json.Decoder(WorkerSpec)
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -62,3 +64,8 @@ def decode_agent_command(data: bytes, subject: str = "") -> AgentCommand:
 def decode_reply(data: bytes, subject: str = "") -> CommandReply:
     """Decode a command reply."""
     return _decode(_replies, data, "reply", subject)
+
+
+def decode_worker_spec(data: bytes) -> WorkerSpec:
+    """Decode a worker spec (what ``tessera worker --spec`` is given)."""
+    return _decode(_worker_specs, data, "worker spec", "")

@@ -1,7 +1,7 @@
 """Request/reply control messages.
 
 - ``ctl.agent.<instance_id>``: :class:`StartWorker` / :class:`StopWorker` to an agent, answered
-  with :class:`CommandReply`.
+  with :class:`CommandReply` (``code="full"``: the instance has no room for the worker's kind).
 - ``ctl.session.<id>``: playback control of a JIT session (the same messages travel over the
   WebRTC data channel), answered with :class:`CommandReply`; the worker reports each sent frame
   with :class:`FrameReport`.
@@ -12,16 +12,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
+from pipeline.messages.workers import WorkerSpec
 
-class StartWorker(msgspec.Struct, frozen=True, kw_only=True, tag="start-worker/1"):
-    """Start a worker of ``kind`` for ``target`` with the given argument list."""
 
-    worker_id: str
-    kind: str
-    target: str
-    args: tuple[str, ...] = ()
+class StartWorker(msgspec.Struct, frozen=True, kw_only=True, tag="start-worker/2"):
+    """Start the worker ``spec`` describes (a no-op if it runs already).
+
+    Version 2 carries the whole spec; version 1 carried its options as ``name=value`` strings.
+    """
+
+    spec: WorkerSpec
 
 
 class StopWorker(msgspec.Struct, frozen=True, kw_only=True, tag="stop-worker/1"):
@@ -67,11 +71,19 @@ SessionCommand = Play | Pause | Seek | Step | SetRate | SelectChannels
 AgentCommand = StartWorker | StopWorker
 
 
+ReplyCode = Literal["", "full"]
+"""Why a command was refused, for the asker to act on: ``full``: the agent's instance is at its
+capacity for the worker's kind (place the worker on another instance); ``""``: any other
+refusal (the error says which), or none. A new code is a new tag version: an older reader
+refuses a code it does not know."""
+
+
 class CommandReply(msgspec.Struct, frozen=True, kw_only=True, tag="reply/1"):
-    """The answer to a command: ``ok`` or a one-line ``error``."""
+    """The answer to a command: ``ok``, or a one-line ``error`` and its ``code``."""
 
     ok: bool
     error: str = ""
+    code: ReplyCode = ""
     position: int | None = None
 
 

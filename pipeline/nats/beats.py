@@ -25,7 +25,7 @@ from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import Heartbeat
 from pipeline.nats.topology import HEARTBEATS
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 
 log = logging.getLogger("tessera.beats")
 
@@ -46,7 +46,7 @@ class HeartbeatCache:
         self.latest: dict[str, tuple[Heartbeat, float]] = {}
         self._sub: JetStreamContext.PushSubscription | None = None
         self._created: datetime.datetime | None = None
-        self._checker: asyncio.Task[None] | None = None
+        self._tasks = Tasks("heartbeat cache")
         self.resubscribed = 0
         """Times a replaced stream (a restarted server) was followed afresh."""
 
@@ -54,8 +54,8 @@ class HeartbeatCache:
         """Subscribe (last per subject, then live), and watch for a replaced stream."""
         if self._sub is None:
             await self._subscribe()
-        if self._checker is None:
-            self._checker = asyncio.create_task(self._check_loop(), name="heartbeat cache check")
+        if not self._tasks:
+            self._tasks.spawn(self._check_loop(), name="check")
 
     async def _subscribe(self) -> None:
         self._created = (await self._js.stream_info(HEARTBEATS.name)).created
@@ -101,8 +101,7 @@ class HeartbeatCache:
 
     async def stop(self) -> None:
         """Unsubscribe. Safe twice."""
-        await cancel_and_wait(self._checker)
-        self._checker = None
+        await self._tasks.close()
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):

@@ -15,7 +15,7 @@ import msgspec
 from nats.aio.client import Client
 
 from pipeline.messages.codec import encode
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 
 log = logging.getLogger("tessera.heartbeat")
 
@@ -35,14 +35,14 @@ class Heartbeater:
         self.subject = subject
         self._make = make
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"heartbeat {subject}")
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
         """Send one beat now and keep beating in the background."""
-        if self._task is None:
+        if not self._tasks:
             await self.beat()
-            self._task = asyncio.create_task(self._run(), name=f"heartbeat {self.subject}")
+            self._tasks.spawn(self._run(), name="beat")
 
     async def beat(self) -> None:
         """Send one heartbeat now (a state change worth telling at once)."""
@@ -65,10 +65,9 @@ class Heartbeater:
 
     async def stop(self, last: msgspec.Struct | None = None) -> None:
         """Stop beating; send ``last`` (a "stopped" beat) if given. Safe to call twice."""
-        task, self._task = self._task, None
-        if task is None:
+        if not self._tasks:
             return
-        await cancel_and_wait(task)
+        await self._tasks.close()
         if last is not None and self._nc.is_connected:
             await self._nc.publish(self.subject, encode(last))
             await self._nc.flush()

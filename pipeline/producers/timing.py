@@ -6,13 +6,22 @@ before reconnecting. No clocks are read here; callers pass the times in.
 - :class:`PtsClock` maps media time to wall time. A file would otherwise be read as fast as the
   CPU allows; a live HLS source delivers a whole segment at once. Pacing both by their
   timestamps gives a stitcher a steady stream of fresh frames instead of bursts.
-- :class:`Backoff`: exponential delays with jitter and a cap, reset after a healthy period.
+- :class:`StaleGuard` tells a live source's repeats after a reconnect from new frames.
+- :class:`FramePacer` puts these together for one connection: each decoded frame is dropped
+  or kept, and a kept one is due at a wall time; a looping file's next pass carries on.
+- :class:`Backoff`: exponential delays with jitter and a cap, reset after a healthy period;
+  :func:`loop_delay`: how soon a finite source plays again.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+
+MIN_LOOP_PERIOD = 1.0
+"""Seconds: a finite source is reopened at most this often when it loops."""
 
 
 class FpsCap:
@@ -118,6 +127,21 @@ class Backoff:
         self.attempt += 1
         return step * (0.5 + 0.5 * self._rng())
 
+    def after(self, *, healthy: bool, refused: bool) -> float:
+        """The delay after a connection failed: counted from ``initial`` again if it had been
+        ``healthy`` for a while, and the longest after a refusal (a refusal does not change by
+        retrying soon)."""
+        if healthy:
+            self.reset()
+        return self.maximum if refused else self.next()
+
+
+def loop_delay(lasted: float) -> float:
+    """Seconds to wait before a finite source plays again after a pass of ``lasted`` s: none,
+    unless the pass was shorter than :data:`MIN_LOOP_PERIOD` (a file of one frame would
+    otherwise be hammered)."""
+    return max(0.0, MIN_LOOP_PERIOD - lasted)
+
 
 class StaleGuard:
     """Tells a live source's repeated frames from new ones, across reconnects.
@@ -139,3 +163,89 @@ class StaleGuard:
             return False
         self.newest = t
         return True
+
+
+@dataclass(frozen=True)
+class Carry:
+    """Pacing carried from one pass of a looping file to the next."""
+
+    clock: PtsClock
+    last_due: float
+    step: float
+
+
+class Verdict(enum.Enum):
+    """What becomes of one decoded frame."""
+
+    KEEP = "keep"
+    STALE = "stale"
+    """Dropped: a live source's repeat of what was shown before a reconnect."""
+    OVER_CAP = "over cap"
+    """Dropped: over the fps cap (before it is scaled, so it cost its decode only)."""
+
+
+class FramePacer:
+    """One connection's decision for each decoded frame, in order: a live source's repeat
+    (with a :class:`StaleGuard`, which outlives the connection) is dropped; a frame over the
+    fps cap (:class:`FpsCap`) is dropped; any other is kept and, when ``pace``, due at the wall
+    time its timestamp says (:class:`PtsClock`).
+
+    A looping file's next pass starts from the previous pass's :meth:`carry`: its first frame
+    is due one frame interval after the last frame of the pass before, as in one long file.
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        *,
+        opened: float,
+        pace: bool,
+        stale: StaleGuard | None = None,
+        carried: Carry | None = None,
+    ) -> None:
+        self.cap = FpsCap(fps)
+        self.pace = pace
+        self.stale = stale
+        self.opened = opened
+        """When the connection opened (monotonic): the time of frames that have none."""
+        self._continue = carried
+        self.clock = carried.clock if carried is not None else PtsClock()
+        self.kept = 0
+        self.first_kept: float | None = None
+        """When the first frame was kept (None: not yet)."""
+        self.last_t = 0.0
+        """Media time of the last frame kept or capped (seconds)."""
+        self.due = opened
+        """When the last kept frame is due (paced only)."""
+        self.step = 1.0 / 25
+        """The source's frame interval as last seen (at most 1 s): a loop's next pass starts
+        one step after the last frame of the pass before."""
+
+    def admit(self, t: float | None, now: float) -> Verdict:
+        """Decide on the frame at media time ``t`` (None: it has none, so it is timed from
+        ``opened``) decoded at ``now``. When kept, :attr:`last_t` is its media time and
+        :attr:`due` its due time."""
+        timed = t is not None
+        if t is None:
+            t = now - self.opened
+        if self.stale is not None and timed and not self.stale.fresh(t):
+            return Verdict.STALE
+        if self.kept and t > self.last_t:
+            self.step = min(1.0, t - self.last_t)
+        if not self.cap.keep(t):
+            self.last_t = t
+            return Verdict.OVER_CAP
+        if self.first_kept is None:
+            self.first_kept = now
+        if self.pace:
+            if self._continue is not None:
+                self.clock.anchor(t, self._continue.last_due + self._continue.step)
+                self._continue = None
+            self.due = self.clock.due(t, now)
+        self.kept += 1
+        self.last_t = t
+        return Verdict.KEEP
+
+    def carry(self) -> Carry | None:
+        """What a looping file's next pass carries on from (None: not paced)."""
+        return Carry(self.clock, self.due, self.step) if self.pace else None

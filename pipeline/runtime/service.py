@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
-from typing import Protocol
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from pipeline.errors import TesseraError
 
 log = logging.getLogger("tessera")
 
@@ -55,3 +58,18 @@ async def run_until_signal(
         await service.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def run_command(main: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine to its exit status, the way every Tessera process ends: a
+    :class:`TesseraError` is one line on stderr and status 1 (never a traceback), Ctrl-C is 130,
+    and a closed stdout (``tessera events tail | head``) is a normal end."""
+    try:
+        return asyncio.run(main)
+    except TesseraError as exc:
+        print(f"tessera: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

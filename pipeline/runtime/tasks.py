@@ -40,7 +40,9 @@ class Tasks:
     :meth:`close`; a task that ends with an error is reported at once (logged with the owner and
     the task's name, and passed to ``on_failure``, which may stop the service) rather than lost
     in "exception was never retrieved"; a finished task leaves the group by itself. Closing is
-    safe twice, and a closed group can be used again (a service started after a stop).
+    safe twice, and a closed group can be used again (a service started after a stop). A task
+    that is still running ``recancel_after`` seconds after its cancel is cancelled again (a cancel
+    can be lost in a library), and logged.
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class Tasks:
         owner: str,
         *,
         on_failure: Callable[[str, BaseException], None] | None = None,
+        recancel_after: float = 5.0,
     ) -> None:
         self.owner = owner
+        self.recancel_after = recancel_after
         self._on_failure = on_failure
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -85,18 +89,41 @@ class Tasks:
         """Cancel every task and wait until all have ended. A cancellation of the caller while
         it waits does not cut the wait short (no task may outlive the group); it is raised
         once they have ended."""
+        current = asyncio.current_task()
+        if current is not None and current in self._tasks:
+            raise RuntimeError(
+                f"{self.owner}: close() called from its own task {current.get_name()!r}, which "
+                "would wait for itself: close the group from outside it (its owner's stop())"
+            )
         self._closing = True
-        interrupted = False
+        cancelled: set[asyncio.Task[Any]] = set()
+        interrupted: asyncio.CancelledError | None = None
         try:
             while self._tasks:
                 tasks = list(self._tasks)
+                # Each task is cancelled once: cancelling it again when the caller is
+                # cancelled would cut its own clean-up short (TaskGroup cancels once, too).
                 for task in tasks:
-                    task.cancel()
+                    if task not in cancelled:
+                        task.cancel()
+                        cancelled.add(task)
                 try:
-                    await asyncio.wait(tasks)  # their done callbacks report any failure
-                except asyncio.CancelledError:
-                    interrupted = True
+                    # Their done callbacks report any failure.
+                    _, pending = await asyncio.wait(tasks, timeout=self.recancel_after)
+                except asyncio.CancelledError as exc:
+                    interrupted = exc
+                    continue
+                # A cancel can be lost: Python 3.11's wait_for (inside nats-py's calls) swallows
+                # one that lands as its inner future completes. A task still running this long
+                # after its cancel is cancelled again, so close() cannot hang on it forever.
+                for task in pending:
+                    _log.warning(
+                        "task %r still runs %g s after its cancel: cancelling it again",
+                        task.get_name(),
+                        self.recancel_after,
+                    )
+                    cancelled.discard(task)
         finally:
             self._closing = False
-        if interrupted:
-            raise asyncio.CancelledError
+        if interrupted is not None:
+            raise interrupted

@@ -1,14 +1,13 @@
 """Projected state: what the KV buckets ``mosaics``, ``sessions``, ``instances`` and ``workers``
 hold, one entry per entity, each the fold of that entity's events.
 
-Each entry is stored as :class:`Projected`: the state with the ``EVENTS`` stream sequence of the
-last event folded into it, written together so that a redelivered event (sequence not above the
-stored one) is recognised and skipped.
+How an entry is stored (the state with the ``EVENTS`` stream sequence of the last event folded
+into it) is :mod:`pipeline.state.stored`.
 """
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 import msgspec
 
@@ -90,11 +89,3 @@ class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 State = MosaicState | SessionState | InstanceState | WorkerState
-S = TypeVar("S", MosaicState, SessionState, InstanceState, WorkerState)
-
-
-class Projected(msgspec.Struct, Generic[S], frozen=True):
-    """A KV entry of a projection: the state and the stream sequence folded into it."""
-
-    seq: int
-    state: S

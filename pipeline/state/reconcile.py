@@ -10,8 +10,10 @@ Rules (mosaics):
 - Each watched mosaic wants one stitcher; each unique source (URL at one tile size) of the
   watched mosaics wants one grabber, however many mosaics show it, at the highest fps any of
   them needs.
-- A running worker nobody wants is stopped. A wanted worker that is not running is started,
-  unless it failed recently: restarts back off exponentially (``restart_backoff``).
+- A running worker nobody wants is stopped; one whose spec is not equal to the wanted one
+  (another fps, say) is stopped as "changed" and started again with the new spec. A wanted
+  worker that is not running is started, unless it failed recently: restarts back off
+  exponentially (``restart_backoff``).
 - A running worker whose heartbeat is older than ``heartbeat_timeout`` (after a start grace of
   the same length) is restarted: stopped now, started on a later pass.
 """
@@ -21,29 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.mosaic import MosaicConfig, layout, source_id
 
 MOSAIC_KINDS = ("grabber", "stitcher")
-
-
-@dataclass(frozen=True, order=True)
-class WorkerSpec:
-    """One worker to run: its id is a function of what it does, so starting twice is a no-op."""
-
-    kind: str
-    target: str
-    args: tuple[tuple[str, str], ...] = ()
-    """Command-line options as (name, value) pairs, e.g. (("url", ...), ("width", "320"))."""
-
-    @property
-    def worker_id(self) -> str:
-        """``<kind>-<target>``."""
-        return f"{self.kind}-{self.target}"
-
-    def arg(self, name: str) -> str:
-        """The value of option ``name``."""
-        return dict(self.args)[name]
 
 
 @dataclass(frozen=True)
@@ -99,7 +83,7 @@ def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str
     out: dict[str, WorkerSpec] = {}
     for fp in sorted(fps):
         mosaic = mosaics[fp]
-        stitcher = WorkerSpec("stitcher", fp)
+        stitcher = StitcherSpec(fp=fp)
         out[stitcher.worker_id] = stitcher
         grid = layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols)
         for tile in mosaic.tiles:
@@ -108,11 +92,7 @@ def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str
             rate = max(mosaic.fps, known[3]) if known else mosaic.fps
             grabbers[sid] = (tile.url, grid.tile_width, grid.tile_height, rate)
     for sid, (url, w, h, rate) in grabbers.items():
-        spec = WorkerSpec(
-            "grabber",
-            sid,
-            (("url", url), ("width", str(w)), ("height", str(h)), ("fps", str(rate))),
-        )
+        spec = GrabberSpec(source_id=sid, url=url, width=w, height=h, fps=float(rate))
         out[spec.worker_id] = spec
     return out
 
@@ -199,9 +179,9 @@ class SessionPlan:
     facts: tuple[SessionFact, ...] = ()
 
 
-def jit_spec(session_id: str) -> WorkerSpec:
+def jit_spec(session_id: str) -> JitSpec:
     """The worker that serves a session."""
-    return WorkerSpec("jit", session_id)
+    return JitSpec(session_id=session_id)
 
 
 def session_plan(

@@ -30,8 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import msgspec
+
+from pipeline.messages.workers import WorkerSpec
 from pipeline.runtime.procs import die_with_parent, stop_process
 from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.workers.forkserver import ForkRequest
 
 log = logging.getLogger("tessera.forkserver")
 
@@ -177,8 +181,8 @@ class ForkServer:
                 await asyncio.wait_for(self._settled.wait(), within)
         return self.state == "ready"
 
-    async def fork(self, argv: list[str], env: dict[str, str]) -> ForkedProcess:
-        """Fork a worker running ``tessera`` ``argv`` with exactly ``env``."""
+    async def fork(self, spec: WorkerSpec, env: dict[str, str]) -> ForkedProcess:
+        """Fork a worker that runs ``spec`` with exactly ``env``."""
         if self.state == "starting":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), self._wait_ready)
@@ -190,7 +194,8 @@ class ForkServer:
         reply: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._pending[rid] = reply
         try:
-            proc.stdin.write(json.dumps({"id": rid, "argv": argv, "env": env}).encode() + b"\n")
+            request = ForkRequest(id=rid, spec=spec, env=env)
+            proc.stdin.write(msgspec.json.encode(request) + b"\n")
             await proc.stdin.drain()
             return await asyncio.wait_for(reply, self._reply_timeout)
         except (BrokenPipeError, ConnectionResetError) as exc:

@@ -6,13 +6,14 @@ starts this process once (:class:`pipeline.workers.forked.ForkServer`); it impor
 worker kind needs, starts no thread and no event loop, and then forks a worker per request in
 milliseconds. The child is the worker: it leads a session of its own, gets SIGTERM when this
 process dies (parent-death signal), takes the requested environment (the whole of it: the
-provider's base environment plus the worker's) and runs ``tessera worker ...`` as a spawned
-worker does, with stdin and stdout on ``/dev/null`` and stderr shared with the provider.
+provider's base environment plus the worker's) and runs the requested worker spec, decoded here
+once, with :func:`pipeline.workers.run.main`, as a spawned worker does; stdin and stdout on
+``/dev/null``, stderr shared with the provider.
 
 Protocol, one JSON object per line, requests on stdin and answers on stdout:
 
 - first ``{"ready": pid}``, or ``{"error": "..."}`` and exit 1 when forking is not safe here;
-- ``{"id": n, "argv": ["worker", KIND, TARGET, ...], "env": {...}}`` is answered with
+- ``{"id": n, "spec": {WorkerSpec}, "env": {...}}`` (a :class:`ForkRequest`) is answered with
   ``{"id": n, "pid": p}`` or ``{"id": n, "error": "..."}``;
 - ``{"exit": pid, "code": c}`` once a child ended and was reaped here (``c`` as asyncio gives
   it: negative for a signal). A child's pid is always answered before its exit.
@@ -31,20 +32,38 @@ import json
 import os
 import select
 import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from pipeline.messages.workers import WorkerSpec
 from pipeline.runtime.procs import die_with_parent
+
+
+class ForkRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Fork a worker that runs ``spec`` with exactly ``env`` (one line of the provider's)."""
+
+    id: int
+    spec: WorkerSpec
+    env: dict[str, str]
+
+
+_requests: msgspec.json.Decoder[ForkRequest] = msgspec.json.Decoder(ForkRequest)
+
+
+def decode_request(line: bytes) -> ForkRequest:
+    """One request line, spec and all (``msgspec.DecodeError`` if it is not one)."""
+    return _requests.decode(line)
 
 
 @dataclass(frozen=True)
 class Job:
-    """What a forked child runs: the ``tessera`` arguments of its worker."""
+    """What a forked child runs: its worker's spec."""
 
-    argv: list[str]
+    spec: WorkerSpec
 
 
 def threads() -> int:
@@ -61,12 +80,12 @@ def _import_workers() -> None:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     import nats.aio.client  # noqa: F401
 
-    import pipeline.cli.main  # noqa: F401
     import pipeline.consumers.stitcher  # noqa: F401
     import pipeline.control.read  # noqa: F401
     import pipeline.producers.grabber  # noqa: F401
     import pipeline.producers.jit.worker  # noqa: F401
     import pipeline.sources.opener  # noqa: F401
+    import pipeline.workers.run  # noqa: F401
 
 
 class _Server:
@@ -138,13 +157,11 @@ class _Server:
 
     def _handle(self, line: bytes) -> Job | None:
         try:
-            request = json.loads(line)
-            rid = request["id"]
-            argv = [str(a) for a in request["argv"]]
-            env = {str(k): str(v) for k, v in request["env"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._send({"id": None, "error": f"bad request to the fork server: {exc!r}"})
+            request = decode_request(line)
+        except msgspec.DecodeError as exc:
+            self._send({"id": None, "error": f"bad request to the fork server: {exc}"})
             return None
+        rid = request.id
         count = threads()
         if count != 1:
             self._send(
@@ -161,12 +178,12 @@ class _Server:
             self._send({"id": rid, "error": f"fork failed: {exc}"})
             return None
         if pid == 0:
-            return self._become_worker(argv, env)
+            return self._become_worker(request.spec, request.env)
         self.children.add(pid)
         self._send({"id": rid, "pid": pid})
         return None
 
-    def _become_worker(self, argv: list[str], env: dict[str, str]) -> Job:
+    def _become_worker(self, spec: WorkerSpec, env: dict[str, str]) -> Job:
         """In the child: shed the server, take the worker's session, signals and environment."""
         try:
             os.setsid()
@@ -179,13 +196,12 @@ class _Server:
                 os.close(fd)
             os.environ.clear()
             os.environ.update(env)
-            sys.argv = [sys.argv[0], *argv]
             gc.enable()
         except BaseException:
             # Never fall back into the server's loop as a second server.
             traceback.print_exc()
             os._exit(1)
-        return Job(argv)
+        return Job(spec)
 
     def _shutdown(self) -> None:
         """End of input: stop every child (SIGTERM, SIGKILL after the grace), reap them all."""
@@ -243,6 +259,6 @@ def main(argv: list[str]) -> int:
     job = _Server(requests, answers, grace).serve()
     if job is None:
         return 0
-    from pipeline.cli.main import main as cli_main
+    from pipeline.workers.run import main as run_worker
 
-    return cli_main(job.argv)
+    return run_worker(job.spec)

@@ -1,16 +1,17 @@
 """The local provider (the embedded default): workers as child processes of this machine.
 
-Each worker runs ``tessera worker <kind> ...`` in its own process group (session), with the
-parent-death signal set, its role's ``NATS_URL`` and ``TESSERA_WORKER_ID`` in its environment,
-stdin and stdout on ``/dev/null`` and its log on our stderr. By default it is forked by the
-provider's fork server (:mod:`pipeline.workers.forked`), a process that has imported the
-workers' modules already, so a worker starts in milliseconds instead of ~0.6 s of CPU; it is
-then the fork server's child, and dies with it as the fork server dies with us. Without a fork
-server (``fork_server=False``, not Linux ≥ 5.3, or while it restarts) the worker is spawned as
-``python -m pipeline worker ...``. Stopping sends SIGTERM to the group and SIGKILL after the
-grace period; every worker is always reaped (by us, or by the fork server, which reports its
-exit code), with one watcher task per worker, owned here and cancelled on close. Starting a
-worker id that is already running is a no-op, so a repeated decision never starts a second copy.
+Each worker runs its :data:`~pipeline.messages.workers.WorkerSpec`, handed over whole
+(:mod:`pipeline.workers.run`), in its own process group (session), with the parent-death signal
+set, its role's ``NATS_URL`` and ``TESSERA_WORKER_ID`` in its environment, stdin and stdout on
+``/dev/null`` and its log on our stderr. By default it is forked by the provider's fork server
+(:mod:`pipeline.workers.forked`), a process that has imported the workers' modules already, so
+a worker starts in milliseconds instead of ~0.6 s of CPU; it is then the fork server's child,
+and dies with it as the fork server dies with us. Without a fork server (``fork_server=False``,
+not Linux ≥ 5.3, or while it restarts) the worker is spawned as ``python -m pipeline worker
+--spec JSON``. Stopping sends SIGTERM to the group and SIGKILL after the grace period; every
+worker is always reaped (by us, or by the fork server, which reports its exit code), with one
+watcher task per worker, in one group owned here and cancelled on close. Starting a worker id
+that is already running is a no-op, so a repeated decision never starts a second copy.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pipeline.messages.codec import encode
+from pipeline.messages.workers import WorkerSpec
 from pipeline.runtime.procs import Process, die_with_parent, stop_process
-from pipeline.runtime.tasks import cancel_and_wait
-from pipeline.state.reconcile import Running, WorkerSpec
+from pipeline.runtime.tasks import Tasks
+from pipeline.state.reconcile import Running
 from pipeline.workers.forked import ForkedProcess, ForkServer, ForkUnavailable, supported
 
 log = logging.getLogger("tessera.local")
@@ -44,11 +47,8 @@ class _Child:
 
 
 def worker_argv(spec: WorkerSpec, python: str = sys.executable) -> list[str]:
-    """The command line of a worker process."""
-    argv = [python, "-m", "pipeline", "worker", spec.kind, spec.target]
-    for name, value in spec.args:
-        argv += [f"--{name.replace('_', '-')}", value]
-    return argv
+    """The command line of a spawned worker process: its whole spec, as JSON."""
+    return [python, "-m", "pipeline", "worker", "--spec", encode(spec).decode()]
 
 
 class LocalProvider:
@@ -75,6 +75,8 @@ class LocalProvider:
         self._env = env
         self._clock = clock
         self._children: dict[str, _Child] = {}
+        self._watchers = Tasks("local provider")
+        """One task per worker process, waiting for its end."""
         self.forks: ForkServer | None = None
         """The fork server (None: every worker is spawned as a new process)."""
         if fork_server and supported():
@@ -129,7 +131,7 @@ class LocalProvider:
             return None
         await self.forks.start()  # a provider nobody started (an agent's) starts it now
         try:
-            return await self.forks.fork(worker_argv(spec)[3:], env)  # after "python -m pipeline"
+            return await self.forks.fork(spec, env)
         except ForkUnavailable as exc:
             log.info("spawning the worker", extra={"worker": spec.worker_id, "why": str(exc)})
             return None
@@ -152,7 +154,7 @@ class LocalProvider:
             )
         child = _Child(spec=spec, proc=proc, started_at=self._clock())
         self._children[spec.worker_id] = child
-        child.watcher = asyncio.create_task(self._watch(child), name=f"watch {spec.worker_id}")
+        child.watcher = self._watchers.spawn(self._watch(child), name=f"watch {spec.worker_id}")
         forked = isinstance(proc, ForkedProcess)
         log.info(
             "worker started", extra={"worker": spec.worker_id, "pid": proc.pid, "forked": forked}
@@ -185,8 +187,7 @@ class LocalProvider:
         server. Safe twice."""
         children = list(self._children)
         await asyncio.gather(*(self.stop_worker(wid, "shutdown") for wid in children))
-        for child in list(self._children.values()):
-            await cancel_and_wait(child.watcher)
+        await self._watchers.close()
         self._children.clear()
         if self.forks is not None:
             await self.forks.stop()

@@ -41,7 +41,7 @@ from pipeline.producers.jit.playback import Due, Playback
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import timecode
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 
 log = logging.getLogger("tessera.jit")
 
@@ -95,7 +95,7 @@ class Player:
         self._matrix = stereo_matrix(selection, audio.layout.total)
         self._wake = asyncio.Event()
         self._present = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks("jit player")
         self._prefetch: tuple[int, asyncio.Future[Picture | None]] | None = None
         self._sent_times: deque[float] = deque(maxlen=512)
         self.frames = 0
@@ -172,16 +172,12 @@ class Player:
     def start(self) -> None:
         """Start the video and audio tasks."""
         if not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._video_loop(), name="jit video"),
-                asyncio.create_task(self._audio_loop(), name="jit audio"),
-            ]
+            self._tasks.spawn(self._video_loop(), name="video")
+            self._tasks.spawn(self._audio_loop(), name="audio")
 
     async def stop(self) -> None:
         """Stop both tasks. Safe to call twice; the threads are the caller's to close."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            await cancel_and_wait(task)
+        await self._tasks.close()
         self._drop_prefetch()
 
     # -- video ----------------------------------------------------------------------------------

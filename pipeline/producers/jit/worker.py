@@ -78,7 +78,7 @@ from pipeline.producers.jit.peers import Peer, ice_configuration
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
 from pipeline.producers.jit.threads import MediaThread
-from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy
 from pipeline.webrtc.sdp import receives
 
@@ -168,7 +168,7 @@ class JitWorker:
         self.player: Player | None = None
         self._peers: list[Peer] = []
         self._subs: list[Subscription] = []
-        self._housekeeper: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"jit {self.session_id}")
         self._house_wake = asyncio.Event()
         self._stopped = asyncio.Event()
 
@@ -199,9 +199,7 @@ class JitWorker:
         self.status = "ready"
         try:
             self.player.start()
-            self._housekeeper = asyncio.create_task(
-                self._housekeeping(), name=f"jit housekeeping {self.session_id}"
-            )
+            self._tasks.spawn(self._housekeeping(), name="housekeeping")
             for subject, callback in (
                 (subjects.session_signal(self.session_id), self._on_signal),
                 (subjects.session_control(self.session_id), self._on_control),
@@ -306,8 +304,7 @@ class JitWorker:
         for sub in subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-        await cancel_and_wait(self._housekeeper)
-        self._housekeeper = None
+        await self._tasks.close()
         peers, self._peers = self._peers, []
         for peer in peers:
             await self._close_peer(peer)

@@ -1,0 +1,102 @@
+"""Decode ahead, release on time: the thread that hands a grabber's paced frames on when due.
+
+A paced source (everything fetched over HTTP, see :mod:`pipeline.producers.decode`) could have
+its decode thread wake for every frame, decode it and wait for its time. Instead the decode
+thread decodes and scales up to :data:`AHEAD` frames ahead of their time, in bursts with warm
+caches, and puts each here with its due time; the :class:`Releaser` thread
+(``release-<source_id>``) sleeps until each is due and hands it on. Frames keep their order and
+their times; only the decoding moves earlier.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeAlias
+
+from pipeline.messages.frames import FrameHeader
+
+AHEAD = 25
+"""Paced frames the decode thread may decode and scale ahead of their time (1 s at 25 fps): it
+then decodes in bursts of ``AHEAD // 2`` with warm caches instead of waking for every frame
+(measured, 720p -> 320x180: 2.47 ms of thread CPU a frame waking per frame, 2.04 with 8
+ahead, 1.98 with 25). Memory: 25 tile frames (2 MB at 320x180)."""
+
+Pixels: TypeAlias = bytes | bytearray | memoryview
+"""A packed yuv420p tile."""
+
+
+class Releaser:
+    """Hands paced frames on at their due time, from a thread of its own.
+
+    The decode thread puts ``(due, header, pixels)`` (copied into a buffer of the releaser's
+    own) and may run up to :data:`AHEAD` frames ahead; the releaser thread sleeps until each
+    frame is due and emits it. ``drain()`` drops what is queued (a new connection, a stop).
+    Both threads end when ``stopping`` is set."""
+
+    def __init__(
+        self,
+        emit: Callable[[FrameHeader, Pixels], None],
+        stopping: threading.Event,
+        frame_size: int,
+        name: str,
+    ) -> None:
+        self._emit = emit
+        self._stopping = stopping
+        self._queue: queue.Queue[tuple[float, FrameHeader, bytearray]] = queue.Queue(AHEAD)
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(AHEAD + 2):  # queued, one being emitted, one being filled
+            self._free.put(bytearray(frame_size))
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, due: float, header: FrameHeader, pixels: bytes | memoryview) -> None:
+        """Queue a frame (decode thread); waits while :data:`AHEAD` are queued."""
+        buf: bytearray | None = None
+        while buf is None:
+            if self._stopping.is_set():
+                return
+            try:
+                buf = self._free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        buf[:] = pixels
+        while True:
+            if self._stopping.is_set():
+                self._free.put(buf)
+                return
+            try:
+                self._queue.put((due, header, buf), timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        if self._queue.qsize() >= AHEAD:
+            # Full: sleep until about half is out, then decode the next burst.
+            half = (AHEAD // 2) / 25.0
+            self._stopping.wait(max(0.0, due - time.monotonic() - half))
+
+    def drain(self) -> None:
+        """Drop the frames not yet due (decode thread)."""
+        while True:
+            try:
+                _, _, buf = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._free.put(buf)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                due, header, buf = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            wait = due - time.monotonic()
+            if wait <= 0 or not self._stopping.wait(wait):
+                self._emit(header, buf)
+            self._free.put(buf)
+
+    def join(self) -> None:
+        """Wait for the thread (after ``stopping`` is set)."""
+        self._thread.join()
