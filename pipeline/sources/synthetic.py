@@ -246,7 +246,11 @@ class LiveHlsSource:
         self._first.clear()
         with self._lock:
             self._segments.clear()
-        self._thread = threading.Thread(target=self._run, name=f"hls-source-{self.name}")
+        # Daemon: a forced exit (a second Ctrl-C in `tessera demo`) must not hang on a camera;
+        # stop() still ends and joins it on the graceful path.
+        self._thread = threading.Thread(
+            target=self._run, name=f"hls-source-{self.name}", daemon=True
+        )
         self._thread.start()
         if not self._first.wait(timeout):
             raise TimeoutError(f"source {self.name} made no segment within {timeout} s")
@@ -494,7 +498,10 @@ class SourceServer:
             return self
         self._server = _Server(self, self.host, self.workers)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="source-server"
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="source-server",
+            daemon=True,  # as the cameras: a forced exit does not wait for it
         )
         self._thread.start()
         for source in self._sources.values():

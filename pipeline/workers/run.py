@@ -17,10 +17,12 @@ SIGTERM/SIGINT, and stops it gracefully (a second signal exits at once).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
+import nats.errors
 from nats.aio.client import Client
 
 from pipeline.config import settings as config_mod
@@ -33,6 +35,8 @@ from pipeline.nats.subjects import token
 from pipeline.runtime import logs
 from pipeline.runtime.service import Service, run_command, run_until_signal
 from pipeline.webrtc.turn import turn_config
+
+log = logging.getLogger("tessera.worker")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -203,9 +207,20 @@ async def run(config: Config, spec: WorkerSpec) -> int:
                 service = await _jit(config, spec, nc)
         await run_until_signal(service)
     finally:
-        if not nc.is_closed:
-            await nc.drain()
+        await _disconnect(nc)
     return 0
+
+
+async def _disconnect(nc: Client) -> None:
+    """Drain the connection, or just close it when NATS is gone: a worker stopping together
+    with its server (Ctrl-C or SIGTERM to a whole stack) ends without a traceback."""
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+    except (nats.errors.Error, OSError) as exc:
+        log.info("NATS gone while stopping (%s): closing", exc)
+        await nc.close()
 
 
 def main(spec: WorkerSpec) -> int:
