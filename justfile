@@ -20,14 +20,50 @@ fmt:
     ruff format .
     ruff check --fix .
 
-# hls.js for the pages, as pinned by package-lock.json (skipped without npm).
+# The package serves its own copy of hls.js, so neither users nor the tests need npm; npm and the
+# registry are needed only to bump it: `npm install --package-lock-only hls.js@X`, then this.
+# Copy hls.js into gateway/vendor/hls.js/ from npm, as package-lock.json pins it.
 [group('develop')]
-web:
-    if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; else echo "npm not found: skipping hls.js"; fi
+vendor:
+    #!/usr/bin/env python3
+    import base64, hashlib, json, subprocess, tarfile, tempfile
+    from pathlib import Path
+
+    FILES = {"hls.min.js": "dist/hls.min.js", "LICENSE": "LICENSE"}  # name here: path in the tarball
+    pin = json.loads(Path("package-lock.json").read_text())["packages"]["node_modules/hls.js"]
+    out = Path("gateway/vendor/hls.js")
+    with tempfile.TemporaryDirectory() as tmp:
+        pack = ["npm", "pack", f"hls.js@{pin['version']}", "--json", "--pack-destination", tmp]
+        packed = json.loads(subprocess.run(pack, check=True, stdout=subprocess.PIPE).stdout)[0]
+        tarball = Path(tmp) / packed["filename"]
+        digest = hashlib.sha512(tarball.read_bytes()).digest()
+        got = "sha512-" + base64.b64encode(digest).decode()
+        if got != pin["integrity"]:
+            raise SystemExit(
+                f"npm gave hls.js@{pin['version']} with integrity {got}, but package-lock.json "
+                f"pins {pin['integrity']}: check the registry (npm config get registry)"
+            )
+        with tarfile.open(tarball) as tar:
+            data = {n: tar.extractfile(f"package/{m}").read() for n, m in FILES.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in data.items():
+        (out / name).write_bytes(body)
+    manifest = {
+        "package": "hls.js",
+        "version": pin["version"],
+        "integrity": pin["integrity"],
+        "copied_by": "just vendor: the npm tarball of this version and integrity (package-lock.json)",
+        "files": {
+            name: {"from": FILES[name], "sha256": hashlib.sha256(body).hexdigest()}
+            for name, body in data.items()
+        },
+    }
+    (out / "vendored.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"hls.js {pin['version']} in {out}/ (integrity checked against package-lock.json)")
 
 # The whole test suite (what CI runs): check, then pytest against a real nats-server.
 [group('develop')]
-test *ARGS: check web
+test *ARGS: check
     python3 -m pytest {{ARGS}}
 
 # --- run -------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@
 - ``/session/<id>/view``: the review player: WebRTC to the session (WHEP), transport,
   frame-accurate seek, timecode, audio channels, editor keyboard shortcuts.
 - ``/static/...``: the pages' HTML, CSS and ES modules (``gateway/web/``), as they are: no build.
-- ``/vendor/hls.js``: hls.js, installed from npm by ``npm ci`` (pinned in ``package-lock.json``)
-  into ``node_modules/``, or copied into ``gateway/web/vendor/`` for an installed package. When
-  it is missing the answer is a 404 that says so, and the player falls back to native HLS.
+- ``/vendor/hls.js``: a redirect to ``/vendor/hls.js/<version>/hls.min.js``, hls.js as the
+  package ships it (``gateway/vendor/hls.js/``: copied from npm by ``just vendor``, the version
+  ``package-lock.json`` pins), cached for good since its URL names its version. Only a broken
+  install lacks it: then a 404 that says so, and the player falls back to native HLS.
 - ``GET /api/urldsl?urls=P[&urls=P2...]``: the streams the patterns expand to, or a 400 with
   the error, its column and a caret line.
 - ``GET /api/mosaics``: every mosaic with its tile count and whether anyone watches it.
@@ -20,8 +21,11 @@ well formed and known (else a 404 page), and add a strict Content-Security-Polic
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,7 @@ from urllib.parse import urlsplit
 
 from nats.js.errors import NotFoundError
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -51,12 +55,13 @@ from pipeline.state.mosaic import FP_RE, layout
 WEB = Path(__file__).resolve().parent / "web"
 """The pages, their CSS and ES modules."""
 
-HLS_JS_PATHS = (
-    WEB / "vendor" / "hls.min.js",
-    WEB.parent.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js",
-)
-"""Where hls.js is looked for, first found wins: a copy shipped with an installed package,
-then what ``npm ci`` installed at the root of a clone."""
+HLS_JS_DIR = WEB.parent / "vendor" / "hls.js"
+"""hls.js inside the package, beside its LICENSE and ``vendored.json`` (its version and the
+sha256 of each file; ``just vendor`` writes all three, and a test keeps them equal to
+``package-lock.json``). Outside ``web/`` so that ``/static`` does not serve it a second time,
+uncached."""
+
+log = logging.getLogger("tessera.gateway")
 
 MAX_PATTERN = 8192
 """Characters of patterns ``/api/urldsl`` accepts (a hand-typed pattern is far shorter)."""
@@ -74,11 +79,39 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
-NO_HLS_JS = (
-    "/* hls.js is not installed: run `npm ci` at the root of the Tessera clone (it installs the\n"
-    "   version pinned in package-lock.json). The mosaic player uses the browser's own HLS\n"
-    "   until then, where it has one. */\n"
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+"""For a URL that names its content's version: a new version is a new URL."""
+MISSING_HLS_JS = (
+    f"hls.js is missing from this Tessera install ({HLS_JS_DIR} lacks vendored.json or "
+    "hls.min.js): reinstall Tessera (in a clone, `just vendor` puts the folder back); until "
+    "then the mosaic page uses the browser's own HLS where it has one"
 )
+
+
+@dataclass(frozen=True)
+class HlsJs:
+    """The hls.js the package ships."""
+
+    version: str
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"/vendor/hls.js/{self.version}/hls.min.js"
+
+
+def read_hls_js(directory: Path = HLS_JS_DIR) -> HlsJs | None:
+    """hls.js in ``directory`` as its ``vendored.json`` names it; None when the install lacks
+    it (a wheel built without its data files)."""
+    path = directory / "hls.min.js"
+    try:
+        manifest = json.loads((directory / "vendored.json").read_text())
+    except FileNotFoundError:
+        return None
+    return HlsJs(str(manifest["version"]), path) if path.is_file() else None
+
+
+HLS_JS = read_hls_js()
 
 
 class _WebFiles(StaticFiles):
@@ -95,14 +128,6 @@ class _WebFiles(StaticFiles):
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers["Cache-Control"] = "no-cache"
         return response
-
-
-def find_hls_js() -> Path | None:
-    """The hls.js file the gateway serves, or None when it is not installed."""
-    for path in HLS_JS_PATHS:
-        if path.is_file():
-            return path
-    return None
 
 
 def _page(name: str, status: int = 200) -> Response:
@@ -142,12 +167,28 @@ class Pages:
         return _page("review.html")
 
     async def hls_js(self, request: Request) -> Response:
-        """``GET /vendor/hls.js``."""
-        path = find_hls_js()
-        if path is None:
-            return Response(NO_HLS_JS, status_code=404, media_type="text/javascript")
+        """``GET /vendor/hls.js``: to the shipped version's URL. The page asks here, so that
+        it names no version and an upgrade changes nothing but the package."""
+        if HLS_JS is None:
+            return _no_hls_js()
+        # Not cached: after an upgrade the next page load must reach the new version's URL.
+        return RedirectResponse(HLS_JS.url, status_code=302, headers={"Cache-Control": "no-cache"})
+
+    async def hls_js_file(self, request: Request) -> Response:
+        """``GET /vendor/hls.js/<version>/hls.min.js``: the shipped hls.js, if that version."""
+        if HLS_JS is None:
+            return _no_hls_js()
+        if request.path_params["version"] != HLS_JS.version:
+            # The asked version is not echoed: this body is JavaScript.
+            return Response(
+                f"/* this gateway serves hls.js {HLS_JS.version}, at {HLS_JS.url} */\n",
+                status_code=404,
+                media_type="text/javascript",
+            )
         return FileResponse(
-            path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"}
+            HLS_JS.path,
+            media_type="text/javascript",
+            headers={**IMMUTABLE, "X-Content-Type-Options": "nosniff"},
         )
 
     # -- helpers --------------------------------------------------------------------------------
@@ -228,6 +269,10 @@ class Pages:
         return beat.at if isinstance(beat, ViewerHeartbeat) else None
 
 
+def _no_hls_js() -> Response:
+    return Response(f"/* {MISSING_HLS_JS}. */\n", status_code=404, media_type="text/javascript")
+
+
 def _expansion_error(
     message: str, column: int | None, caret: str, index: int | None = None
 ) -> JSONResponse:
@@ -238,6 +283,8 @@ def _expansion_error(
 def routes(ctx: GatewayContext, projection: Projection) -> list[BaseRoute]:
     """The pages' routes, for :func:`gateway.app.create_app`."""
     pages = Pages(ctx, projection)
+    if HLS_JS is None:
+        log.warning(MISSING_HLS_JS)
     return [
         Route("/", pages.home, methods=["GET"]),
         Route("/view/{fp}", pages.view, methods=["GET"]),
@@ -245,6 +292,7 @@ def routes(ctx: GatewayContext, projection: Projection) -> list[BaseRoute]:
         Route("/api/urldsl", pages.urldsl, methods=["GET"]),
         Route("/api/mosaics", pages.mosaics, methods=["GET"]),
         Route("/vendor/hls.js", pages.hls_js, methods=["GET"]),
+        Route("/vendor/hls.js/{version}/hls.min.js", pages.hls_js_file, methods=["GET"]),
         Mount("/static", app=_WebFiles(directory=WEB), name="static"),
     ]
 
@@ -267,10 +315,17 @@ def openapi_paths() -> dict[str, Any]:
             "parameters": [{"name": "sid", "in": "path", "required": True, "schema": hex32}],
             "responses": {**html, **missing}}},
         "/vendor/hls.js": {"get": {
-            "summary": "hls.js as installed by npm ci",
+            "summary": "hls.js as the package ships it: a redirect to its version's URL",
+            "responses": {"302": {"description": "To /vendor/hls.js/<version>/hls.min.js"},
+                          "404": {"description": "Missing from a broken install (JavaScript "
+                                                 "comment saying so)"}}}},
+        "/vendor/hls.js/{version}/hls.min.js": {"get": {
+            "summary": "hls.js, minified, cached for good (the URL names the version)",
+            "parameters": [{"name": "version", "in": "path", "required": True, "schema": text}],
             "responses": {"200": {"description": "JavaScript",
                                   "content": {"text/javascript": {"schema": text}}},
-                          "404": {"description": "Not installed: run npm ci"}}}},
+                          "404": {"description": "Not the version this gateway serves, or a "
+                                                 "broken install"}}}},
         "/api/urldsl": {"get": {
             "summary": "Expand UrlDsl patterns as /create would",
             "parameters": [{"name": "urls", "in": "query", "required": True,

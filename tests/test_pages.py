@@ -232,7 +232,7 @@ async def test_home_expands_a_pattern_and_shows_a_caret_under_an_error(
     assert "Starting the mosaic" in await page.inner_text("#message")
 
 
-async def test_the_api_helpers(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_api_helpers(gateway: Gateway) -> None:
     got = await gateway.http.get("/api/urldsl", params={"urls": "http://x/{a,b}[n]"})
     assert got.status_code == 200
     assert got.json()["streams"] == [
@@ -252,12 +252,6 @@ async def test_the_api_helpers(gateway: Gateway, monkeypatch: pytest.MonkeyPatch
     home = await gateway.http.get("/")
     assert home.status_code == 200
     assert "default-src 'self'" in home.headers["content-security-policy"]
-    vendor = await gateway.http.get("/vendor/hls.js")
-    assert vendor.status_code in (200, 404)
-    assert vendor.headers["content-type"].startswith("text/javascript")
-    monkeypatch.setattr(pages, "HLS_JS_PATHS", ())
-    missing = await gateway.http.get("/vendor/hls.js")
-    assert missing.status_code == 404 and "run `npm ci`" in missing.text
     assert (await gateway.http.get("/api/mosaics")).json()["mosaics"] == []
 
 
@@ -294,9 +288,8 @@ async def test_the_pages_timecodes_match_the_workers(page: Page, gateway: Gatewa
 
 async def test_the_mosaic_page_plays_every_tile(page: Page, stack: Gateway) -> None:
     # Chromium's own HLS (new in 2025) takes a young live playlist for a finished video: the
-    # page is meant to play with hls.js here.
-    vendor = await stack.http.get("/vendor/hls.js")
-    assert vendor.status_code == 200, "hls.js is not installed: run `npm ci` (`just test` does)"
+    # page is meant to play with hls.js here, the copy the package ships (no npm).
+    assert pages.HLS_JS is not None, pages.MISSING_HLS_JS
     sources = SourceServer(
         {name: LiveHlsSource(rgb, width=320, height=180, fps=25) for name, rgb in COLOURS.items()}
     )
@@ -322,6 +315,7 @@ async def test_the_mosaic_page_plays_every_tile(page: Page, stack: Gateway) -> N
         )
         assert await page.is_hidden("#message")
         assert await page.get_attribute("body", "data-engine") == "hls.js"
+        assert await page.evaluate("window.Hls.version") == pages.HLS_JS.version
 
         grid = layout(len(names), 640, 360)
         colours: list[tuple[int, int, int]] = []

@@ -75,8 +75,8 @@ async function start() {
     document.body.dataset.engine = "none";
     say(
       "This browser cannot play the mosaic here",
-      "hls.js is not installed on this gateway: run `npm ci` in the Tessera folder and reload, " +
-        `or open ${playlistUrl} in Safari or VLC.`,
+      "hls.js did not load from this gateway (/vendor/hls.js): its Tessera install is broken " +
+        `and needs reinstalling. Or open ${playlistUrl} in Safari or VLC.`,
       { spinner: false },
     );
     return;
