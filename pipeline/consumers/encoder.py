@@ -27,6 +27,10 @@ A segment is complete when its last frame's packet has been muxed (with zero del
 the very frame that ends it); :meth:`SegmentEncoder.encode` then returns it. Nothing partial is
 ever returned: :meth:`SegmentEncoder.close` drops an unfinished segment.
 
+:class:`H264Encoder` is that one encoder alone (pictures in, packets out);
+:class:`SegmentEncoder` muxes its packets into MPEG-TS segments, and
+:class:`~pipeline.consumers.cmaf.PartEncoder` the same packets into CMAF parts.
+
 The encoder is synchronous and CPU-bound: callers run it in a thread or executor (PyAV releases
 the GIL inside libavcodec). Not thread-safe: one caller thread at a time.
 
@@ -176,8 +180,15 @@ class _SegmentMuxer:
             self._container.close()
 
 
-class SegmentEncoder:
-    """Feed it frames at ``settings.fps``; it hands back each segment as it completes."""
+class H264Encoder:
+    """The one libx264 encoder: feed it pictures at ``settings.fps``, get its packets back.
+
+    Frame ``n`` gets pts ``n`` in ``1/fps`` units (the first is ``first_index *
+    frames_per_segment``) and every segment's first frame is forced to an IDR picture. With
+    ``tune=zerolatency`` each picture comes back as exactly one packet, at once. Its own class
+    so that every output of the mosaic (MPEG-TS segments, CMAF parts) muxes the same packets:
+    one encode, however many outputs.
+    """
 
     def __init__(self, settings: EncoderSettings, first_index: int = 0) -> None:
         if first_index < 0:
@@ -186,8 +197,6 @@ class SegmentEncoder:
         self._gop = settings.frames_per_segment
         self._time_base = Fraction(1, settings.fps)
         self._pts = first_index * self._gop
-        self._muxer: _SegmentMuxer | None = None
-        self._ready: collections.deque[EncodedSegment] = collections.deque()
         self._closed = False
         self._ctx = self._open(settings)
 
@@ -248,8 +257,8 @@ class SegmentEncoder:
             )
         return av.VideoFrame.from_ndarray(picture, format="yuv420p")
 
-    def encode(self, picture: Picture) -> EncodedSegment | None:
-        """Encode one frame; return the segment this frame completed, if it completed one."""
+    def encode(self, picture: Picture) -> list[av.Packet[Any]]:
+        """Encode one frame; return the packets libx264 made (pts in ``1/fps`` units)."""
         if self._closed:
             raise EncoderError("encoder is closed")
         frame = self._frame(picture)
@@ -264,7 +273,45 @@ class SegmentEncoder:
             packets = self._ctx.encode(frame)
         except av.error.FFmpegError as exc:
             raise EncoderError(f"libx264 failed on frame pts {frame.pts}: {exc}") from exc
-        for packet in packets:
+        return list(packets)
+
+    def close(self) -> None:
+        """Stop: drain the encoder. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(av.error.FFmpegError):
+            self._ctx.encode(None)  # drain; with zerolatency there is nothing left anyway
+
+
+class SegmentEncoder:
+    """Feed it frames at ``settings.fps``; it hands back each segment as it completes."""
+
+    def __init__(self, settings: EncoderSettings, first_index: int = 0) -> None:
+        self.settings = settings
+        self._h264 = H264Encoder(settings, first_index)
+        self._gop = settings.frames_per_segment
+        self._muxer: _SegmentMuxer | None = None
+        self._ready: collections.deque[EncodedSegment] = collections.deque()
+
+    @property
+    def frames_per_segment(self) -> int:
+        """Frames in every segment."""
+        return self._gop
+
+    @property
+    def next_pts(self) -> int:
+        """Pts the next frame gets, in ``1/fps`` units."""
+        return self._h264.next_pts
+
+    @property
+    def current_index(self) -> int:
+        """Media sequence number of the segment the next frame goes into."""
+        return self._h264.current_index
+
+    def encode(self, picture: Picture) -> EncodedSegment | None:
+        """Encode one frame; return the segment this frame completed, if it completed one."""
+        for packet in self._h264.encode(picture):
             self._mux(packet)
         return self._ready.popleft() if self._ready else None
 
@@ -303,11 +350,7 @@ class SegmentEncoder:
     def close(self) -> None:
         """Stop: drain the encoder and drop the unfinished segment (never publish a partial
         one). Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(av.error.FFmpegError):
-            self._ctx.encode(None)  # drain; with zerolatency there is nothing left anyway
+        self._h264.close()
         if self._muxer is not None:
             self._muxer.abandon()
             self._muxer = None
