@@ -46,8 +46,9 @@ class Releaser:
         self._emit = emit
         self._stopping = stopping
         self._queue: queue.Queue[tuple[float, FrameHeader, bytearray]] = queue.Queue(AHEAD)
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(AHEAD + 2):  # queued, one being emitted, one being filled
+        pool = AHEAD + 2  # queued, one being emitted, one being filled
+        self._free: queue.Queue[bytearray] = queue.Queue(pool)  # a fixed pool, recycled
+        for _ in range(pool):
             self._free.put(bytearray(frame_size))
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
