@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import hmac
 import math
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pipeline.config.settings import Config
+from pipeline.runtime.secretfile import stored_secret
 
 
 @dataclass
@@ -78,21 +77,7 @@ def api_token(config: Config) -> str | None:
     if config.binds_loopback and not config.public:
         return None
     path = config.data_dir / "api-token"
-    return _stored_token(path)
-
-
-def _stored_token(path: Path) -> str:
-    try:
-        token = path.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
+    return stored_secret(path)
 
 
 def _burst(rate: float) -> int:

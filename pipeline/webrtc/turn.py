@@ -32,6 +32,7 @@ from typing import Any
 from pipeline.config.settings import Config
 from pipeline.errors import ConfigError, TesseraError
 from pipeline.runtime.procs import die_with_parent, stop_process
+from pipeline.runtime.secretfile import stored_secret
 
 log = logging.getLogger("tessera.turn")
 
@@ -97,21 +98,6 @@ def turn_config(config: Config) -> TurnConfig | None:
         secret=secret,
         ttl=config.turn_ttl,
     )
-
-
-def stored_secret(path: Path) -> str:
-    """The secret in ``path``, made (and stored with mode 0600) on first use."""
-    try:
-        secret = path.read_text().strip()
-        if secret:
-            return secret
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return secret
 
 
 def self_signed(cert: Path, key: Path, host: str) -> None:
