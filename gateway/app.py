@@ -22,6 +22,7 @@ from gateway.health import healthz, readyz
 from gateway.httpmetrics import HttpMetrics
 from gateway.livestate import LiveState
 from gateway.metrics import Metrics
+from gateway.mosaic_whep import MosaicWhepRoutes
 from gateway.mosaics import Mosaics
 from gateway.projection import NotProjectedYet, Projection
 from gateway.sessions import Sessions
@@ -69,10 +70,15 @@ def create_app(ctx: GatewayContext) -> Starlette:
     guard = Guard(ctx.config)
     projection = Projection(ctx.js)
     mosaics = Mosaics(ctx, guard, live, projection)
+    mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics)
     sessions = Sessions(ctx, guard, projection)
     routes = [
         # First: the hot route (every viewer polls its playlist once a segment).
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
+        # A POST to /play/<fp>/whep matches the route above by path only (a partial match),
+        # and Starlette then takes the full match below.
+        Route("/play/{fp}/whep", mosaic_whep.offer, methods=["POST"]),
+        Route("/play/{fp}/whep/{peer}", mosaic_whep.hangup, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),

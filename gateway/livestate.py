@@ -5,6 +5,13 @@ that start with every key and then follow changes.
 A playlist request is then a dictionary lookup; a cache miss (a mosaic created a moment ago on
 another gateway) falls back to NATS in the route.
 
+CMAF mosaics (:mod:`pipeline.segments.manifest`) also keep their Low-Latency HLS state
+(:attr:`LiveState.manifests`), from which the route decides blocking reloads and which parts
+exist. A held request waits in :meth:`LiveState.wait_for`: requests held for the same thing
+share one future per mosaic, and each KV update checks every distinct wait once, so a thousand
+players held for the next part cost one check per update and one wake-up each when it comes,
+and nothing at all in between (no polling, no timer per update).
+
 A bucket can be replaced under a watcher: a restarted nats-server loses its memory buckets
 (``manifests``, with the segments in the memory object store) and they are provisioned again,
 empty. The old watcher never hears of it (its consumer would resume at a stream sequence the
@@ -24,7 +31,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
@@ -33,7 +40,10 @@ from nats.js.errors import NotFoundError
 
 from pipeline.nats.topology import MANIFESTS, MOSAICS, BucketSpec
 from pipeline.runtime.tasks import Tasks, cancel_and_wait
+from pipeline.segments import manifest
+from pipeline.segments.manifest import LiveManifest
 from pipeline.segments.playlist import continuation
+from pipeline.segments.serving import Wait
 
 log = logging.getLogger("tessera.gateway")
 
@@ -57,14 +67,25 @@ class _Watch:
     """The bucket was found missing (and what it held was let go)."""
 
 
+@dataclass
+class _Held:
+    """Requests held for one :class:`Wait` of one mosaic."""
+
+    future: asyncio.Future[LiveManifest]
+    requests: int = field(default=0)
+
+
 class LiveState:
-    """``playlists``: fp → playlist bytes; ``mosaics``: known fingerprints."""
+    """``playlists``: fp → playlist bytes; ``manifests``: fp → LL-HLS manifest (CMAF mosaics);
+    ``mosaics``: known fingerprints."""
 
     def __init__(self, js: JetStreamContext, check_every: float = CHECK_EVERY) -> None:
         self._js = js
         self._check_every = check_every
         self.playlists: dict[str, bytes] = {}
+        self.manifests: dict[str, LiveManifest] = {}
         self.mosaics: set[str] = set()
+        self._held: dict[str, dict[Wait, _Held]] = {}
         self._watches: dict[str, _Watch] = {}
         self._tasks = Tasks("gateway live state")
         self.rewatched = 0
@@ -111,14 +132,15 @@ class LiveState:
         if bucket == MANIFESTS.name:
             for fp in [fp for fp in self.playlists if fp not in snapshot]:
                 self._gone(fp)
-            self.playlists.update(snapshot)
+            for fp, value in snapshot.items():
+                self._set_playlist(fp, value)
         else:
             self.mosaics = set(snapshot)
 
     def _apply(self, bucket: str, key: str, value: bytes | None) -> None:
         if bucket == MANIFESTS.name:
             if value:
-                self.playlists[key] = value
+                self._set_playlist(key, value)
             else:
                 self._gone(key)
         elif value:
@@ -126,11 +148,72 @@ class LiveState:
         else:
             self.mosaics.discard(key)
 
+    def _set_playlist(self, fp: str, value: bytes) -> None:
+        if not manifest.is_cmaf(value):
+            self.manifests.pop(fp, None)
+            self.playlists[fp] = value
+            return
+        try:
+            live = manifest.decode(value)
+        except ValueError as exc:
+            log.warning("unreadable manifest ignored", extra={"fp": fp, "error": str(exc)})
+            return
+        self._set_manifest(fp, live)
+
+    def _set_manifest(self, fp: str, live: LiveManifest) -> None:
+        self.manifests[fp] = live
+        self.playlists[fp] = live.playlist.encode()
+        held = self._held.get(fp)
+        if not held:
+            return
+        for wait, entry in list(held.items()):
+            if wait.over(live.state):
+                del held[wait]
+                if not entry.future.done():
+                    entry.future.set_result(live)
+        if not held:
+            del self._held[fp]
+
     def _gone(self, fp: str) -> None:
-        """Playlist ``fp`` is no longer stored: serve its continuation instead."""
+        """Playlist ``fp`` is no longer stored: serve its continuation instead (one that
+        lists nothing and goes on with the numbers, so no player sees them go back)."""
+        live = self.manifests.get(fp)
+        if live is not None:
+            self._set_manifest(fp, manifest.make(live.state.forget(), live.inits))
+            return
         old = self.playlists.get(fp)
         if old is not None:
             self.playlists[fp] = continuation(old.decode("utf-8", errors="replace")).encode()
+
+    async def wait_for(self, fp: str, wait: Wait) -> LiveManifest | None:
+        """The manifest of ``fp`` once ``wait`` is over (at once if it is already); None after
+        ``wait.timeout`` seconds."""
+        live = self.manifests.get(fp)
+        if live is not None and wait.over(live.state):
+            return live
+        held = self._held.setdefault(fp, {})
+        entry = held.get(wait)
+        if entry is None:
+            entry = held[wait] = _Held(asyncio.get_running_loop().create_future())
+        entry.requests += 1
+        try:
+            async with asyncio.timeout(wait.timeout):
+                # Shielded: one request giving up must not cancel the others' future.
+                return await asyncio.shield(entry.future)
+        except TimeoutError:
+            return None
+        finally:
+            entry.requests -= 1
+            if entry.requests == 0 and held.get(wait) is entry:
+                del held[wait]
+                entry.future.cancel()
+                if not held and self._held.get(fp) is held:
+                    del self._held[fp]
+
+    @property
+    def held(self) -> int:
+        """Requests held now (all mosaics)."""
+        return sum(e.requests for waits in self._held.values() for e in waits.values())
 
     async def _follow(self, bucket: str, watcher: Any) -> None:
         async for entry in watcher:

@@ -6,18 +6,26 @@
   one line naming the parameter.
 - ``/play/<fp>/index.m3u8`` serves the live playlist from KV ``manifests`` — or, for a known
   mosaic whose work is still starting, a valid empty live playlist — and each request is a
-  viewer heartbeat (throttled). ``/play/<fp>/<seq>.ts`` serves a segment from the object store.
-  Anything else under ``/play`` (unknown or malformed fingerprint, bad file name, missing
-  segment) is the same ``404``, so the route reveals nothing and opens nothing.
+  viewer heartbeat (throttled). For a CMAF mosaic (Low-Latency HLS) ``_HLS_msn`` and
+  ``_HLS_part`` make it a blocking reload (:mod:`pipeline.segments.serving`): held until that
+  part exists, ``400`` for a bad or too-far request, ``503`` when it did not come within three
+  target durations.
+- CMAF media: ``init.mp4`` (from the manifest), parts ``<msn>.<part>.m4s`` (from stream
+  ``PARTS``; the part a preload hint names is held until it exists) and whole segments
+  ``<msn>.m4s`` (their parts joined). MPEG-TS: ``<seq>.ts`` from the object store.
+- Anything else under ``/play`` (unknown or malformed fingerprint, bad file name, missing
+  media) is the same ``404``, so the route reveals nothing and opens nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
 from urllib.parse import urlsplit
 
+import nats.errors
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from starlette.requests import Request
@@ -33,13 +41,18 @@ from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import AlreadyExists, append
-from pipeline.nats.topology import MOSAICS, SEGMENTS
+from pipeline.nats.topology import MOSAICS, PARTS, SEGMENTS
+from pipeline.segments import serving
+from pipeline.segments.manifest import LiveManifest
 from pipeline.segments.playlist import empty_playlist
+from pipeline.segments.uris import InitUri, parse_uri
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
+CMAF_TYPE = "video/mp4"
+MEDIA_HEADERS = {"Cache-Control": "public, max-age=300, immutable"}
 SEGMENT_RE = re.compile(r"^(0|[1-9][0-9]{0,11})\.ts$")
 SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 ALLOWED_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp")
@@ -52,8 +65,16 @@ class BadRequest(Exception):
     """A one-line reason for a 400."""
 
 
+class PartUnavailable(Exception):
+    """A part could not be fetched from NATS now (not: it does not exist)."""
+
+
 def _bad(reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=400)
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=503, headers={"Retry-After": "1"})
 
 
 def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
@@ -120,6 +141,7 @@ class Mosaics:
         live: LiveState,
         projection: Projection,
         segment_cache: int = 256,
+        part_cache: int = 1024,
     ) -> None:
         self.ctx = ctx
         self.guard = guard
@@ -130,6 +152,9 @@ class Mosaics:
         self._beats: dict[str, float] = {}
         self._segments: OrderedDict[str, bytes] = OrderedDict()
         self._segment_cache = segment_cache
+        self._parts: OrderedDict[str, bytes] = OrderedDict()
+        self._part_cache = part_cache
+        self._fetching: dict[str, asyncio.Future[bytes | None]] = {}
 
     async def create(self, request: Request) -> Response:
         """``GET /create``."""
@@ -187,12 +212,29 @@ class Mosaics:
         if not FP_RE.match(fp):
             return NOT_FOUND
         if name == "index.m3u8":
-            return await self._playlist(fp)
+            return await self._playlist(fp, request)
         if SEGMENT_RE.match(name):
             return await self._segment(fp, name)
+        if parse_uri(name) is not None:
+            return await self._media(fp, name)
         return NOT_FOUND
 
-    async def _playlist(self, fp: str) -> Response:
+    async def _playlist(self, fp: str, request: Request) -> Response:
+        live = self.live.manifests.get(fp)
+        if live is not None:
+            query = request.query_params
+            decision = serving.decide_reload(
+                live.state, query.get("_HLS_msn"), query.get("_HLS_part")
+            )
+            if isinstance(decision, serving.BadRequest):
+                return _bad(decision.reason)
+            if isinstance(decision, serving.Wait):
+                await self._viewer(fp)
+                if await self.live.wait_for(fp, decision) is None:
+                    return _unavailable(
+                        f"segment {decision.msn} part {decision.part} did not come within "
+                        f"{decision.timeout:g} s: the mosaic may be restarting"
+                    )
         body = self.live.playlists.get(fp)
         if body is None:
             if not await self.known(fp):
@@ -200,6 +242,72 @@ class Mosaics:
             body = empty_playlist(self.ctx.config.segment_duration).encode()
         await self._viewer(fp)
         return Response(body, media_type=PLAYLIST_TYPE, headers=PLAYLIST_HEADERS)
+
+    async def _media(self, fp: str, name: str) -> Response:
+        """A CMAF init section, part or whole segment."""
+        live = self.live.manifests.get(fp)
+        if live is None:
+            return NOT_FOUND
+        decision = serving.decide_media(live.state, name)
+        if isinstance(decision, serving.Wait):
+            # The part a preload hint names: held until it exists (or never will).
+            live = await self.live.wait_for(fp, decision) or self.live.manifests.get(fp)
+            if live is None:
+                return NOT_FOUND
+            decision = serving.decide_media(live.state, name)
+            if isinstance(decision, serving.Wait):
+                return _unavailable(f"{name} did not come in time: the mosaic may be restarting")
+        if isinstance(decision, serving.NotFound):
+            return NOT_FOUND
+        chunks = []
+        for uri in decision.uris:
+            try:
+                data = await self._media_bytes(fp, uri, live)
+            except PartUnavailable:
+                return _unavailable(f"{name} cannot be fetched now: NATS is not answering")
+            if data is None:
+                return NOT_FOUND  # listed, but the store lost it
+            chunks.append(data)
+        return Response(b"".join(chunks), media_type=CMAF_TYPE, headers=MEDIA_HEADERS)
+
+    async def _media_bytes(self, fp: str, uri: str, live: LiveManifest) -> bytes | None:
+        """An init section's bytes (from the manifest) or a part's (cached; fetched once from
+        stream ``PARTS`` however many requests ask at the same time)."""
+        if isinstance(parse_uri(uri), InitUri):
+            return live.inits.get(uri)
+        key = f"{fp}/{uri}"
+        data = self._parts.get(key)
+        if data is not None:
+            self._parts.move_to_end(key)
+            return data
+        pending = self._fetching.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._fetching[key] = future
+        try:
+            data = await self._fetch_part(fp, uri)
+            future.set_result(data)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._fetching[key]
+        if data is not None:
+            self._parts[key] = data
+            while len(self._parts) > self._part_cache:
+                self._parts.popitem(last=False)
+        return data
+
+    async def _fetch_part(self, fp: str, uri: str) -> bytes | None:
+        try:
+            msg = await self.ctx.js.get_last_msg(PARTS.name, subjects.part(fp, uri), direct=True)
+        except NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise PartUnavailable(f"{uri}: {exc!r}") from exc
+        return bytes(msg.data or b"")
 
     async def _segment(self, fp: str, name: str) -> Response:
         key = f"{fp}/{name}"

@@ -75,6 +75,31 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 },
             }  # fmt: skip
         },
+        "/play/{fp}/whep": {
+            "post": {
+                "summary": "WHEP: the mosaic over WebRTC; an SDP offer in, the SDP answer out",
+                "parameters": [fp],
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": text}}},
+                "responses": {
+                    "201": {"description": "Answer; Location names the peer",
+                            "content": {"application/sdp": {"schema": text}}},
+                    "400": _error("The offer cannot be answered (no video, no H.264 High)"),
+                    "404": _error("Unknown mosaic (the same answer as /play)"),
+                    "413": _error("Body over 64 KiB"),
+                    "415": _error("Not application/sdp"),
+                    "503": _error("Stitcher starting, or its viewer maximum; see Retry-After"),
+                    "504": _error("The stitcher did not answer in time"),
+                },
+            }
+        },
+        "/play/{fp}/whep/{peer}": {
+            "delete": {
+                "summary": "WHEP: hang up one viewer of the mosaic",
+                "parameters": [fp, {"name": "peer", "in": "path", "required": True,
+                                    "schema": text}],
+                "responses": {"204": {"description": "Gone"}, "404": _error("No such peer")},
+            }
+        },
         "/session": {
             "post": {
                 "summary": "Start a JIT session",

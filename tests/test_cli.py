@@ -211,7 +211,7 @@ def test_demo_prints_a_link_that_becomes_a_live_mosaic(tmp_path: Path) -> None:
 
         def has_segment() -> bool:
             with urllib.request.urlopen(playlist, timeout=5) as resp:
-                return ".ts" in resp.read().decode()
+                return "#EXTINF" in resp.read().decode()
 
         _wait(has_segment, 30, "the demo mosaic's first segment")
         children = _children(proc.pid)
@@ -251,7 +251,7 @@ def test_sigterm_with_a_mosaic_and_a_session_running_stops_cleanly_and_resumes(
 
         def has_segment() -> bool:
             with urllib.request.urlopen(playlist, timeout=5) as resp:
-                return ".ts" in resp.read().decode()
+                return "#EXTINF" in resp.read().decode()
 
         _wait(has_segment, 30, "the mosaic's first segment")
         request = urllib.request.Request(

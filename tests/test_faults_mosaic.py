@@ -180,6 +180,9 @@ async def stitcher_worker(
         "TESSERA_HEARTBEAT_INTERVAL": "0.5",
         "TESSERA_X264_PRESET": "ultrafast",
         "TESSERA_DATA_DIR": str(log_path.parent),
+        # These faults are checked on the MPEG-TS output (segments in the object store);
+        # the CMAF output's are in tests/test_faults_cmaf.py.
+        "TESSERA_HLS_FORMAT": "ts",
     }
     with log_path.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -552,7 +555,8 @@ async def test_kill_9_of_stitcher_and_nats_server_never_lists_a_missing_segment(
     colours = {"red": (220, 30, 30), "blue": (30, 40, 220)}
     async with own_nats(tmp_path / "nats") as server:
         # The outage must not look like the viewers left: idle after 60 s, not 4.
-        stack = Stack(load(env=_config(server, tmp_path / "data", TESSERA_IDLE_TIMEOUT="60")))
+        stack = Stack(load(env=_config(server, tmp_path / "data", TESSERA_IDLE_TIMEOUT="60",
+                                       TESSERA_HLS_FORMAT="ts")))  # fmt: skip
         await stack.start()
         poller_task: asyncio.Task[None] | None = None
         try:

@@ -548,6 +548,11 @@ def test_forgetting_keeps_the_numbers_going() -> None:
     p = render(pl)
     history.see(p)
     assert p.segments[0].discontinuity and p.dsn(0) == 2
+    # A segment whose first part was lost: the numbers jump past it, never back.
+    pl = pl.forget(next_msn=13)
+    assert render(pl).hint == "13.0.m4s" and pl.keep_from == 13
+    with pytest.raises(ValueError, match="reuse"):
+        pl.forget(next_msn=12)
 
 
 def test_the_target_duration_is_raised_for_a_long_segment_and_never_lowered() -> None:

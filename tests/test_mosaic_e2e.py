@@ -113,13 +113,21 @@ async def until(
 async def newest_picture(http: httpx.AsyncClient, playlist_url: str) -> tuple[int, np.ndarray]:
     """(media sequence of, RGB pixels of the last frame of) the newest segment, or (-1, empty)."""
     playlist = m3u8.loads((await http.get(playlist_url)).text)
-    if not playlist.segments:
+    # A Low-Latency HLS playlist ends with the segment being built: parts, no URI yet.
+    complete = [i for i, s in enumerate(playlist.segments) if s.uri]
+    if not complete:
         return -1, np.zeros((0, 0, 3), np.uint8)
-    seq = playlist.media_sequence + len(playlist.segments) - 1
+    segment = playlist.segments[complete[-1]]
+    seq = playlist.media_sequence + complete[-1]
     base = playlist_url.rsplit("/", 1)[0]
-    got = await http.get(f"{base}/{playlist.segments[-1].uri}")
+    got = await http.get(f"{base}/{segment.uri}")
     assert got.status_code == 200, f"the playlist names a segment the gateway cannot serve: {seq}"
-    with av.open(io.BytesIO(got.content)) as container:
+    data = got.content
+    if segment.init_section is not None:  # fMP4: the init section first
+        init = await http.get(f"{base}/{segment.init_section.uri}")
+        assert init.status_code == 200, "the playlist names an init section the gateway lacks"
+        data = init.content + data
+    with av.open(io.BytesIO(data)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert frames, "a segment with no picture"
     return seq, frames[-1]

@@ -46,7 +46,7 @@ from pipeline.consumers.labels import (
     strip_height,
 )
 from pipeline.consumers.newest import NewestFrame, fits_tile, tile_views
-from pipeline.consumers.render import MosaicRenderer
+from pipeline.consumers.render import MosaicRenderer, RenderedPart, RenderedSegment
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader
 from pipeline.segments.playlist import (
@@ -484,12 +484,13 @@ def test_compositor_places_tiles_labels_and_placeholders() -> None:
 def test_renderer_reports_segment_times() -> None:
     settings_ = EncoderSettings(320, 180, 10, segment_duration=0.5, preset="ultrafast")
     renderer = MosaicRenderer(TILES, settings_, first_index=3)
-    done = []
+    done: list[RenderedSegment] = []
+    frames = []
     for i in range(10):
         views = [_live((100, 120, 130), i + 1, wall=500.0 + i), WAITING, DEAD]
         result = renderer.render(views, wall=1000.0 + i / 10)
-        if result is not None:
-            done.append(result)
+        frames += result.frames
+        done += [o for o in result.outputs if isinstance(o, RenderedSegment)]
     renderer.close()
     assert [d.segment.index for d in done] == [3, 4]
     assert done[0].start_wall == pytest.approx(1000.0)
@@ -498,6 +499,28 @@ def test_renderer_reports_segment_times() -> None:
     assert renderer.last_ms > 0
     assert done[1].segment.first_pts == 4 * 5
     assert Fraction(done[0].segment.duration).limit_denominator(100) == Fraction(1, 2)
+    # Every picture also comes out alone, Annex-B, keyframes where segments start.
+    assert [f.pts for f in frames] == list(range(15, 25))
+    assert [f.keyframe for f in frames] == [i % 5 == 0 for i in range(10)]
+    assert all(f.data.startswith((b"\0\0\0\1", b"\0\0\1")) for f in frames)
+    assert frames[3].wall == pytest.approx(1000.3)
+
+
+def test_renderer_cuts_cmaf_parts_with_their_times() -> None:
+    settings_ = EncoderSettings(320, 180, 10, segment_duration=1.0, preset="ultrafast")
+    renderer = MosaicRenderer(TILES, settings_, first_index=2, hls_format="cmaf")
+    parts: list[RenderedPart] = []
+    for i in range(20):
+        views = [_live((100, 120, 130), i + 1, wall=500.0 + i), WAITING, DEAD]
+        parts += [o for o in renderer.render(views, wall=1000.0 + i / 10).outputs
+                  if isinstance(o, RenderedPart)]  # fmt: skip
+    renderer.close()
+    # 10 fps: parts of 2 frames, 5 per segment.
+    assert [(p.part.msn, p.part.index) for p in parts] == [(m, i) for m in (2, 3) for i in range(5)]
+    assert [p.start_wall for p in parts] == pytest.approx([1000.0 + 0.2 * k for k in range(10)])
+    assert [p.first_wall for p in parts] == [500.0 + 2 * k for k in range(10)]
+    assert [p.part.independent for p in parts] == [k % 5 == 0 for k in range(10)]
+    assert parts[-1].part.last and parts[0].init.startswith(b"\0\0\0") and b"ftyp" in parts[0].init
 
 
 # --- newest frames and the clock -------------------------------------------------------------

@@ -152,7 +152,8 @@ class Config:
         env="TESSERA_CREATE_RATE",
         flag="--create-rate",
         parse=parsers.positive_float,
-        help="GET /create requests per second per client (bursts of 5 s worth)",
+        help="GET /create requests, and WHEP offers to mosaics (a bucket of their own), per second "
+        "per client (bursts of 5 s worth)",
         group="gateway",
     )
     session_rate: float = setting(
@@ -243,6 +244,23 @@ class Config:
         parse=parsers.choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
         help="libx264 preset of the mosaic encoder: ultrafast spends the least CPU per mosaic "
         "(about half of veryfast's) for ~1.7x its bitrate; veryfast for viewers on slow links",
+        group="mosaics",
+    )
+    hls_format: str = setting(
+        "cmaf",
+        env="TESSERA_HLS_FORMAT",
+        flag="--hls-format",
+        parse=parsers.choice("cmaf", "ts"),
+        help="a mosaic's HLS: cmaf (Low-Latency HLS: fMP4 parts of 200 ms, blocking playlist "
+        "reload) or ts (MPEG-TS segments, for players that predate fMP4 HLS)",
+        group="mosaics",
+    )
+    mosaic_viewers: int = setting(
+        16,
+        env="TESSERA_MOSAIC_VIEWERS",
+        flag="--mosaic-viewers",
+        parse=parsers.positive_int,
+        help="WebRTC (WHEP) viewers one mosaic takes at once; HLS viewers are not limited",
         group="mosaics",
     )
     x264_crf: int = setting(

@@ -135,6 +135,20 @@ class EncoderSettings:
 
 
 @dataclass(frozen=True, eq=False)
+class EncodedFrame:
+    """One encoded picture as it left libx264, for outputs that send frames one by one (WHEP).
+
+    ``data`` is an H.264 access unit in Annex-B form (start codes; an IDR frame is preceded by
+    its SPS and PPS), ``pts`` counts ``1/fps`` from the mosaic's timeline start, and ``wall`` is
+    the Unix time the picture was composed."""
+
+    data: bytes
+    pts: int
+    keyframe: bool
+    wall: float
+
+
+@dataclass(frozen=True, eq=False)
 class EncodedSegment:
     """A complete MPEG-TS segment: a standalone file starting with an IDR frame."""
 
@@ -284,20 +298,70 @@ class H264Encoder:
             self._ctx.encode(None)  # drain; with zerolatency there is nothing left anyway
 
 
+class TsMuxer:
+    """Encoded H.264 packets in (from :class:`H264Encoder`, in order), MPEG-TS segments out:
+    :meth:`mux` returns each segment on the packet that completes it."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self._gop = settings.frames_per_segment
+        self._muxer: _SegmentMuxer | None = None
+
+    def mux(self, packet: av.Packet[Any]) -> list[EncodedSegment]:
+        """Mux one packet; return the segments it completed (two only when frames went
+        missing inside the encoder: the open segment is closed short)."""
+        if packet.pts is None:
+            raise EncoderError("libx264 returned a packet without pts")
+        index = packet.pts // self._gop
+        done = []
+        muxer = self._muxer
+        if muxer is not None and muxer.index != index:
+            # Only reachable if frames went missing inside the encoder: close what we have.
+            done.append(self._complete(muxer))
+            muxer = None
+        if muxer is None:
+            if not packet.is_keyframe:
+                raise EncoderError(
+                    f"segment {index} would start with a non-key frame (pts {packet.pts})"
+                )
+            muxer = self._muxer = _SegmentMuxer(self.settings, index)
+        muxer.mux(packet)
+        if muxer.packets == self._gop:
+            done.append(self._complete(muxer))
+        return done
+
+    def _complete(self, muxer: _SegmentMuxer) -> EncodedSegment:
+        self._muxer = None
+        data = muxer.finish()
+        return EncodedSegment(
+            index=muxer.index,
+            data=data,
+            duration=muxer.packets / self.settings.fps,
+            frames=muxer.packets,
+            first_pts=muxer.index * self._gop,
+        )
+
+    def close(self) -> None:
+        """Drop the unfinished segment (never publish a partial one). Safe to call twice."""
+        if self._muxer is not None:
+            self._muxer.abandon()
+            self._muxer = None
+
+
 class SegmentEncoder:
-    """Feed it frames at ``settings.fps``; it hands back each segment as it completes."""
+    """Feed it frames at ``settings.fps``; it hands back each segment as it completes: an
+    :class:`H264Encoder` and a :class:`TsMuxer`."""
 
     def __init__(self, settings: EncoderSettings, first_index: int = 0) -> None:
         self.settings = settings
         self._h264 = H264Encoder(settings, first_index)
-        self._gop = settings.frames_per_segment
-        self._muxer: _SegmentMuxer | None = None
+        self._ts = TsMuxer(settings)
         self._ready: collections.deque[EncodedSegment] = collections.deque()
 
     @property
     def frames_per_segment(self) -> int:
         """Frames in every segment."""
-        return self._gop
+        return self._h264.frames_per_segment
 
     @property
     def next_pts(self) -> int:
@@ -312,46 +376,12 @@ class SegmentEncoder:
     def encode(self, picture: Picture) -> EncodedSegment | None:
         """Encode one frame; return the segment this frame completed, if it completed one."""
         for packet in self._h264.encode(picture):
-            self._mux(packet)
+            self._ready.extend(self._ts.mux(packet))
         return self._ready.popleft() if self._ready else None
-
-    def _mux(self, packet: av.Packet[Any]) -> None:
-        if packet.pts is None:
-            raise EncoderError("libx264 returned a packet without pts")
-        index = packet.pts // self._gop
-        muxer = self._muxer
-        if muxer is not None and muxer.index != index:
-            # Only reachable if frames went missing inside the encoder: close what we have.
-            self._complete(muxer)
-            muxer = None
-        if muxer is None:
-            if not packet.is_keyframe:
-                raise EncoderError(
-                    f"segment {index} would start with a non-key frame (pts {packet.pts})"
-                )
-            muxer = self._muxer = _SegmentMuxer(self.settings, index)
-        muxer.mux(packet)
-        if muxer.packets == self._gop:
-            self._complete(muxer)
-
-    def _complete(self, muxer: _SegmentMuxer) -> None:
-        self._muxer = None
-        data = muxer.finish()
-        self._ready.append(
-            EncodedSegment(
-                index=muxer.index,
-                data=data,
-                duration=muxer.packets / self.settings.fps,
-                frames=muxer.packets,
-                first_pts=muxer.index * self._gop,
-            )
-        )
 
     def close(self) -> None:
         """Stop: drain the encoder and drop the unfinished segment (never publish a partial
         one). Safe to call twice."""
         self._h264.close()
-        if self._muxer is not None:
-            self._muxer.abandon()
-            self._muxer = None
+        self._ts.close()
         self._ready.clear()

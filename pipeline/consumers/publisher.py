@@ -64,6 +64,10 @@ class SegmentPublisher:
         self.errors = 0
         """Objects, playlists and notices that could not be written."""
 
+    @property
+    def media_sequence(self) -> int:
+        return self.window.media_sequence
+
     def open(self, obj: ObjectStore, kv: KeyValue) -> None:
         """Store segments in ``obj`` and playlists in ``kv`` (the stitcher found them)."""
         self._obj, self._kv = obj, kv

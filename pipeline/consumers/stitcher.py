@@ -1,29 +1,35 @@
 """The stitcher: one per watched mosaic. Newest frame of every tile on a steady clock, labels,
-dead-source tiles, H.264, MPEG-TS segments into the object store, the live playlist into KV.
+dead-source tiles, one H.264 encode, and from it: CMAF parts for Low-Latency HLS (the default)
+or MPEG-TS segments, the live playlist into KV, and each picture to WebRTC (WHEP) viewers.
 
 Data flow::
 
     frames.<sid> (core NATS) ─┬─► newest frame per source (newest wins, replaced ones counted)
     shared-memory slots ──────┘       │ every 1/fps s, on absolute deadlines
                                       ▼
-        executor thread: compose (compositor) ─► encode (encoder) ─► completed segment
-                                      │ bounded outbox (2)
+        executor thread: compose (compositor) ─► encode (encoder) ─► mux (cmaf or ts)
+                                      │ each picture ──────────────► WHEP viewers (whep)
+                                      │ completed parts or segments: bounded outbox
                                       ▼
-        object store `segments` <fp>/<seq>.ts ─► KV `manifests` <fp> ─► notice on segments.<fp>
+        cmaf: stream PARTS parts.<fp>.<name> ─► KV `manifests` <fp> (LL-HLS) ─┐
+        ts:   object store `segments` <fp>/<seq>.ts ─► KV `manifests` <fp> ───┴► segments.<fp>
 
 Its parts: :mod:`~pipeline.consumers.intake` takes frames in (NATS subscriptions, seeds from
 ``FRAMES``, shared-memory slots); at each tick of the clock (:mod:`~pipeline.consumers.clock`)
 the stitcher decides what every tile shows (:func:`~pipeline.consumers.newest.tile_views`) and
 has the :class:`~pipeline.consumers.render.MosaicRenderer` compose and encode the picture in
-one dedicated executor thread, never on the loop; :mod:`~pipeline.consumers.publisher` stores
-each completed segment and writes the playlist. This module is the service that runs them.
+one dedicated executor thread, never on the loop; :mod:`~pipeline.consumers.parts` (CMAF) or
+:mod:`~pipeline.consumers.publisher` (MPEG-TS) stores what it completed and writes the
+playlist, and :mod:`~pipeline.consumers.whep` sends each picture to WebRTC viewers. This
+module is the service that runs them.
 
 Clock: a tick found more than one period late is skipped, not made up (``late_frames`` counts
 them). When the outbox is full the clock waits (and counts late frames): segments are never
 dropped for being slow, only when they cannot be stored.
 
 Media sequence across restarts: at start the stitcher reads its previous playlist from KV
-``manifests`` and continues after its last segment. The encoder's timestamps are derived from
+``manifests`` (either format) and continues after its last segment (CMAF: after a
+discontinuity, with the previous parts still listed). The encoder's timestamps are derived from
 the sequence number (``seq * frames_per_segment``), so a restarted stitcher continues the
 previous timeline too. When there is no previous playlist (a new mosaic, the 5-minute TTL, or
 a restarted nats-server that lost its memory buckets) it starts at the number of whole segment
@@ -49,38 +55,47 @@ import concurrent.futures
 import contextlib
 import enum
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 from pipeline.consumers.clock import TickClock, TickMeter
+from pipeline.consumers.cmaf import PART_DURATION, CmafMuxer
 from pipeline.consumers.encoder import EncoderSettings
 from pipeline.consumers.intake import FrameIntake
 from pipeline.consumers.newest import tile_views
+from pipeline.consumers.parts import PartPublisher
 from pipeline.consumers.publisher import SegmentPublisher
-from pipeline.consumers.render import MosaicRenderer, RenderedSegment
+from pipeline.consumers.render import HlsFormat, MosaicRenderer, Output, RenderedPart
 from pipeline.errors import TesseraError
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
-from pipeline.nats.topology import MANIFESTS, SEGMENTS
+from pipeline.nats.topology import MANIFESTS, PARTS, SEGMENTS
 from pipeline.runtime.tasks import Tasks
-from pipeline.segments.playlist import PlaylistWindow, next_sequence
+from pipeline.segments import manifest
+from pipeline.segments.llhls import LowLatencyPlaylist
+from pipeline.segments.playlist import PlaylistWindow
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import layout, source_id
 
+if TYPE_CHECKING:
+    from pipeline.consumers.whep import MosaicWhep
+
 log = logging.getLogger("tessera.stitcher")
 
-OUTBOX_SIZE = 2
-"""Completed segments waiting for NATS. When full the clock waits (and counts late frames):
-segments are never dropped for being slow, only when they cannot be stored."""
+OUTBOX_SECONDS = 2.0
+"""Seconds of completed segments or parts that may wait for NATS. When full the clock waits
+(and counts late frames): media is never dropped for being slow, only when it cannot be
+stored."""
 
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
@@ -122,9 +137,14 @@ class Stitcher:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         frame_slots: Callable[[str], Path | None] | None = None,
+        hls_format: HlsFormat = "cmaf",
+        whep_viewers: int = 0,
+        ice_servers: Sequence[Mapping[str, object]] = (),
     ) -> None:
         """``frame_slots``: source id -> its shared-memory slot, read at every tick (the
-        grabbers on this machine write there; NATS then carries a seed a second)."""
+        grabbers on this machine write there; NATS then carries a seed a second).
+        ``whep_viewers``: WebRTC viewers it takes at once (0: no WHEP output), with
+        ``ice_servers`` (TURN) for them."""
         if not mosaic.tiles:
             raise ValueError(f"mosaic {fp} has no tiles")
         if not dead_after > 0:
@@ -164,13 +184,28 @@ class Stitcher:
             wall=wall_clock,
             frame_slots=frame_slots,
         )
-        self._publisher = SegmentPublisher(
+        self.hls_format: HlsFormat = hls_format
+        self._window = window
+        self._publisher: SegmentPublisher | PartPublisher = SegmentPublisher(
             js=js,
             fp=self.fp,
             window=PlaylistWindow.for_segments(self.settings.exact_segment_duration, window),
             wall=wall_clock,
             on_listed=self._listed,
         )
+        self._whep: MosaicWhep | None = None
+        if whep_viewers > 0:
+            from pipeline.consumers.whep import MosaicWhep
+
+            self._whep = MosaicWhep(
+                nc=nc,
+                fp=self.fp,
+                settings=self.settings,
+                max_viewers=whep_viewers,
+                ice_servers=ice_servers,
+                heartbeat_interval=heartbeat_interval,
+                wall=wall_clock,
+            )
 
         self._status = Status.NEW
         self._closing = False
@@ -184,7 +219,10 @@ class Stitcher:
         self._tasks = Tasks(f"stitcher {self.fp}", on_failure=self._task_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._renderer: MosaicRenderer | None = None
-        self._outbox: asyncio.Queue[RenderedSegment] = asyncio.Queue(OUTBOX_SIZE)
+        per_second = 1 if hls_format == "ts" else math.ceil(1 / PART_DURATION)
+        self._outbox: asyncio.Queue[Output] = asyncio.Queue(
+            max(2, math.ceil(OUTBOX_SECONDS / self.settings.exact_segment_duration * per_second))
+        )
         self._heartbeater: Heartbeater | None = None
 
         # Stats.
@@ -220,9 +258,23 @@ class Stitcher:
         self._status = Status.STARTING
         loop = asyncio.get_running_loop()
         try:
-            obj, kv = await self._buckets()
-            self._publisher.open(obj, kv)
-            first_seq = await self._resume_sequence(kv)
+            kv = await self._bucket(MANIFESTS.name, "KV")
+            first_seq, previous = await self._resume(kv)
+            if self.hls_format == "cmaf":
+                publisher = PartPublisher(
+                    js=self._js,
+                    fp=self.fp,
+                    start=self._empty_playlist(first_seq),
+                    previous=previous,
+                    wall=self._wall,
+                    on_listed=self._listed,
+                )
+                await self._bucket(PARTS.name, "stream")
+                await publisher.open(kv)
+                self._publisher = publisher
+            else:
+                assert isinstance(self._publisher, SegmentPublisher)
+                self._publisher.open(await self._bucket(SEGMENTS.name, "object store"), kv)
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"stitcher-{self.fp[:8]}"
             )
@@ -231,6 +283,8 @@ class Stitcher:
                 self._executor, self._make_renderer, first_seq
             )
             await self._intake.start()
+            if self._whep is not None:
+                await self._whep.start()
             self._started_at = self._clock()
             self._heartbeater = Heartbeater(
                 self._nc,
@@ -256,7 +310,12 @@ class Stitcher:
         self._status = Status.RUNNING
         log.info(
             "stitcher started",
-            extra={"fp": self.fp, "tiles": len(self.mosaic.tiles), "first_seq": first_seq},
+            extra={
+                "fp": self.fp,
+                "tiles": len(self.mosaic.tiles),
+                "first_seq": first_seq,
+                "hls": self.hls_format,
+            },
         )
 
     async def stop(self) -> None:
@@ -291,6 +350,8 @@ class Stitcher:
             with contextlib.suppress(*_NATS_ERRORS):
                 await heartbeater.stop(last=self._beat())
         await self._tasks.close()
+        if self._whep is not None:
+            await self._whep.stop()
         await self._intake.unsubscribe()
         executor, self._executor = self._executor, None
         if executor is not None:
@@ -314,33 +375,55 @@ class Stitcher:
         self._status = Status.FAILED
         self._finished.set()
 
-    async def _buckets(self) -> tuple[ObjectStore, KeyValue]:
+    async def _bucket(self, name: str, kind: str) -> Any:
+        """The KV bucket, object store or stream ``name``; StitcherError if it is missing."""
         try:
-            return (
-                await self._js.object_store(SEGMENTS.name),
-                await self._js.key_value(MANIFESTS.name),
-            )
+            if kind == "KV":
+                return await self._js.key_value(name)
+            if kind == "object store":
+                return await self._js.object_store(name)
+            return await self._js.stream_info(name)
         except NotFoundError as exc:
             raise StitcherError(
-                f"JetStream buckets {SEGMENTS.name!r} (objects) and {MANIFESTS.name!r} (KV) "
-                "must exist: provision the topology first (`tessera up` does)"
+                f"JetStream {kind} {name!r} must exist: provision the topology first "
+                "(`tessera up` does)"
             ) from exc
 
     def _make_renderer(self, first_seq: int) -> MosaicRenderer:
         return MosaicRenderer(
-            self.mosaic.tiles, self.settings, cols=self.mosaic.cols, first_index=first_seq
+            self.mosaic.tiles,
+            self.settings,
+            cols=self.mosaic.cols,
+            first_index=first_seq,
+            hls_format=self.hls_format,
         )
 
-    async def _resume_sequence(self, kv: KeyValue) -> int:
+    def _empty_playlist(self, first_seq: int) -> LowLatencyPlaylist:
+        return LowLatencyPlaylist.start(
+            part_target=CmafMuxer(self.settings).part_target,  # the settings decide it alone
+            segment_duration=self.settings.exact_segment_duration,
+            first_msn=first_seq,
+            window=self._window,
+        )
+
+    async def _resume(self, kv: KeyValue) -> tuple[int, manifest.LiveManifest | None]:
         """The media sequence to start at: after the previous playlist's last segment, or,
-        without one, past every number this mosaic can have used (see the module's doc)."""
+        without one, past every number this mosaic can have used (see the module's doc); and
+        the previous CMAF manifest, which a CMAF run continues."""
         try:
             entry = await kv.get(self.fp)
         except NotFoundError:
-            return self._fresh_sequence()
+            return self._fresh_sequence(), None
         if not entry.value:
-            return self._fresh_sequence()
-        return next_sequence(entry.value.decode("utf-8", errors="replace"))
+            return self._fresh_sequence(), None
+        try:
+            first = manifest.next_sequence(entry.value)
+            previous = manifest.decode(entry.value) if manifest.is_cmaf(entry.value) else None
+        except ValueError as exc:
+            log.warning("previous playlist unreadable; starting past it",
+                        extra={"fp": self.fp, "error": str(exc)})  # fmt: skip
+            return self._fresh_sequence(), None
+        return first, previous
 
     def _fresh_sequence(self) -> int:
         """Whole segment durations since the mosaic was created (0 when that is unknown)."""
@@ -370,8 +453,10 @@ class Stitcher:
             done = await loop.run_in_executor(self._executor, renderer.render, views, self._wall())
             ticks.ticked()
             self._meter.note(self._clock(), renderer.last_ms)
-            if done is not None:
-                await self._outbox.put(done)
+            if self._whep is not None:
+                self._whep.feed(done.frames)
+            for output in done.outputs:
+                await self._outbox.put(output)
 
     async def _publish_loop(self) -> None:
         # Ends at a stop even when its cancellation went missing: one that lands as a NATS
@@ -379,7 +464,13 @@ class Stitcher:
         # loop would then wait for ever on an outbox that the stopped clock no longer fills.
         while not self._closing:
             rendered = await self._outbox.get()
-            await self._publisher.publish(rendered)
+            publisher = self._publisher
+            if isinstance(publisher, PartPublisher):
+                assert isinstance(rendered, RenderedPart)
+                await publisher.publish(rendered)
+            else:
+                assert not isinstance(rendered, RenderedPart)
+                await publisher.publish(rendered)
 
     def _listed(self) -> None:
         """A playlist naming a new segment is stored: the stitcher is ready."""
@@ -396,9 +487,15 @@ class Stitcher:
         return self._intake.subscribed
 
     @property
-    def playlist(self) -> PlaylistWindow:
-        """The playlist window as last written."""
-        return self._publisher.window
+    def playlist(self) -> PlaylistWindow | LowLatencyPlaylist:
+        """The playlist as last written: a window of MPEG-TS segments, or the LL-HLS state."""
+        publisher = self._publisher
+        return publisher.state if isinstance(publisher, PartPublisher) else publisher.window
+
+    @property
+    def viewers(self) -> int:
+        """WebRTC viewers connected now."""
+        return 0 if self._whep is None else self._whep.viewers
 
     def stats(self) -> StitcherStats:
         """What the stitcher reports in its heartbeat. ``segment_bytes`` is the size of the
@@ -411,7 +508,7 @@ class Stitcher:
             segments=publisher.segments,
             segment_bytes=publisher.segment_bytes,
             dead_tiles=self._dead_tiles,
-            media_sequence=publisher.window.media_sequence,
+            media_sequence=publisher.media_sequence,
             tiles=len(self.mosaic.tiles),
             replaced_frames=self._intake.replaced,
             bad_frames=self._intake.bad,

@@ -8,6 +8,8 @@
 - ``ctl.signal.<id>``: WHEP signalling relayed to the JIT worker: :class:`SignalOffer` answered
   with :class:`SignalAnswer`; :class:`SignalHangup` (a WHEP DELETE) answered with
   :class:`CommandReply`.
+- ``ctl.mosaic.<fp>``: the same WHEP signalling relayed to a mosaic's stitcher; an offer past
+  its viewer limit is answered with a :class:`SignalAnswer` of ``code="full"``.
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ AgentCommand = StartWorker | StopWorker
 
 
 ReplyCode = Literal["", "full"]
-"""Why a command was refused, for the asker to act on: ``full``: the agent's instance is at its
-capacity for the worker's kind (place the worker on another instance); ``""``: any other
-refusal (the error says which), or none. A new code is a new tag version: an older reader
-refuses a code it does not know."""
+"""Why a command or an offer was refused, for the asker to act on: ``full``: the one asked is
+at its capacity: an agent's instance for the worker's kind (place the worker on another
+instance), a mosaic's stitcher for WebRTC viewers (retry later, or play HLS); ``""``: any
+other refusal (the error says which), or none. A new code is a new tag version: an older
+reader refuses a code it does not know."""
 
 
 class CommandReply(msgspec.Struct, frozen=True, kw_only=True, tag="reply/1"):
@@ -103,10 +106,12 @@ class SignalOffer(msgspec.Struct, frozen=True, kw_only=True, tag="offer/1"):
 
 
 class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="answer/1"):
-    """The worker's SDP answer, or a one-line error."""
+    """The worker's SDP answer, or a one-line error and its code (``full``: no room for
+    another viewer now; added with a default, so answers without it still decode)."""
 
     sdp: str = ""
     error: str = ""
+    code: ReplyCode = ""
 
 
 class SignalHangup(msgspec.Struct, frozen=True, kw_only=True, tag="hangup/1"):
@@ -122,4 +127,4 @@ class SignalHangup(msgspec.Struct, frozen=True, kw_only=True, tag="hangup/1"):
 
 
 SignalRequest = SignalOffer | SignalHangup
-"""What ``ctl.signal.<id>`` carries."""
+"""What ``ctl.signal.<id>`` and ``ctl.mosaic.<fp>`` carry."""

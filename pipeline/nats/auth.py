@@ -111,6 +111,8 @@ def permissions(role: str) -> Permissions:
                     *_read_stream("EVENTS"),
                     *_read_stream("HEARTBEATS"),
                     *_read_stream("SEGMENTS"),
+                    *_read_stream("PARTS"),
+                    "ctl.mosaic.*",  # WHEP offers relayed to a mosaic's stitcher
                     *_read_kv(*_STATE_BUCKETS),
                     *_SEGMENT_STORE,
                 ),
@@ -123,14 +125,18 @@ def permissions(role: str) -> Permissions:
                 publish=(
                     *common,
                     "segments.*",
+                    "parts.*.*",  # CMAF parts and init sections (stream PARTS)
+                    f"{_API}.STREAM.INFO.PARTS",  # was the stream replaced under it?
                     "hb.worker.*",
+                    "hb.viewer.mosaic.*",  # a connected WHEP viewer is a viewer
                     *_write_kv("manifests"),
                     *_read_kv("manifests", "mosaics"),
                     *_read_stream("FRAMES"),
                     *_SEGMENT_STORE,
                     *_WRITE_SEGMENTS,
                 ),
-                subscribe=(inbox, "frames.*"),
+                subscribe=(inbox, "frames.*", "ctl.mosaic.*"),
+                allow_responses=True,  # answers WHEP offers
             )
         case "jit":
             return Permissions(

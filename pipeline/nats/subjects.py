@@ -14,6 +14,7 @@ EVENTS_ALL = "events.>"
 HEARTBEATS_ALL = "hb.>"
 FRAMES_ALL = "frames.>"
 SEGMENTS_ALL = "segments.>"
+PARTS_ALL = "parts.>"
 
 ENTITIES = ("mosaic", "session", "instance", "worker")
 
@@ -79,3 +80,14 @@ def session_control(session_id: str) -> str:
 def session_signal(session_id: str) -> str:
     """``ctl.signal.<id>``: WHEP signalling (SDP offer/answer) relayed to a JIT worker."""
     return f"ctl.signal.{token(session_id)}"
+
+
+def mosaic_signal(fp: str) -> str:
+    """``ctl.mosaic.<fp>``: WHEP signalling (SDP offer/answer) relayed to a mosaic's stitcher."""
+    return f"ctl.mosaic.{token(fp)}"
+
+
+def part(fp: str, uri: str) -> str:
+    """``parts.<fp>.<name>``: one CMAF part or init section of a mosaic on stream ``PARTS``;
+    ``name`` is its URI with ``.`` as ``-`` (``12.3.m4s`` -> ``12-3-m4s``)."""
+    return f"parts.{token(fp)}.{token(uri.replace('.', '-'))}"

@@ -7,6 +7,7 @@ idempotently.
 | HEARTBEATS      | stream | hb.<kind>...               | file    | last per subject, 1 day        |
 | FRAMES          | stream | frames.<source_id>         | memory  | 3 per subject, 10 s            |
 | SEGMENTS        | stream | segments.<fp> (notices)    | memory  | 5 min                          |
+| PARTS           | stream | parts.<fp>.<name> (CMAF)   | memory  | last per subject, 60 s, 1 GiB  |
 | PARKED          | stream | parked.events.<seq>        | file    | forever (until removed)        |
 | manifests       | KV     | <fp>                       | memory  | 5 min TTL                      |
 | mosaics, sessions, instances, workers | KV | <id>   | file    | latest only (projections)      |
@@ -133,6 +134,19 @@ SEGMENT_NOTICES = StreamSpec(
     max_msgs_per_subject=64,
     duplicate_window=1.0,
 )
+PARTS = StreamSpec(
+    name="PARTS",
+    subjects=("parts.>",),
+    storage=StorageType.MEMORY,
+    description="Tessera CMAF parts and init sections of live mosaics",
+    # A part is fetchable while its segment is listed or kept (about 15 s with a 6-segment
+    # window); the age is only the backstop for a stitcher that died. Max_bytes bounds memory.
+    max_age=60.0,
+    max_msgs_per_subject=1,
+    max_bytes=1024 * 1024 * 1024,
+    duplicate_window=1.0,
+    allow_direct=True,
+)
 
 PARKED = StreamSpec(
     name="PARKED",
@@ -141,7 +155,7 @@ PARKED = StreamSpec(
     description="Tessera events the projector could not fold, kept for an operator",
 )
 
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, HEARTBEATS, FRAMES, SEGMENT_NOTICES, PARKED)
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, HEARTBEATS, FRAMES, SEGMENT_NOTICES, PARTS, PARKED)
 
 MANIFESTS = BucketSpec("manifests", "kv", StorageType.MEMORY, "live playlists by fp", ttl=300.0)
 MOSAICS = BucketSpec("mosaics", "kv", StorageType.FILE, "projected mosaic state")

@@ -277,9 +277,12 @@ class LowLatencyPlaylist:
             segments = (*segments[:-1], replace(segments[-1], complete=True))
         return replace(self._slid(segments), init=init, discontinuity_next=True)
 
-    def forget(self) -> LowLatencyPlaylist:
-        """Everything listed or kept is gone (a store lost it): list nothing, never reuse a
-        number, and begin the next segment after a discontinuity."""
+    def forget(self, next_msn: int | None = None) -> LowLatencyPlaylist:
+        """Everything listed or kept is gone (a store lost it, or a segment's first part could
+        not be stored): list nothing, never reuse a number, and begin the next segment, at
+        ``next_msn`` if given (numbers in between are never used), after a discontinuity."""
+        if next_msn is not None and next_msn < self.next_msn:
+            raise ValueError(f"segment {next_msn} would reuse a number below {self.next_msn}")
         left = sum(s.discontinuity for s in self.segments)
         return replace(
             self,
@@ -287,6 +290,7 @@ class LowLatencyPlaylist:
             retired=(),
             discontinuity_sequence=self.discontinuity_sequence + left,
             discontinuity_next=True,
+            next_msn=self.next_msn if next_msn is None else next_msn,
         )
 
     def _slid(self, segments: tuple[Segment, ...]) -> LowLatencyPlaylist:

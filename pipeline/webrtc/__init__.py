@@ -1,1 +1,2 @@
-"""WebRTC pieces shared by the gateway and JIT workers: TURN and SDP."""
+"""WebRTC pieces shared by the gateway, JIT workers and the stitcher's WHEP output: TURN, SDP,
+ICE configuration and H.264 High profile for aiortc."""

@@ -6,6 +6,8 @@
   computes it from the answer it relays (the WHEP resource URL of that viewer) and sends it
   back in a :class:`~pipeline.messages.control.SignalHangup` on DELETE.
 - :func:`receives`: whether an offer asks to receive a kind of media.
+- :func:`h264_profile_level_ids`: the H.264 profiles an offer can take, non-interleaved
+  (``packetization-mode=1``, the one aiortc sends).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import re
 
 _FINGERPRINT_RE = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]+)\s*$", re.MULTILINE)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_RTPMAP_RE = re.compile(r"^a=rtpmap:(\d+) H264/90000\s*$", re.MULTILINE | re.IGNORECASE)
+_FMTP_RE = re.compile(r"^a=fmtp:(\d+) (.*?)\s*$", re.MULTILINE)
 PEER_ID_LENGTH = 32
 
 
@@ -56,3 +60,19 @@ def media_sections(sdp: str) -> list[tuple[str, str]]:
 def receives(offer_sdp: str, kind: str) -> bool:
     """True when the offer has a ``kind`` section in which the offerer receives."""
     return any(k == kind and d in ("recvonly", "sendrecv") for k, d in media_sections(offer_sdp))
+
+
+def h264_profile_level_ids(sdp: str) -> list[str]:
+    """The ``profile-level-id`` (six hex digits, lower case) of every H.264 payload type in
+    ``sdp`` with ``packetization-mode=1``, in the order listed; entries without a
+    profile-level-id or in another packetization mode are left out."""
+    h264 = set(_RTPMAP_RE.findall(sdp))
+    found: list[str] = []
+    for payload_type, params in _FMTP_RE.findall(sdp):
+        if payload_type not in h264:
+            continue
+        fields = dict(item.strip().partition("=")[::2] for item in params.split(";") if "=" in item)
+        profile = fields.get("profile-level-id", "").lower()
+        if fields.get("packetization-mode") == "1" and re.fullmatch(r"[0-9a-f]{6}", profile):
+            found.append(profile)
+    return found

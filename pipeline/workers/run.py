@@ -158,6 +158,9 @@ async def _stitcher(config: Config, spec: StitcherSpec, nc: Client) -> Service:
         preset=config.x264_preset,
         crf=config.x264_crf,
         frame_slots=lambda sid: _frame_slot(config, nc, sid),
+        hls_format="ts" if config.hls_format == "ts" else "cmaf",
+        whep_viewers=config.mosaic_viewers,
+        ice_servers=(turn.ice_server(fp),) if (turn := turn_config(config)) else (),
     )
 
 

@@ -14,15 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
-from aiortc import (
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from pipeline.producers.jit.errors import SignalError
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
@@ -32,27 +26,6 @@ log = logging.getLogger("tessera.jit")
 
 CONTROL_LABEL = "control"
 """Label of the data channel that carries commands, replies and frame reports."""
-
-
-def ice_configuration(servers: Sequence[Mapping[str, object]]) -> RTCConfiguration:
-    """aiortc's configuration from ``{"urls": ..., "username": ..., "credential": ...}``
-    dicts. No servers means host candidates only: aiortc would otherwise use a public
-    Google STUN server, which a server-side worker must not contact unasked."""
-    ice = []
-    for server in servers:
-        urls = server.get("urls")
-        if not isinstance(urls, str | list):
-            raise ValueError(f"ICE server {dict(server)!r} needs urls (a string or a list)")
-        username = server.get("username")
-        credential = server.get("credential")
-        ice.append(
-            RTCIceServer(
-                urls=urls,
-                username=None if username is None else str(username),
-                credential=None if credential is None else str(credential),
-            )
-        )
-    return RTCConfiguration(iceServers=ice)
 
 
 class Peer:

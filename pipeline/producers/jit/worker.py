@@ -74,12 +74,13 @@ from pipeline.producers.jit.channels import ChannelLayout
 from pipeline.producers.jit.decoder import VideoReader
 from pipeline.producers.jit.errors import CommandError, JitError, JitInputError, JitOptionsError
 from pipeline.producers.jit.inputs import InputAccess, open_input
-from pipeline.producers.jit.peers import Peer, ice_configuration
+from pipeline.producers.jit.peers import Peer
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy
+from pipeline.webrtc.ice import ice_configuration
 from pipeline.webrtc.sdp import receives
 
 log = logging.getLogger("tessera.jit")

@@ -1,0 +1,142 @@
+"""``POST /play/<fp>/whep`` and ``DELETE /play/<fp>/whep/<peer>``: a mosaic over WebRTC (WHEP).
+
+The offer (``application/sdp``, at most 64 KiB) is relayed to the mosaic's stitcher over NATS
+request/reply (``ctl.mosaic.<fp>``, :mod:`pipeline.consumers.whep`), whose answer comes back
+as ``201`` with ``Content-Type: application/sdp`` and ``Location: /play/<fp>/whep/<peer>``;
+``DELETE`` on that location hangs up (``204``). Like ``/play``, mosaics need no token; offers
+are rate-limited per client at ``/create``'s rate (their own bucket).
+
+Answers other than ``201``, each with a one-line ``{"error": ...}``:
+
+- ``404``: an unknown or malformed fingerprint, the same answer ``/play`` gives; on
+  ``DELETE``, also a viewer the stitcher does not know (or a stitcher that is gone);
+- ``415``: not ``application/sdp``; ``413``: a body over 64 KiB; ``429``: too many offers;
+- ``503`` with ``Retry-After: 1``: the mosaic is known but its stitcher is not running. The
+  offer counts as a viewer (a heartbeat on ``hb.viewer.mosaic.<fp>``), so the controller
+  starts the stitcher and a retry a moment later is answered;
+- ``503`` with ``Retry-After: 5``: the mosaic has its maximum of WebRTC viewers
+  (``--mosaic-viewers``); HLS still plays;
+- ``400``: the stitcher refused the offer (no video to receive, no H.264 High profile);
+- ``504``: the stitcher did not answer within :data:`SIGNAL_TIMEOUT`; ``502``: its answer
+  was unreadable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.context import GatewayContext
+from gateway.guard import Guard, RateLimiter
+from gateway.mosaics import NOT_FOUND, Mosaics
+from gateway.sessions import MAX_BODY, BodyTooLarge, read_body
+from pipeline.errors import MessageError
+from pipeline.messages import control
+from pipeline.messages.codec import decode_reply, encode
+from pipeline.messages.heartbeats import ViewerHeartbeat
+from pipeline.nats import subjects
+from pipeline.state.mosaic import FP_RE
+from pipeline.webrtc.sdp import peer_id_of
+
+SIGNAL_TIMEOUT = 10.0
+"""Seconds the stitcher has to answer: it gathers its ICE candidates first (with TURN, a round
+trip to the TURN server)."""
+PEER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_answers = msgspec.json.Decoder(control.SignalAnswer)
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+class MosaicWhepRoutes:
+    """The mosaic WHEP routes."""
+
+    def __init__(self, ctx: GatewayContext, guard: Guard, mosaics: Mosaics) -> None:
+        self.ctx = ctx
+        self.guard = guard
+        self.mosaics = mosaics
+        rate = ctx.config.create_rate
+        self.limiter = RateLimiter(rate, max(1, math.ceil(rate * 5)))
+
+    async def _fp(self, request: Request) -> str | None:
+        """The request's fingerprint if it names a known mosaic, else None (a 404)."""
+        fp: str = request.path_params["fp"]
+        return fp if FP_RE.match(fp) and await self.mosaics.known(fp) else None
+
+    async def _relay(self, fp: str, request: msgspec.Struct) -> bytes | Response:
+        try:
+            msg = await self.ctx.nc.request(
+                subjects.mosaic_signal(fp), encode(request), timeout=SIGNAL_TIMEOUT
+            )
+        except NoRespondersError:
+            return _error(503, "the mosaic is starting: retry in a second", {"Retry-After": "1"})
+        except NatsTimeoutError:
+            return _error(504, f"the mosaic's stitcher did not answer in {SIGNAL_TIMEOUT:g} s")
+        return bytes(msg.data)
+
+    async def _watched(self, fp: str) -> None:
+        """A viewer heartbeat: what makes the controller start the mosaic's stitcher."""
+        beat = ViewerHeartbeat(at=time.time(), scope="mosaic", id=fp)
+        await self.ctx.nc.publish(subjects.viewer_heartbeat("mosaic", fp), encode(beat))
+
+    async def offer(self, request: Request) -> Response:
+        """``POST /play/<fp>/whep``: an SDP offer in, the stitcher's answer out."""
+        if refused := self.guard.limit(self.limiter, request):
+            return refused
+        fp = await self._fp(request)
+        if fp is None:
+            return NOT_FOUND
+        if "application/sdp" not in request.headers.get("content-type", ""):
+            return _error(415, "send the offer as Content-Type: application/sdp")
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _error(413, f"the offer is over {MAX_BODY // 1024} KiB")
+        offer = control.SignalOffer(sdp=body.decode(errors="replace"))
+        got = await self._relay(fp, offer)
+        if isinstance(got, Response):
+            if got.status_code == 503:
+                await self._watched(fp)
+            return got
+        try:
+            answer = _answers.decode(got)
+        except msgspec.DecodeError:
+            return _error(502, "the mosaic's stitcher sent a bad answer")
+        if answer.code == "full":
+            return _error(503, answer.error, {"Retry-After": "5"})
+        if answer.error:
+            return _error(400, answer.error)
+        try:
+            peer = peer_id_of(answer.sdp)
+        except ValueError:
+            return _error(502, "the mosaic's stitcher sent an answer without a DTLS fingerprint")
+        return Response(
+            answer.sdp,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/play/{fp}/whep/{peer}"},
+        )
+
+    async def hangup(self, request: Request) -> Response:
+        """``DELETE /play/<fp>/whep/<peer>``."""
+        fp = await self._fp(request)
+        if fp is None or not PEER_RE.match(request.path_params["peer"]):
+            return NOT_FOUND
+        hangup = control.SignalHangup(peer_id=request.path_params["peer"])
+        got = await self._relay(fp, hangup)
+        if isinstance(got, Response):
+            # No stitcher: no viewer of it either.
+            return NOT_FOUND if got.status_code == 503 else got
+        try:
+            reply = decode_reply(got)
+        except MessageError:
+            return _error(502, "the mosaic's stitcher sent a bad reply")
+        return Response(status_code=204) if reply.ok else NOT_FOUND
