@@ -78,6 +78,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
         # A POST to /play/<fp>/whep matches the route above by path only (a partial match),
         # and Starlette then takes the full match below.
         Route("/play/{fp}/whep", mosaic_whep.offer, methods=["POST"]),
+        Route("/play/{fp}/whep", mosaic_whep.options, methods=["OPTIONS"]),
         Route("/play/{fp}/whep/{peer}", mosaic_whep.hangup, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

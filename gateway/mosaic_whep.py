@@ -14,11 +14,18 @@ Answers other than ``201``, each with a one-line ``{"error": ...}``:
 - ``503`` with ``Retry-After: 1``: the mosaic is known but its stitcher is not running. The
   offer counts as a viewer (a heartbeat on ``hb.viewer.mosaic.<fp>``), so the controller
   starts the stitcher and a retry a moment later is answered;
-- ``503`` with ``Retry-After: 5``: the mosaic has its maximum of WebRTC viewers
-  (``--mosaic-viewers``); HLS still plays;
+- ``503`` with ``Retry-After: 1``: the stitcher is stopping (a restart): offer again;
+- ``503`` with ``Retry-After: 5`` and ``"code": "full"``: the mosaic has its maximum of WebRTC
+  viewers (``--mosaic-viewers``); HLS still plays;
 - ``400``: the stitcher refused the offer (no video to receive, no H.264 High profile);
 - ``504``: the stitcher did not answer within :data:`SIGNAL_TIMEOUT`; ``502``: its answer
   was unreadable.
+
+``OPTIONS /play/<fp>/whep`` (and every ``201``) carries the ICE servers a viewer should use as
+``Link: <url>; rel="ice-server"`` headers (RFC 9725 §4.6): the configured STUN servers and,
+with the TURN server on, credentials for it named after the mosaic (the stitcher's own are
+too), so a browser behind NAT reaches the stitcher through the relay. A viewer asks before it
+makes its offer, since the offer carries its candidates.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 from nats.errors import NoRespondersError
@@ -52,8 +61,30 @@ PEER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _answers = msgspec.json.Decoder(control.SignalAnswer)
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+def _error(
+    status: int, reason: str, headers: dict[str, str] | None = None, code: str = ""
+) -> JSONResponse:
+    body = {"error": reason, "code": code} if code else {"error": reason}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _quoted(value: object) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ice_links(servers: Sequence[Mapping[str, Any]]) -> str:
+    """RTCIceServer dicts as one ``Link`` header value (RFC 9725 §4.6): one link per URL."""
+    links = []
+    for server in servers:
+        urls = server.get("urls", ())
+        for url in [urls] if isinstance(urls, str) else list(urls):
+            link = f'<{url}>; rel="ice-server"'
+            if server.get("username") is not None:
+                link += f"; username={_quoted(server['username'])}"
+                link += f"; credential={_quoted(server.get('credential', ''))}"
+                link += '; credential-type="password"'
+            links.append(link)
+    return ", ".join(links)
 
 
 class MosaicWhepRoutes:
@@ -65,6 +96,19 @@ class MosaicWhepRoutes:
         self.mosaics = mosaics
         rate = ctx.config.create_rate
         self.limiter = RateLimiter(rate, max(1, math.ceil(rate * 5)))
+
+    def _ice_headers(self, fp: str) -> dict[str, str]:
+        turn = self.ctx.turn
+        servers = self.ctx.ice_servers + ((turn.ice_server(fp),) if turn is not None else ())
+        return {"Link": ice_links(servers)} if servers else {}
+
+    async def options(self, request: Request) -> Response:
+        """``OPTIONS /play/<fp>/whep``: the ICE servers to offer with, as ``Link`` headers."""
+        fp = await self._fp(request)
+        if fp is None:
+            return NOT_FOUND
+        headers = {"Allow": "OPTIONS, POST", "Accept-Post": "application/sdp"}
+        return Response(status_code=204, headers=headers | self._ice_headers(fp))
 
     async def _fp(self, request: Request) -> str | None:
         """The request's fingerprint if it names a known mosaic, else None (a 404)."""
@@ -111,7 +155,9 @@ class MosaicWhepRoutes:
         except msgspec.DecodeError:
             return _error(502, "the mosaic's stitcher sent a bad answer")
         if answer.code == "full":
-            return _error(503, answer.error, {"Retry-After": "5"})
+            return _error(503, answer.error, {"Retry-After": "5"}, code="full")
+        if answer.code == "unavailable":
+            return _error(503, f"{answer.error}: retry in a second", {"Retry-After": "1"})
         if answer.error:
             return _error(400, answer.error)
         try:
@@ -122,7 +168,7 @@ class MosaicWhepRoutes:
             answer.sdp,
             status_code=201,
             media_type="application/sdp",
-            headers={"Location": f"/play/{fp}/whep/{peer}"},
+            headers={"Location": f"/play/{fp}/whep/{peer}"} | self._ice_headers(fp),
         )
 
     async def hangup(self, request: Request) -> Response:

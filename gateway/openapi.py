@@ -63,19 +63,41 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
         },
         "/play/{fp}/{name}": {
             "get": {
-                "summary": "The live HLS playlist (index.m3u8) or a segment (<seq>.ts)",
-                "parameters": [fp, {"name": "name", "in": "path", "required": True,
-                                    "schema": {"type": "string",
-                                               "pattern": r"^(index\.m3u8|[0-9]+\.ts)$"}}],
+                "summary": "The live HLS playlist (index.m3u8; with _HLS_msn/_HLS_part a blocking "
+                           "reload of the LL-HLS playlist), the init section (init.mp4), a part "
+                           "(<msn>.<part>.m4s), a segment (<msn>.m4s) or, with "
+                           "TESSERA_HLS_FORMAT=ts, an MPEG-TS segment (<seq>.ts)",
+                "parameters": [
+                    fp,
+                    {"name": "name", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern":
+                                r"^(index\.m3u8|init(-[0-9]+)?\.mp4|[0-9]+(\.[0-9]+)?\.m4s"
+                                r"|[0-9]+\.ts)$"}},
+                    {"name": "_HLS_msn", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "_HLS_part", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0}},
+                ],
                 "responses": {
-                    "200": {"description": "Playlist or segment", "content": {
+                    "200": {"description": "Playlist, init section, part or segment", "content": {
                         "application/vnd.apple.mpegurl": {"schema": text},
+                        "video/mp4": {"schema": {"type": "string", "format": "binary"}},
                         "video/mp2t": {"schema": {"type": "string", "format": "binary"}}}},
+                    "400": _error("A bad or too-far _HLS_msn/_HLS_part"),
                     "404": _error("Unknown mosaic or file (always the same answer)"),
+                    "503": _error("A held request whose part did not come within 3 target "
+                                  "durations; see Retry-After"),
                 },
             }  # fmt: skip
         },
         "/play/{fp}/whep": {
+            "options": {
+                "summary": "WHEP: the ICE servers (STUN, TURN with credentials) to offer with, "
+                           "as Link: <url>; rel=\"ice-server\" headers (RFC 9725)",
+                "parameters": [fp],
+                "responses": {"204": {"description": "Link headers, one per ICE server URL"},
+                              "404": _error("Unknown mosaic (the same answer as /play)")},
+            },
             "post": {
                 "summary": "WHEP: the mosaic over WebRTC; an SDP offer in, the SDP answer out",
                 "parameters": [fp],

@@ -2,7 +2,9 @@
 
 - ``/``: home: the mosaics and sessions, a form that makes a mosaic from a UrlDsl pattern
   (expanded as you type through ``/api/urldsl``) and one that starts a session.
-- ``/view/<fp>``: the mosaic player (hls.js, or the browser's own HLS), full window.
+- ``/view/<fp>``: the mosaic player, full window: WebRTC (WHEP to ``/play/<fp>/whep``) when
+  it can, else Low-Latency HLS (hls.js, or the browser's own HLS); ``?via=webrtc`` or
+  ``?via=hls`` forces one. A chip says which plays, another how far behind live.
 - ``/session/<id>/view``: the review player: WebRTC to the session (WHEP), transport,
   frame-accurate seek, timecode, audio channels, editor keyboard shortcuts.
 - ``/static/...``: the pages' HTML, CSS and ES modules (``gateway/web/``), as they are: no build.

@@ -34,6 +34,7 @@ from nats.js.errors import NotFoundError
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
+from gateway.mosaic_whep import ice_links
 from pipeline.config.settings import load
 from pipeline.consumers.encoder import EncodedFrame, EncoderSettings, H264Encoder
 from pipeline.consumers.whep import MosaicWhep
@@ -47,6 +48,7 @@ from pipeline.nats.topology import HEARTBEATS
 from pipeline.runtime.httpserver import HttpServer
 from pipeline.webrtc.h264 import high_profile_preferences, offers_high_profile
 from pipeline.webrtc.sdp import h264_profile_level_ids, peer_id_of
+from pipeline.webrtc.turn import TurnConfig
 from tests.browser import chromium_path, launch
 from tests.jitmedia import pattern, read_frame_number
 
@@ -654,3 +656,49 @@ async def test_chromium_plays_the_mosaic_over_whep(http: httpx.AsyncClient, rig:
             "async (url) => (await fetch(url, {method: 'DELETE'})).status", got["location"]
         )
         assert status == 204 and whep.viewers == 0
+
+
+async def test_viewers_are_told_the_ice_servers_in_link_headers(
+    nc: Client, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """OPTIONS (and every 201) names the STUN servers and fresh TURN credentials for the mosaic
+    as RFC 9725 Link headers, and the viewer page's parser reads them back whole."""
+    config = load(env={"TESSERA_DATA_DIR": str(tmp_path)})
+    turn = TurnConfig(host="127.0.0.1", port=3478, tls_port=5349, secret="s3cret", ttl=600.0)
+    stun = {"urls": "stun:stun.example.net:3478"}
+    ctx = GatewayContext(nc=nc, js=js, config=config, turn=turn, ice_servers=(stun,))
+    server = HttpServer(create_app(ctx), host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            fp = await create(http)
+            got = await http.options(f"/play/{fp}/whep")
+            assert got.status_code == 204 and "POST" in got.headers["allow"]
+            expected = [stun, turn.ice_server(fp)]
+            link = got.headers["link"]
+            if link != ice_links(expected):  # the credentials' second ticked over between
+                got = await http.options(f"/play/{fp}/whep")
+                expected = [stun, turn.ice_server(fp)]
+                link = got.headers["link"]
+            assert (await http.options(f"/play/{'0' * 32}/whep")).status_code == 404
+            # What the gateway says is what aiortc / a browser would be configured with.
+            assert link == ice_links(expected)
+            assert link.count('rel="ice-server"') == 4
+            executable = chromium_path()
+            if executable is None:
+                return
+            async with launch(executable) as browser:
+                page = await browser.new_page()
+                await page.goto(str(http.base_url.join("/healthz")))
+                parsed = await page.evaluate(
+                    "async (link) => (await import('/static/mosaic-webrtc.js')).iceServersOf(link)",
+                    link,
+                )
+    finally:
+        await server.stop()
+    turn_server = expected[1]  # credentials of that second
+    assert parsed == [stun] + [
+        {"urls": url, "username": turn_server["username"],
+         "credential": turn_server["credential"]}
+        for url in turn_server["urls"]
+    ]  # fmt: skip

@@ -2,8 +2,9 @@
 :mod:`tests.browser`) against a real gateway and nats-server.
 
 - the home page's mosaic form expands a pattern as you type and shows a caret under an error;
-- the mosaic page plays: the video's ``currentTime`` advances, and a screenshot shows each
-  test source's colour in its tile;
+- the mosaic page plays over hls.js (``?via=hls``): the video's ``currentTime`` advances, and
+  a screenshot shows each test source's colour in its tile (WebRTC, the fallback and recovery:
+  ``tests/test_view_browser.py``);
 - the review page connects to a JIT session over WebRTC, shows frame N after a seek to N (read
   off the frame-number pattern in a screenshot), steps with the arrow keys, and shows the
   timecode the worker reports.
@@ -288,7 +289,8 @@ async def test_the_pages_timecodes_match_the_workers(page: Page, gateway: Gatewa
 
 async def test_the_mosaic_page_plays_every_tile(page: Page, stack: Gateway) -> None:
     # Chromium's own HLS (new in 2025) takes a young live playlist for a finished video: the
-    # page is meant to play with hls.js here, the copy the package ships (no npm).
+    # page is meant to play with hls.js here, the copy the package ships (no npm). HLS is
+    # asked for: the page would pick WebRTC (tests/test_view_browser.py plays both).
     assert pages.HLS_JS is not None, pages.MISSING_HLS_JS
     sources = SourceServer(
         {name: LiveHlsSource(rgb, width=320, height=180, fps=25) for name, rgb in COLOURS.items()}
@@ -303,7 +305,7 @@ async def test_the_mosaic_page_plays_every_tile(page: Page, stack: Gateway) -> N
         assert made.status_code == 302
         fp = made.headers["location"].split("/")[2]
 
-        await page.goto(f"{stack.url}/view/{fp}")
+        await page.goto(f"{stack.url}/view/{fp}?via=hls")
         assert "Starting the mosaic" in await page.inner_text("#message")
         await page.screenshot(path=shot("mosaic-starting.png"))
         await page.wait_for_function(

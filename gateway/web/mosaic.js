@@ -1,26 +1,74 @@
-// The mosaic player: the live HLS stream of one mosaic, full window, with how far behind live
-// it is. hls.js (served by the gateway at /vendor/hls.js) where the browser has Media Source
-// Extensions, else the browser's own HLS (Safari, iOS).
+// The mosaic player: one mosaic, full window, with how it arrives and how far behind live it
+// is. Two transports, best first:
 //
-// Until the mosaic has a first segment (its workers are starting) the page polls the playlist
-// and says so; asking for the playlist is what tells the gateway someone watches.
+// - WebRTC (mosaic-webrtc.js): WHEP to /play/<fp>/whep, a few tenths of a second behind live.
+// - HLS (mosaic-hls.js): /play/<fp>/index.m3u8 with hls.js (or the browser's own HLS):
+//   "LL-HLS" for the CMAF playlist with 0.2 s parts (about a second behind), "HLS" when the
+//   gateway serves legacy MPEG-TS segments (TESSERA_HLS_FORMAT=ts; a few seconds behind).
+//
+// The page plays WebRTC when it can and falls back to HLS when WebRTC does not connect or
+// shows no picture within FIRST_PICTURE_MS of the answer (WHEP_ATTEMPTS times), when the
+// gateway or the stitcher refuses it (no WHEP route, no H.264 High in this browser), or at
+// once when the mosaic has its maximum of WebRTC viewers. While on HLS after a fallback it
+// tries WebRTC again in the background (after UPGRADE_FIRST_MS, doubling up to UPGRADE_MAX_MS)
+// and switches only once the new connection shows pictures.
+//
+// ?via=webrtc or ?via=hls (e.g. /view/<fp>?via=hls) forces one transport, for people and
+// tests: the page then never tries the other and keeps retrying the one asked for.
+//
+// Recovery (a stitcher restart, a network cut): a WebRTC connection that fails, or whose
+// frames stop for STILL_MS, is connected again (the WHEP POST answers 503 while the stitcher
+// is down, and wakes it); an HLS player that hits a fatal error (hls.js has retried already)
+// or whose picture stops moving is destroyed and started again from the playlist. Until the
+// mosaic has its first media (its workers are starting) the page says so; asking for the
+// playlist, or offering WHEP, is what tells the gateway someone watches.
 
 import { byId } from "./dom.js";
+import { HlsPlayer, describePlaylist } from "./mosaic-hls.js";
+import { MosaicLink, WebRtcPlayer, WhepRefused } from "./mosaic-webrtc.js";
 
 const fp = window.location.pathname.split("/")[2];
 const playlistUrl = `/play/${fp}/index.m3u8`;
 const video = byId("video");
 const POLL_MS = 1000;
 const IDLE_MS = 3000;
+const FIRST_PICTURE_MS = 6000; // ICE on a LAN and the next keyframe (one a second) fit in 2
+const WHEP_ATTEMPTS = 3; // answered offers without a picture (or errors) before HLS
+const WHEP_STUCK_MS = 5000; // the playlist moves (the stitcher runs) but WHEP says "starting"
+const WHEP_START_MS = 120_000; // a mosaic still starting after this: play HLS, which waits on
+// How long a picture may stand still before the page says "Buffering…", and before it starts
+// again. WebRTC has no buffer and a keyframe every second: two seconds without a decoded frame
+// is a dead connection (a stitcher restart, a network cut). HLS rides out a late part or two.
+const STILL_MS = { webrtc: { warn: 1000, restart: 2000 }, hls: { warn: 2000, restart: 6000 } };
+const UPGRADE_FIRST_MS = 30_000;
+const UPGRADE_MAX_MS = 300_000;
+const RETRY_MAX_MS = 10_000;
+// None fixed here: each connection asks the gateway (OPTIONS on the WHEP URL, see mosaic-webrtc.js).
+const ICE_SERVERS = [];
+const VIA_NAMES = { webrtc: "WebRTC", "ll-hls": "LL-HLS", hls: "HLS" };
+const VIA_TITLES = {
+  webrtc: "WebRTC (WHEP): the stitcher's H.264 sent straight to this page, no segments.",
+  "ll-hls": "Low-Latency HLS: CMAF parts of 0.2 s, fetched as the gateway makes them.",
+  hls: "HLS with whole MPEG-TS segments (this gateway's TESSERA_HLS_FORMAT=ts).",
+};
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-let hls = null; // the hls.js instance while it plays
-let tiles = 0;
-let targetDuration = 2;
+const asked = new URLSearchParams(window.location.search).get("via");
+const forced = asked === "webrtc" || asked === "hls" ? asked : null;
+if (asked && !forced) console.warn(`?via=${asked}: use webrtc or hls; playing the best one`);
+const webrtcHere = typeof RTCPeerConnection === "function";
+
+let player = null; // the HlsPlayer or WebRtcPlayer attached to the video element
 let generation = 0; // bumped by every (re)start, so a stale loop stops
-let attached = false; // a player is attached to the video element
-let lastTime = -1;
+let tiles = 0;
+let targetDuration = 1;
+let lastProgress = -1;
 let sinceMoved = 0;
+let everPlayed = false; // a picture was shown: a restart is "Reconnecting", not "Starting"
+let fallback = ""; // why the page plays HLS though WebRTC was wanted
+let webrtcAfter = 0; // performance.now() before which WebRTC is not tried (it just failed)
+let upgradeDelay = UPGRADE_FIRST_MS;
+let upgrading = false;
 
 // -- the centre message ------------------------------------------------------------------------
 
@@ -35,43 +83,239 @@ function quiet() {
   byId("message").hidden = true;
 }
 
-// -- starting ----------------------------------------------------------------------------------
-
-/** Poll the playlist until it lists a segment; false when the mosaic does not exist. */
-async function firstSegment(mine) {
-  const started = performance.now();
-  while (mine === generation) {
-    try {
-      const response = await fetch(playlistUrl, { cache: "no-store" });
-      if (response.status === 404) {
-        say("No such mosaic", "It may have been made on another gateway. Go back to the list.", {
-          spinner: false,
-        });
-        return false;
-      }
-      const text = await response.text();
-      const target = /#EXT-X-TARGETDURATION:(\d+)/.exec(text);
-      if (target) targetDuration = Number(target[1]);
-      if (text.includes("#EXTINF")) return true;
-      const seconds = Math.round((performance.now() - started) / 1000);
-      const sources = tiles ? `${tiles} source${tiles > 1 ? "s" : ""}` : "the sources";
-      say("Starting the mosaic…", `Pulling ${sources} and composing the first segment (${seconds} s).`);
-    } catch {
-      say("Reconnecting…", "The gateway does not answer; trying again.");
-    }
-    await sleep(POLL_MS);
-  }
-  return false;
+function seconds(since) {
+  return Math.round((performance.now() - since) / 1000);
 }
+
+function starting(since) {
+  const sources = tiles ? `${tiles} source${tiles > 1 ? "s" : ""}` : "the sources";
+  const took = `${seconds(since)} s`;
+  if (everPlayed) say("Reconnecting…", `The mosaic is restarting (${took}).`);
+  else say("Starting the mosaic…", `Pulling ${sources} and composing the first picture (${took}).`);
+}
+
+function noSuchMosaic() {
+  say("No such mosaic", "It may have been made on another gateway. Go back to the list.", {
+    spinner: false,
+  });
+}
+
+// -- starting ----------------------------------------------------------------------------------
 
 async function start() {
   const mine = ++generation;
   stopPlayer();
-  if (!(await firstSegment(mine)) || mine !== generation) return;
-  say("Starting the mosaic…", "First segment ready: buffering.");
-  if (window.Hls?.isSupported()) playWithHlsJs(mine);
-  else if (video.canPlayType("application/vnd.apple.mpegurl")) playNatively();
-  else {
+  if (wantsWebRtc()) {
+    const outcome = await playWebRtc(mine);
+    if (outcome !== "fallback" || mine !== generation) return;
+  }
+  await playHls(mine);
+}
+
+function restart(reason) {
+  say("Reconnecting…", `${reason}; starting again.`);
+  start();
+}
+
+function wantsWebRtc() {
+  if (forced) return forced === "webrtc";
+  return webrtcHere && performance.now() >= webrtcAfter;
+}
+
+function stopPlayer() {
+  player?.stop();
+  player = null;
+}
+
+function adopt(next) {
+  player = next;
+  next.start();
+  document.body.dataset.engine = next.engine;
+  lastProgress = -1;
+  sinceMoved = performance.now();
+  showVia();
+  video.play().catch(() => say("Click to play", "The browser wants a click first.", { spinner: false }));
+}
+
+/** The playlist as the gateway has it now: {status, text}, or null when it does not answer. */
+async function fetchPlaylist() {
+  try {
+    const response = await fetch(playlistUrl, { cache: "no-store" });
+    return { status: response.status, text: response.ok ? await response.text() : "" };
+  } catch {
+    return null;
+  }
+}
+
+// -- WebRTC --------------------------------------------------------------------------------------
+
+/**
+ * Offer WHEP until a connection shows a picture ("playing"), or WebRTC is given up
+ * ("fallback"; never when forced), or a newer start took over ("stale").
+ */
+async function playWebRtc(mine) {
+  const began = performance.now();
+  let failures = 0;
+  let reason = "";
+  let listed = null; // the playlist at the last "starting" answer
+  let movingSince = null; // since when it changes from poll to poll while WHEP says "starting"
+  let retryMs = POLL_MS;
+  for (;;) {
+    if (mine !== generation) return "stale";
+    const link = new MosaicLink(fp, ICE_SERVERS);
+    let wait = POLL_MS;
+    try {
+      await link.connect();
+      if (await firstPicture(link, mine)) {
+        if (mine !== generation) {
+          link.close();
+          return "stale";
+        }
+        webrtcWorked();
+        adopt(new WebRtcPlayer(video, link, (state) => linkState(link, state)));
+        return "playing";
+      }
+      failures += 1;
+      reason = `no picture within ${FIRST_PICTURE_MS / 1000} s of the answer (connection ${link.state})`;
+      link.close();
+    } catch (error) {
+      link.close();
+      if (!(error instanceof WhepRefused)) {
+        failures += 1; // the gateway is away, or the browser refused the answer
+        reason = error.message;
+      } else if (error.kind === "full" || error.kind === "refused") {
+        if (giveUp(`the gateway said: ${error.message}`)) return "fallback";
+        failures = 0;
+        wait = Math.max(retryMs, error.retryAfter * 1000);
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      } else if (error.kind === "transient") {
+        failures += 1;
+        reason = `the gateway said: ${error.message}`;
+        wait = error.retryAfter * 1000;
+      } else {
+        // "starting": the stitcher is not up. Its playlist says whether it is coming up, or
+        // running with a WebRTC output that does not answer (then HLS is the way).
+        wait = error.retryAfter * 1000;
+        const got = await fetchPlaylist();
+        if (got?.status === 404) {
+          noSuchMosaic();
+          return "stale";
+        }
+        const text = got?.text ?? null;
+        movingSince = text && listed && text !== listed ? (movingSince ?? performance.now()) : null;
+        listed = text;
+        if (movingSince !== null && performance.now() - movingSince > WHEP_STUCK_MS) {
+          if (giveUp("the mosaic plays, but its WebRTC output does not answer")) return "fallback";
+          movingSince = null;
+        } else if (performance.now() - began > WHEP_START_MS) {
+          if (giveUp("the mosaic is taking long to start")) return "fallback";
+        }
+        if (mine === generation) starting(began);
+      }
+    }
+    if (failures >= WHEP_ATTEMPTS) {
+      if (giveUp(reason)) return "fallback";
+      failures = 0;
+      wait = retryMs;
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    }
+    await sleep(wait);
+  }
+}
+
+/** True when the page falls back to HLS; when WebRTC is forced, say why it keeps trying. */
+function giveUp(reason) {
+  if (forced === "webrtc") {
+    say("Reconnecting…", `WebRTC does not play (${reason}); trying again (?via=webrtc).`);
+    return false;
+  }
+  webrtcFailed(reason);
+  return true;
+}
+
+function webrtcFailed(reason) {
+  fallback = reason;
+  webrtcAfter = performance.now() + upgradeDelay;
+  console.info(`WebRTC: ${reason}; HLS instead, WebRTC again in ${upgradeDelay / 1000} s`);
+  upgradeDelay = Math.min(upgradeDelay * 2, UPGRADE_MAX_MS);
+}
+
+function webrtcWorked() {
+  fallback = "";
+  webrtcAfter = 0;
+  upgradeDelay = UPGRADE_FIRST_MS;
+}
+
+/** True once the link has decoded a frame, within FIRST_PICTURE_MS. */
+async function firstPicture(link, mine) {
+  const deadline = performance.now() + FIRST_PICTURE_MS;
+  while (mine === generation && performance.now() < deadline) {
+    if (link.state === "failed" || link.state === "closed") return false;
+    if ((await link.sample()).frames > 0) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+function linkState(link, state) {
+  if (player?.link !== link) return;
+  if (state === "failed") restart("The WebRTC connection failed");
+  // "disconnected" can mend by itself (ICE consent checks resume): the frame watchdog decides.
+  else if (state === "disconnected") say("Reconnecting…", "The WebRTC connection is interrupted.");
+}
+
+/**
+ * On HLS after a fallback: try WebRTC again in the background, without touching the picture,
+ * and switch once the new connection has decoded a frame.
+ */
+async function upgrade() {
+  // Only from a playing HLS player: not while a (re)start is under way, which tries WebRTC.
+  if (forced || upgrading || !webrtcHere || !player || player.via === "webrtc") return;
+  if (performance.now() < webrtcAfter) return;
+  upgrading = true;
+  const mine = generation;
+  const link = new MosaicLink(fp, ICE_SERVERS);
+  try {
+    await link.connect();
+    if (!(await firstPicture(link, mine)) || mine !== generation) {
+      throw new Error(`no picture within ${FIRST_PICTURE_MS / 1000} s of the answer`);
+    }
+    generation += 1; // whatever the HLS player was doing is over
+    stopPlayer();
+    webrtcWorked();
+    adopt(new WebRtcPlayer(video, link, (state) => linkState(link, state)));
+  } catch (error) {
+    link.close();
+    // A restart meanwhile (mine is stale) tries WebRTC itself: this failure says nothing.
+    if (mine === generation) {
+      webrtcFailed(error.message);
+      showVia();
+    }
+  } finally {
+    upgrading = false;
+  }
+}
+
+// -- HLS -----------------------------------------------------------------------------------------
+
+async function playHls(mine) {
+  const began = performance.now();
+  let playlist = null;
+  while (mine === generation) {
+    const got = await fetchPlaylist();
+    if (got?.status === 404) return noSuchMosaic();
+    if (got?.status === 200) {
+      playlist = describePlaylist(got.text);
+      targetDuration = playlist.targetDuration;
+      if (playlist.hasMedia) break;
+      starting(began);
+    } else {
+      say("Reconnecting…", "The gateway does not answer; trying again.");
+    }
+    await sleep(POLL_MS);
+  }
+  if (mine !== generation) return;
+  if (!HlsPlayer.available(video)) {
     document.body.dataset.engine = "none";
     say(
       "This browser cannot play the mosaic here",
@@ -81,123 +325,105 @@ async function start() {
     );
     return;
   }
-  attached = true;
-  sinceMoved = performance.now();
-  video.play().catch(() => say("Click to play", "The browser wants a click first.", { spinner: false }));
-}
-
-function stopPlayer() {
-  attached = false;
-  if (hls) {
-    hls.destroy();
-    hls = null;
-  } else if (video.getAttribute("src")) {
-    video.removeAttribute("src");
-    video.load();
-  }
-}
-
-function playWithHlsJs(mine) {
-  const Hls = window.Hls;
-  document.body.dataset.engine = "hls.js";
-  hls = new Hls({
-    backBufferLength: 30, // an ops wall plays all day: keep memory flat
-    liveSyncDurationCount: 3,
-    maxLiveSyncPlaybackRate: 1.25, // catch up gently after a stall instead of jumping
+  if (!everPlayed) say("Starting the mosaic…", "First segment ready: buffering.");
+  const next = new HlsPlayer(video, playlistUrl, playlist, (reason) => {
+    if (player === next) restart(`The stream stopped (${reason})`);
   });
-  hls.on(Hls.Events.ERROR, (_event, data) => {
-    if (!data.fatal || mine !== generation) return;
-    if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
-      hls.recoverMediaError();
-    } else {
-      say("Reconnecting…", `The stream stopped (${data.details}); starting again.`);
-      setTimeout(() => mine === generation && start(), POLL_MS);
-    }
-  });
-  hls.loadSource(playlistUrl);
-  hls.attachMedia(video);
+  adopt(next);
 }
 
-function playNatively() {
-  document.body.dataset.engine = "native";
-  video.src = playlistUrl;
-}
+// -- watching the picture ----------------------------------------------------------------------
 
 /**
- * A live picture that stops moving is a problem whatever the player says (a native player may
- * not report it): say so after a moment, and start again after a few segments' worth.
+ * Twice a second: how far behind live, and whether the picture moves. A live picture that
+ * stops moving is a problem whatever the player says (a native player may not report it, a
+ * WebRTC track stays "live" with no frames): say so after a moment, start again after a while.
  */
-function watchdog() {
+let monitoring = false;
+async function monitor() {
+  const current = player;
+  if (!current || monitoring) return;
+  let sample = null;
+  monitoring = true;
+  try {
+    sample = await current.sample();
+  } catch {
+    // a connection closing under getStats(): the next tick has the next player
+  } finally {
+    monitoring = false;
+  }
+  if (current !== player || !sample) return;
+  showLatency(sample);
+  showVia();
+  watchdog(sample.progress);
+  upgrade();
+}
+
+function watchdog(progress) {
   const now = performance.now();
   // A live stream never ends: "ended" is a player that took the playlist for a finished one.
   const halted = video.paused && !video.ended;
-  if (!attached || halted || video.currentTime !== lastTime) {
-    lastTime = video.currentTime;
+  if (halted || progress !== lastProgress) {
+    if (progress !== lastProgress && lastProgress >= 0 && video.readyState >= 2 && !halted) {
+      everPlayed = true;
+      quiet();
+    }
+    lastProgress = progress;
     sinceMoved = now;
     return;
   }
-  const still = (now - sinceMoved) / 1000;
-  if (still > Math.max(6, targetDuration * 4)) {
-    say("Reconnecting…", "The picture stopped moving; starting again.");
-    start();
-  } else if (still > 2) {
-    say("Buffering…", "Waiting for the next segment.");
-  }
+  const still = now - sinceMoved;
+  const webrtc = player.via === "webrtc";
+  const limits = webrtc ? STILL_MS.webrtc : STILL_MS.hls;
+  // Long segments (a legacy playlist's may be) come late by more: four of them, then.
+  const restartMs = webrtc ? limits.restart : Math.max(limits.restart, targetDuration * 4000);
+  if (still > restartMs) restart("The picture stopped moving");
+  else if (still > limits.warn) say("Buffering…", "Waiting for the next picture.");
 }
 
-video.addEventListener("playing", quiet);
-video.addEventListener("timeupdate", () => {
-  if (video.readyState >= 3 && !byId("message").hidden && !video.paused) quiet();
+video.addEventListener("playing", () => {
+  if (player) quiet();
 });
 video.addEventListener("click", () => video.paused && video.play());
 
-// -- latency -----------------------------------------------------------------------------------
+// -- the chips -----------------------------------------------------------------------------------
 
-/** Seconds between now and the wall-clock time of the picture shown (PROGRAM-DATE-TIME). */
-function pictureAge() {
-  let shown = null;
-  if (hls) shown = hls.playingDate;
-  else if (video.getStartDate) {
-    const start = video.getStartDate();
-    if (start && !Number.isNaN(start.getTime())) {
-      shown = new Date(start.getTime() + video.currentTime * 1000);
+function showVia() {
+  const chip = byId("via");
+  if (!player) return;
+  chip.hidden = false;
+  chip.textContent = VIA_NAMES[player.via];
+  document.body.dataset.via = player.via;
+  const notes = [VIA_TITLES[player.via]];
+  if (forced) notes.push(`Chosen by ?via=${forced} in the address.`);
+  else {
+    if (fallback) {
+      const wait = Math.max(0, Math.round((webrtcAfter - performance.now()) / 1000));
+      notes.push(`WebRTC did not play (${fallback}); it is tried again in ${wait} s.`);
     }
+    notes.push("Add ?via=webrtc or ?via=hls to the address to choose.");
   }
-  return shown ? (Date.now() - shown.getTime()) / 1000 : null;
+  chip.title = notes.join(" ");
 }
 
-/** Seconds between the picture shown and the newest media the playlist lists. */
-function behindEdge() {
-  if (hls && Number.isFinite(hls.latency) && hls.latency > 0) return hls.latency;
-  const ranges = video.seekable;
-  return ranges.length ? Math.max(0, ranges.end(ranges.length - 1) - video.currentTime) : null;
-}
-
-function showLatency() {
-  const age = pictureAge();
-  const edge = behindEdge();
+function showLatency(sample) {
   const text = byId("latency-text");
   const badge = byId("live");
-  if (video.readyState < 2 || (age === null && edge === null)) {
+  if (video.readyState < 2 || sample.seconds === null || sample.seconds === undefined) {
     text.textContent = "–";
     return;
   }
-  const shown = age ?? edge;
-  text.textContent = `${shown.toFixed(1)} s behind live`;
-  const parts = [];
-  if (age !== null) parts.push(`picture captured ${age.toFixed(1)} s ago (by its program date time)`);
-  if (edge !== null) parts.push(`${edge.toFixed(1)} s behind the playlist's live edge`);
-  byId("latency").title = `${parts.join("; ")}. Click to jump to live.`;
-  const near = edge === null || edge <= targetDuration * 4;
+  const age = sample.seconds;
+  text.textContent = `${age.toFixed(age < 1 ? 2 : 1)} s behind live`;
+  byId("latency").title = sample.title ?? "How far behind live the picture is.";
+  const edge = sample.behindEdge;
+  const near = player.via === "webrtc" ? age < 2 : edge === null || edge <= targetDuration * 4;
   badge.textContent = near ? "LIVE" : "BEHIND";
   badge.classList.toggle("live", near);
 }
 
 function goLive() {
-  if (hls && Number.isFinite(hls.liveSyncPosition)) video.currentTime = hls.liveSyncPosition;
-  else if (video.seekable.length) {
-    video.currentTime = video.seekable.end(video.seekable.length - 1) - targetDuration * 2;
-  }
+  player?.goLive();
   video.play().catch(() => {});
 }
 
@@ -238,10 +464,14 @@ document.addEventListener("keydown", (event) => {
 });
 video.addEventListener("dblclick", toggleFullscreen);
 byId("latency").addEventListener("click", goLive);
+// Hang up a WebRTC viewer now rather than when the stitcher notices the silence.
+window.addEventListener("pagehide", () => {
+  generation += 1;
+  stopPlayer();
+});
 
 awake();
 describe();
-if (!window.Hls) byId("no-hlsjs").hidden = false;
+if (!window.Hls && forced !== "webrtc") byId("no-hlsjs").hidden = false;
 start();
-setInterval(showLatency, 500);
-setInterval(watchdog, 1000);
+setInterval(monitor, 500);

@@ -128,7 +128,12 @@ function settle(entry, reply) {
   }
 }
 
-function gathered(pc) {
+/**
+ * Wait until the connection has its ICE candidates (at most GATHER_MS): a WHEP answer is
+ * complete and there is no trickle ICE, so the offer must carry them. The mosaic player uses
+ * it too (mosaic-webrtc.js).
+ */
+export function gathered(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
     pc.addEventListener("icegatheringstatechange", () => {

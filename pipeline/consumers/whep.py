@@ -295,7 +295,10 @@ class MosaicWhep:
     def _refusal(self, sdp: str) -> SignalAnswer | None:
         """Why this offer gets no answer, or None."""
         if self.status != "running":
-            return SignalAnswer(error=f"the WebRTC output of mosaic {self.fp} is {self.status}")
+            return SignalAnswer(
+                error=f"the WebRTC output of mosaic {self.fp} is {self.status}",
+                code="unavailable",
+            )
         if len(self._viewers) >= self.max_viewers:
             return SignalAnswer(
                 error=f"mosaic {self.fp} has {len(self._viewers)} WebRTC viewers, its maximum "

@@ -73,7 +73,7 @@ SessionCommand = Play | Pause | Seek | Step | SetRate | SelectChannels
 AgentCommand = StartWorker | StopWorker
 
 
-ReplyCode = Literal["", "full"]
+ReplyCode = Literal["", "full", "unavailable"]
 """Why a command or an offer was refused, for the asker to act on: ``full``: the one asked is
 at its capacity: an agent's instance for the worker's kind (place the worker on another
 instance), a mosaic's stitcher for WebRTC viewers (retry later, or play HLS); ``""``: any
