@@ -50,7 +50,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
     beats = HeartbeatCache(ctx.js)
     live = LiveState(ctx.js)
-    metrics = Metrics(ctx, beats)
+    metrics = Metrics(ctx, beats, live)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

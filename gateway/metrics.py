@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import GatewayContext
+from gateway.livestate import LiveState
 from pipeline.control.projector import DURABLE
 from pipeline.messages.heartbeats import (
     GrabberStats,
@@ -36,8 +37,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class PipelineCollector(Collector):
     """Pipeline gauges and counters from the heartbeat cache and a JetStream snapshot."""
 
-    def __init__(self, beats: HeartbeatCache) -> None:
+    def __init__(self, beats: HeartbeatCache, live: LiveState | None = None) -> None:
         self.beats = beats
+        self.live = live
         self.streams: dict[str, tuple[int, int]] = {}
         self.pending: int | None = None
 
@@ -55,6 +57,10 @@ class PipelineCollector(Collector):
         mos_seg = c("tessera_mosaic_segments", "Segments stored", labels=["mosaic"])
         mos_bytes = g("tessera_mosaic_segment_bytes", "Size of the last segment", labels=["mosaic"])
         mos_dead = g("tessera_mosaic_dead_tiles", "Tiles showing a dead source", labels=["mosaic"])
+        mos_parts = c("tessera_mosaic_parts", "LL-HLS parts stored", labels=["mosaic"])
+        mos_rtc = g("tessera_mosaic_webrtc_viewers", "WHEP viewers of a mosaic", labels=["mosaic"])
+        mos_drop = c("tessera_mosaic_webrtc_dropped_frames",
+                     "Frames dropped for WHEP viewers behind", labels=["mosaic"])  # fmt: skip
         ses_fps = g("tessera_session_fps", "Frames/s sent by a session", labels=["session"])
         ses_view = g("tessera_session_viewers", "Viewers of a session", labels=["session"])
         ses_seek = c("tessera_session_seeks", "Seeks in a session", labels=["session"])
@@ -79,6 +85,9 @@ class PipelineCollector(Collector):
                     mos_seg.add_metric([t], stats.segments)
                     mos_bytes.add_metric([t], stats.segment_bytes)
                     mos_dead.add_metric([t], stats.dead_tiles)
+                    mos_parts.add_metric([t], stats.parts)
+                    mos_rtc.add_metric([t], stats.webrtc_viewers)
+                    mos_drop.add_metric([t], stats.webrtc_dropped)
                 elif isinstance(stats, JitStats):
                     ses_fps.add_metric([t], stats.fps)
                     ses_view.add_metric([t], stats.viewers)
@@ -94,7 +103,8 @@ class PipelineCollector(Collector):
             msgs.add_metric([name], n)
             size.add_metric([name], b)
         yield from (src_in, src_out, src_up, src_rec, src_err, mos_fps, mos_late, mos_enc)
-        yield from (mos_seg, mos_bytes, mos_dead, ses_fps, ses_view, ses_seek, inst_cap)
+        yield from (mos_seg, mos_bytes, mos_dead, mos_parts, mos_rtc, mos_drop)
+        yield from (ses_fps, ses_view, ses_seek, inst_cap)
         yield from (inst_used, age, msgs, size)
         if PARKED.name in self.streams:
             # From the stream, not a heartbeat: it survives restarts, and an operator who
@@ -102,6 +112,11 @@ class PipelineCollector(Collector):
             parked = g("tessera_events_parked", "Events the projector parked (stream PARKED)")
             parked.add_metric([], self.streams[PARKED.name][0])
             yield parked
+        if self.live is not None:
+            held = g("tessera_gateway_held_requests",
+                     "LL-HLS requests this gateway holds until their part exists")  # fmt: skip
+            held.add_metric([], self.live.held)
+            yield held
         if self.pending is not None:
             lag = g("tessera_projector_pending", "Events the projector has not folded yet")
             lag.add_metric([], self.pending)
@@ -111,9 +126,11 @@ class PipelineCollector(Collector):
 class Metrics:
     """The /metrics route over one gateway's heartbeat cache."""
 
-    def __init__(self, ctx: GatewayContext, beats: HeartbeatCache) -> None:
+    def __init__(
+        self, ctx: GatewayContext, beats: HeartbeatCache, live: LiveState | None = None
+    ) -> None:
         self.ctx = ctx
-        self.collector = PipelineCollector(beats)
+        self.collector = PipelineCollector(beats, live)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
 

@@ -196,6 +196,11 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
     text = (await rig.http.get("/metrics")).text
     assert "tessera_http_requests_total{" in text and 'path="/play/{fp}/{name}"' in text
     assert 'tessera_stream_messages{stream="EVENTS"}' in text
+    # The default output is Low-Latency HLS: its parts are counted, and held requests shown.
+    parts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith(f'tessera_mosaic_parts_total{{mosaic="{fp}"}}')]  # fmt: skip
+    assert parts and parts[0] > 0, "no LL-HLS parts counted"
+    assert "tessera_gateway_held_requests " in text
 
     # One source dies: its tile turns into the dead-source tile within 5 s (+ a segment),
     # while the others keep their colours.

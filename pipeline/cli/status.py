@@ -108,7 +108,9 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
     by_target = {(w.kind, w.target): w for w in running}
 
     mosaics = Table(title=f"Mosaics ({len(snap.mosaics)})", title_justify="left")
-    for col in ("fingerprint", "title", "tiles", "last viewer", "stitcher", "fps", "dead tiles"):
+    columns = ("fingerprint", "title", "tiles", "last viewer", "stitcher", "fps", "dead tiles",
+               "hls", "webrtc viewers")  # fmt: skip
+    for col in columns:
         mosaics.add_column(col)
     for m in sorted(snap.mosaics, key=lambda m: m.created_at):
         viewer = snap.beats.get(subjects.viewer_heartbeat("mosaic", m.fp))
@@ -117,11 +119,13 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
         stats = beat.stats if isinstance(beat, WorkerHeartbeat) else None
         fps = f"{stats.fps:.1f}" if isinstance(stats, StitcherStats) else "-"
         dead = str(stats.dead_tiles) if isinstance(stats, StitcherStats) else "-"
+        hls = stats.hls if isinstance(stats, StitcherStats) else "-"
+        rtc = str(stats.webrtc_viewers) if isinstance(stats, StitcherStats) else "-"
         state = _health(now, beat, stale_after) if stitcher else "idle"
         mosaics.add_row(
             m.fp[:12], m.title or "-", str(len(m.tiles)),
             _ago(now, viewer.at if isinstance(viewer, ViewerHeartbeat) else None),
-            state, fps, dead,
+            state, fps, dead, hls, rtc,
         )  # fmt: skip
 
     sources = Table(title="Sources", title_justify="left")

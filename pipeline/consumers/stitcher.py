@@ -404,6 +404,7 @@ class Stitcher:
             segment_duration=self.settings.exact_segment_duration,
             first_msn=first_seq,
             window=self._window,
+            after_unknown=True,
         )
 
     async def _resume(self, kv: KeyValue) -> tuple[int, manifest.LiveManifest | None]:
@@ -426,11 +427,13 @@ class Stitcher:
         return first, previous
 
     def _fresh_sequence(self) -> int:
-        """Whole segment durations since the mosaic was created (0 when that is unknown)."""
+        """One more than the whole segment durations since the mosaic was created (0 when that
+        is unknown): an earlier stitcher may be building (and, with CMAF, listing parts of)
+        the segment of that number right now."""
         if self.mosaic.created_at <= 0:
             return 0
         age = self._wall() - self.mosaic.created_at
-        return max(0, int(age / self.settings.exact_segment_duration))
+        return max(0, int(age / self.settings.exact_segment_duration) + 1)
 
     # --- the clock and the publisher ------------------------------------------------------
 
@@ -513,6 +516,10 @@ class Stitcher:
             replaced_frames=self._intake.replaced,
             bad_frames=self._intake.bad,
             publish_errors=publisher.errors,
+            hls=self.hls_format,
+            parts=publisher.parts if isinstance(publisher, PartPublisher) else 0,
+            webrtc_viewers=self.viewers,
+            webrtc_dropped=0 if self._whep is None else self._whep.dropped,
         )
 
     def _beat(self) -> WorkerHeartbeat:

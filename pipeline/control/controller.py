@@ -262,6 +262,11 @@ class Controller:
                 await self.reconcile()
             except TesseraError as exc:
                 log.error("reconcile failed; retrying", extra={"error": str(exc)})
+            except _NATS_ERRORS as exc:
+                # NATS went away mid-pass, or is not ready yet after a restart: the next pass
+                # decides again from what is running. (Letting it out would end the loop, and
+                # with it every restart of a crashed worker.)
+                log.warning("reconcile interrupted by NATS; retrying", extra={"error": repr(exc)})
 
     async def reconcile(self) -> None:
         """One pass: decide and apply."""
@@ -361,8 +366,9 @@ class Controller:
         if expected:
             return
         self._failed(worker_id)
+        # Poked first: the next pass restarts the worker even if recording its end fails.
+        self.poke()
         await append(
             self._js,
             WorkerStopped(at=self._clock(), worker_id=worker_id, reason="crashed", exit_code=code),
         )
-        self.poke()

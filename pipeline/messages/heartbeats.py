@@ -60,7 +60,15 @@ class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
     bad_frames: int = 0
     """Frame messages ignored: undecodable, or not the tile's size and format."""
     publish_errors: int = 0
-    """Segments, playlists or notices that could not be written to NATS."""
+    """Segments, parts, playlists or notices that could not be written to NATS."""
+    hls: str = "ts"
+    """Its HLS output: ``cmaf`` (Low-Latency HLS) or ``ts``."""
+    parts: int = 0
+    """CMAF parts stored and listed."""
+    webrtc_viewers: int = 0
+    """WHEP viewers connected now."""
+    webrtc_dropped: int = 0
+    """Frames dropped for WHEP viewers that fell behind (each then waits for a keyframe)."""
 
 
 class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):

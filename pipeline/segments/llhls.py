@@ -165,8 +165,17 @@ class LowLatencyPlaylist:
         first_msn: int = 0,
         window: int = DEFAULT_WINDOW,
         init: str = INIT,
+        after_unknown: bool = False,
     ) -> LowLatencyPlaylist:
-        """An empty playlist whose first segment will be ``first_msn``."""
+        """An empty playlist whose first segment will be ``first_msn``.
+
+        ``after_unknown``: earlier runs may have listed segments this value does not know of
+        (their playlist was lost: a restarted nats-server's memory bucket), which players may
+        still hold. To them this run is a new timeline: its first segment follows a
+        discontinuity, counted from ``first_msn``, a bound on the discontinuities earlier runs
+        can have reached (each is on a segment of its own, and all their numbers are below
+        ``first_msn``), so the discontinuity sequence never goes back.
+        """
         if not segment_duration > 0:
             raise ValueError(f"segment duration {segment_duration}: must be > 0")
         return cls(
@@ -175,6 +184,8 @@ class LowLatencyPlaylist:
             window=window,
             init=init,
             next_msn=first_msn,
+            discontinuity_sequence=first_msn if after_unknown else 0,
+            discontinuity_next=after_unknown,
         )
 
     # --- what it holds ------------------------------------------------------------------
