@@ -80,8 +80,9 @@ tail *ARGS:
 
 # --- measure ---------------------------------------------------------------------------------
 
-# Benchmarks (bench/README.md): `--quick` < 3 min, full < 20 min; installs ffmpeg and wrk.
+# Benchmarks (bench/README.md): `--quick` < 4 min, full < 25 min; installs ffmpeg, wrk and
+# Chromium (case 9 plays the mosaic page in it).
 [group('measure')]
 bench *ARGS:
-    if ! command -v ffmpeg >/dev/null || ! command -v wrk >/dev/null; then apt-get update -qq && apt-get install -y -qq ffmpeg wrk >/dev/null; fi
+    if ! command -v ffmpeg >/dev/null || ! command -v wrk >/dev/null || [ ! -x /usr/bin/chromium ]; then apt-get update -qq && apt-get install -y -qq ffmpeg wrk chromium fonts-dejavu-core >/dev/null; fi
     python3 bench/run.py {{ARGS}}

@@ -10,4 +10,5 @@ CASES = (
     "jit",
     "frame_bus",
     "urldsl",
+    "low_latency",
 )

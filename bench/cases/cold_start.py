@@ -76,7 +76,7 @@ async def one_start(
         pending += await poller.poll()
         while pending:
             listed = pending.pop(0)
-            data = await host.segment(fp, listed.uri)
+            data = await poller.media(listed)
             if not data:
                 continue
             timings["segments_checked"] += 1

@@ -127,6 +127,11 @@ async def _run(ctx: Context) -> list[Result]:
             await until(lambda: host.beats.stitcher_ready(fp), 60, "the mosaic to run")
             poller = PlaylistPoller(host, fp)
             listed = await poller.poll()
+            for _ in range(30):  # a CMAF stitcher is ready at its first part, not segment
+                if listed:
+                    break
+                await asyncio.sleep(0.1)
+                listed = await poller.poll()
             if not listed:
                 raise CaseSkipped("the mosaic's playlist lists no segment")
             segment = listed[-1].uri

@@ -149,6 +149,10 @@ def open_input(
     options = ffmpeg_options(
         target.scheme, policy, open_timeout=open_timeout, read_timeout=read_timeout
     )
+    # At open FFmpeg reads 20 frames to estimate the frame rate, which the grabber never uses
+    # (it paces by timestamps): 0.8 s of a 25 fps live stream, which the pacing then keeps as
+    # lag for the stream's whole life. 0: the open returns with the first frames.
+    options["fpsprobesize"] = "0"
     extra: dict[str, Any] = {}
     web: WebIO | None = None
     if target.scheme in _WEB:
