@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,13 +47,21 @@ from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import HEARTBEATS
 from pipeline.runtime.httpserver import HttpServer
-from pipeline.webrtc.h264 import high_profile_preferences, offers_high_profile
+from pipeline.webrtc.h264 import (
+    high_profile_preferences,
+    is_constrained_baseline,
+    offers_high_profile,
+    stream_profile_level_id,
+)
 from pipeline.webrtc.sdp import h264_profile_level_ids, peer_id_of
 from pipeline.webrtc.turn import TurnConfig
 from tests.browser import chromium_path, launch
 from tests.jitmedia import pattern, read_frame_number
 
 SETTINGS = EncoderSettings(width=320, height=180, fps=25, segment_duration=0.4, preset="ultrafast")
+"""x264's ultrafast (the shipped default) makes Constrained Baseline."""
+HIGH = dataclasses.replace(SETTINGS, preset="veryfast")
+"""veryfast makes High profile."""
 GOP = SETTINGS.frames_per_segment  # a keyframe every 10 frames
 BEAT = 0.1  # s between viewer heartbeats in these tests
 WALL = 1_700_000_000.5  # what the heartbeats say the time is (the injected clock)
@@ -73,10 +82,10 @@ class Source:
     """Encodes frame after frame at the mosaic's rate and feeds each one to the outputs, as the
     stitcher's clock does (the encode in a thread, the feed on the loop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: EncoderSettings = SETTINGS) -> None:
         self.outputs: list[MosaicWhep] = []
         self.sent = 0
-        self._encoder = H264Encoder(SETTINGS)
+        self._encoder = H264Encoder(settings)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -226,15 +235,16 @@ async def stitcher_nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
 class Rig:
     """MosaicWhep outputs on one source, and viewers; all stopped after the test."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, settings: EncoderSettings = SETTINGS) -> None:
         self.nc = nc
-        self.source = Source()
+        self.settings = settings
+        self.source = Source(settings)
         self.outputs: list[MosaicWhep] = []
         self.viewers: list[Viewer] = []
 
     async def output(self, fp: str, **kw: Any) -> MosaicWhep:
         options: dict[str, Any] = {"max_viewers": 4, "heartbeat_interval": BEAT, **kw}
-        whep = MosaicWhep(nc=self.nc, fp=fp, settings=SETTINGS, wall=lambda: WALL, **options)
+        whep = MosaicWhep(nc=self.nc, fp=fp, settings=self.settings, wall=lambda: WALL, **options)
         await whep.start()
         self.outputs.append(whep)
         self.source.outputs.append(whep)
@@ -263,6 +273,17 @@ async def rig(stitcher_nc: Client) -> AsyncIterator[Rig]:
         await made.close()
 
 
+@pytest_asyncio.fixture
+async def high_rig(stitcher_nc: Client) -> AsyncIterator[Rig]:
+    """A rig whose stream is High profile (preset veryfast)."""
+    made = Rig(stitcher_nc, HIGH)
+    made.source.start()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
 FP = "ab" * 16
 
 
@@ -274,8 +295,9 @@ async def test_a_viewer_gets_the_mosaic_in_order_from_a_keyframe(nc: Client, rig
     viewer = rig.viewer()
     answer = await offer_over_nats(nc, FP, viewer)
     assert not answer.error, answer.error
-    # The answer takes the one offered profile whose decoders take the stream, nothing else.
-    assert h264_profile_level_ids(answer.sdp) == ["f4001f"]
+    # The answer puts first the offered profile that fits the stream best (the ultrafast
+    # stream is Constrained Baseline), then the others whose decoders take it; no VP8.
+    assert h264_profile_level_ids(answer.sdp) == ["42e01f", "42001f", "f4001f"]
     assert "VP8" not in answer.sdp
     await viewer.accept(answer.sdp)
 
@@ -316,7 +338,8 @@ async def test_the_answer_keeps_a_payload_type_below_96(nc: Client, rig: Rig) ->
     assert_in_order_from_keyframes(viewer.numbers)
 
 
-async def test_two_viewers_share_the_one_encode(nc: Client, rig: Rig) -> None:
+async def test_two_viewers_share_the_one_encode(nc: Client, high_rig: Rig) -> None:
+    rig = high_rig  # a High-profile stream: each viewer gets the High profile it offered
     whep = await rig.output(FP)
     # Chrome with a hardware decoder (High), and Safari (Constrained High).
     first, second = rig.viewer("42e01f", "64001f"), rig.viewer("42e01f", "640c1f")
@@ -346,7 +369,35 @@ async def test_offers_past_the_limit_are_refused_as_full(nc: Client, rig: Rig) -
     assert not third.error, third.error
 
 
-async def test_offers_it_cannot_serve_are_refused_with_the_reason(nc: Client, rig: Rig) -> None:
+async def test_a_baseline_stream_plays_to_a_baseline_only_viewer(nc: Client, rig: Rig) -> None:
+    """The default preset's stream is Constrained Baseline (read off its SPS): a viewer that
+    offers only Baseline (Firefox) gets it, answered with the exact profile."""
+    await rig.output(FP)
+    viewer = rig.viewer("42e01f")
+    answer = await offer_over_nats(nc, FP, viewer)
+    assert not answer.error, answer.error
+    assert h264_profile_level_ids(answer.sdp) == ["42e01f"]
+    await viewer.accept(answer.sdp)
+    await viewer.until(lambda: len(viewer.numbers) >= 10, 20, "ten pictures")
+    assert_in_order_from_keyframes(viewer.numbers)
+
+
+def test_the_stream_profile_is_read_off_the_sps() -> None:
+    for settings, baseline in ((SETTINGS, True), (HIGH, False)):
+        encoder = H264Encoder(settings)
+        try:
+            first = encoder.encode(picture(0))[0]
+        finally:
+            encoder.close()
+        profile = stream_profile_level_id(bytes(first))
+        assert profile is not None and is_constrained_baseline(profile) is baseline, profile
+    assert stream_profile_level_id(b"\0\0\1\x65abc") is None  # an IDR slice, no SPS
+
+
+async def test_offers_it_cannot_serve_are_refused_with_the_reason(
+    nc: Client, high_rig: Rig
+) -> None:
+    rig = high_rig
     whep = await rig.output(FP)
     baseline = await offer_over_nats(nc, FP, rig.viewer("42e01f", "42001f"))
     assert baseline.code == ""
@@ -508,10 +559,9 @@ async def test_whep_through_the_gateway(http: httpx.AsyncClient, rig: Rig) -> No
     again = await http.delete(got.headers["location"])
     assert again.status_code == 404
 
-    baseline = await http.post(
-        f"/play/{fp}/whep", content=await rig.viewer("42e01f").offer(), headers=SDP
-    )
-    assert baseline.status_code == 400 and "no H.264 High profile" in baseline.json()["error"]
+    # An offer the stitcher cannot serve (VP8 only) is a 400 with the stitcher's reason.
+    vp8 = await http.post(f"/play/{fp}/whep", content=await rig.viewer("none").offer(), headers=SDP)
+    assert vp8.status_code == 400 and "no H.264" in vp8.json()["error"]
 
 
 async def test_a_mosaic_without_its_stitcher_is_a_503_and_a_viewer(
@@ -625,8 +675,9 @@ PICTURE = """async () => {
 
 
 async def test_chromium_plays_the_mosaic_over_whep(http: httpx.AsyncClient, rig: Rig) -> None:
-    """What a browser offers (Chromium without a GPU: no High, but High 4:4:4 Predictive at a
-    payload type below 96) gets the stitcher's packets, decoded in order."""
+    """What a browser offers (Chromium without a GPU: Constrained Baseline, and High 4:4:4
+    Predictive at a payload type below 96 but no High) gets the stitcher's packets, decoded in
+    order."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("no Chromium binary: apt-get install chromium (or set TESSERA_CHROMIUM)")
@@ -648,7 +699,8 @@ async def test_chromium_plays_the_mosaic_over_whep(http: httpx.AsyncClient, rig:
             if shown["luma"] is not None:
                 numbers.append(read_frame_number(np.array(shown["luma"], dtype=np.uint8)))
             await asyncio.sleep(0.05)
-        assert "profile-level-id=f4001f" in shown["codec"], shown["codec"]
+        # The stream is Constrained Baseline (ultrafast): Chromium gets the exact profile.
+        assert "profile-level-id=42e01f" in shown["codec"], shown["codec"]
         assert None not in numbers, numbers
         assert numbers == sorted(numbers) and numbers[-1] > numbers[0], numbers
         assert whep.viewers == 1

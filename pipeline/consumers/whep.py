@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,13 +49,14 @@ from typing import Any
 import av
 import msgspec
 import nats.errors
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from pipeline.consumers.encoder import EncodedFrame, EncoderSettings
+from pipeline.consumers.encoder import EncodedFrame, EncoderSettings, H264Encoder
 from pipeline.messages.codec import encode
 from pipeline.messages.control import (
     CommandReply,
@@ -67,7 +69,14 @@ from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.runtime.tasks import Tasks
-from pipeline.webrtc.h264 import high_profile_preferences, offers_high_profile
+from pipeline.webrtc.h264 import (
+    baseline_preferences,
+    high_profile_preferences,
+    is_constrained_baseline,
+    offers_baseline,
+    offers_high_profile,
+    stream_profile_level_id,
+)
 from pipeline.webrtc.ice import ice_configuration
 from pipeline.webrtc.sdp import h264_profile_level_ids, peer_id_of, receives
 
@@ -156,6 +165,20 @@ class _Viewer:
     gone: bool = False
 
 
+def _encodes_baseline(settings: EncoderSettings) -> bool:
+    """True if the stitcher's encoder makes Constrained Baseline with these settings (x264's
+    ultrafast does; other presets make High). Read off the SPS of one tiny picture encoded with
+    the same preset and rate control, once: known before the first viewer offers, and never a
+    guess from the preset's name."""
+    probe = H264Encoder(dataclasses.replace(settings, width=64, height=64))
+    try:
+        packets = probe.encode(np.zeros((96, 64), np.uint8))
+    finally:
+        probe.close()
+    profile = stream_profile_level_id(bytes(packets[0])) if packets else None
+    return profile is not None and is_constrained_baseline(profile)
+
+
 class MosaicWhep:
     """A mosaic's WebRTC (WHEP) output inside its stitcher. See the module docstring.
 
@@ -182,7 +205,10 @@ class MosaicWhep:
         self.settings = settings
         self.max_viewers = max_viewers
         self._ice = ice_configuration(ice_servers)  # a bad ICE server fails here, not later
-        self._codecs = high_profile_preferences()
+        self._baseline = _encodes_baseline(settings)
+        """The stream is Constrained Baseline: Baseline offers (every browser's, Firefox's
+        only) take it too."""
+        self._codecs = baseline_preferences() if self._baseline else high_profile_preferences()
         self._queue_size = max(2, round(settings.fps * QUEUE_SECONDS))
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
@@ -309,13 +335,15 @@ class MosaicWhep:
             return SignalAnswer(
                 error="the offer receives no video: offer a recvonly video transceiver"
             )
+        if self._baseline and offers_baseline(sdp):
+            return None
         if not offers_high_profile(sdp):
             offered = ", ".join(h264_profile_level_ids(sdp)) or "no H.264"
+            takes = "Baseline or High" if self._baseline else "High"
             return SignalAnswer(
-                error="the offer takes no H.264 High profile (profile-level-id 640c1f, "
-                f"64001f or f4001f, packetization-mode=1; it offers {offered}): the mosaic is "
-                "sent as the stitcher encoded it, so use a browser that decodes H.264 High "
-                f"(Chromium-based ones and Safari do) or play /play/{self.fp}/index.m3u8"
+                error=f"the offer takes no H.264 {takes} profile (packetization-mode=1; it "
+                f"offers {offered}): the mosaic is sent as the stitcher encoded it, so use a "
+                f"browser that decodes H.264 {takes} or play /play/{self.fp}/index.m3u8"
             )
         return None
 

@@ -122,3 +122,45 @@ def high_profile_preferences() -> list[RTCRtpCodecCapability]:
 def offers_high_profile(offer_sdp: str) -> bool:
     """True when the offer takes one of those profiles (any level), non-interleaved. Pure."""
     return any((p[:2], p[2:4]) in _HIGH_PROFILES for p in h264_profile_level_ids(offer_sdp))
+
+
+BASELINE_PROFILE_LEVEL_IDS = ("42e01f", "42001f")
+"""Constrained Baseline and Baseline (level 3.1), aiortc's own entries: the profiles whose
+decoders take a Constrained Baseline stream (x264's ``ultrafast`` preset, the shipped
+default), which every WebRTC browser offers (Firefox offers nothing else)."""
+_SPS = 7
+
+
+def stream_profile_level_id(access_unit: bytes) -> str | None:
+    """The ``profile-level-id`` (six hex digits) of the SPS in an Annex-B access unit, or None
+    when it carries none. Pure."""
+    for chunk in access_unit.split(b"\x00\x00\x01")[1:]:
+        if chunk and chunk[0] & 0x1F == _SPS and len(chunk) >= 4:
+            return chunk[1:4].hex()
+    return None
+
+
+def is_constrained_baseline(profile_level_id: str) -> bool:
+    """True for a Baseline-profile stream with ``constraint_set1`` (Constrained Baseline: what
+    Baseline, Main and High decoders all take). Pure."""
+    return profile_level_id[:2] == "42" and bool(int(profile_level_id[2:4], 16) & 0x40)
+
+
+def baseline_preferences() -> list[RTCRtpCodecCapability]:
+    """Codec preferences for a Constrained Baseline stream: the Baseline profiles first (the
+    exact fit), then the High ones (their decoders take it too), and RTX."""
+    high = high_profile_preferences()
+    return [
+        *(
+            RTCRtpCodecCapability(
+                mimeType="video/H264", clockRate=CLOCK_RATE, parameters=_parameters(p)
+            )
+            for p in BASELINE_PROFILE_LEVEL_IDS
+        ),
+        *high,
+    ]
+
+
+def offers_baseline(offer_sdp: str) -> bool:
+    """True when the offer takes a Baseline profile (any level, packetization mode 1). Pure."""
+    return any(p[:2] == "42" for p in h264_profile_level_ids(offer_sdp))
