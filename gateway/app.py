@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import openapi, pages
+from gateway.audit import AuditTrail
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.health import healthz, readyz
@@ -26,6 +27,8 @@ from gateway.mosaic_whep import MosaicWhepRoutes
 from gateway.mosaics import Mosaics
 from gateway.projection import NotProjectedYet, Projection
 from gateway.sessions import Sessions
+from gateway.signed import SignedPrefix, SignedUrls
+from gateway.signed import openapi_paths as signed_openapi_paths
 from pipeline.nats.beats import HeartbeatCache
 
 
@@ -50,28 +53,35 @@ def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
     beats = HeartbeatCache(ctx.js)
     live = LiveState(ctx.js)
-    metrics = Metrics(ctx, beats, live)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await beats.start()
         await live.start()
+        await guard.start()
+        await signed.start()
         try:
             yield
         finally:
+            await signed.stop()
+            await guard.stop()
             await live.stop()
             await beats.stop()
 
     document = openapi.build()
+    document["paths"].update(signed_openapi_paths())
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
-    guard = Guard(ctx.config)
+    guard = Guard(ctx.config, ctx.js)
+    metrics = Metrics(ctx, beats, live, guard)
+    audit = AuditTrail(ctx)
+    signed = SignedUrls(ctx.config, ctx.js, guard, audit)
     projection = Projection(ctx.js)
-    mosaics = Mosaics(ctx, guard, live, projection)
-    mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics)
-    sessions = Sessions(ctx, guard, projection)
+    mosaics = Mosaics(ctx, guard, live, projection, audit)
+    mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics, audit)
+    sessions = Sessions(ctx, guard, projection, signed, audit)
     routes = [
         # First: the hot route (every viewer polls its playlist once a segment).
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),
@@ -84,7 +94,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/create", mosaics.create, methods=["GET"]),
+        Route("/create", signed.redirects(mosaics.create), methods=["GET"]),
         Route("/session", sessions.create, methods=["POST"]),
         Route("/session", sessions.list, methods=["GET"]),
         Route("/session/{sid}", sessions.get, methods=["GET"]),
@@ -92,7 +102,8 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/session/{sid}/whep", sessions.whep, methods=["POST"]),
         Route("/session/{sid}/whep/{peer}", sessions.hangup, methods=["DELETE"]),
         Route("/session/{sid}/control", sessions.control, methods=["POST"]),
-        *pages.routes(ctx, projection),
+        *signed.routes(),
+        *pages.routes(ctx, projection, guard, signed),
     ]
     app = Starlette(
         routes=routes,
@@ -101,8 +112,12 @@ def create_app(ctx: GatewayContext) -> Starlette:
             NotProjectedYet: _not_projected,
             500: _server_error,
         },
-        middleware=[Middleware(HttpMetrics, registry=metrics.registry)],
+        middleware=[
+            Middleware(HttpMetrics, registry=metrics.registry),
+            Middleware(SignedPrefix, urls=signed),
+        ],
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.audit = audit
     return app

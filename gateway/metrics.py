@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import GatewayContext
+from gateway.guard import Guard
 from gateway.livestate import LiveState
 from pipeline.control.projector import DURABLE
 from pipeline.messages.heartbeats import (
@@ -127,9 +128,14 @@ class Metrics:
     """The /metrics route over one gateway's heartbeat cache."""
 
     def __init__(
-        self, ctx: GatewayContext, beats: HeartbeatCache, live: LiveState | None = None
+        self,
+        ctx: GatewayContext,
+        beats: HeartbeatCache,
+        live: LiveState | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.ctx = ctx
+        self.guard = guard
         self.collector = PipelineCollector(beats, live)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -150,7 +156,12 @@ class Metrics:
             self.collector.pending = None
 
     async def endpoint(self, request: Request) -> Response:
-        """``GET /metrics``."""
+        """``GET /metrics``: open, but for the admin scope while play URLs are signed (its
+        series are labelled with mosaic fingerprints, which a signed deployment keeps to
+        itself; Prometheus sends the token as ``authorization: {credentials: ...}``)."""
+        if self.guard is not None and self.ctx.config.play_secret:
+            if refused := self.guard.authorize(request, "admin"):
+                return refused
         await self._refresh()
         body = generate_latest(self.registry)
         return Response(body, media_type=CONTENT_TYPE)

@@ -4,7 +4,9 @@ The offer (``application/sdp``, at most 64 KiB) is relayed to the mosaic's stitc
 request/reply (``ctl.mosaic.<fp>``, :mod:`pipeline.consumers.whep`), whose answer comes back
 as ``201`` with ``Content-Type: application/sdp`` and ``Location: /play/<fp>/whep/<peer>``;
 ``DELETE`` on that location hangs up (``204``). Like ``/play``, mosaics need no token; offers
-are rate-limited per client at ``/create``'s rate (their own bucket).
+are rate-limited per client (per token, when one comes along) at ``/create``'s rate (their own
+bucket). An answered offer is a watch in the audit trail (``mosaic-watch``, once per viewer per
+10 minutes).
 
 Answers other than ``201``, each with a one-line ``{"error": ...}``:
 
@@ -42,6 +44,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.audit import AuditTrail
 from gateway.context import GatewayContext
 from gateway.guard import Guard, RateLimiter
 from gateway.mosaics import NOT_FOUND, Mosaics
@@ -90,10 +93,13 @@ def ice_links(servers: Sequence[Mapping[str, Any]]) -> str:
 class MosaicWhepRoutes:
     """The mosaic WHEP routes."""
 
-    def __init__(self, ctx: GatewayContext, guard: Guard, mosaics: Mosaics) -> None:
+    def __init__(
+        self, ctx: GatewayContext, guard: Guard, mosaics: Mosaics, audit: AuditTrail
+    ) -> None:
         self.ctx = ctx
         self.guard = guard
         self.mosaics = mosaics
+        self.audit = audit
         rate = ctx.config.create_rate
         self.limiter = RateLimiter(rate, max(1, math.ceil(rate * 5)))
 
@@ -164,6 +170,7 @@ class MosaicWhepRoutes:
             peer = peer_id_of(answer.sdp)
         except ValueError:
             return _error(502, "the mosaic's stitcher sent an answer without a DTLS fingerprint")
+        await self.audit.watched(request, "mosaic-watch", fp)
         return Response(
             answer.sdp,
             status_code=201,

@@ -3,10 +3,13 @@
 - ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T]`` expands the
   patterns, canonicalises and fingerprints the config, records ``mosaic created`` once per
   fingerprint, counts as a viewer, and answers ``302`` to the playlist. Bad input: ``400`` with
-  one line naming the parameter.
+  one line naming the parameter. Open to anyone unless play URLs are signed: then it needs a
+  token with the ``mosaics`` scope (:mod:`gateway.guard`). A new mosaic is audited
+  (``mosaic-create``).
 - ``/play/<fp>/index.m3u8`` serves the live playlist from KV ``manifests`` — or, for a known
   mosaic whose work is still starting, a valid empty live playlist — and each request is a
-  viewer heartbeat (throttled). For a CMAF mosaic (Low-Latency HLS) ``_HLS_msn`` and
+  viewer heartbeat (throttled) and, once per viewer per 10 minutes, an audit entry
+  (``mosaic-watch``). For a CMAF mosaic (Low-Latency HLS) ``_HLS_msn`` and
   ``_HLS_part`` make it a blocking reload (:mod:`pipeline.segments.serving`): held until that
   part exists, ``400`` for a bad or too-far request, ``503`` when it did not come within three
   target durations.
@@ -32,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import urldsl
+from gateway.audit import AuditTrail
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.livestate import LiveState
@@ -140,6 +144,7 @@ class Mosaics:
         guard: Guard,
         live: LiveState,
         projection: Projection,
+        audit: AuditTrail,
         segment_cache: int = 256,
         part_cache: int = 1024,
     ) -> None:
@@ -147,6 +152,7 @@ class Mosaics:
         self.guard = guard
         self.live = live
         self.projection = projection
+        self.audit = audit
         self._store: ObjectStore | None = None
         self._known: set[str] = set()
         self._beats: dict[str, float] = {}
@@ -158,7 +164,9 @@ class Mosaics:
 
     async def create(self, request: Request) -> Response:
         """``GET /create``."""
-        if refused := self.guard.limit(self.guard.create_limit, request):
+        if refused := self.guard.authorize(request, "mosaics") or self.guard.limit(
+            self.guard.create_limit, request
+        ):
             return refused
         try:
             config = parse_create(request, self.ctx.config.max_tiles)
@@ -179,6 +187,9 @@ class Mosaics:
             try:
                 ack = await append(self.ctx.js, event, msg_id=f"mosaic-{fp}", expect_first=True)
                 self.projection.appended(MOSAICS.name, fp, ack.seq)
+                tiles = len(config.tiles)
+                await self.audit.record(request, "mosaic-create", fp,
+                                        f"{tiles} tile{'s' if tiles != 1 else ''}")  # fmt: skip
             except AlreadyExists:
                 # Recorded before (maybe a moment ago, by another gateway): its first event is
                 # in any entry of it, whatever that event's sequence.
@@ -241,6 +252,8 @@ class Mosaics:
                 return NOT_FOUND
             body = empty_playlist(self.ctx.config.segment_duration).encode()
         await self._viewer(fp)
+        self.guard.identify(request)  # a token sent along names the viewer
+        await self.audit.watched(request, "mosaic-watch", fp)
         return Response(body, media_type=PLAYLIST_TYPE, headers=PLAYLIST_HEADERS)
 
     async def _media(self, fp: str, name: str) -> Response:

@@ -28,6 +28,18 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, **_json_body({"$ref": _REF.format(name="ErrorBody")})}
 
 
+def _refused(scope: str, when: str) -> dict[str, Any]:
+    """The answers of a route that needs ``scope`` (:mod:`gateway.guard`)."""
+    return {
+        "401": _error(f"No token, or an unknown or revoked one ({when})"),
+        "403": _error(f"The token lacks the {scope} scope (code: scope)"),
+    }
+
+
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_CLOSED = "where the install is closed: not loopback-only, a token set, or play URLs signed"
+
+
 def build(version: str = "0.1.0") -> dict[str, Any]:
     """The OpenAPI document."""
     types: list[Any] = [ErrorBody, SessionView, SessionList, SessionRequest, CommandReply,
@@ -55,9 +67,12 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                     {"name": "title", "in": "query", "schema": {"type": "string",
                      "maxLength": 200}},
                 ],  # fmt: skip
+                "security": [{}, *_BEARER],
                 "responses": {
                     "302": {"description": "Redirect to /play/<fp>/index.m3u8"},
                     "400": _error("A bad pattern or option, in one line"),
+                    **_refused("mosaics", "where play URLs are signed"),
+                    "429": _error("Too many from this token or address; see Retry-After"),
                 },
             }
         },
@@ -126,29 +141,38 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "post": {
                 "summary": "Start a JIT session",
                 "requestBody": {"required": True, **_json_body(request_ref)},
+                "security": [{}, *_BEARER],
                 "responses": {
                     "201": {"description": "Requested", **_json_body(view_ref)},
                     "400": _error("A bad field, named"),
+                    **_refused("sessions", _CLOSED),
                     "413": _error("Body over 64 KiB"),
+                    "429": _error("Too many from this token or address; see Retry-After"),
                     "503": _error("At capacity; see Retry-After"),
                 },
             },
             "get": {
-                "summary": "Every session, newest first",
-                "responses": {"200": {"description": "Sessions", **_json_body(list_ref)}},
+                "summary": "Every session, newest first (admin scope when play URLs are signed)",
+                "security": [{}, *_BEARER],
+                "responses": {"200": {"description": "Sessions", **_json_body(list_ref)},
+                              **_refused("admin", "where play URLs are signed")},  # fmt: skip
             },
         },
         "/session/{sid}": {
             "get": {
                 "summary": "One session",
                 "parameters": [sid],
+                "security": [{}, *_BEARER],
                 "responses": {"200": {"description": "The session", **_json_body(view_ref)},
+                              **_refused("sessions", _CLOSED),
                               "404": _error("No such session")},  # fmt: skip
             },
             "delete": {
                 "summary": "End a session",
                 "parameters": [sid],
-                "responses": {"200": {"description": "Ended"}, "404": _error("No such session")},
+                "security": [{}, *_BEARER],
+                "responses": {"200": {"description": "Ended"}, **_refused("sessions", _CLOSED),
+                              "404": _error("No such session")},  # fmt: skip
             },
         },
         "/session/{sid}/whep": {
@@ -159,6 +183,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 "responses": {
                     "201": {"description": "Answer; Location names the peer",
                             "content": {"application/sdp": {"schema": text}}},
+                    **_refused("sessions", _CLOSED),
                     "404": _error("No such session"),
                     "409": _error("The session ended or failed"),
                     "415": _error("Not application/sdp"),
@@ -171,7 +196,8 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 "summary": "WHEP: hang up one viewer",
                 "parameters": [sid, {"name": "peer", "in": "path", "required": True,
                                      "schema": text}],  # fmt: skip
-                "responses": {"204": {"description": "Gone"}, "404": _error("No such peer")},
+                "responses": {"204": {"description": "Gone"}, "404": _error("No such peer"),
+                              **_refused("sessions", _CLOSED)},  # fmt: skip
             }
         },
         "/session/{sid}/control": {
@@ -182,6 +208,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Done", **_json_body(reply_ref)},
                     "400": _error("Not a command"),
+                    **_refused("sessions", _CLOSED),
                     "409": _error("Refused, with the reason"),
                 },
             }
@@ -208,7 +235,18 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "description": "Live HLS mosaics and just-in-time WebRTC review sessions.",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token (`tessera tokens create`: tsr_<name>_<secret>, "
+                    "with scopes mosaics, sessions, admin) or the gateway's own "
+                    "(TESSERA_API_TOKEN or <data dir>/api-token: every scope)",
+                }
+            },
+        },
     }
     # Through JSON and back: tuples (msgspec's defaults) become lists, as a client sees them.
     result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))

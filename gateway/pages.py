@@ -14,7 +14,11 @@
   install lacks it: then a 404 that says so, and the player falls back to native HLS.
 - ``GET /api/urldsl?urls=P[&urls=P2...]``: the streams the patterns expand to, or a 400 with
   the error, its column and a caret line.
-- ``GET /api/mosaics``: every mosaic with its tile count and whether anyone watches it.
+- ``GET /api/mosaics``: every mosaic with its tile count and whether anyone watches it (the
+  admin's when play URLs are signed: the list names every mosaic).
+- ``GET /api/audit?limit=N&who=W&action=A``: the newest entries of the audit trail (stream
+  ``AUDIT``), newest first; ``GET /api/tokens``: the API tokens (names, scopes, dates; never a
+  secret or a hash). Both need the ``admin`` scope where the install is closed.
 
 The pages are static files: each reads its id from its own URL, so nothing is templated and
 no user text is ever put into HTML on the server. The handlers here only check that the id is
@@ -23,6 +27,7 @@ well formed and known (else a 404 page), and add a strict Content-Security-Polic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,9 +35,13 @@ import time
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -42,15 +51,19 @@ from starlette.types import Scope
 
 import urldsl
 from gateway.context import GatewayContext
+from gateway.guard import Guard
 from gateway.mosaics import ALLOWED_SCHEMES
 from gateway.projection import Projection
 from gateway.sessions import SESSION_ID_RE
+from gateway.signed import SignedUrls
+from pipeline.access.tokens import LEGACY, SCOPES
 from pipeline.control.read import read_bucket
 from pipeline.errors import MessageError
+from pipeline.messages.audit import AuditAction, AuditEntry, who_matches
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
-from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
+from pipeline.nats.topology import AUDIT, HEARTBEATS, MOSAICS, SESSIONS
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import FP_RE, layout
 
@@ -143,9 +156,17 @@ def _missing() -> Response:
 class Pages:
     """The page and helper handlers over the gateway's shared clients."""
 
-    def __init__(self, ctx: GatewayContext, projection: Projection) -> None:
+    def __init__(
+        self,
+        ctx: GatewayContext,
+        projection: Projection,
+        guard: Guard,
+        signed: SignedUrls | None = None,
+    ) -> None:
         self.ctx = ctx
         self.projection = projection
+        self.guard = guard
+        self.signed = signed
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -232,6 +253,8 @@ class Pages:
 
     async def mosaics(self, request: Request) -> Response:
         """``GET /api/mosaics``: every mosaic, newest first, with its viewers."""
+        if self.guard.signed and (refused := self.guard.authorize(request, "admin")):
+            return refused
         now = time.time()
         idle_after = self.ctx.config.idle_timeout
         items: list[dict[str, Any]] = []
@@ -253,12 +276,65 @@ class Pages:
                     "created_at": state.created_at,
                     "last_viewer_at": seen,
                     "watched": watched,
-                    "view_url": f"/view/{state.fp}",
-                    "playlist_url": f"/play/{state.fp}/index.m3u8",
+                    "view_url": self._link(request, f"/view/{state.fp}"),
+                    "playlist_url": self._link(request, f"/play/{state.fp}/index.m3u8"),
                 }
             )
         items.sort(key=lambda m: m["created_at"], reverse=True)
         return JSONResponse({"mosaics": items, "idle_timeout": idle_after, "now": now})
+
+    def _link(self, request: Request, path: str) -> str:
+        """``path``, signed for the admin asking (for ``--play-ttl``) while URLs are signed:
+        the list hands out links that open."""
+        if self.signed is None or not self.signed.enabled:
+            return path
+        viewer = getattr(request.state, "token_name", None) or ""
+        return self.signed.sign(path, viewer)[0]
+
+    async def audit(self, request: Request) -> Response:
+        """``GET /api/audit``: the newest audit entries, newest first."""
+        if refused := self.guard.authorize(request, "admin"):
+            return refused
+        query = request.query_params
+        unknown = set(query) - {"limit", "who", "action"}
+        if unknown:
+            return _bad(f"unknown parameter {sorted(unknown)[0]!r}: use limit, who, action")
+        raw = query.get("limit") or str(AUDIT_DEFAULT)
+        if not raw.isdigit() or not 1 <= int(raw) <= AUDIT_MAX:
+            return _bad(f"limit={raw!r}: a whole number from 1 to {AUDIT_MAX}")
+        action = query.get("action") or None
+        if action is not None and action not in AUDIT_ACTIONS:
+            return _bad(f"action={action!r}: one of {', '.join(AUDIT_ACTIONS)}")
+        who = query.get("who", "")
+        if len(who) > 200:
+            return _bad("who: at most 200 characters")
+        try:
+            found = await read_audit(self.ctx.js, limit=int(raw), who=who, action=action)
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            log.warning("audit trail not readable", extra={"error": repr(exc)})
+            return JSONResponse({"error": "cannot read the audit trail now: retry"},
+                                status_code=503, headers={"Retry-After": "2"})  # fmt: skip
+        return JSONResponse({
+            "entries": [msgspec.to_builtins(e) for e in found.entries],
+            "scanned": found.scanned,
+            "complete": found.complete,
+            "now": time.time(),
+        })  # fmt: skip
+
+    async def tokens(self, request: Request) -> Response:
+        """``GET /api/tokens``: every API token: name, scopes, dates, rate; no secrets."""
+        if refused := self.guard.authorize(request, "admin"):
+            return refused
+        records = self.guard.tokens.records if self.guard.tokens is not None else {}
+        items: list[dict[str, Any]] = [
+            {"name": r.name, "scopes": list(r.scopes), "created_at": r.created_at,
+             "revoked_at": r.revoked_at, "rate": r.rate}
+            for r in sorted(records.values(), key=lambda r: r.created_at, reverse=True)
+        ]  # fmt: skip
+        if self.guard.token is not None:
+            items.append({"name": LEGACY, "scopes": list(SCOPES), "created_at": None,
+                          "revoked_at": None, "rate": None})  # fmt: skip
+        return JSONResponse({"tokens": items})
 
     async def _last_viewer(self, fp: str) -> float | None:
         try:
@@ -269,6 +345,86 @@ class Pages:
         except (NotFoundError, MessageError):
             return None
         return beat.at if isinstance(beat, ViewerHeartbeat) else None
+
+
+AUDIT_DEFAULT = 50
+AUDIT_MAX = 500
+"""Entries ``/api/audit`` answers at most."""
+AUDIT_WINDOW = 1000
+"""Entries read per step back through ``AUDIT``."""
+AUDIT_SCAN = 20_000
+"""Entries one ``/api/audit`` request reads at most (a rare ``who`` in a long trail answers
+with fewer than asked, and ``complete: false``)."""
+AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
+_audit_entries = msgspec.json.Decoder(AuditEntry)
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """What :func:`read_audit` found."""
+
+    entries: list[AuditEntry]
+    """Newest first."""
+    scanned: int
+    """Entries of ``AUDIT`` looked at."""
+    complete: bool
+    """True if the whole trail was looked at (so fewer entries than asked means no more)."""
+
+
+async def read_audit(
+    js: JetStreamContext, *, limit: int, who: str = "", action: str | None = None
+) -> AuditPage:
+    """The newest ``limit`` entries of ``AUDIT`` (of ``action``, naming ``who``): read back from
+    the end a window at a time, at most :data:`AUDIT_SCAN` entries."""
+    info = await js.stream_info(AUDIT.name)
+    first, end = info.state.first_seq, info.state.last_seq
+    subject = subjects.audit(action) if action else subjects.AUDIT_ALL
+    found: list[AuditEntry] = []
+    scanned = 0
+    if info.state.messages == 0:
+        return AuditPage(found, 0, True)
+    while end >= first and len(found) < limit and scanned < AUDIT_SCAN:
+        start = max(first, end - AUDIT_WINDOW + 1)
+        window = await _audit_window(js, subject, start, end)
+        found += [e for e in reversed(window) if who_matches(e.who, who)]
+        scanned += end - start + 1
+        end = start - 1
+    return AuditPage(found[:limit], scanned, end < first)
+
+
+async def _audit_window(
+    js: JetStreamContext, subject: str, start: int, end: int
+) -> list[AuditEntry]:
+    """The entries on ``subject`` from sequence ``start`` to ``end``, oldest first: an
+    ephemeral pull consumer, which says how many match, so no fetch waits for more."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+        ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+    )  # fmt: skip
+    sub = await js.pull_subscribe(subject, stream=AUDIT.name, config=config)
+    entries: list[AuditEntry] = []
+    try:
+        pending = (await sub.consumer_info()).num_pending or 0
+        while pending > 0:
+            msgs = await sub.fetch(min(pending, 256), timeout=5)
+            for msg in msgs:
+                pending -= 1
+                if msg.metadata.sequence.stream > end:
+                    return entries
+                try:
+                    entries.append(_audit_entries.decode(msg.data))
+                except msgspec.DecodeError:
+                    pass  # a newer Tessera's entry: `tessera events tail --audit` shows it
+    finally:
+        await sub.unsubscribe()
+        # pull_subscribe named the consumer in `config`; left alone it would linger 30 s.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await js.delete_consumer(AUDIT.name, str(config.name))
+    return entries
+
+
+def _bad(reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=400)
 
 
 def _no_hls_js() -> Response:
@@ -282,9 +438,11 @@ def _expansion_error(
     return JSONResponse(body, status_code=400)
 
 
-def routes(ctx: GatewayContext, projection: Projection) -> list[BaseRoute]:
+def routes(
+    ctx: GatewayContext, projection: Projection, guard: Guard, signed: SignedUrls | None = None
+) -> list[BaseRoute]:
     """The pages' routes, for :func:`gateway.app.create_app`."""
-    pages = Pages(ctx, projection)
+    pages = Pages(ctx, projection, guard, signed)
     if HLS_JS is None:
         log.warning(MISSING_HLS_JS)
     return [
@@ -293,6 +451,8 @@ def routes(ctx: GatewayContext, projection: Projection) -> list[BaseRoute]:
         Route("/session/{sid}/view", pages.review, methods=["GET"]),
         Route("/api/urldsl", pages.urldsl, methods=["GET"]),
         Route("/api/mosaics", pages.mosaics, methods=["GET"]),
+        Route("/api/audit", pages.audit, methods=["GET"]),
+        Route("/api/tokens", pages.tokens, methods=["GET"]),
         Route("/vendor/hls.js", pages.hls_js, methods=["GET"]),
         Route("/vendor/hls.js/{version}/hls.min.js", pages.hls_js_file, methods=["GET"]),
         Mount("/static", app=_WebFiles(directory=WEB), name="static"),
@@ -305,6 +465,8 @@ def openapi_paths() -> dict[str, Any]:
     missing = {"404": {"description": "No such mosaic or session (a page saying so)"}}
     text = {"type": "string"}
     hex32 = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+    refused = {"401": {"description": "No token, or an unknown or revoked one"},
+               "403": {"description": "The token lacks the scope (code: scope)"}}  # fmt: skip
     return {
         "/": {"get": {"summary": "Home page: mosaics, sessions, create forms",
                       "responses": html}},
@@ -337,6 +499,28 @@ def openapi_paths() -> dict[str, Any]:
                 "200": {"description": "streams [{url, name}], count, max, grid {cols, rows}"},
                 "400": {"description": "error, column, caret, pattern (index when several)"}}}},
         "/api/mosaics": {"get": {
-            "summary": "Every mosaic, newest first, with its last viewer and watched/idle",
-            "responses": {"200": {"description": "mosaics [...], idle_timeout, now"}}}},
+            "summary": "Every mosaic, newest first, with its last viewer and watched/idle "
+                       "(admin scope when play URLs are signed)",
+            "responses": {"200": {"description": "mosaics [...], idle_timeout, now"},
+                          **refused}}},
+        "/api/audit": {"get": {
+            "summary": "The newest audit entries, newest first (admin scope)",
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                 "maximum": AUDIT_MAX, "default": AUDIT_DEFAULT}},
+                {"name": "who", "in": "query", "schema": text,
+                 "description": "token:<name>, viewer:<name>, cli:<user>, url, anonymous, or "
+                                "a bare name (any kind)"},
+                {"name": "action", "in": "query",
+                 "schema": {"type": "string", "enum": list(AUDIT_ACTIONS)}}],
+            "responses": {
+                "200": {"description": "entries [{at, action, who, target, client, detail}] "
+                                       "newest first, scanned, complete, now"},
+                "400": {"description": "A bad parameter, named"},
+                **refused,
+                "503": {"description": "NATS cannot be read now; see Retry-After"}}}},
+        "/api/tokens": {"get": {
+            "summary": "Every API token: name, scopes, created_at, revoked_at, rate; never a "
+                       "secret or hash (admin scope)",
+            "responses": {"200": {"description": "tokens [...]"}, **refused}}},
     }  # fmt: skip

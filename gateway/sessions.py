@@ -11,6 +11,12 @@
 - ``POST /session/<id>/control`` (a JSON command: ``{"type": "seek", "frame": 120}``) →
   relayed to ``ctl.session.<id>``; the same commands travel over the WebRTC data channel.
 
+Where the install is closed (:mod:`gateway.guard`) every route but the list needs a token with
+the ``sessions`` scope (or the session's review link, for what reviewing does), and the list
+(which names every session) the ``admin`` scope when play URLs are signed. The audit trail
+records ``session-create``, ``session-stop`` (a ``DELETE`` that ended a live session) and
+``session-watch`` (an answered WHEP offer, once per viewer per 10 minutes).
+
 Sessions are read from the projection, never folded here. A read of one session right after
 this gateway recorded something of it waits for the projector (:mod:`gateway.projection`;
 ``503`` with ``Retry-After`` if it does not catch up in time).
@@ -31,11 +37,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.audit import AuditTrail
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.projection import Projection
 from gateway.schemas import SessionList, SessionView
 from gateway.session_request import RequestError, parse
+from gateway.signed import SignedUrls, prefix, split_link, via_signed_url
 from pipeline.control import admission
 from pipeline.control.read import read_bucket
 from pipeline.errors import MessageError
@@ -99,10 +107,15 @@ def _too_large() -> JSONResponse:
 class Sessions:
     """The session routes."""
 
-    def __init__(self, ctx: GatewayContext, guard: Guard, projection: Projection) -> None:
+    def __init__(
+        self, ctx: GatewayContext, guard: Guard, projection: Projection,
+        signed: SignedUrls | None = None, audit: AuditTrail | None = None,
+    ) -> None:  # fmt: skip
         self.ctx = ctx
         self.guard = guard
         self.projection = projection
+        self.signed = signed
+        self.audit = audit
 
     def _base(self, request: Request) -> str:
         public = self.ctx.config.public_ip
@@ -116,9 +129,11 @@ class Sessions:
         return self.ctx.ice_servers + ((turn.ice_server(sid),) if turn is not None else ())
 
     def _describe(
-        self, request: Request, state: SessionState, stats: dict[str, Any] | None = None
-    ) -> SessionView:
-        base = self._base(request)
+        self, request: Request, state: SessionState, stats: dict[str, Any] | None = None,
+        link: str | None = None,
+    ) -> SessionView:  # fmt: skip
+        # Read through a review link: its URLs carry that link's token (else `link`'s).
+        base = self._base(request) + (prefix(request) if link is None else link)
         sid = state.session_id
         return SessionView(
             id=sid,
@@ -147,9 +162,12 @@ class Sessions:
         except BodyTooLarge:
             return _too_large()
         try:
+            body, link = split_link(body)
             inputs, options = parse(body, roots=self.ctx.config.media_root_paths)
         except RequestError as exc:
             return _error(400, str(exc))
+        if link is not None and (self.signed is None or not self.signed.enabled):
+            return _error(400, "link needs --play-secret (TESSERA_PLAY_SECRET) on the gateway")
         sid = uuid.uuid4().hex
         slot = await admission.claim(self.ctx.js, sid, self.ctx.config.capacity)
         if slot is None:
@@ -173,13 +191,19 @@ class Sessions:
         # The client's next call (GET, the WHEP offer) may come before the projector has
         # folded the request: reads of this session wait for it.
         self.projection.appended(SESSIONS.name, sid, ack.seq)
+        if self.audit is not None:
+            await self.audit.record(request, "session-create", sid)
         # Answered from what was just recorded, not from the projection: creating a session
         # never waits for the projector (reads of it do).
         state = SessionState(
             session_id=sid, phase="requested", inputs=inputs, options=options,
             requested_at=event.at,
         )  # fmt: skip
-        return _json(self._describe(request, state), 201, {"Location": f"/session/{sid}"})
+        signed = None
+        if link is not None and self.signed is not None:
+            signed = await self.signed.review_link(request, sid, link)
+        view = self._describe(request, state, link=signed)
+        return _json(view, 201, {"Location": f"/session/{sid}"})
 
     async def _state(self, sid: str) -> SessionState | None:
         if not SESSION_ID_RE.match(sid):
@@ -208,6 +232,8 @@ class Sessions:
 
     async def get(self, request: Request) -> Response:
         """``GET /session/<id>``."""
+        if not via_signed_url(request) and (refused := self.guard.authorize(request, "sessions")):
+            return refused
         sid = request.path_params["sid"]
         state = await self._state(sid)
         if state is None:
@@ -216,7 +242,10 @@ class Sessions:
         return _json(self._describe(request, state, stats))
 
     async def list(self, request: Request) -> Response:
-        """``GET /session``: every session, newest first."""
+        """``GET /session``: every session, newest first (the admin's when play URLs are
+        signed: the list names every session)."""
+        if self.guard.signed and (refused := self.guard.authorize(request, "admin")):
+            return refused
         states = [
             s for s in (await read_bucket(self.ctx.js, SESSIONS.name)).values()
             if isinstance(s, SessionState)
@@ -239,6 +268,8 @@ class Sessions:
                 msg_id=f"session-{sid}-deleted",
             )
             self.projection.appended(SESSIONS.name, sid, ack.seq)
+            if self.audit is not None:
+                await self.audit.record(request, "session-stop", sid)
         return JSONResponse({"id": sid, "state": "ended" if state.phase != "failed" else "failed"})
 
     async def _relay(self, subject: str, payload: bytes, sid: str) -> bytes | Response:
@@ -261,7 +292,7 @@ class Sessions:
 
     async def whep(self, request: Request) -> Response:
         """``POST /session/<id>/whep``: an SDP offer in, the answer out."""
-        if refused := self.guard.authorize(request):
+        if not via_signed_url(request) and (refused := self.guard.authorize(request)):
             return refused
         sid = request.path_params["sid"]
         if await self._state(sid) is None:
@@ -286,6 +317,8 @@ class Sessions:
             peer = peer_id_of(answer.sdp)
         except ValueError:
             return _error(502, "the session's worker sent an answer without a DTLS fingerprint")
+        if self.audit is not None:
+            await self.audit.watched(request, "session-watch", sid)
         return Response(
             answer.sdp,
             status_code=201,
@@ -295,7 +328,7 @@ class Sessions:
 
     async def hangup(self, request: Request) -> Response:
         """``DELETE /session/<id>/whep/<peer>``."""
-        if refused := self.guard.authorize(request):
+        if not via_signed_url(request) and (refused := self.guard.authorize(request)):
             return refused
         sid, peer = request.path_params["sid"], request.path_params["peer"]
         if await self._state(sid) is None or not re.match(r"^[A-Za-z0-9_-]{1,64}$", peer):
@@ -309,7 +342,7 @@ class Sessions:
 
     async def control(self, request: Request) -> Response:
         """``POST /session/<id>/control``: play, pause, seek, step, rate, channels."""
-        if refused := self.guard.authorize(request):
+        if not via_signed_url(request) and (refused := self.guard.authorize(request)):
             return refused
         sid = request.path_params["sid"]
         if await self._state(sid) is None:

@@ -11,6 +11,9 @@ that names the bad thing and, where it can, the fix.
   - ``InstanceError``: an instance could not be launched, found, readied or terminated
     (:mod:`pipeline.instances.base` has its kinds); ``WorkerPending``: a worker waits for an
     instance that is starting (nothing failed).
+  - ``SigningError`` (:mod:`pipeline.access.signing`): a play secret, TTL, viewer name or path
+    that cannot be signed; ``TokenError`` (:mod:`pipeline.access.tokens`): a token name, scope
+    list or rate that cannot be used.
 
 Third-party exceptions are translated where they are caught, with ``raise X(...) from exc``.
 """

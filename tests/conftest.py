@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -23,7 +24,11 @@ from pipeline.nats import auth as natsauth
 from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import BUCKETS, STREAMS, provision
+from tests.browser import chromium_path, launch
 from tests.natsenv import users_file
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
 
 
 class RefusalLog(logging.Handler):
@@ -85,3 +90,32 @@ async def js(nc: Client) -> JetStreamContext:
     await wipe(ctx)
     await provision(ctx)
     return ctx
+
+
+# -- headless Chromium (tests/browser.py) ---------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium per test module; the test is skipped where there is none."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium binary: apt-get install chromium (or set TESSERA_CHROMIUM)")
+    pytest.importorskip("playwright.async_api", reason="pip install -e '.[dev]' installs it")
+    async with launch(executable) as chromium:
+        yield chromium
+
+
+@pytest_asyncio.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A new 1280x720 page in its own context (no shared storage); fails the test on an
+    uncaught error in the page."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    errors: list[str] = []
+    tab = await context.new_page()
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

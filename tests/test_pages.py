@@ -42,12 +42,12 @@ from pipeline.producers.jit.timecode import timecode
 from pipeline.runtime.httpserver import HttpServer
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.mosaic import layout
-from tests.browser import chromium_path, launch, picture
+from tests.browser import chromium_path, picture
 from tests.jitmedia import TONES, make_tones, make_video, read_frame_number
 from tests.natsenv import server_env
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Page
 
 CHROMIUM = chromium_path()
 
@@ -102,30 +102,6 @@ def shot(name: str) -> Path:
 
 
 # -- the browser -------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One headless Chromium for the module; the test is skipped where there is none."""
-    if CHROMIUM is None:
-        pytest.skip("no Chromium binary: apt-get install chromium (or set TESSERA_CHROMIUM)")
-    pytest.importorskip("playwright.async_api", reason="pip install -e '.[dev]' installs it")
-    async with launch(CHROMIUM) as chromium:
-        yield chromium
-
-
-@pytest_asyncio.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A new page (own context: no shared storage); fails the test on an uncaught error."""
-    context = await browser.new_context(viewport=VIEWPORT)
-    errors: list[str] = []
-    tab = await context.new_page()
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield tab
-    finally:
-        await context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 # -- gateways ------------------------------------------------------------------------------------

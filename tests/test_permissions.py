@@ -38,6 +38,9 @@ PUBLISH: dict[str, set[str]] = {
     "$KV.mosaics.fp1": {"controller"},
     "$KV.sessions.s1": {"controller"},
     "$KV.slots.slot-0": {"gateway", "controller"},
+    "$KV.tokens.t1": {"controller"},  # API tokens: the admin's CLI writes them, gateways read
+    "$KV.revoked.v1": {"gateway", "controller"},  # POST /api/revocations
+    "audit.mosaic-create": {"gateway"},  # the audit trail (and the admin's CLI)
     "events.mosaic.fp1": {"gateway", "controller"},
     "events.session.s1": {"gateway", "controller", "jit"},
     "events.worker.w1": {"controller"},
@@ -66,6 +69,7 @@ SUBSCRIBE: dict[str, set[str]] = {
     "events.mosaic.fp1": set(),
     "hb.worker.w1": set(),
     "segments.fp1": set(),
+    "audit.mosaic-create": set(),  # read through stream AUDIT, never subscribed
     "_INBOX.gateway.reply1": {"gateway"},
     "_INBOX.jit.reply1": {"jit"},
     "_INBOX.reply1": set(),  # the admin's replies (and the nats CLI's)

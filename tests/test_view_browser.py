@@ -38,7 +38,7 @@ from pipeline.config.settings import load
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.mosaic import Layout, layout
-from tests.browser import chromium_path, launch, picture
+from tests.browser import chromium_path, picture
 from tests.natsenv import server_env
 from tests.test_pages import COLOURS, VIEWPORT, near, shot, tile_colour, until
 
@@ -59,30 +59,6 @@ VIA_TEXT = "document.getElementById('via').textContent"
 
 
 # -- the browser and the stack -------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One headless Chromium for the module; the tests are skipped where there is none."""
-    if CHROMIUM is None:
-        pytest.skip("no Chromium binary: apt-get install chromium (or set TESSERA_CHROMIUM)")
-    pytest.importorskip("playwright.async_api", reason="pip install -e '.[dev]' installs it")
-    async with launch(CHROMIUM) as chromium:
-        yield chromium
-
-
-@pytest_asyncio.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A new page (own context); fails the test on an uncaught error in it."""
-    context = await browser.new_context(viewport=VIEWPORT)
-    errors: list[str] = []
-    tab = await context.new_page()
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield tab
-    finally:
-        await context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 @dataclass

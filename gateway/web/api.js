@@ -1,8 +1,11 @@
 // Talking to the gateway: JSON in and out, and the API token when the gateway asks for one.
 //
-// A gateway on loopback needs no token. One reachable from elsewhere answers 401 to what
-// starts work (POST /session, signalling, control): the page then asks for the token once and
-// keeps it in this browser's localStorage.
+// A gateway on loopback needs no token. One reachable from elsewhere (or signing play URLs)
+// answers 401 to what starts work (POST /session, signalling, control) and to the admin's
+// routes, and 403 with "code": "scope" to a token without the scope a route needs: the page
+// then asks for a token (one from `tessera tokens create`, or the gateway's own) and keeps it in
+// this browser's localStorage. Cancelled once, it is not asked again on its own (a page that
+// polls would ask every few seconds); askToken() asks again.
 
 const TOKEN_KEY = "tessera.api-token";
 
@@ -21,8 +24,18 @@ function headers(extra) {
   return all;
 }
 
-/** fetch() with the token; on a 401, ask for the token and try once more. */
-export async function send(path, { method = "GET", body, type, keepalive = false } = {}) {
+/** The one-line reason of a refusal that a (better) token would lift, else null: a 401, or a
+ * 403 saying the token lacks a scope (not a signed URL's 403, which no token changes). */
+async function tokenWanted(response) {
+  if (response.status !== 401 && response.status !== 403) return null;
+  const body = await bodyOf(response.clone());
+  if (response.status === 403 && body.code !== "scope") return null;
+  return body.error || `${response.status} ${response.statusText}`;
+}
+
+/** fetch() with the token; refused for want of one (see tokenWanted), ask for it and try once
+ * more. `ask: false`: never ask (the caller shows the refusal its own way). */
+export async function send(path, { method = "GET", body, type, keepalive = false, ask = true } = {}) {
   const init = () => ({
     method,
     body,
@@ -31,8 +44,21 @@ export async function send(path, { method = "GET", body, type, keepalive = false
     headers: headers(type ? { "Content-Type": type } : {}),
   });
   let response = await fetch(path, init());
-  if (response.status === 401 && (await askToken())) response = await fetch(path, init());
+  if (!ask || declined) return response;
+  const reason = await tokenWanted(response);
+  if (reason !== null && (await askToken(reason))) response = await fetch(path, init());
   return response;
+}
+
+/** True when this browser keeps a token for the gateway. */
+export function hasToken() {
+  return Boolean(localStorage.getItem(TOKEN_KEY));
+}
+
+/** Forget the kept token (the next refusal asks again). */
+export function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+  declined = false;
 }
 
 async function bodyOf(response) {
@@ -60,9 +86,12 @@ export function post(path, value, method = "POST") {
 }
 
 let asking = null;
+let declined = false;
 
-/** Ask for the API token in a small dialog; true when one was given. */
-function askToken() {
+/** Ask for an API token in a small dialog (`reason`: the gateway's, shown above it); true when
+ * one was given. Cancelling it stops send() from asking on its own. */
+export function askToken(reason = "") {
+  declined = false;
   asking ??= new Promise((resolve) => {
     const dialog = document.createElement("dialog");
     const form = document.createElement("form");
@@ -71,8 +100,12 @@ function askToken() {
     title.textContent = "API token needed";
     const text = document.createElement("p");
     text.textContent =
-      "This gateway is reachable from other machines, so starting and controlling sessions " +
-      "needs its API token (in <data dir>/api-token on the server). It is kept in this browser.";
+      "This gateway asks for an API token here: one made with `tessera tokens create` (with " +
+      "the scope it needs), or the gateway's own (in <data dir>/api-token on the server). " +
+      "It is kept in this browser.";
+    const why = document.createElement("p");
+    why.className = "why";
+    why.textContent = reason;
     const input = document.createElement("input");
     input.type = "password";
     input.autocomplete = "off";
@@ -87,12 +120,13 @@ function askToken() {
     cancel.textContent = "Cancel";
     cancel.value = "cancel";
     actions.append(ok, cancel);
-    form.append(title, text, input, actions);
+    form.append(title, ...(reason ? [why] : []), text, input, actions);
     dialog.append(form);
     document.body.append(dialog);
     dialog.addEventListener("close", () => {
       const given = dialog.returnValue === "ok" && input.value.trim();
       if (given) localStorage.setItem(TOKEN_KEY, given);
+      declined = !given;
       dialog.remove();
       asking = null;
       resolve(Boolean(given));

@@ -1,11 +1,12 @@
-// The home page: mosaics and sessions (refreshed), the mosaic form with its live UrlDsl
-// expansion, and the session form.
+// The home page: mosaics, sessions and recent activity (refreshed), the mosaic form with its
+// live UrlDsl expansion, and the session form.
 
-import { ApiError, json, post, send } from "./api.js";
+import { ApiError, askToken, json, post, send } from "./api.js";
 import { ago, byId, el, every, fileName } from "./dom.js";
 
 const REFRESH_MS = 3000;
 const EXPAND_DELAY_MS = 150;
+const ACTIVITY_MS = 5000;
 
 // -- health ------------------------------------------------------------------------------------
 
@@ -66,12 +67,108 @@ function mosaicRow(m, now) {
   );
 }
 
+// -- refusals: a list the gateway shows only to a token with a scope -----------------------------
+
+/** Show why list `name` is empty when the gateway refused it for want of a token; true if so. */
+function showRefused(name, error) {
+  if (!(error instanceof ApiError) || (error.status !== 401 && error.status !== 403)) return false;
+  byId(name).hidden = true;
+  const empty = byId(`${name}-empty`);
+  empty.hidden = false;
+  empty.classList.add("refused");
+  empty.textContent = error.message;
+  byId("token-button").hidden = false;
+  return true;
+}
+
+/** List `name` was shown: its refusal (if any) is over. */
+function shown(name) {
+  byId(`${name}-empty`).classList.remove("refused");
+}
+
+/** Fetch a list's JSON; a refusal for want of a token is shown in the list's place (null). */
+async function listed(name, path) {
+  try {
+    const body = await json(path);
+    shown(name);
+    return body;
+  } catch (error) {
+    if (showRefused(name, error)) return null;
+    throw error;
+  }
+}
+
+async function useToken() {
+  if (await askToken()) {
+    byId("token-button").hidden = true;
+    await Promise.allSettled([showMosaics(), showSessions(), showActivity()]);
+  }
+}
+
+// -- recent activity ---------------------------------------------------------------------------
+
+const ACTIONS = {
+  "mosaic-create": "created a mosaic",
+  "mosaic-watch": "watched a mosaic",
+  "session-create": "started a session",
+  "session-watch": "watched a session",
+  "session-stop": "ended a session",
+  "url-sign": "signed a URL",
+  "viewer-revoke": "revoked a viewer",
+  "token-create": "made a token",
+  "token-revoke": "revoked a token",
+};
+
+function activityTarget(e) {
+  // A signed URL's target names its scope ("mosaic:<fp>", "session:<id>").
+  const [kind, id] = e.target.includes(":") ? e.target.split(":", 2) : [e.action.split("-")[0], e.target];
+  const href =
+    kind === "mosaic" && /^[0-9a-f]{32}$/.test(id)
+      ? `/view/${id}`
+      : kind === "session" && /^[0-9a-f]{32}$/.test(id)
+        ? `/session/${id}/view`
+        : null;
+  const text = href ? id.slice(0, 12) : e.target;
+  return href ? el("a", { href, class: "mono", title: id }, text) : el("span", { class: "mono" }, text);
+}
+
+function activityRow(e, now) {
+  return el(
+    "tr",
+    {},
+    el("td", { class: "when", title: new Date(e.at * 1000).toISOString() }, ago(e.at, now)),
+    el(
+      "td",
+      { class: "who", title: e.who },
+      e.who,
+      e.client ? el("span", { class: "sub mono" }, e.client) : null,
+    ),
+    el("td", {}, ACTIONS[e.action] ?? e.action, e.detail ? el("span", { class: "sub" }, e.detail) : null),
+    el("td", { class: "name" }, activityTarget(e)),
+  );
+}
+
+async function showActivity() {
+  const body = await listed("activity", "/api/audit?limit=20");
+  if (body === null) return;
+  const table = byId("activity");
+  table.tBodies[0].replaceChildren(...body.entries.map((e) => activityRow(e, body.now)));
+  table.hidden = body.entries.length === 0;
+  const empty = byId("activity-empty");
+  empty.hidden = body.entries.length > 0;
+  empty.textContent = "Nothing recorded yet.";
+}
+
+// -- lists -------------------------------------------------------------------------------------
+
 async function showMosaics() {
-  const body = await json("/api/mosaics");
+  const body = await listed("mosaics", "/api/mosaics");
+  if (body === null) return;
   const table = byId("mosaics");
   table.tBodies[0].replaceChildren(...body.mosaics.map((m) => mosaicRow(m, body.now)));
   table.hidden = body.mosaics.length === 0;
   byId("mosaics-empty").hidden = body.mosaics.length > 0;
+  byId("mosaics-empty").textContent = "No mosaics yet: make one from a pattern.";
   byId("mosaic-count").textContent = body.mosaics.length ? `${body.mosaics.length}` : "";
 }
 
@@ -115,11 +212,13 @@ function sessionRow(s) {
 }
 
 async function showSessions() {
-  const body = await json("/session");
+  const body = await listed("sessions", "/session");
+  if (body === null) return;
   const table = byId("sessions");
   table.tBodies[0].replaceChildren(...body.sessions.slice(0, 50).map(sessionRow));
   table.hidden = body.sessions.length === 0;
   byId("sessions-empty").hidden = body.sessions.length > 0;
+  byId("sessions-empty").textContent = "No sessions yet.";
   byId("session-count").textContent = body.sessions.length ? `${body.sessions.length}` : "";
 }
 
@@ -229,12 +328,13 @@ async function createMosaic(event) {
   const button = byId("create");
   button.disabled = true;
   try {
-    // /create answers 302 to /play/<fp>/index.m3u8: fetch follows it, and the final URL
-    // names the mosaic.
-    const response = await fetch(`/create?${query}`, { cache: "no-store" });
-    const match = /\/play\/([0-9a-f]{32})\//.exec(response.url);
+    // /create answers 302 to /play/<fp>/index.m3u8 (signed: /s/<token>/play/...): fetch
+    // follows it, and the final URL names the mosaic, and the prefix its page needs. Through
+    // send(): where creating needs a token (the mosaics scope), it asks for one.
+    const response = await send(`/create?${query}`);
+    const match = /^(.*)\/play\/([0-9a-f]{32})\/index\.m3u8$/.exec(new URL(response.url).pathname);
     if (response.ok && match) {
-      window.location.assign(`/view/${match[1]}`);
+      window.location.assign(`${match[1]}/view/${match[2]}`);
       return;
     }
     const body = await response.json().catch(() => ({}));
@@ -297,8 +397,10 @@ byId("pattern").addEventListener("keydown", (event) => {
 byId("create-form").addEventListener("submit", createMosaic);
 byId("session-form").addEventListener("submit", startSession);
 byId("add-audio").addEventListener("click", addAudioRow);
+byId("token-button").addEventListener("click", useToken);
 showIdle();
 if (patterns().length) expand(); // a pattern kept by the browser on "back"
 every(10_000, showHealth);
 every(REFRESH_MS, showMosaics);
 every(REFRESH_MS, showSessions);
+every(ACTIVITY_MS, showActivity);

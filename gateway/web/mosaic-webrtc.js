@@ -20,7 +20,7 @@
 // on, so a browser behind NAT reaches the stitcher through the relay. With none, this works
 // where the browser reaches the stitcher's own addresses; elsewhere the player falls back to HLS.
 
-import { gathered } from "./whep.js";
+import { gathered, signedPrefix } from "./whep.js";
 
 const NTP_UNIX_OFFSET_MS = 2_208_988_800_000; // 1900-01-01 to 1970-01-01
 const CLOCK_SKEW_S = 0.05; // a clock-based age below -this means the two clocks disagree
@@ -82,7 +82,7 @@ function refusal(response, body) {
 export class MosaicLink extends EventTarget {
   constructor(fp, iceServers = []) {
     super();
-    this.whepPath = `/play/${fp}/whep`;
+    this.whepPath = `${signedPrefix()}/play/${fp}/whep`; // signed, on a signed page
     this.iceServers = iceServers;
     this.pc = null;
     this.location = null;

@@ -16,6 +16,10 @@
 // ?via=webrtc or ?via=hls (e.g. /view/<fp>?via=hls) forces one transport, for people and
 // tests: the page then never tries the other and keeps retrying the one asked for.
 //
+// Opened through a signed URL (/s/<token>/view/<fp>, a gateway with --play-secret), the page
+// asks for the playlist and WHEP under the same /s/<token> prefix; a 403 (expired, revoked)
+// ends the page with the gateway's reason.
+//
 // Recovery (a stitcher restart, a network cut): a WebRTC connection that fails, or whose
 // frames stop for STILL_MS, is connected again (the WHEP POST answers 503 while the stitcher
 // is down, and wakes it); an HLS player that hits a fatal error (hls.js has retried already)
@@ -26,9 +30,11 @@
 import { byId } from "./dom.js";
 import { HlsPlayer, describePlaylist } from "./mosaic-hls.js";
 import { MosaicLink, WebRtcPlayer, WhepRefused } from "./mosaic-webrtc.js";
+import { plainPath, signedPrefix } from "./whep.js";
 
-const fp = window.location.pathname.split("/")[2];
-const playlistUrl = `/play/${fp}/index.m3u8`;
+const prefix = signedPrefix();
+const fp = plainPath().split("/")[2];
+const playlistUrl = `${prefix}/play/${fp}/index.m3u8`;
 const video = byId("video");
 const POLL_MS = 1000;
 const IDLE_MS = 3000;
@@ -94,6 +100,15 @@ function starting(since) {
   else say("Starting the mosaic…", `Pulling ${sources} and composing the first picture (${took}).`);
 }
 
+/** The gateway refused this page's URL (403): say why; nothing more will play. */
+function refused(reason) {
+  generation += 1;
+  stopPlayer();
+  say("This link does not open the mosaic", reason || "Ask whoever shared it for a new one.", {
+    spinner: false,
+  });
+}
+
 function noSuchMosaic() {
   say("No such mosaic", "It may have been made on another gateway. Go back to the list.", {
     spinner: false,
@@ -141,6 +156,10 @@ function adopt(next) {
 async function fetchPlaylist() {
   try {
     const response = await fetch(playlistUrl, { cache: "no-store" });
+    if (response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      return { status: 403, text: "", error: body.error ?? "" };
+    }
     return { status: response.status, text: response.ok ? await response.text() : "" };
   } catch {
     return null;
@@ -180,6 +199,10 @@ async function playWebRtc(mine) {
       link.close();
     } catch (error) {
       link.close();
+      if (error instanceof WhepRefused && error.status === 403) {
+        refused(error.message);
+        return "stale";
+      }
       if (!(error instanceof WhepRefused)) {
         failures += 1; // the gateway is away, or the browser refused the answer
         reason = error.message;
@@ -199,6 +222,10 @@ async function playWebRtc(mine) {
         const got = await fetchPlaylist();
         if (got?.status === 404) {
           noSuchMosaic();
+          return "stale";
+        }
+        if (got?.status === 403) {
+          refused(got.error);
           return "stale";
         }
         const text = got?.text ?? null;
@@ -304,6 +331,7 @@ async function playHls(mine) {
   while (mine === generation) {
     const got = await fetchPlaylist();
     if (got?.status === 404) return noSuchMosaic();
+    if (got?.status === 403) return refused(got.error);
     if (got?.status === 200) {
       playlist = describePlaylist(got.text);
       targetDuration = playlist.targetDuration;
@@ -430,6 +458,8 @@ function goLive() {
 // -- page chrome -------------------------------------------------------------------------------
 
 async function describe() {
+  // The list needs the admin's token on a gateway that signs URLs: a shared link goes without.
+  if (prefix) return;
   try {
     const response = await fetch("/api/mosaics", { cache: "no-store" });
     const mosaic = (await response.json()).mosaics.find((m) => m.fp === fp);

@@ -7,9 +7,12 @@
 import { ApiError, json } from "./api.js";
 import { byId, el, fileName } from "./dom.js";
 import { complete, fromFrame, learnRate, toFrame } from "./timecode.js";
-import { SessionLink } from "./whep.js";
+import { SessionLink, plainPath, signedPrefix } from "./whep.js";
 
-const sid = window.location.pathname.split("/")[2];
+// Opened through a review link (/s/<token>/session/<id>/view), the page asks for the session
+// under the same prefix; the gateway answers with URLs (WHEP, control) that carry it.
+const sid = plainPath().split("/")[2];
+const sessionPath = `${signedPrefix()}/session/${sid}`;
 const video = byId("video");
 const POLL_MS = 2000;
 const REFRESH_AFTER_MS = 1000;
@@ -294,11 +297,15 @@ function endedMessage(view) {
 async function refresh() {
   let view;
   try {
-    view = await json(`/session/${sid}`);
+    view = await json(sessionPath);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       ended = true;
       say("No such session", "It may have been removed.", { spinner: false });
+    } else if (error instanceof ApiError && error.status === 403) {
+      ended = true;
+      hangUp();
+      say("This link does not open the session", error.message, { spinner: false });
     }
     return;
   }

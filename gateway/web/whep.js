@@ -18,8 +18,30 @@ const GATHER_MS = 3000;
 const REPLY_MS = 5000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The path of a URL the gateway gave: same origin as the page, whatever host it named. */
-const pathOf = (url) => new URL(url, window.location.href).pathname;
+/**
+ * "/s/<token>" when this page was opened through a signed URL (a shared mosaic, a review
+ * link), else "". Every request the page makes for its mosaic or session goes under it, as
+ * the gateway then refuses them without it; static files (/static, /vendor) stay unsigned.
+ */
+export function signedPrefix(pathname = window.location.pathname) {
+  const match = /^\/s\/([^/]+)\//.exec(pathname);
+  return match ? `/s/${match[1]}` : "";
+}
+
+/** The page's path without its signed prefix: /view/<fp>, /session/<id>/view. */
+export function plainPath(pathname = window.location.pathname) {
+  return pathname.slice(signedPrefix(pathname).length);
+}
+
+/**
+ * The path of a URL the gateway gave: same origin as the page, whatever host it named, and
+ * under the page's signed prefix (the gateway gives it already to a page opened with one).
+ */
+function pathOf(url) {
+  const path = new URL(url, window.location.href).pathname;
+  const prefix = signedPrefix();
+  return prefix && !path.startsWith("/s/") ? prefix + path : path;
+}
 
 export class SessionLink extends EventTarget {
   constructor(view) {

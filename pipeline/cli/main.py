@@ -18,7 +18,10 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import events as eventscli
 from pipeline.cli import jit as jitcli
+from pipeline.cli import sign as signcli
+from pipeline.cli import tokens as tokenscli
 from pipeline.config import instances as instance_settings
 from pipeline.config import settings as config_mod
 from pipeline.config.flags import given_flags
@@ -95,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", "--last", type=int, default=10, help="show the last N (default 10)")
     tail.add_argument("--all", action="store_true", help="show the whole history")
     tail.add_argument("--no-follow", action="store_true", help="exit once caught up")
+    eventscli.add_audit_arguments(tail)  # --audit, --who, --action
     config_mod.add_arguments(tail, groups=("general", "nats", "logging"))
     tail.set_defaults(run=_cmd_events_tail)
 
@@ -147,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     agent_mod.add_arguments(agent)
     agent.set_defaults(run=agent_mod.run)
 
+    signcli.add_parser(sub)  # `tessera sign`: signed play and review URLs
+    tokenscli.add_parser(sub)  # `tessera tokens`: scoped API tokens
     worker = worker_mod.add_parser(sub)
     worker.set_defaults(run=worker_mod.command)
     return parser
@@ -219,6 +225,9 @@ async def _cmd_events_tail(config: Config, args: argparse.Namespace) -> int:
             subject=args.subject,
             last=None if args.all else args.last,
             follow=not args.no_follow,
+            audit=args.audit,
+            who=args.who,
+            action=args.action,
         )
     finally:
         await nc.close()

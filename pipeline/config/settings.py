@@ -147,6 +147,26 @@ class Config:
         group="gateway",
         shown="unset (loopback: open; else <data dir>/api-token)",
     )
+    play_secret: str | None = setting(
+        None,
+        env="TESSERA_PLAY_SECRET",
+        flag="--play-secret",
+        parse=parsers.optional_str,
+        help="sign play URLs: every request for a mosaic (playlist, media, WHEP, viewer page) "
+        "then needs a URL from `tessera sign`; comma-separated secrets rotate (the first signs, "
+        "all verify)",
+        group="gateway",
+        shown="unset (play URLs are open, as they always were)",
+    )
+    play_ttl: float = setting(
+        8 * 3600.0,
+        env="TESSERA_PLAY_TTL",
+        flag="--play-ttl",
+        parse=parsers.positive_float,
+        help="seconds a play URL the gateway signs itself stays valid (the /create redirect, "
+        "a review session's link), with --play-secret",
+        group="gateway",
+    )
     create_rate: float = setting(
         5.0,
         env="TESSERA_CREATE_RATE",

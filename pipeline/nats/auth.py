@@ -62,6 +62,7 @@ def _write_kv(*buckets: str) -> list[str]:
 _SEGMENT_STORE = [*_read_stream("OBJ_segments")]
 _WRITE_SEGMENTS = ["$O.segments.>", f"{_API}.STREAM.PURGE.OBJ_segments"]
 _STATE_BUCKETS = ("manifests", "mosaics", "sessions", "instances", "workers", "slots")
+_ACCESS_BUCKETS = ("tokens", "revoked")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ def permissions(role: str) -> Permissions:
                     *_read_stream("PARTS"),
                     "ctl.mosaic.*",  # WHEP offers relayed to a mosaic's stitcher
                     *_read_kv(*_STATE_BUCKETS),
+                    *_read_kv(*_ACCESS_BUCKETS),  # who may: API tokens, revoked viewers
+                    *_write_kv("revoked"),  # POST /api/revocations (admin scope)
+                    "audit.*",  # the audit trail (stream AUDIT)
+                    *_read_stream("AUDIT"),  # GET /api/audit (admin scope)
                     *_SEGMENT_STORE,
                 ),
                 subscribe=(inbox,),

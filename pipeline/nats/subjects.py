@@ -15,6 +15,7 @@ HEARTBEATS_ALL = "hb.>"
 FRAMES_ALL = "frames.>"
 SEGMENTS_ALL = "segments.>"
 PARTS_ALL = "parts.>"
+AUDIT_ALL = "audit.>"
 
 ENTITIES = ("mosaic", "session", "instance", "worker")
 
@@ -91,3 +92,9 @@ def part(fp: str, uri: str) -> str:
     """``parts.<fp>.<name>``: one CMAF part or init section of a mosaic on stream ``PARTS``;
     ``name`` is its URI with ``.`` as ``-`` (``12.3.m4s`` -> ``12-3-m4s``)."""
     return f"parts.{token(fp)}.{token(uri.replace('.', '-'))}"
+
+
+def audit(action: str) -> str:
+    """``audit.<action>``: one entry of the audit trail (stream ``AUDIT``), e.g.
+    ``audit.mosaic-create``."""
+    return f"audit.{token(action)}"

@@ -8,11 +8,14 @@ idempotently.
 | FRAMES          | stream | frames.<source_id>         | memory  | 3 per subject, 10 s            |
 | SEGMENTS        | stream | segments.<fp> (notices)    | memory  | 5 min                          |
 | PARTS           | stream | parts.<fp>.<name> (CMAF)   | memory  | last per subject, 60 s, 1 GiB  |
+| AUDIT           | stream | audit.<action>             | file    | 90 days                        |
 | PARKED          | stream | parked.events.<seq>        | file    | forever (until removed)        |
 | manifests       | KV     | <fp>                       | memory  | 5 min TTL                      |
 | mosaics, sessions, instances, workers | KV | <id>   | file    | latest only (projections)      |
 | segments        | object | <fp>/<seq>.<ext>           | memory  | 5 min TTL                      |
 | slots           | KV     | slot-<k> -> session id     | file    | latest only (admission)        |
+| tokens          | KV     | <name> -> scopes, hash     | file    | latest only (API tokens)       |
+| revoked         | KV     | <viewer hash> -> until     | file    | latest only (signed URLs)      |
 
 :func:`provision` creates what is missing, updates limits that may change (ages, sizes, counts)
 and refuses with :class:`~pipeline.errors.TopologyError` when an existing one differs in what
@@ -147,6 +150,14 @@ PARTS = StreamSpec(
     duplicate_window=1.0,
     allow_direct=True,
 )
+AUDIT = StreamSpec(
+    name="AUDIT",
+    subjects=("audit.>",),
+    storage=StorageType.FILE,
+    description="Tessera audit trail: who created, watched and stopped what",
+    max_age=90 * 86400.0,
+    duplicate_window=120.0,
+)
 
 PARKED = StreamSpec(
     name="PARKED",
@@ -155,7 +166,15 @@ PARKED = StreamSpec(
     description="Tessera events the projector could not fold, kept for an operator",
 )
 
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, HEARTBEATS, FRAMES, SEGMENT_NOTICES, PARTS, PARKED)
+STREAMS: tuple[StreamSpec, ...] = (
+    EVENTS,
+    HEARTBEATS,
+    FRAMES,
+    SEGMENT_NOTICES,
+    PARTS,
+    AUDIT,
+    PARKED,
+)
 
 MANIFESTS = BucketSpec("manifests", "kv", StorageType.MEMORY, "live playlists by fp", ttl=300.0)
 MOSAICS = BucketSpec("mosaics", "kv", StorageType.FILE, "projected mosaic state")
@@ -164,9 +183,13 @@ INSTANCES = BucketSpec("instances", "kv", StorageType.FILE, "projected instance 
 WORKERS = BucketSpec("workers", "kv", StorageType.FILE, "projected worker state")
 SEGMENTS = BucketSpec("segments", "object", StorageType.MEMORY, "mosaic media", ttl=300.0)
 SLOTS = BucketSpec("slots", "kv", StorageType.FILE, "JIT session admission: slot-<k> -> session")
+TOKENS = BucketSpec("tokens", "kv", StorageType.FILE, "API tokens by name: scopes, secret hash")
+REVOKED = BucketSpec(
+    "revoked", "kv", StorageType.FILE, "viewer names whose signed URLs are revoked"
+)
 
 STATE_BUCKETS: tuple[BucketSpec, ...] = (MOSAICS, SESSIONS, INSTANCES, WORKERS)
-BUCKETS: tuple[BucketSpec, ...] = (MANIFESTS, *STATE_BUCKETS, SEGMENTS, SLOTS)
+BUCKETS: tuple[BucketSpec, ...] = (MANIFESTS, *STATE_BUCKETS, SEGMENTS, SLOTS, TOKENS, REVOKED)
 
 
 def _norm_age(value: Any) -> float:

@@ -1,0 +1,1 @@
+"""Who may watch and do what: signed URLs and API tokens. Pure."""
