@@ -199,7 +199,8 @@ class PartFollower:
     async def _get(self, hint: PartRef | None) -> str:
         assert self.host.http is not None
         params = {} if hint is None else {"_HLS_msn": hint.msn, "_HLS_part": hint.part}
-        got = await self.host.http.get(f"/play/{self.fp}/index.m3u8", params=params)
+        path = f"{self.host.play_path(self.fp)}/index.m3u8"
+        got = await self.host.http.get(path, params=params)
         if got.status_code != 200:
             self.refused += hint is not None
             return ""

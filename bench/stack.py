@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 from nats.aio.client import Client
@@ -125,6 +126,11 @@ class StackHost:
         self.nc: Client | None = None
         self.http: httpx.AsyncClient | None = None
         self.beats = Beats()
+        self.token = self.env.get("TESSERA_API_TOKEN") or None
+        """Sent with ``/create`` (``Authorization: Bearer``) when set: a stack that signs play
+        URLs (``TESSERA_PLAY_SECRET``) asks a token with the ``mosaics`` scope."""
+        self.prefixes: dict[str, str] = {}
+        """``/s/<token>`` of each mosaic ``/create`` answered with a signed URL."""
         self.started_at: dict[int, float] = {}
         """Wall-clock time the provider started (or assigned) each worker pid."""
         self._log: IO[bytes] | None = None
@@ -265,32 +271,51 @@ class StackHost:
     async def create(
         self, pattern: str, *, size: str = "1280x720", title: str = "", fps: int = 25
     ) -> str:
-        """``GET /create``; return the new mosaic's fingerprint."""
+        """``GET /create`` (with the host's token, if it has one); return the new mosaic's
+        fingerprint. A signed answer (``/s/<token>/play/<fp>/...``) is remembered:
+        :meth:`play_path` then carries its prefix."""
         assert self.http is not None
         params = {"urls": pattern, "size": size, "fps": str(fps)}
         if title:
             params["title"] = title
-        got = await self.http.get("/create", params=params)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        got = await self.http.get("/create", params=params, headers=headers)
         if got.status_code != 302:
             raise StackError(f"/create answered {got.status_code}: {got.text[:200]}")
-        return str(got.headers["location"]).split("/")[2]
+        location = urlsplit(str(got.headers["location"])).path
+        signed = ""
+        if location.startswith("/s/"):
+            token, _, rest = location[len("/s/") :].partition("/")
+            signed, location = f"/s/{token}", f"/{rest}"
+        parts = location.split("/")
+        if len(parts) < 3 or parts[1] not in ("play", "view"):
+            raise StackError(f"/create answered a Location that names no mosaic: {location!r}")
+        fp = parts[2]
+        if signed:
+            self.prefixes[fp] = signed
+        return fp
+
+    def play_path(self, fp: str) -> str:
+        """``/play/<fp>``, after the mosaic's ``/s/<token>`` when its URL is signed."""
+        return f"{self.prefixes.get(fp, '')}/play/{fp}"
 
     async def playlist(self, fp: str) -> str:
         """The live playlist of ``fp`` (a viewer request)."""
         assert self.http is not None
-        got = await self.http.get(f"/play/{fp}/index.m3u8")
+        got = await self.http.get(f"{self.play_path(fp)}/index.m3u8")
         return got.text if got.status_code == 200 else ""
 
     async def segment(self, fp: str, uri: str) -> bytes | None:
         """A segment of ``fp`` (None when missing)."""
         assert self.http is not None
-        got = await self.http.get(f"/play/{fp}/{uri}")
+        got = await self.http.get(f"{self.play_path(fp)}/{uri}")
         return got.content if got.status_code == 200 else None
 
 
 class Watchers:
     """Keeps mosaics watched: a playlist request per mosaic every ``every`` seconds (what a
-    player does), so the controller keeps their work running. ``async with``."""
+    player does; on its signed URL when it has one), so the controller keeps their work
+    running. ``async with``."""
 
     def __init__(self, host: StackHost, every: float = 0.5) -> None:
         self.host = host

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +51,9 @@ from pipeline.access.signing import Granted, Refused, SigningError
 from pipeline.config.settings import Config
 from pipeline.nats.topology import REVOKED
 from pipeline.runtime.tasks import Tasks
+
+GRANTS_KEPT = 10_000
+"""Verified tokens remembered (a few hundred bytes each)."""
 
 log = logging.getLogger("tessera.gateway")
 
@@ -169,6 +173,7 @@ class SignedUrls:
         self.guard = guard
         self.audit = audit
         self.revoked = RevokedViewers(js)
+        self._granted: OrderedDict[tuple[str, str], Granted] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -183,8 +188,31 @@ class SignedUrls:
         await self.revoked.stop()
 
     def check(self, scope: str, token: str) -> signing.Verdict:
-        """What ``token`` opens of ``scope`` now."""
-        return signing.verify(self.secrets, scope, token, time.time(), self.revoked.revoked_at)
+        """What ``token`` opens of ``scope`` now.
+
+        A token whose signature checked out is remembered (bounded, least recently used out
+        first): a player asks five times a second with the same one, and the HMACs were most
+        of what signing cost per request. Expiry and revocation are checked on every request
+        all the same, from the remembered grant; refusals are never remembered."""
+        now = time.time()
+        key = (scope, token)
+        granted = self._granted.get(key)
+        if granted is None:
+            verdict = signing.verify(self.secrets, scope, token, now, self.revoked.revoked_at)
+            if isinstance(verdict, Granted):
+                self._granted[key] = verdict
+                if len(self._granted) > GRANTS_KEPT:
+                    self._granted.popitem(last=False)
+            return verdict
+        self._granted.move_to_end(key)
+        if now >= granted.expires_at:
+            del self._granted[key]
+            return Refused(signing.EXPIRED)
+        at = self.revoked.revoked_at(granted.viewer)
+        if at is not None and granted.issued_at <= at:
+            del self._granted[key]
+            return Refused(signing.REVOKED)
+        return granted
 
     def sign(self, path: str, viewer: str = "", ttl: float | None = None) -> tuple[str, int]:
         """``(/s/<token><path>, expires_at)``; SigningError for a path that opens nothing."""
@@ -402,6 +430,10 @@ class SignedPrefix:
         state["viewer"] = verdict.viewer
         state["signed_prefix"] = head
         state["signed_scope"] = opened
+        if scope["method"] in ("GET", "HEAD"):
+            # Only a WHEP offer (a POST) answers with a Location to put the prefix on.
+            await self.app(scope, receive, send)
+            return
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
