@@ -232,7 +232,8 @@ class Mosaics:
 
     async def _playlist(self, fp: str, request: Request) -> Response:
         live = self.live.manifests.get(fp)
-        if live is not None:
+        # Most requests carry no query: parsing an empty one still costs a few microseconds.
+        if live is not None and request.scope.get("query_string"):
             query = request.query_params
             decision = serving.decide_reload(
                 live.state, query.get("_HLS_msn"), query.get("_HLS_part")
