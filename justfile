@@ -80,7 +80,7 @@ tail *ARGS:
 
 # --- measure ---------------------------------------------------------------------------------
 
-# Benchmarks (bench/README.md): `--quick` < 4 min, full < 25 min; installs ffmpeg, wrk and
+# Benchmarks (bench/README.md): `--quick` < 5 min, full < 20 min; installs ffmpeg, wrk and
 # Chromium (case 9 plays the mosaic page in it).
 [group('measure')]
 bench *ARGS:
