@@ -12,29 +12,19 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from gateway.app import create_app
-from gateway.context import GatewayContext
-from pipeline.config.settings import load
 from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats.eventlog import matching_count
 from pipeline.nats.topology import HEARTBEATS
-from pipeline.runtime.httpserver import HttpServer
+from tests.gatewayhttp import gateway_http
 
 
 @pytest_asyncio.fixture
 async def http(
     nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    config = load(env={"TESSERA_DATA_DIR": str(tmp_path), "TESSERA_MAX_TILES": "16"})
-    server = HttpServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
-                           host="127.0.0.1", port=0)  # fmt: skip
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            yield client
-    finally:
-        await server.stop()
+    async with gateway_http(nc, js, tmp_path, TESSERA_MAX_TILES="16") as client:
+        yield client
 
 
 PATTERN = "http://cams.example/{a,b,c,d}[n]/index.m3u8"

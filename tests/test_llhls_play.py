@@ -19,12 +19,9 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from gateway.app import create_app
-from gateway.context import GatewayContext
-from pipeline.config.settings import load
 from pipeline.consumers.canvas import Planes, planes_of
-from pipeline.runtime.httpserver import HttpServer
 from pipeline.segments import manifest
+from tests.gatewayhttp import gateway_http
 from tests.test_stitcher import (
     FPS,
     NAMES,
@@ -42,15 +39,8 @@ from tests.test_stitcher import (
 async def http(
     nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    config = load(env={"TESSERA_DATA_DIR": str(tmp_path)})
-    server = HttpServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
-                        host="127.0.0.1", port=0)  # fmt: skip
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            yield client
-    finally:
-        await server.stop()
+    async with gateway_http(nc, js, tmp_path) as client:
+        yield client
 
 
 def decode(data: bytes) -> list[Planes]:

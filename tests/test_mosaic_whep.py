@@ -56,6 +56,7 @@ from pipeline.webrtc.h264 import (
 from pipeline.webrtc.sdp import h264_profile_level_ids, peer_id_of
 from pipeline.webrtc.turn import TurnConfig
 from tests.browser import chromium_path, launch
+from tests.gatewayhttp import gateway_http
 from tests.jitmedia import pattern, read_frame_number
 
 SETTINGS = EncoderSettings(width=320, height=180, fps=25, segment_duration=0.4, preset="ultrafast")
@@ -518,15 +519,8 @@ def test_an_answer_without_a_code_still_decodes() -> None:
 async def http(
     nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    config = load(env={"TESSERA_DATA_DIR": str(tmp_path)})
-    server = HttpServer(create_app(GatewayContext(nc=nc, js=js, config=config)),
-                        host="127.0.0.1", port=0)  # fmt: skip
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-            yield client
-    finally:
-        await server.stop()
+    async with gateway_http(nc, js, tmp_path, request_timeout=20) as client:
+        yield client
 
 
 async def create(http: httpx.AsyncClient) -> str:
