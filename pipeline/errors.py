@@ -14,6 +14,9 @@ that names the bad thing and, where it can, the fix.
   - ``SigningError`` (:mod:`pipeline.access.signing`): a play secret, TTL, viewer name or path
     that cannot be signed; ``TokenError`` (:mod:`pipeline.access.tokens`): a token name, scope
     list or rate that cannot be used.
+  - ``LevelsError`` (:mod:`pipeline.producers.levels`): an audio frame the meter cannot take,
+    or an FFmpeg filter graph that failed; ``AlarmSyntaxError``
+    (:mod:`pipeline.monitoring.alarms`): an ``alarms=`` value, with the position of the error.
 
 Third-party exceptions are translated where they are caught, with ``raise X(...) from exc``.
 """
