@@ -1,11 +1,12 @@
 """``GET /create`` and ``GET /play/<fp>/...``: making and serving mosaics.
 
-- ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T]`` expands the
-  patterns, canonicalises and fingerprints the config, records ``mosaic created`` once per
-  fingerprint, counts as a viewer, and answers ``302`` to the playlist. Bad input: ``400`` with
-  one line naming the parameter. Open to anyone unless play URLs are signed: then it needs a
-  token with the ``mosaics`` scope (:mod:`gateway.guard`). A new mosaic is audited
-  (``mosaic-create``).
+- ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T][&alarms=A]``
+  expands the patterns, reads the alarm holds (:mod:`pipeline.monitoring.alarms`; a bad value is
+  a ``400`` naming its column, as a bad pattern is), canonicalises and fingerprints the config,
+  records ``mosaic created`` once per fingerprint, counts as a viewer, and answers ``302`` to
+  the playlist. Bad input: ``400`` with one line naming the parameter. Open to anyone unless play
+  URLs are signed: then it needs a token with the ``mosaics`` scope (:mod:`gateway.guard`). A new
+  mosaic is audited (``mosaic-create``).
 - ``/play/<fp>/index.m3u8`` serves the live playlist from KV ``manifests`` — or, for a known
   mosaic whose work is still starting, a valid empty live playlist — and each request is a
   viewer heartbeat (throttled) and, once per viewer per 10 minutes, an audit entry
@@ -41,8 +42,9 @@ from gateway.guard import Guard
 from gateway.livestate import LiveState
 from gateway.projection import Projection
 from pipeline.messages.codec import encode
-from pipeline.messages.events import MosaicCreated, Tile
+from pipeline.messages.events import Tile
 from pipeline.messages.heartbeats import ViewerHeartbeat
+from pipeline.monitoring.alarms import AlarmSyntaxError, canonical, parse_alarms
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import AlreadyExists, append
 from pipeline.nats.topology import MOSAICS, PARTS, SEGMENTS
@@ -51,7 +53,15 @@ from pipeline.segments.manifest import LiveManifest
 from pipeline.segments.playlist import empty_playlist
 from pipeline.segments.uris import InitUri, parse_uri
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import FP_RE, MAX_SIDE, MIN_SIDE, MosaicConfig, fingerprint, layout
+from pipeline.state.mosaic import (
+    FP_RE,
+    MAX_SIDE,
+    MIN_SIDE,
+    MosaicConfig,
+    created,
+    fingerprint,
+    layout,
+)
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
@@ -90,12 +100,16 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
+CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms")
+"""The query parameters ``/create`` reads; any other is a ``400``."""
+
+
 def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
     """The mosaic config a /create request asks for, or BadRequest."""
-    unknown = set(request.query_params) - {"urls", "size", "fps", "cols", "title"}
+    unknown = set(request.query_params) - set(CREATE_PARAMETERS)
     if unknown:
         raise BadRequest(
-            f"unknown parameter {sorted(unknown)[0]!r}: use urls, size, fps, cols, title"
+            f"unknown parameter {sorted(unknown)[0]!r}: use {', '.join(CREATE_PARAMETERS)}"
         )
     patterns = request.query_params.getlist("urls")
     if not patterns:
@@ -127,12 +141,21 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
     title = request.query_params.get("title", "")
     if len(title) > 200:
         raise BadRequest("title: at most 200 characters")
+    given = request.query_params.getlist("alarms")
+    if len(given) > 1:
+        raise BadRequest("alarms: given more than once: join the entries with ',' in one alarms=")
+    try:
+        alarms = canonical(parse_alarms(given[0] if given else ""))
+    except AlarmSyntaxError as exc:
+        raise BadRequest(f"alarms: {exc}") from exc
     tiles = tuple(Tile(url=s.url, name=s.name) for s in streams)
     try:
         layout(len(tiles), width, height, cols)
     except ValueError as exc:
         raise BadRequest(f"size={width}x{height}: {exc}") from exc
-    return MosaicConfig(tiles=tiles, width=width, height=height, fps=fps, cols=cols, title=title)
+    return MosaicConfig(
+        tiles=tiles, width=width, height=height, fps=fps, cols=cols, title=title, alarms=alarms
+    )
 
 
 class Mosaics:
@@ -174,16 +197,7 @@ class Mosaics:
             return _bad(str(exc))
         fp = fingerprint(config)
         if not await self.known(fp):
-            event = MosaicCreated(
-                at=time.time(),
-                fp=fp,
-                tiles=config.tiles,
-                width=config.width,
-                height=config.height,
-                fps=config.fps,
-                cols=config.cols,
-                title=config.title,
-            )
+            event = created(config, fp, time.time())
             try:
                 ack = await append(self.ctx.js, event, msg_id=f"mosaic-{fp}", expect_first=True)
                 self.projection.appended(MOSAICS.name, fp, ack.seq)

@@ -66,6 +66,9 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                     {"name": "cols", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                     {"name": "title", "in": "query", "schema": {"type": "string",
                      "maxLength": 200}},
+                    {"name": "alarms", "in": "query", "schema": text,
+                     "description": "alarm holds in seconds, e.g. black:2,freeze:5,-silence "
+                                    "or off; default: every kind at its default hold"},
                 ],  # fmt: skip
                 "security": [{}, *_BEARER],
                 "responses": {

@@ -108,6 +108,7 @@ async def test_everything_else_under_play_is_the_same_404(
         ({"urls": PATTERN, "fps": "0"}, "fps='0': must be a whole number from 1 to 60"),
         ({"urls": PATTERN, "cols": "x"}, "cols='x'"),
         ({"urls": PATTERN, "colour": "red"}, "unknown parameter 'colour'"),
+        ({"urls": PATTERN, "alarms": "freeze:x"}, "alarms: 'x' is not a number"),
     ],
 )
 async def test_bad_input_is_a_400_with_one_line(

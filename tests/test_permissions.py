@@ -32,6 +32,7 @@ ROLES = [r for r in natsauth.ROLES if r != "admin"]
 # subject -> the roles that may publish to it (admin may publish anywhere).
 PUBLISH: dict[str, set[str]] = {
     "frames.src1": {"grabber"},
+    "levels.src1": {"grabber"},
     "segments.fp1": {"stitcher"},
     "$O.segments.C.chunk1": {"stitcher"},
     "$KV.manifests.fp1": {"stitcher", "controller"},
@@ -62,6 +63,7 @@ PUBLISH: dict[str, set[str]] = {
 # subject -> the roles that may subscribe to it (admin may subscribe anywhere).
 SUBSCRIBE: dict[str, set[str]] = {
     "frames.src1": {"stitcher"},
+    "levels.src1": {"stitcher"},
     "ctl.session.s1": {"jit"},
     "ctl.signal.s1": {"jit"},
     "ctl.mosaic.fp1": {"stitcher"},

@@ -38,6 +38,10 @@ class MosaicCreated(_Event, frozen=True, tag="mosaic.created/1"):
     fps: int
     cols: int | None = None
     title: str = ""
+    alarms: str = ""
+    """The mosaic's alarm holds as canonical ``alarms=`` text
+    (:func:`pipeline.monitoring.alarms.canonical`); "" (and every event written before the
+    field existed) means the defaults."""
 
 
 # --- JIT sessions ----------------------------------------------------------------------------

@@ -42,6 +42,12 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     """Times a finite source (a file, an ended VOD playlist) ended and was played again."""
     state: str = ""
     """connecting, connected, waiting (backing off before a reconnect) or stopped."""
+    has_audio: bool = False
+    """The current (or last) connection has an audio stream, metered on ``levels.<source_id>``."""
+    audio_readings: int = 0
+    """Audio level readings measured (about ten a second while there is audio)."""
+    audio_errors: int = 0
+    """Audio packets that did not decode, and meters given up on: never a reason to reconnect."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):

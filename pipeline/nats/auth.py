@@ -1,10 +1,11 @@
 """Who may do what on NATS: one user per role, each with the subjects its work needs.
 
 The embedded nats-server runs with these users and no anonymous access. A grabber can publish
-frames but not segments or events; a stitcher can read frames and write segments but not start
-sessions; the gateway (the part strangers talk to) can record mosaic and session requests and
-read state, but cannot touch streams, frames or agents. Only ``controller`` (the control plane:
-provisioning, projections, reconciliation) and ``admin`` (the operator's CLI) manage JetStream.
+frames and audio levels but not segments or events; a stitcher can read frames and levels and
+write segments but not start sessions; the gateway (the part strangers talk to) can record
+mosaic and session requests and read state, but cannot touch streams, frames or agents. Only
+``controller`` (the control plane: provisioning, projections, reconciliation) and ``admin`` (the
+operator's CLI) manage JetStream.
 
 Each role also gets its own reply-inbox prefix (``_INBOX.<role>``) so that no role can read
 the replies meant for another. Workers answering requests (jit, agent) reply through
@@ -124,7 +125,9 @@ def permissions(role: str) -> Permissions:
                 subscribe=(inbox,),
             )
         case "grabber":
-            return Permissions(publish=(*common, "frames.*", "hb.worker.*"), subscribe=(inbox,))
+            return Permissions(
+                publish=(*common, "frames.*", "levels.*", "hb.worker.*"), subscribe=(inbox,)
+            )
         case "stitcher":
             return Permissions(
                 publish=(
@@ -140,7 +143,7 @@ def permissions(role: str) -> Permissions:
                     *_SEGMENT_STORE,
                     *_WRITE_SEGMENTS,
                 ),
-                subscribe=(inbox, "frames.*", "ctl.mosaic.*"),
+                subscribe=(inbox, "frames.*", "levels.*", "ctl.mosaic.*"),
                 allow_responses=True,  # answers WHEP offers
             )
         case "jit":

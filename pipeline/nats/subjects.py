@@ -13,6 +13,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 EVENTS_ALL = "events.>"
 HEARTBEATS_ALL = "hb.>"
 FRAMES_ALL = "frames.>"
+LEVELS_ALL = "levels.>"
 SEGMENTS_ALL = "segments.>"
 PARTS_ALL = "parts.>"
 AUDIT_ALL = "audit.>"
@@ -61,6 +62,11 @@ def service_heartbeat(service: str, service_id: str) -> str:
 def frames(source_id: str) -> str:
     """``frames.<source_id>``: tile-sized frames of one source."""
     return f"frames.{token(source_id)}"
+
+
+def levels(source_id: str) -> str:
+    """``levels.<source_id>``: audio levels of one source (core NATS, not stored)."""
+    return f"levels.{token(source_id)}"
 
 
 def segments(fp: str) -> str:

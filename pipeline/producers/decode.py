@@ -10,6 +10,18 @@ timestamps (:class:`~pipeline.producers.timing.FramePacer`), scales into the til
 :class:`~pipeline.producers.release.Releaser`, which hands it on when it is due. It never
 touches the event loop itself: the grabber's callbacks do (``loop.call_soon_threadsafe``).
 
+Audio: when the source has an audio stream, its first is demuxed and decoded beside the video
+(a decoder of its own, one thread) and every decoded frame, whatever the fps cap, goes to the
+connection's :class:`~pipeline.producers.levels.AudioMeter` (a new one per connection). Each
+reading goes out through ``levels``: at once for a source that is not paced, and for a paced
+one when it is due, on the clock of the video frames it came with (held here, and handed on by
+whichever thread gets there first: the release thread after each frame, or this one after each
+audio packet). Audio never costs the video anything but its CPU: an audio packet that does not
+decode, or a meter that gives up (:class:`~pipeline.producers.levels.LevelsError`, logged once),
+is counted in ``audio_errors`` and never counts toward :data:`MAX_DECODE_ERRORS` or a
+reconnect; after :data:`MAX_DECODE_ERRORS` audio errors in a row, or a meter error, the
+connection stops decoding audio and the video carries on.
+
 Failures (open refused or failed, read timeout, end of a live stream, persistent decode errors)
 never end the thread: it logs the one-line reason once per change of state, waits with
 exponential backoff and jitter (reset after ``healthy_after`` seconds of good frames) and
@@ -35,6 +47,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -42,9 +55,11 @@ from urllib.parse import urlsplit
 
 import av
 import av.container
+from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
 from pipeline.messages.frames import FrameHeader
+from pipeline.producers.levels import AudioMeter, LevelsError, Reading
 from pipeline.producers.release import Pixels, Releaser
 from pipeline.producers.scale import TileScaler
 from pipeline.producers.timing import Backoff, Carry, FramePacer, StaleGuard, Verdict, loop_delay
@@ -56,6 +71,13 @@ log = logging.getLogger("tessera.grabber")
 MAX_DECODE_ERRORS = 25
 """Decode errors in a row (about 1 s of a 25 fps source) after which the grabber reconnects:
 one corrupt packet is not worth a new connection, a broken stream is."""
+
+MAX_LEVELS_HELD = 2.0
+"""Seconds ahead of now a paced source's audio reading may be held for its time; one due later
+(a jump in the timestamps) is handed on at once, like a frame that re-anchors the clock."""
+
+LevelsSink = Callable[[Reading, int, float], None]
+"""``levels(reading, seq, wall)``: hands one audio reading on (decode or release thread)."""
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtmp", "rtmps"})
 """Sources that arrive at their own pace and never end: not paced, never looped."""
@@ -125,6 +147,7 @@ class DecodeThread:
         emit: Callable[[FrameHeader, Pixels], None],
         changed: Callable[[], None],
         ended: Callable[[], None],
+        levels: LevelsSink | None = None,
     ) -> None:
         self.source_id = source_id
         self.url = url
@@ -138,10 +161,16 @@ class DecodeThread:
         self._emit = emit
         self._changed = changed
         self._ended = ended
+        self._levels = levels
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         self._scaler = TileScaler(width, height)  # validates the tile size
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._stale = StaleGuard()
+        self._audio_stale = StaleGuard()
+        self._held: deque[tuple[float, Reading, int, float]] = deque()
+        """A paced source's audio readings waiting for their time: (due, reading, seq, wall)."""
+        self._held_lock = threading.Lock()
+        self._levels_error = ""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._release: Releaser | None = None
@@ -156,6 +185,12 @@ class DecodeThread:
         self.loops = 0
         self.stale = 0
         """Frames of a live source dropped as repeats after a reconnect (a frozen playlist)."""
+        self.has_audio = False
+        """The current (or last) connection has an audio stream."""
+        self.audio_readings = 0
+        """Audio readings handed on (they number them)."""
+        self.audio_errors = 0
+        """Audio packets that did not decode, and meters that gave up."""
         self.last_error = ""
         self.connected = False
         self.busy_since: float | None = None
@@ -282,8 +317,11 @@ class DecodeThread:
             return _Result(_End.FAILED, str(exc))
         with container:
             result = self._pump(container, looping=looping)
-        if result.end is not _End.FILE_END and self._release is not None:
-            self._release.drain()  # a lost connection's early frames: not shown late
+        if result.end is not _End.FILE_END:
+            if self._release is not None:
+                self._release.drain()  # a lost connection's early frames: not shown late
+            with self._held_lock:
+                self._held.clear()  # and its audio readings
         return result
 
     def _pump(self, container: av.container.InputContainer, *, looping: bool) -> _Result:
@@ -293,6 +331,13 @@ class DecodeThread:
         ctx.options = dict(DECODER_OPTIONS)
         live = self._scheme in LIVE_SCHEMES
         finite = not live and bool(container.duration and container.duration > 0)
+        # The first audio stream, if any (and if anyone takes the readings).
+        audio = container.streams.audio[0] if container.streams.audio else None
+        actx: AudioCodecContext | None = None
+        if audio is not None and self._levels is not None:
+            actx = audio.codec_context
+            actx.thread_count = 1  # as the video: many grabbers per host
+        self.has_audio = actx is not None
         # A file that loops keeps its pacing: the next pass starts one frame after the last.
         carried, self._carry = self._carry, None
         connection = _Connection(
@@ -305,15 +350,25 @@ class DecodeThread:
                 stale=None if finite else self._stale,
                 carried=carried if looping else None,
             ),
+            actx,
+            None if finite else self._audio_stale,
         )
+        streams: list[Any] = [stream]
+        audio_index = -1
+        if actx is not None and audio is not None:
+            streams.append(audio)
+            audio_index = audio.index
         # A generator: closed below, before the container, whichever way the loop ends.
-        packets = cast("Generator[av.Packet[Any], None, None]", container.demux(stream))
+        packets = cast("Generator[av.Packet[Any], None, None]", container.demux(streams))
         try:
             errors_in_row = 0
             for packet in packets:
                 self.busy_since = time.monotonic()
                 if self._stopping.is_set():
                     return connection.result(_End.STOPPED)
+                if packet.stream_index == audio_index:
+                    connection.audio(packet)
+                    continue
                 try:
                     frames = ctx.decode(packet)
                 except av.FFmpegError as exc:
@@ -348,18 +403,114 @@ class DecodeThread:
         """The thread that hands paced frames on at their time (made on first use)."""
         if self._release is None:
             self._release = Releaser(
-                self._emit, self._stopping, self._scaler.frame_size, f"release-{self.source_id}"
+                self._emit_released,
+                self._stopping,
+                self._scaler.frame_size,
+                f"release-{self.source_id}",
             )
         return self._release
 
+    def _emit_released(self, header: FrameHeader, pixels: Pixels) -> None:
+        """A paced frame is due (release thread): hand it on, and the readings due by now."""
+        self._emit(header, pixels)
+        if self._held:
+            self._release_levels(time.monotonic())
+
+    def _hold_levels(self, due: float, reading: Reading, seq: int, wall: float) -> None:
+        with self._held_lock:
+            self._held.append((due, reading, seq, wall))
+
+    def _release_levels(self, now: float) -> None:
+        """Hand on the held readings due by ``now``, in order (decode or release thread: under
+        the lock, so that the two never hand them on out of order)."""
+        sink = self._levels
+        assert sink is not None
+        with self._held_lock:
+            held = self._held
+            while held and held[0][0] <= now:
+                _, reading, seq, wall = held.popleft()
+                sink(reading, seq, wall)
+
+    def _audio_failed(self, reason: str) -> None:
+        """A connection gave up its audio: say so once per different reason."""
+        self.audio_errors += 1
+        if reason != self._levels_error:
+            log.warning("audio not metered: %s", reason, extra={"source": self.source_id})
+            self._levels_error = reason
+        else:
+            log.debug("audio not metered: %s", reason, extra={"source": self.source_id})
+
 
 class _Connection:
-    """One connection's frames: decide (the pacer), scale, hand on. Runs in the decode thread."""
+    """One connection's frames: decide (the pacer), scale, hand on; and its audio: decode,
+    meter, hand the readings on at their time. Runs in the decode thread."""
 
-    def __init__(self, thread: DecodeThread, ctx: VideoCodecContext, pacer: FramePacer) -> None:
+    def __init__(
+        self,
+        thread: DecodeThread,
+        ctx: VideoCodecContext,
+        pacer: FramePacer,
+        actx: AudioCodecContext | None = None,
+        audio_stale: StaleGuard | None = None,
+    ) -> None:
         self.thread = thread
         self.ctx = ctx
         self.pacer = pacer
+        self.actx = actx
+        self.meter: AudioMeter | None = AudioMeter() if actx is not None else None
+        self.audio_stale = audio_stale
+        self.audio_errors_in_row = 0
+        self.kept: tuple[float, float] | None = None
+        """(media time, due time) of the last paced frame kept: the clock of the readings."""
+
+    def audio(self, packet: av.Packet[Any]) -> None:
+        """Decode one audio packet and meter its frames; never fails the connection."""
+        d = self.thread
+        meter, actx = self.meter, self.actx
+        if meter is None or actx is None:
+            return  # gave up on this connection's audio
+        try:
+            frames = actx.decode(packet)
+        except av.FFmpegError as exc:
+            d.audio_errors += 1
+            self.audio_errors_in_row += 1
+            if self.audio_errors_in_row >= MAX_DECODE_ERRORS:
+                self.meter = None
+                d._audio_failed(
+                    f"{self.audio_errors_in_row} audio decode errors in a row ({describe(exc)})"
+                )
+            return
+        self.audio_errors_in_row = 0
+        for frame in frames:
+            try:
+                readings = meter.feed(frame)
+            except LevelsError as exc:
+                self.meter = None
+                d._audio_failed(str(exc))
+                break
+            for reading in readings:
+                self.reading(reading)
+        if d._held:
+            d._release_levels(time.monotonic())
+
+    def reading(self, reading: Reading) -> None:
+        """Hand one reading on: at once, or when due for a paced source."""
+        d = self.thread
+        if self.audio_stale is not None and not self.audio_stale.fresh(reading.t):
+            return  # a repeat of what was measured before the reconnect
+        seq = d.audio_readings
+        d.audio_readings += 1
+        wall = time.time()
+        kept = self.kept
+        if not self.pacer.pace or kept is None:
+            # Not paced, or no frame yet to take the time from: at once (after any held).
+            d._hold_levels(float("-inf"), reading, seq, wall)
+            return
+        now = time.monotonic()
+        due = kept[1] + (reading.t - kept[0])
+        if due - now > MAX_LEVELS_HELD:
+            due = now
+        d._hold_levels(due, reading, seq, wall)
 
     def handle(self, frame: av.VideoFrame) -> bool:
         """Process one decoded frame; False when the grabber is stopping."""
@@ -377,6 +528,8 @@ class _Connection:
         # Scale now, while the decoded picture is still in the CPU's caches, not after the
         # pacing wait (measured: 0.43 ms a frame after the wait; see bench case 1).
         pixels = d._scaler.scale(frame, self.ctx.sample_aspect_ratio)
+        if self.pacer.pace:
+            self.kept = (self.pacer.last_t, self.pacer.due)
         header = FrameHeader(
             source_id=d.source_id,
             seq=d.handed,

@@ -16,6 +16,11 @@ Moving parts:
   :mod:`pipeline.frames.slot`), and to NATS through the event loop (``loop.call_soon_threadsafe``).
 - a **publisher task** takes packed frames from a queue of 2; when the queue is full the
   oldest frame is dropped and counted (a live mosaic wants the newest frame, not all of them).
+- a source with audio has it metered in the decode thread (see
+  :mod:`pipeline.producers.decode`); each reading, about ten a second, goes to the loop the same
+  way and a **levels task** publishes it as :class:`~pipeline.messages.levels.SourceLevels`
+  with core NATS on ``levels.<source_id>`` (not stored in a stream: the newest reading is what
+  matters) from a queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
 - a **watchdog task** reports a decode thread that stopped making progress (``on_stuck``).
 - a :class:`~pipeline.nats.heartbeat.Heartbeater` on ``hb.worker.<worker_id>`` with
   :class:`~pipeline.messages.heartbeats.GrabberStats`; a state change beats at once.
@@ -42,10 +47,12 @@ from pipeline.errors import ConfigError
 from pipeline.frames.slot import SlotWriter
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
+from pipeline.messages.levels import SourceLevels, encode_levels
 from pipeline.messages.workers import GrabberSpec
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.producers.decode import DecodeThread, GrabberState
+from pipeline.producers.levels import Reading
 from pipeline.producers.release import Pixels
 from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy, redact
@@ -54,6 +61,8 @@ log = logging.getLogger("tessera.grabber")
 
 QUEUE_SIZE = 2
 """Packed frames waiting for the publisher: the newest, and the one being replaced."""
+LEVELS_QUEUE_SIZE = 10
+"""Audio readings waiting for the levels publisher: a second of them (NATS being slow)."""
 SEED_INTERVAL = 1.0
 """With a shared-memory slot, seconds between the frames still sent on NATS (``FRAMES`` keeps a
 picture for a stitcher elsewhere or a late one)."""
@@ -116,10 +125,12 @@ class Grabber:
             emit=self._emit,
             changed=lambda: self._to_loop(self._heartbeater.poke),
             ended=lambda: self._to_loop(self._thread_done),
+            levels=self._emit_levels,
         )
         """The decode thread; its counters (``reconnects``, ``loops``, ``stale``, ...) are the
         grabber's."""
         self._subject = subjects.frames(source_id)
+        self._levels_subject = subjects.levels(source_id)
         self.frame_slot = frame_slot
         """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
@@ -137,6 +148,7 @@ class Grabber:
         """Resolved when the decode thread's work has returned (what ``stop()`` waits for)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._levels_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=LEVELS_QUEUE_SIZE)
         self._tasks = Tasks(f"grabber {source_id}")
         # Written by the one thread that hands frames on (decode, or release when paced).
         self.packed = 0
@@ -145,6 +157,9 @@ class Grabber:
         # Written by the loop only.
         self.published = 0
         self.dropped = 0
+        self.levels_published = 0
+        self.levels_dropped = 0
+        """Audio readings dropped: the queue was full, or NATS refused them."""
         self._publish_error = ""
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
@@ -187,6 +202,7 @@ class Grabber:
         self._loop = loop
         self._done = loop.create_future()
         self._tasks.spawn(self._publish_loop(), name="publish")
+        self._tasks.spawn(self._publish_levels(), name="levels")
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
@@ -264,6 +280,9 @@ class Grabber:
             connected=d.connected,
             loops=d.loops,
             state=d.state.value,
+            has_audio=d.has_audio,
+            audio_readings=d.audio_readings,
+            audio_errors=d.audio_errors,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -292,6 +311,23 @@ class Grabber:
             self._last_seed = header.wall
         self._to_loop(self._offer, pack_frame(header, pixels))
 
+    def _emit_levels(self, reading: Reading, seq: int, wall: float) -> None:
+        """Hand one audio reading on (decode or release thread) to NATS through the loop."""
+        message = SourceLevels(
+            source_id=self.source_id,
+            seq=seq,
+            t=reading.t,
+            wall=wall,
+            # 0.1 dB: finer than a meter draws or a detector's threshold needs.
+            peak_db=tuple(round(x, 1) for x in reading.peak_db),
+            rms_db=tuple(round(x, 1) for x in reading.rms_db),
+            momentary_lufs=_tenth(reading.momentary_lufs),
+            short_term_lufs=_tenth(reading.short_term_lufs),
+            channels=reading.channels,
+            layout=reading.layout,
+        )
+        self._to_loop(self._offer_levels, encode_levels(message))
+
     def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (from the decode or release thread)."""
         loop = self._loop
@@ -307,6 +343,25 @@ class Grabber:
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(payload)
+
+    def _offer_levels(self, payload: bytes) -> None:
+        if self._levels_queue.full():
+            self._levels_queue.get_nowait()
+            self.levels_dropped += 1
+        self._levels_queue.put_nowait(payload)
+
+    async def _publish_levels(self) -> None:
+        while True:
+            payload = await self._levels_queue.get()
+            try:
+                await self._nc.publish(self._levels_subject, payload)
+            except nats.errors.Error as exc:
+                # As for frames: this reading is lost, the next may go through; the frames'
+                # publisher says why (the same connection).
+                self.levels_dropped += 1
+                log.debug("levels publish failed: %s", exc, extra={"source": self.source_id})
+            else:
+                self.levels_published += 1
 
     async def _publish_loop(self) -> None:
         while True:
@@ -343,3 +398,7 @@ class Grabber:
     def _thread_done(self) -> None:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
+
+
+def _tenth(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -61,6 +61,7 @@ def evolve(state: State | None, event: Event) -> State:
                 fps=event.fps,
                 cols=event.cols,
                 title=event.title,
+                alarms=event.alarms,
                 created_at=event.at,
                 version=1,
             )

@@ -24,6 +24,8 @@ class MosaicState(msgspec.Struct, frozen=True, kw_only=True):
     fps: int
     cols: int | None = None
     title: str = ""
+    alarms: str = ""
+    """Canonical ``alarms=`` text; "" means the default holds."""
     created_at: float = 0.0
     version: int = 0
     """How many events were folded into this state."""

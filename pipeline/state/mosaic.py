@@ -1,8 +1,11 @@
 """Mosaic logic, pure: the canonical config, its fingerprint, the grid layout and source ids.
 
 - The **fingerprint** is 32 lowercase hex chars of the SHA-256 of the canonical encoding of the
-  config (ordered tiles with names and URLs, size, fps, cols, title): the same config always
-  gives the same fingerprint, whatever order the query parameters came in.
+  config (ordered tiles with names and URLs, size, fps, cols, title, and the alarm holds as
+  canonical ``alarms=`` text): the same config always gives the same fingerprint, whatever order
+  the query parameters (or the ``alarms=`` entries) came in. A config with the default holds is
+  encoded without the ``alarms`` field, exactly as before the field existed, so the mosaics
+  made then keep their fingerprints (and their ``/play`` URLs).
 - The **layout** is near-square (``cols = ceil(sqrt(n))``) unless ``cols`` is given; tiles are
   equal, even-sized (4:2:0 chroma needs even sizes), row-major, and the grid is centred.
 - A **source id** names one pull of one URL at one tile size: every mosaic that shows the same
@@ -18,16 +21,17 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pipeline.messages.events import Tile
+from pipeline.messages.events import MosaicCreated, Tile
+from pipeline.monitoring.alarms import canonical, parse_alarms
 
 FP_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_SIDE = 3840
 MIN_SIDE = 64
 
 
-class MosaicConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything that defines a mosaic's picture; the fingerprint is a hash of this."""
-
+class _Picture(msgspec.Struct, frozen=True, kw_only=True):
+    # The fields a mosaic had before alarms=, in their order: what the fingerprint of a mosaic
+    # with the default holds encodes. Never change them, or every /play URL changes.
     tiles: tuple[Tile, ...]
     width: int = 1280
     height: int = 720
@@ -36,12 +40,48 @@ class MosaicConfig(msgspec.Struct, frozen=True, kw_only=True):
     title: str = ""
 
 
+class MosaicConfig(_Picture, frozen=True, kw_only=True):
+    """Everything that defines a mosaic's picture; the fingerprint is a hash of this."""
+
+    alarms: str = ""
+    """The alarm holds as canonical ``alarms=`` text
+    (:func:`~pipeline.monitoring.alarms.canonical`); "" means the defaults."""
+
+
 _canonical = msgspec.json.Encoder(order="deterministic")
 
 
+def created(config: MosaicConfig, fp: str, at: float) -> MosaicCreated:
+    """The ``mosaic created`` event that records ``config`` as mosaic ``fp`` at ``at``."""
+    return MosaicCreated(
+        at=at,
+        fp=fp,
+        tiles=config.tiles,
+        width=config.width,
+        height=config.height,
+        fps=config.fps,
+        cols=config.cols,
+        title=config.title,
+        alarms=config.alarms,
+    )
+
+
 def fingerprint(config: MosaicConfig) -> str:
-    """32 lowercase hex chars identifying ``config``."""
-    return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(config)).hexdigest()[:32]
+    """32 lowercase hex chars identifying ``config``.
+
+    ``config.alarms`` is read and made canonical first, so that equal holds typed differently
+    (``freeze:5,black:3`` and ``black:3,freeze:5``, or ``black:2`` and ``""``) are one mosaic.
+
+    Raises:
+        AlarmSyntaxError: ``config.alarms`` is not an ``alarms=`` value.
+    """
+    alarms = canonical(parse_alarms(config.alarms))
+    encoded: _Picture
+    if alarms:
+        encoded = msgspec.structs.replace(config, alarms=alarms)
+    else:
+        encoded = _Picture(**{name: getattr(config, name) for name in _Picture.__struct_fields__})
+    return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(encoded)).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

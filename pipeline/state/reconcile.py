@@ -67,6 +67,7 @@ def config_of(state: MosaicState) -> MosaicConfig:
         fps=state.fps,
         cols=state.cols,
         title=state.title,
+        alarms=state.alarms,
     )
 
 

@@ -1,0 +1,58 @@
+"""Audio levels on core NATS, subject ``levels.<source_id>``: what a grabber's audio meter
+(:mod:`pipeline.producers.levels`) measured, about ten times a second per source with audio.
+
+JSON, like the events and heartbeats (:mod:`pipeline.messages.codec`), not msgpack like frames:
+a reading is small (about 250 bytes for stereo, 400 for 5.1) and comes ten times a second, so
+the format costs microseconds either way, and JSON can be read with ``nats sub 'levels.>'``.
+Frames are binary only because of their pixels. Not stored in a stream: a meter or a detector
+wants the newest reading, and one lost is replaced 100 ms later.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from pipeline.errors import MessageError
+
+
+class SourceLevels(msgspec.Struct, frozen=True, kw_only=True, tag="levels/1"):
+    """One window (100 ms) of a source's audio: per-channel levels and the programme's
+    loudness."""
+
+    source_id: str
+    seq: int
+    """Readings of this grabber so far, from 0; grows across reconnects."""
+    t: float
+    """Source time of the end of the window, seconds (the frames' ``pts`` clock)."""
+    wall: float
+    """Wall-clock time the grabber measured it, Unix seconds (like a frame's ``wall``)."""
+    peak_db: tuple[float, ...]
+    """Sample peak per channel, dBFS, in the layout's channel order, to 0.1 dB; -120 is
+    digital silence."""
+    rms_db: tuple[float, ...]
+    """RMS per channel over the window, dBFS (a full-scale sine: -3.0), to 0.1 dB."""
+    momentary_lufs: float | None = None
+    """EBU R128 momentary loudness (400 ms) of all channels, LUFS to 0.1; None until known."""
+    short_term_lufs: float | None = None
+    """EBU R128 short-term loudness (3 s) of all channels, LUFS to 0.1; None until known."""
+    channels: int
+    layout: str
+    """FFmpeg's name of the channel layout: "mono", "stereo", "5.1", ..."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(SourceLevels)
+
+
+def encode_levels(levels: SourceLevels) -> bytes:
+    """JSON bytes of a levels message."""
+    return _encoder.encode(levels)
+
+
+def decode_levels(data: bytes, subject: str = "") -> SourceLevels:
+    """Decode a levels message from ``levels.<source_id>``."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        where = f" on {subject}" if subject else ""
+        raise MessageError(f"cannot decode audio levels{where}: {exc}") from exc
