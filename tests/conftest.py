@@ -92,6 +92,17 @@ async def js(nc: Client) -> JetStreamContext:
     return ctx
 
 
+@pytest_asyncio.fixture
+async def gateway_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
+    """A connection as the gateway's NATS role (``js`` first: the streams are provisioned), for
+    tests that prove the gateway's permissions are enough."""
+    client = await connect(nats_server.url_for("gateway"), name="gateway", role="gateway")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 # -- headless Chromium (tests/browser.py) ---------------------------------------------------------
 
 

@@ -33,7 +33,6 @@ from pipeline.messages import control
 from pipeline.messages.audit import AuditEntry
 from pipeline.messages.codec import encode
 from pipeline.nats import subjects
-from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import AUDIT, TOKENS
 from pipeline.runtime.httpserver import HttpServer
@@ -69,15 +68,6 @@ async def entries(js: JetStreamContext) -> list[AuditEntry]:
         msgspec.json.decode((await js.get_msg(AUDIT.name, seq)).data, type=AuditEntry)
         for seq in range(first, last + 1)
     ]
-
-
-@pytest_asyncio.fixture
-async def gateway_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url_for("gateway"), name="gateway", role="gateway")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest_asyncio.fixture

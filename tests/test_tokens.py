@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
@@ -32,7 +31,6 @@ from pipeline.access import tokens
 from pipeline.access.tokens import SCOPES, Identity, Revoked, Scope, TokenError
 from pipeline.config.settings import load
 from pipeline.messages.audit import AuditEntry
-from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import AUDIT, TOKENS, provision
 from pipeline.runtime.httpserver import HttpServer
@@ -46,16 +44,6 @@ WAIT = 10.0
 """Seconds a bounded poll waits for the gateway's KV watch to see a change."""
 
 Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest_asyncio.fixture
-async def gateway_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
-    """A connection as the gateway's NATS role (``js`` first: the streams are provisioned)."""
-    client = await connect(nats_server.url_for("gateway"), name="gateway", role="gateway")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

@@ -57,13 +57,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from pipeline.consumers.encoder import EncodedFrame, EncoderSettings, H264Encoder
-from pipeline.messages.codec import encode
+from pipeline.errors import MessageError
+from pipeline.messages.codec import decode_signal_request, encode
 from pipeline.messages.control import (
     CommandReply,
     SignalAnswer,
     SignalHangup,
     SignalOffer,
-    SignalRequest,
 )
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
@@ -90,8 +90,6 @@ CONNECT_TIMEOUT = 30.0
 """Seconds a viewer has, after its answer, to connect (ICE and DTLS)."""
 CLOSE_TIMEOUT = 5.0
 """Seconds one peer connection may take to close before it is given up (and logged)."""
-
-_signal_requests: msgspec.json.Decoder[SignalRequest] = msgspec.json.Decoder(SignalRequest)
 
 
 class FrameTrack(MediaStreamTrack):
@@ -205,10 +203,10 @@ class MosaicWhep:
         self.settings = settings
         self.max_viewers = max_viewers
         self._ice = ice_configuration(ice_servers)  # a bad ICE server fails here, not later
-        self._baseline = _encodes_baseline(settings)
+        self._baseline = False
         """The stream is Constrained Baseline: Baseline offers (every browser's, Firefox's
-        only) take it too."""
-        self._codecs = baseline_preferences() if self._baseline else high_profile_preferences()
+        only) take it too. Learnt in :meth:`start`, off the loop, before any offer is heard."""
+        self._codecs = high_profile_preferences()
         self._queue_size = max(2, round(settings.fps * QUEUE_SECONDS))
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
@@ -239,6 +237,10 @@ class MosaicWhep:
             raise RuntimeError(f"WHEP output of mosaic {self.fp} is {self.status}: make a new one")
         self.status = "running"
         try:
+            # One tiny encode (a few ms of libx264): in a thread, never on the event loop.
+            self._baseline = await asyncio.to_thread(_encodes_baseline, self.settings)
+            if self._baseline:
+                self._codecs = baseline_preferences()
             self._tasks.spawn(self._housekeeping(), name="housekeeping")
             self._sub = await self._nc.subscribe(
                 subjects.mosaic_signal(self.fp), cb=self._on_signal
@@ -302,9 +304,9 @@ class MosaicWhep:
     async def _on_signal(self, msg: Msg) -> None:
         reply: msgspec.Struct
         try:
-            request = _signal_requests.decode(msg.data)
-        except msgspec.DecodeError as exc:
-            reply = SignalAnswer(error=f"cannot decode the signalling request: {exc}")
+            request = decode_signal_request(msg.data)
+        except MessageError as exc:
+            reply = SignalAnswer(error=str(exc))
         else:
             match request:
                 case SignalOffer(sdp=sdp):

@@ -12,7 +12,7 @@ from typing import TypeVar
 import msgspec
 
 from pipeline.errors import MessageError
-from pipeline.messages.control import AgentCommand, CommandReply, SessionCommand
+from pipeline.messages.control import AgentCommand, CommandReply, SessionCommand, SignalRequest
 from pipeline.messages.events import Event
 from pipeline.messages.heartbeats import Heartbeat
 from pipeline.messages.workers import WorkerSpec
@@ -26,6 +26,7 @@ _session_commands: msgspec.json.Decoder[SessionCommand] = msgspec.json.Decoder(S
 _agent_commands: msgspec.json.Decoder[AgentCommand] = msgspec.json.Decoder(AgentCommand)
 _replies: msgspec.json.Decoder[CommandReply] = msgspec.json.Decoder(CommandReply)
 _worker_specs: msgspec.json.Decoder[WorkerSpec] = msgspec.json.Decoder(WorkerSpec)
+_signal_requests: msgspec.json.Decoder[SignalRequest] = msgspec.json.Decoder(SignalRequest)
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -64,6 +65,11 @@ def decode_agent_command(data: bytes, subject: str = "") -> AgentCommand:
 def decode_reply(data: bytes, subject: str = "") -> CommandReply:
     """Decode a command reply."""
     return _decode(_replies, data, "reply", subject)
+
+
+def decode_signal_request(data: bytes) -> SignalRequest:
+    """Decode a WHEP signalling request (an offer or a hangup), to a JIT worker or a stitcher."""
+    return _decode(_signal_requests, data, "the signalling request", "")
 
 
 def decode_worker_spec(data: bytes) -> WorkerSpec:

@@ -49,7 +49,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from pipeline.errors import MessageError, TesseraError
-from pipeline.messages.codec import decode_session_command, encode
+from pipeline.messages.codec import decode_session_command, decode_signal_request, encode
 from pipeline.messages.control import (
     CommandReply,
     Pause,
@@ -61,7 +61,6 @@ from pipeline.messages.control import (
     SignalAnswer,
     SignalHangup,
     SignalOffer,
-    SignalRequest,
     Step,
 )
 from pipeline.messages.events import SessionFailed, SessionInput, SessionOptions
@@ -90,8 +89,6 @@ MAX_VIEWERS = 8
 CONNECT_TIMEOUT = 30.0
 """Seconds a viewer has, after its answer, to connect (ICE and DTLS)."""
 STOP_PEER_TIMEOUT = 5.0
-
-_signal_requests: msgspec.json.Decoder[SignalRequest] = msgspec.json.Decoder(SignalRequest)
 
 
 def playback_rate(options: SessionOptions, stream_rate: Fraction) -> Fraction:
@@ -434,9 +431,9 @@ class JitWorker:
     async def _on_signal(self, msg: Msg) -> None:
         reply: msgspec.Struct
         try:
-            request = _signal_requests.decode(msg.data)
-        except msgspec.DecodeError as exc:
-            reply = SignalAnswer(error=f"cannot decode the signalling request: {exc}")
+            request = decode_signal_request(msg.data)
+        except MessageError as exc:
+            reply = SignalAnswer(error=str(exc))
         else:
             match request:
                 case SignalOffer(sdp=sdp):
