@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from pipeline.nats.topology import STATE_BUCKETS
 from pipeline.state.model import State
@@ -35,14 +35,19 @@ async def read_entry(js: JetStreamContext, bucket: str, key: str) -> State | Non
 
 
 async def read_bucket(js: JetStreamContext, bucket: str) -> dict[str, State]:
-    """Every projected state of one bucket, by key."""
-    kv = await js.key_value(bucket)
+    """Every projected state of one bucket, by key.
+
+    The keys come from the bucket's stream (the subjects it holds), not from a KV watcher: a
+    watcher is a consumer made and torn down per listing, and on a busy server (right after a
+    replay recreated the bucket) it could end its initial delivery before every key came."""
+    prefix = f"$KV.{bucket}."
     try:
-        keys = await kv.keys()
-    except NoKeysError:
+        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    except NotFoundError:
         return {}
     out: dict[str, State] = {}
-    for key in keys:
+    for subject in sorted(info.state.subjects or {}):
+        key = subject[len(prefix) :]
         state = await read_entry(js, bucket, key)
         if state is not None:
             out[key] = state
