@@ -1,6 +1,6 @@
 """``GET /create`` and ``GET /play/<fp>/...``: making and serving mosaics.
 
-- ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T][&alarms=A]``
+- ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T][&alarms=A][&audio=K]``
   expands the patterns, reads the alarm holds (:mod:`pipeline.monitoring.alarms`; a bad value is
   a ``400`` naming its column, as a bad pattern is), canonicalises and fingerprints the config,
   records ``mosaic created`` once per fingerprint, counts as a viewer, and answers ``302`` to
@@ -57,7 +57,9 @@ from pipeline.state.mosaic import (
     FP_RE,
     MAX_SIDE,
     MIN_SIDE,
+    AudioChoiceError,
     MosaicConfig,
+    canonical_audio,
     created,
     fingerprint,
     layout,
@@ -100,7 +102,7 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
-CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms")
+CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms", "audio")
 """The query parameters ``/create`` reads; any other is a ``400``."""
 
 
@@ -153,8 +155,22 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
         layout(len(tiles), width, height, cols)
     except ValueError as exc:
         raise BadRequest(f"size={width}x{height}: {exc}") from exc
+    chosen = request.query_params.getlist("audio")
+    if len(chosen) > 1:
+        raise BadRequest("audio: given more than once: name one tile")
+    try:
+        audio = canonical_audio(chosen[0] if chosen else "", tiles)
+    except AudioChoiceError as exc:
+        raise BadRequest(f"audio: {exc}") from exc
     return MosaicConfig(
-        tiles=tiles, width=width, height=height, fps=fps, cols=cols, title=title, alarms=alarms
+        tiles=tiles,
+        width=width,
+        height=height,
+        fps=fps,
+        cols=cols,
+        title=title,
+        alarms=alarms,
+        audio=audio,
     )
 
 

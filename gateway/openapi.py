@@ -69,6 +69,10 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                     {"name": "alarms", "in": "query", "schema": text,
                      "description": "alarm holds in seconds, e.g. black:2,freeze:5,-silence "
                                     "or off; default: every kind at its default hold"},
+                    {"name": "audio", "in": "query", "schema": text,
+                     "description": "whose audio the mosaic carries: a 0-based tile index, "
+                                    "a tile name, auto (default: the first tile with audio) "
+                                    "or off"},
                 ],  # fmt: skip
                 "security": [{}, *_BEARER],
                 "responses": {

@@ -22,6 +22,8 @@ from pipeline.messages.codec import (
 )
 from pipeline.messages.events import (
     EVENT_TYPES,
+    AlarmCleared,
+    AlarmRaised,
     InstanceLaunched,
     InstanceReady,
     InstanceTerminated,
@@ -50,6 +52,15 @@ EVENTS = [
         fps=25,
         cols=2,
         title="ops",
+        audio="0",
+    ),
+    AlarmRaised(
+        at=10.5, source="a" * 20, kind="black", onset=10.0, onset_wall=1e9, value=0.99,
+        url="http://cam/x.m3u8", worker_id="w2",
+    ),
+    AlarmCleared(
+        at=12.0, source="a" * 20, kind="black", onset=10.0, end=11.8, end_wall=1e9 + 1.8,
+        worst=1.0,
     ),
     SessionRequested(
         at=2.0,
@@ -101,7 +112,7 @@ def test_unknown_tag_names_the_subject() -> None:
 
 def test_entity_of_every_event() -> None:
     assert [entity_of(e)[0] for e in EVENTS] == [
-        "mosaic", "session", "session", "session", "session",
+        "mosaic", "source", "source", "session", "session", "session", "session",
         "instance", "instance", "instance", "worker", "worker",
     ]  # fmt: skip
 

@@ -27,7 +27,7 @@ async def test_missing_names_what_is_gone(js: JetStreamContext) -> None:
     assert await missing(js) == ["FRAMES", "KV_manifests"]
     done = await provision(js)
     assert done == ["created stream FRAMES", "created kv bucket manifests"]
-    assert len(STREAMS) + len(BUCKETS) == 16
+    assert len(STREAMS) + len(BUCKETS) == 17
 
 
 async def test_changed_limit_is_updated_in_place(js: JetStreamContext) -> None:

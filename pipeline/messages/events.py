@@ -42,6 +42,53 @@ class MosaicCreated(_Event, frozen=True, tag="mosaic.created/1"):
     """The mosaic's alarm holds as canonical ``alarms=`` text
     (:func:`pipeline.monitoring.alarms.canonical`); "" (and every event written before the
     field existed) means the defaults."""
+    audio: str = ""
+    """Which tile's audio the mosaic carries, canonical ``audio=`` text
+    (:func:`pipeline.state.mosaic.canonical_audio`): "" the first tile with audio, ``off`` none,
+    else a 0-based tile index."""
+
+
+# --- sources (alarms) ------------------------------------------------------------------------
+
+
+class AlarmRaised(_Event, frozen=True, tag="alarm.raised/1"):
+    """A source's condition (a picture black, frozen, silence, ...) has lasted the detection
+    debounce (:data:`pipeline.monitoring.detect.DEBOUNCE`). Mosaic-independent: one per source
+    URL however many mosaics show it; each mosaic shows it once it has lasted the mosaic's hold.
+
+    Appended by the grabber with ``Nats-Msg-Id`` ``alarm-<source>-<kind>-<onset ms>``, so a
+    second grabber of the same URL (another tile size) that saw the same onset is dropped."""
+
+    source: str
+    """The source key, ``sha256(url)[:20]`` (:func:`pipeline.state.mosaic.source_key`)."""
+    kind: str
+    """An :class:`~pipeline.monitoring.alarms.AlarmKind` value: black, freeze, silence, ..."""
+    onset: float
+    """Source time the condition began, seconds (the frames' ``pts`` clock)."""
+    onset_wall: float
+    """Wall-clock time the condition began, Unix seconds (``at`` is when it was raised)."""
+    value: float
+    """The measurement at onset (see :func:`pipeline.monitoring.detect.severity`)."""
+    url: str = ""
+    """The source URL with any credentials removed, for people reading the event."""
+    worker_id: str = ""
+
+
+class AlarmCleared(_Event, frozen=True, tag="alarm.cleared/1"):
+    """A raised condition ended (``reason``: ``ended``, the measurement is good again;
+    ``stopped``, its grabber stopped; ``not-seen``, a restarted grabber did not see it)."""
+
+    source: str
+    kind: str
+    onset: float
+    """The onset of the condition that ended (as raised)."""
+    end: float
+    """Source time it ended, seconds."""
+    end_wall: float
+    worst: float
+    """The worst measurement while it lasted."""
+    reason: str = "ended"
+    worker_id: str = ""
 
 
 # --- JIT sessions ----------------------------------------------------------------------------
@@ -159,6 +206,8 @@ class WorkerStopped(_Event, frozen=True, tag="worker.stopped/1"):
 
 Event = (
     MosaicCreated
+    | AlarmRaised
+    | AlarmCleared
     | SessionRequested
     | SessionStarted
     | SessionEnded
@@ -173,6 +222,8 @@ Event = (
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     MosaicCreated,
+    AlarmRaised,
+    AlarmCleared,
     SessionRequested,
     SessionStarted,
     SessionEnded,
@@ -190,6 +241,8 @@ def entity_of(event: Event) -> tuple[str, str]:
     match event:
         case MosaicCreated(fp=fp):
             return "mosaic", fp
+        case AlarmRaised(source=key) | AlarmCleared(source=key):
+            return "source", key
         case SessionRequested(session_id=sid) | SessionStarted(session_id=sid):
             return "session", sid
         case SessionEnded(session_id=sid) | SessionFailed(session_id=sid):

@@ -62,7 +62,9 @@ def _write_kv(*buckets: str) -> list[str]:
 
 _SEGMENT_STORE = [*_read_stream("OBJ_segments")]
 _WRITE_SEGMENTS = ["$O.segments.>", f"{_API}.STREAM.PURGE.OBJ_segments"]
-_STATE_BUCKETS = ("manifests", "mosaics", "sessions", "instances", "workers", "slots")
+_STATE_BUCKETS = (
+    "manifests", "mosaics", "alarms", "sessions", "instances", "workers", "slots",
+)  # fmt: skip
 _ACCESS_BUCKETS = ("tokens", "revoked")
 
 
@@ -126,7 +128,16 @@ def permissions(role: str) -> Permissions:
             )
         case "grabber":
             return Permissions(
-                publish=(*common, "frames.*", "levels.*", "hb.worker.*"), subscribe=(inbox,)
+                publish=(
+                    *common,
+                    "frames.*",
+                    "levels.*",
+                    "audio.*",
+                    "hb.worker.*",
+                    "events.source.*",  # alarm raised / cleared (acknowledged appends)
+                    *_read_kv("alarms"),  # a restarted grabber ends what it no longer sees
+                ),
+                subscribe=(inbox,),
             )
         case "stitcher":
             return Permissions(
@@ -138,12 +149,12 @@ def permissions(role: str) -> Permissions:
                     "hb.worker.*",
                     "hb.viewer.mosaic.*",  # a connected WHEP viewer is a viewer
                     *_write_kv("manifests"),
-                    *_read_kv("manifests", "mosaics"),
+                    *_read_kv("manifests", "mosaics", "alarms"),
                     *_read_stream("FRAMES"),
                     *_SEGMENT_STORE,
                     *_WRITE_SEGMENTS,
                 ),
-                subscribe=(inbox, "frames.*", "levels.*", "ctl.mosaic.*"),
+                subscribe=(inbox, "frames.*", "levels.*", "audio.*", "ctl.mosaic.*"),
                 allow_responses=True,  # answers WHEP offers
             )
         case "jit":

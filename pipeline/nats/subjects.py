@@ -14,11 +14,12 @@ EVENTS_ALL = "events.>"
 HEARTBEATS_ALL = "hb.>"
 FRAMES_ALL = "frames.>"
 LEVELS_ALL = "levels.>"
+AUDIO_ALL = "audio.>"
 SEGMENTS_ALL = "segments.>"
 PARTS_ALL = "parts.>"
 AUDIT_ALL = "audit.>"
 
-ENTITIES = ("mosaic", "session", "instance", "worker")
+ENTITIES = ("mosaic", "source", "session", "instance", "worker")
 
 
 def token(value: str) -> str:
@@ -67,6 +68,11 @@ def frames(source_id: str) -> str:
 def levels(source_id: str) -> str:
     """``levels.<source_id>``: audio levels of one source (core NATS, not stored)."""
     return f"levels.{token(source_id)}"
+
+
+def audio(source_id: str) -> str:
+    """``audio.<source_id>``: a source's decoded audio, PCM chunks (core NATS, not stored)."""
+    return f"audio.{token(source_id)}"
 
 
 def segments(fp: str) -> str:

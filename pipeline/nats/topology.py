@@ -11,7 +11,7 @@ idempotently.
 | AUDIT           | stream | audit.<action>             | file    | 90 days                        |
 | PARKED          | stream | parked.events.<seq>        | file    | forever (until removed)        |
 | manifests       | KV     | <fp>                       | memory  | 5 min TTL                      |
-| mosaics, sessions, instances, workers | KV | <id>   | file    | latest only (projections)      |
+| mosaics, alarms, sessions, instances, workers | KV | <id> | file | latest only (projections) |
 | segments        | object | <fp>/<seq>.<ext>           | memory  | 5 min TTL                      |
 | slots           | KV     | slot-<k> -> session id     | file    | latest only (admission)        |
 | tokens          | KV     | <name> -> scopes, hash     | file    | latest only (API tokens)       |
@@ -178,6 +178,7 @@ STREAMS: tuple[StreamSpec, ...] = (
 
 MANIFESTS = BucketSpec("manifests", "kv", StorageType.MEMORY, "live playlists by fp", ttl=300.0)
 MOSAICS = BucketSpec("mosaics", "kv", StorageType.FILE, "projected mosaic state")
+ALARMS = BucketSpec("alarms", "kv", StorageType.FILE, "projected alarms per source URL")
 SESSIONS = BucketSpec("sessions", "kv", StorageType.FILE, "projected session state")
 INSTANCES = BucketSpec("instances", "kv", StorageType.FILE, "projected instance state")
 WORKERS = BucketSpec("workers", "kv", StorageType.FILE, "projected worker state")
@@ -188,7 +189,7 @@ REVOKED = BucketSpec(
     "revoked", "kv", StorageType.FILE, "viewer names whose signed URLs are revoked"
 )
 
-STATE_BUCKETS: tuple[BucketSpec, ...] = (MOSAICS, SESSIONS, INSTANCES, WORKERS)
+STATE_BUCKETS: tuple[BucketSpec, ...] = (MOSAICS, ALARMS, SESSIONS, INSTANCES, WORKERS)
 BUCKETS: tuple[BucketSpec, ...] = (MANIFESTS, *STATE_BUCKETS, SEGMENTS, SLOTS, TOKENS, REVOKED)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import msgspec
 
 from pipeline.messages.events import (
+    AlarmCleared,
+    AlarmRaised,
     Event,
     InstanceLaunched,
     InstanceReady,
@@ -27,15 +29,20 @@ from pipeline.messages.events import (
     entity_of,
 )
 from pipeline.state.model import (
+    RECENT_ALARMS,
+    ActiveAlarm,
+    ClearedAlarm,
     InstanceState,
     MosaicState,
     SessionState,
+    SourceState,
     State,
     WorkerState,
 )
 
 BUCKET_OF_ENTITY = {
     "mosaic": "mosaics",
+    "source": "alarms",
     "session": "sessions",
     "instance": "instances",
     "worker": "workers",
@@ -62,9 +69,14 @@ def evolve(state: State | None, event: Event) -> State:
                 cols=event.cols,
                 title=event.title,
                 alarms=event.alarms,
+                audio=event.audio,
                 created_at=event.at,
                 version=1,
             )
+        case AlarmRaised():
+            return _raised(_source(state, event.source), event)
+        case AlarmCleared():
+            return _cleared(_source(state, event.source), event)
         case SessionRequested():
             base = _session(state, event.session_id)
             return _bump(
@@ -134,6 +146,48 @@ def evolve(state: State | None, event: Event) -> State:
                 exit_code=event.exit_code,
             )
     raise TypeError(f"not an event: {event!r}")
+
+
+def _raised(src: SourceState, event: AlarmRaised) -> SourceState:
+    # One condition per kind: a second raise of an active kind (another grabber of the URL
+    # that saw another onset, a restarted grabber) changes nothing; the first onset stands.
+    if any(a.kind == event.kind for a in src.active):
+        return _bump(src)
+    alarm = ActiveAlarm(
+        kind=event.kind,
+        onset=event.onset,
+        onset_wall=event.onset_wall,
+        raised_at=event.at,
+        value=event.value,
+    )
+    active = tuple(sorted((*src.active, alarm), key=lambda a: a.kind))
+    return _bump(src, url=event.url or src.url, active=active, raised=src.raised + 1)
+
+
+def _cleared(src: SourceState, event: AlarmCleared) -> SourceState:
+    alarm = next((a for a in src.active if a.kind == event.kind), None)
+    if alarm is None:
+        return _bump(src)  # cleared twice, or never raised here: nothing to end
+    done = ClearedAlarm(
+        kind=alarm.kind,
+        onset=alarm.onset,
+        onset_wall=alarm.onset_wall,
+        raised_at=alarm.raised_at,
+        end=event.end,
+        end_wall=event.end_wall,
+        value=alarm.value,
+        worst=event.worst,
+        reason=event.reason,
+    )
+    return _bump(
+        src,
+        active=tuple(a for a in src.active if a is not alarm),
+        recent=(done, *src.recent)[:RECENT_ALARMS],
+    )
+
+
+def _source(state: State | None, key: str) -> SourceState:
+    return state if isinstance(state, SourceState) else SourceState(source=key)
 
 
 def _session(state: State | None, session_id: str) -> SessionState:

@@ -1,5 +1,5 @@
-"""Projected state: what the KV buckets ``mosaics``, ``sessions``, ``instances`` and ``workers``
-hold, one entry per entity, each the fold of that entity's events.
+"""Projected state: what the KV buckets ``mosaics``, ``alarms``, ``sessions``, ``instances`` and
+``workers`` hold, one entry per entity, each the fold of that entity's events.
 
 How an entry is stored (the state with the ``EVENTS`` stream sequence of the last event folded
 into it) is :mod:`pipeline.state.stored`.
@@ -26,9 +26,58 @@ class MosaicState(msgspec.Struct, frozen=True, kw_only=True):
     title: str = ""
     alarms: str = ""
     """Canonical ``alarms=`` text; "" means the default holds."""
+    audio: str = ""
+    """Canonical ``audio=`` text: "" the first tile with audio, ``off``, or a tile index."""
     created_at: float = 0.0
     version: int = 0
     """How many events were folded into this state."""
+
+
+class ActiveAlarm(msgspec.Struct, frozen=True, kw_only=True):
+    """A source's condition that is raised and not cleared."""
+
+    kind: str
+    onset: float
+    """Source time it began, seconds."""
+    onset_wall: float
+    """Wall-clock time it began, Unix seconds."""
+    raised_at: float
+    """When the grabber raised it (onset + the debounce, plus the detection path)."""
+    value: float
+
+
+class ClearedAlarm(msgspec.Struct, frozen=True, kw_only=True):
+    """A source's condition that was raised and has ended."""
+
+    kind: str
+    onset: float
+    onset_wall: float
+    raised_at: float
+    end: float
+    """Source time it ended."""
+    end_wall: float
+    value: float
+    worst: float
+    reason: str = "ended"
+
+
+RECENT_ALARMS = 20
+"""Cleared alarms a source keeps in its state, newest first."""
+
+
+class SourceState(msgspec.Struct, frozen=True, kw_only=True):
+    """A source URL's alarms (KV ``alarms``, key: the source key ``sha256(url)[:20]``):
+    the conditions raised now, one per kind, and the last :data:`RECENT_ALARMS` cleared."""
+
+    source: str
+    url: str = ""
+    """The URL without credentials, as the last raise gave it."""
+    active: tuple[ActiveAlarm, ...] = ()
+    recent: tuple[ClearedAlarm, ...] = ()
+    """Newest first."""
+    raised: int = 0
+    """Alarms raised on this source since its first event."""
+    version: int = 0
 
 
 SessionPhase = Literal["requested", "running", "ended", "failed"]
@@ -90,4 +139,4 @@ class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 0
 
 
-State = MosaicState | SessionState | InstanceState | WorkerState
+State = MosaicState | SourceState | SessionState | InstanceState | WorkerState

@@ -5,11 +5,14 @@
   canonical ``alarms=`` text): the same config always gives the same fingerprint, whatever order
   the query parameters (or the ``alarms=`` entries) came in. A config with the default holds is
   encoded without the ``alarms`` field, exactly as before the field existed, so the mosaics
-  made then keep their fingerprints (and their ``/play`` URLs).
+  made then keep their fingerprints (and their ``/play`` URLs); so is one with the default
+  ``audio=`` (:func:`canonical_audio`).
 - The **layout** is near-square (``cols = ceil(sqrt(n))``) unless ``cols`` is given; tiles are
   equal, even-sized (4:2:0 chroma needs even sizes), row-major, and the grid is centred.
 - A **source id** names one pull of one URL at one tile size: every mosaic that shows the same
-  URL at the same tile size shares one grabber and one ``frames.<source_id>`` subject.
+  URL at the same tile size shares one grabber and one ``frames.<source_id>`` subject. The
+  **source key** (:func:`source_key`, the id without the size) names the URL alone: alarms are
+  the URL's, whatever size its tiles are.
 """
 
 from __future__ import annotations
@@ -46,6 +49,58 @@ class MosaicConfig(_Picture, frozen=True, kw_only=True):
     alarms: str = ""
     """The alarm holds as canonical ``alarms=`` text
     (:func:`~pipeline.monitoring.alarms.canonical`); "" means the defaults."""
+    audio: str = ""
+    """Which tile's audio the mosaic carries, canonical ``audio=`` text
+    (:func:`canonical_audio`); "" means the first tile with audio."""
+
+
+class AudioChoiceError(ValueError):
+    """An ``audio=`` value that names no tile; the message says what would."""
+
+
+def canonical_audio(value: str, tiles: tuple[Tile, ...]) -> str:
+    """The canonical form of an ``audio=`` value for ``tiles``: "" (the default: the first tile
+    whose source has audio, also for ``""`` and ``auto``), ``off`` (no audio track), or the
+    0-based index of the tile, given as that index or as the tile's name (the first tile of
+    that name; names are matched case-insensitively).
+
+    Raises:
+        AudioChoiceError: ``value`` is an index out of range or no tile's name.
+    """
+    text = value.strip()
+    if text.lower() in ("", "auto"):
+        return ""
+    if text.lower() == "off":
+        return "off"
+    if text.isdigit():
+        index = int(text)
+        if index >= len(tiles):
+            raise AudioChoiceError(
+                f"tile {index} does not exist: give a tile index from 0 to {len(tiles) - 1}, "
+                "a tile name, auto or off"
+            )
+        return str(index)
+    for index, tile in enumerate(tiles):
+        if tile.name and tile.name.casefold() == text.casefold():
+            return str(index)
+    names = ", ".join(repr(t.name) for t in tiles if t.name) or "none"
+    raise AudioChoiceError(
+        f"no tile is named {text!r}: give a tile index from 0 to {len(tiles) - 1}, "
+        f"a tile name ({names}), auto or off"
+    )
+
+
+def audio_tile(choice: str) -> int | None:
+    """The tile index a canonical ``audio=`` value names, -1 for the default (the first tile
+    with audio), None for ``off``."""
+    if choice == "off":
+        return None
+    return int(choice) if choice else -1
+
+
+class _WithAlarms(_Picture, frozen=True, kw_only=True):
+    # What a mosaic with alarm holds but the default audio encodes (as before audio= existed).
+    alarms: str = ""
 
 
 _canonical = msgspec.json.Encoder(order="deterministic")
@@ -63,6 +118,7 @@ def created(config: MosaicConfig, fp: str, at: float) -> MosaicCreated:
         cols=config.cols,
         title=config.title,
         alarms=config.alarms,
+        audio=config.audio,
     )
 
 
@@ -71,14 +127,22 @@ def fingerprint(config: MosaicConfig) -> str:
 
     ``config.alarms`` is read and made canonical first, so that equal holds typed differently
     (``freeze:5,black:3`` and ``black:3,freeze:5``, or ``black:2`` and ``""``) are one mosaic.
+    ``config.audio`` must be canonical already (:func:`canonical_audio`). Fields added after
+    the first (alarms, audio) are encoded only when they differ from their defaults, so a
+    mosaic that does not use them keeps the fingerprint it had before they existed.
 
     Raises:
         AlarmSyntaxError: ``config.alarms`` is not an ``alarms=`` value.
     """
     alarms = canonical(parse_alarms(config.alarms))
-    encoded: _Picture
-    if alarms:
+    encoded: msgspec.Struct
+    if config.audio:
         encoded = msgspec.structs.replace(config, alarms=alarms)
+    elif alarms:
+        encoded = _WithAlarms(
+            **{name: getattr(config, name) for name in _WithAlarms.__struct_fields__},
+        )
+        encoded = msgspec.structs.replace(encoded, alarms=alarms)
     else:
         encoded = _Picture(**{name: getattr(config, name) for name in _Picture.__struct_fields__})
     return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(encoded)).hexdigest()[:32]
@@ -120,10 +184,21 @@ def layout(n: int, width: int, height: int, cols: int | None = None) -> Layout:
     return Layout(width, height, cols, rows, tile_w, tile_h, origins)
 
 
+def source_key(url: str) -> str:
+    """The key of a source URL, whatever its tile size: 20 hex chars of its SHA-256 (what
+    alarms are kept under: KV ``alarms``, ``events.source.<key>``)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:20]
+
+
 def source_id(url: str, tile_width: int, tile_height: int) -> str:
-    """The id of the pull of ``url`` scaled to ``tile_width`` x ``tile_height``."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:20]
-    return f"{digest}-{tile_width}x{tile_height}"
+    """The id of the pull of ``url`` scaled to ``tile_width`` x ``tile_height``:
+    ``<source key>-<W>x<H>``."""
+    return f"{source_key(url)}-{tile_width}x{tile_height}"
+
+
+def key_of_source(source_id: str) -> str:
+    """The source key a source id starts with."""
+    return source_id.split("-", 1)[0]
 
 
 def source_ids(config: MosaicConfig) -> tuple[str, ...]:

@@ -68,6 +68,7 @@ def config_of(state: MosaicState) -> MosaicConfig:
         cols=state.cols,
         title=state.title,
         alarms=state.alarms,
+        audio=state.audio,
     )
 
 

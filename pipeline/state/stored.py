@@ -18,9 +18,16 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from pipeline.errors import MessageError
-from pipeline.state.model import InstanceState, MosaicState, SessionState, State, WorkerState
+from pipeline.state.model import (
+    InstanceState,
+    MosaicState,
+    SessionState,
+    SourceState,
+    State,
+    WorkerState,
+)
 
-S = TypeVar("S", MosaicState, SessionState, InstanceState, WorkerState)
+S = TypeVar("S", MosaicState, SourceState, SessionState, InstanceState, WorkerState)
 
 
 class Projected(msgspec.Struct, Generic[S], frozen=True):
@@ -34,6 +41,7 @@ class Projected(msgspec.Struct, Generic[S], frozen=True):
 # it and is faster than decoding to builtins and converting.
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "mosaics": msgspec.json.Decoder(Projected[MosaicState]),
+    "alarms": msgspec.json.Decoder(Projected[SourceState]),
     "sessions": msgspec.json.Decoder(Projected[SessionState]),
     "instances": msgspec.json.Decoder(Projected[InstanceState]),
     "workers": msgspec.json.Decoder(Projected[WorkerState]),
@@ -47,8 +55,8 @@ def encode_entry(seq: int, state: State) -> bytes:
 
 
 def decode_entry(bucket: str, value: bytes) -> Projected[Any]:
-    """Decode a KV entry of state bucket ``bucket`` (``mosaics``, ``sessions``, ``instances``
-    or ``workers``)."""
+    """Decode a KV entry of state bucket ``bucket`` (``mosaics``, ``alarms``, ``sessions``,
+    ``instances`` or ``workers``)."""
     decoder = _DECODERS.get(bucket)
     if decoder is None:
         raise ValueError(f"{bucket!r} is not a state bucket: use one of {', '.join(_DECODERS)}")
