@@ -48,6 +48,10 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     """Audio level readings measured (about ten a second while there is audio)."""
     audio_errors: int = 0
     """Audio packets that did not decode, and meters given up on: never a reason to reconnect."""
+    alarms: tuple[str, ...] = ()
+    """The source's conditions raised now (alarm kinds), as this grabber sees them."""
+    alarms_raised: int = 0
+    """Alarms this grabber raised since it started."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):

@@ -12,11 +12,12 @@ touches the event loop itself: the grabber's callbacks do (``loop.call_soon_thre
 
 Audio: when the source has an audio stream, its first is demuxed and decoded beside the video
 (a decoder of its own, one thread) and every decoded frame, whatever the fps cap, goes to the
-connection's :class:`~pipeline.producers.levels.AudioMeter` (a new one per connection). Each
-reading goes out through ``levels``: at once for a source that is not paced, and for a paced
-one when it is due, on the clock of the video frames it came with (held here, and handed on by
-whichever thread gets there first: the release thread after each frame, or this one after each
-audio packet). Audio never costs the video anything but its CPU: an audio packet that does not
+connection's :class:`~pipeline.producers.levels.AudioMeter` (a new one per connection) and, as
+s16 samples (:mod:`pipeline.producers.pcm`), to ``audio`` (the mosaic's listeners). Each
+reading and each chunk goes out at once for a source that is not paced, and for a paced one when
+it is due, on the clock of the video frames it came with (held here, and handed on by whichever
+thread gets there first: the release thread after each frame, or this one after each audio
+packet). Audio never costs the video anything but its CPU: an audio packet that does not
 decode, or a meter that gives up (:class:`~pipeline.producers.levels.LevelsError`, logged once),
 is counted in ``audio_errors`` and never counts toward :data:`MAX_DECODE_ERRORS` or a
 reconnect; after :data:`MAX_DECODE_ERRORS` audio errors in a row, or a meter error, the
@@ -60,6 +61,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from pipeline.messages.frames import FrameHeader
 from pipeline.producers.levels import AudioMeter, LevelsError, Reading
+from pipeline.producers.pcm import Pcm, to_s16
 from pipeline.producers.release import Pixels, Releaser
 from pipeline.producers.scale import TileScaler
 from pipeline.producers.timing import Backoff, Carry, FramePacer, StaleGuard, Verdict, loop_delay
@@ -78,6 +80,8 @@ MAX_LEVELS_HELD = 2.0
 
 LevelsSink = Callable[[Reading, int, float], None]
 """``levels(reading, seq, wall)``: hands one audio reading on (decode or release thread)."""
+AudioSink = Callable[[Pcm, int], None]
+"""``audio(chunk, seq)``: hands one chunk of decoded samples on (decode or release thread)."""
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtmp", "rtmps"})
 """Sources that arrive at their own pace and never end: not paced, never looped."""
@@ -148,6 +152,7 @@ class DecodeThread:
         changed: Callable[[], None],
         ended: Callable[[], None],
         levels: LevelsSink | None = None,
+        audio: AudioSink | None = None,
     ) -> None:
         self.source_id = source_id
         self.url = url
@@ -162,13 +167,14 @@ class DecodeThread:
         self._changed = changed
         self._ended = ended
         self._levels = levels
+        self._audio_out = audio
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         self._scaler = TileScaler(width, height)  # validates the tile size
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._stale = StaleGuard()
         self._audio_stale = StaleGuard()
-        self._held: deque[tuple[float, Reading, int, float]] = deque()
-        """A paced source's audio readings waiting for their time: (due, reading, seq, wall)."""
+        self._held: deque[tuple[float, Callable[[], None]]] = deque()
+        """A paced source's audio readings and chunks waiting for their time: (due, hand on)."""
         self._held_lock = threading.Lock()
         self._levels_error = ""
         self._stopping = threading.Event()
@@ -189,6 +195,8 @@ class DecodeThread:
         """The current (or last) connection has an audio stream."""
         self.audio_readings = 0
         """Audio readings handed on (they number them)."""
+        self.audio_chunks = 0
+        """Chunks of decoded samples handed on (they number them)."""
         self.audio_errors = 0
         """Audio packets that did not decode, and meters that gave up."""
         self.last_error = ""
@@ -334,7 +342,7 @@ class DecodeThread:
         # The first audio stream, if any (and if anyone takes the readings).
         audio = container.streams.audio[0] if container.streams.audio else None
         actx: AudioCodecContext | None = None
-        if audio is not None and self._levels is not None:
+        if audio is not None and (self._levels is not None or self._audio_out is not None):
             actx = audio.codec_context
             actx.thread_count = 1  # as the video: many grabbers per host
         self.has_audio = actx is not None
@@ -416,20 +424,18 @@ class DecodeThread:
         if self._held:
             self._release_levels(time.monotonic())
 
-    def _hold_levels(self, due: float, reading: Reading, seq: int, wall: float) -> None:
+    def _hold(self, due: float, hand_on: Callable[[], None]) -> None:
         with self._held_lock:
-            self._held.append((due, reading, seq, wall))
+            self._held.append((due, hand_on))
 
     def _release_levels(self, now: float) -> None:
-        """Hand on the held readings due by ``now``, in order (decode or release thread: under
-        the lock, so that the two never hand them on out of order)."""
-        sink = self._levels
-        assert sink is not None
+        """Hand on the held readings and chunks due by ``now``, in order (decode or release
+        thread: under the lock, so that the two never hand them on out of order)."""
         with self._held_lock:
             held = self._held
             while held and held[0][0] <= now:
-                _, reading, seq, wall = held.popleft()
-                sink(reading, seq, wall)
+                _, hand_on = held.popleft()
+                hand_on()
 
     def _audio_failed(self, reason: str) -> None:
         """A connection gave up its audio: say so once per different reason."""
@@ -457,7 +463,10 @@ class _Connection:
         self.ctx = ctx
         self.pacer = pacer
         self.actx = actx
-        self.meter: AudioMeter | None = AudioMeter() if actx is not None else None
+        levels = actx is not None and thread._levels is not None
+        self.meter: AudioMeter | None = AudioMeter() if levels else None
+        self.audio_next_t = 0.0
+        """Source time after the last decoded audio frame (for frames without a timestamp)."""
         self.audio_stale = audio_stale
         self.audio_errors_in_row = 0
         self.kept: tuple[float, float] | None = None
@@ -467,7 +476,7 @@ class _Connection:
         """Decode one audio packet and meter its frames; never fails the connection."""
         d = self.thread
         meter, actx = self.meter, self.actx
-        if meter is None or actx is None:
+        if actx is None or (meter is None and d._audio_out is None):
             return  # gave up on this connection's audio
         try:
             frames = actx.decode(packet)
@@ -482,12 +491,22 @@ class _Connection:
             return
         self.audio_errors_in_row = 0
         for frame in frames:
+            start = self.audio_next_t if frame.time is None else float(frame.time)
+            if frame.sample_rate:
+                self.audio_next_t = start + frame.samples / frame.sample_rate
+            if d._audio_out is not None and frame.samples > 0:
+                try:
+                    self.chunk(to_s16(frame, start))
+                except ValueError as exc:
+                    d._audio_failed(str(exc))
+            if meter is None:
+                continue
             try:
                 readings = meter.feed(frame)
             except LevelsError as exc:
-                self.meter = None
+                self.meter = meter = None
                 d._audio_failed(str(exc))
-                break
+                continue
             for reading in readings:
                 self.reading(reading)
         if d._held:
@@ -496,21 +515,36 @@ class _Connection:
     def reading(self, reading: Reading) -> None:
         """Hand one reading on: at once, or when due for a paced source."""
         d = self.thread
+        sink = d._levels
+        if sink is None:
+            return
         if self.audio_stale is not None and not self.audio_stale.fresh(reading.t):
             return  # a repeat of what was measured before the reconnect
         seq = d.audio_readings
         d.audio_readings += 1
         wall = time.time()
+        d._hold(self._due(reading.t), lambda: sink(reading, seq, wall))
+
+    def chunk(self, pcm: Pcm) -> None:
+        """Hand one chunk of samples on: at once, or when due for a paced source. (A repeat
+        after a reconnect is not filtered here: the readings' guard keeps the newest time, and
+        a listener drops chunks older than what it played.)"""
+        d = self.thread
+        sink = d._audio_out
+        assert sink is not None
+        seq = d.audio_chunks
+        d.audio_chunks += 1
+        d._hold(self._due(pcm.pts), lambda: sink(pcm, seq))
+
+    def _due(self, t: float) -> float:
+        """When what was measured at source time ``t`` is due (-inf: at once)."""
         kept = self.kept
         if not self.pacer.pace or kept is None:
             # Not paced, or no frame yet to take the time from: at once (after any held).
-            d._hold_levels(float("-inf"), reading, seq, wall)
-            return
+            return float("-inf")
         now = time.monotonic()
-        due = kept[1] + (reading.t - kept[0])
-        if due - now > MAX_LEVELS_HELD:
-            due = now
-        d._hold_levels(due, reading, seq, wall)
+        due = kept[1] + (t - kept[0])
+        return now if due - now > MAX_LEVELS_HELD else due
 
     def handle(self, frame: av.VideoFrame) -> bool:
         """Process one decoded frame; False when the grabber is stopping."""

@@ -21,6 +21,14 @@ Moving parts:
   way and a **levels task** publishes it as :class:`~pipeline.messages.levels.SourceLevels`
   with core NATS on ``levels.<source_id>`` (not stored in a stream: the newest reading is what
   matters) from a queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
+- the source's audio, decoded, goes out as s16 chunks (:mod:`pipeline.messages.audio`) with core
+  NATS on ``audio.<source_id>`` for a stitcher that plays it, through a queue of
+  :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full).
+- **alarms**: every picture handed on is measured for black and freeze in the thread that hands
+  it on (:class:`~pipeline.monitoring.watch.PictureProbe`, tens of microseconds a tile), every
+  reading for silence and loudness, and the
+  :class:`~pipeline.producers.alarming.AlarmReporter` raises and clears the source's alarms as
+  events on ``events.source.<key>``, checking for lost pictures and audio on a tick of its own.
 - a **watchdog task** reports a decode thread that stopped making progress (``on_stuck``).
 - a :class:`~pipeline.nats.heartbeat.Heartbeater` on ``hb.worker.<worker_id>`` with
   :class:`~pipeline.messages.heartbeats.GrabberStats`; a state change beats at once.
@@ -41,21 +49,27 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
+import numpy as np
 from nats.aio.client import Client
 
 from pipeline.errors import ConfigError
 from pipeline.frames.slot import SlotWriter
+from pipeline.messages.audio import AudioHeader, pack_audio
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
 from pipeline.messages.levels import SourceLevels, encode_levels
 from pipeline.messages.workers import GrabberSpec
+from pipeline.monitoring.watch import PictureProbe
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
+from pipeline.producers.alarming import AlarmReporter
 from pipeline.producers.decode import DecodeThread, GrabberState
 from pipeline.producers.levels import Reading
+from pipeline.producers.pcm import Pcm
 from pipeline.producers.release import Pixels
 from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy, redact
+from pipeline.state.mosaic import key_of_source
 
 log = logging.getLogger("tessera.grabber")
 
@@ -63,6 +77,8 @@ QUEUE_SIZE = 2
 """Packed frames waiting for the publisher: the newest, and the one being replaced."""
 LEVELS_QUEUE_SIZE = 10
 """Audio readings waiting for the levels publisher: a second of them (NATS being slow)."""
+AUDIO_QUEUE_SIZE = 25
+"""Audio chunks waiting for the publisher: about half a second (NATS being slow)."""
 SEED_INTERVAL = 1.0
 """With a shared-memory slot, seconds between the frames still sent on NATS (``FRAMES`` keeps a
 picture for a stitcher elsewhere or a late one)."""
@@ -126,11 +142,20 @@ class Grabber:
             changed=lambda: self._to_loop(self._heartbeater.poke),
             ended=lambda: self._to_loop(self._thread_done),
             levels=self._emit_levels,
+            audio=self._emit_audio,
         )
         """The decode thread; its counters (``reconnects``, ``loops``, ``stale``, ...) are the
         grabber's."""
         self._subject = subjects.frames(source_id)
-        self._levels_subject = subjects.levels(source_id)
+        self.alarms = AlarmReporter(
+            js=nc.jetstream(),
+            key=key_of_source(source_id),
+            url=redact(url),
+            fps=fps,
+            worker_id=worker_id,
+        )
+        """The source's alarms (raised and cleared as events)."""
+        self._probe = PictureProbe()
         self.frame_slot = frame_slot
         """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
@@ -148,7 +173,10 @@ class Grabber:
         """Resolved when the decode thread's work has returned (what ``stop()`` waits for)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._levels_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=LEVELS_QUEUE_SIZE)
+        self.levels_out = _SideChannel(nc, subjects.levels(source_id), LEVELS_QUEUE_SIZE)
+        """Audio readings to ``levels.<source_id>``."""
+        self.audio_out = _SideChannel(nc, subjects.audio(source_id), AUDIO_QUEUE_SIZE)
+        """Decoded audio to ``audio.<source_id>``."""
         self._tasks = Tasks(f"grabber {source_id}")
         # Written by the one thread that hands frames on (decode, or release when paced).
         self.packed = 0
@@ -157,9 +185,6 @@ class Grabber:
         # Written by the loop only.
         self.published = 0
         self.dropped = 0
-        self.levels_published = 0
-        self.levels_dropped = 0
-        """Audio readings dropped: the queue was full, or NATS refused them."""
         self._publish_error = ""
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
@@ -202,7 +227,9 @@ class Grabber:
         self._loop = loop
         self._done = loop.create_future()
         self._tasks.spawn(self._publish_loop(), name="publish")
-        self._tasks.spawn(self._publish_levels(), name="levels")
+        self._tasks.spawn(self.levels_out.run(), name="levels")
+        self._tasks.spawn(self.audio_out.run(), name="audio")
+        await self.alarms.start()
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
@@ -234,6 +261,7 @@ class Grabber:
             )
         else:
             self.decoder.join()  # it has returned from its work: only its exit remains
+        await self.alarms.stop()
         await self._tasks.close()
         slot, self._slot = self._slot, None
         if slot is not None and not self.decoder.alive:
@@ -283,6 +311,8 @@ class Grabber:
             has_audio=d.has_audio,
             audio_readings=d.audio_readings,
             audio_errors=d.audio_errors,
+            alarms=tuple(sorted(k.value for k in self.alarms.watch.active)),
+            alarms_raised=self.alarms.raised,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -302,6 +332,12 @@ class Grabber:
         """Hand one frame on (decode or release thread): into the slot at once, and to NATS
         (all of them, or with a slot one seed per :data:`SEED_INTERVAL`) through the loop."""
         self.packed += 1
+        # Alarm measurements while the picture is in this thread's hands (and caches); the
+        # verdicts are the loop's.
+        w, h = header.width, header.height
+        y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
+        dark, difference, since = self._probe.measure(header.pts, y)
+        self._to_loop(self._observe_picture, header.pts, time.time(), dark, difference, since)
         slot = self._slot
         if slot is not None:
             slot.write(header.seq, header.pts, header.wall, pixels)
@@ -311,8 +347,25 @@ class Grabber:
             self._last_seed = header.wall
         self._to_loop(self._offer, pack_frame(header, pixels))
 
+    def _emit_audio(self, pcm: Pcm, seq: int) -> None:
+        """Hand one chunk of samples on (decode or release thread) to NATS through the loop."""
+        header = AudioHeader(
+            source_id=self.source_id,
+            seq=seq,
+            pts=pcm.pts,
+            wall=time.time(),
+            rate=pcm.rate,
+            channels=pcm.channels,
+            layout=pcm.layout,
+            samples=pcm.samples,
+        )
+        self._to_loop(self.audio_out.offer, pack_audio(header, pcm.data))
+
     def _emit_levels(self, reading: Reading, seq: int, wall: float) -> None:
         """Hand one audio reading on (decode or release thread) to NATS through the loop."""
+        self._to_loop(
+            self._observe_levels, reading.t, time.time(), reading.peak_db, reading.short_term_lufs
+        )
         message = SourceLevels(
             source_id=self.source_id,
             seq=seq,
@@ -326,7 +379,7 @@ class Grabber:
             channels=reading.channels,
             layout=reading.layout,
         )
-        self._to_loop(self._offer_levels, encode_levels(message))
+        self._to_loop(self.levels_out.offer, encode_levels(message))
 
     def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (from the decode or release thread)."""
@@ -344,24 +397,16 @@ class Grabber:
             self.dropped += 1
         self._queue.put_nowait(payload)
 
-    def _offer_levels(self, payload: bytes) -> None:
-        if self._levels_queue.full():
-            self._levels_queue.get_nowait()
-            self.levels_dropped += 1
-        self._levels_queue.put_nowait(payload)
+    def _observe_picture(
+        self, t: float, wall: float, dark: float, difference: float, since: float | None
+    ) -> None:
+        self.alarms.picture(t, wall, dark, difference, since)
 
-    async def _publish_levels(self) -> None:
-        while True:
-            payload = await self._levels_queue.get()
-            try:
-                await self._nc.publish(self._levels_subject, payload)
-            except nats.errors.Error as exc:
-                # As for frames: this reading is lost, the next may go through; the frames'
-                # publisher says why (the same connection).
-                self.levels_dropped += 1
-                log.debug("levels publish failed: %s", exc, extra={"source": self.source_id})
-            else:
-                self.levels_published += 1
+    def _observe_levels(
+        self, t: float, wall: float, peaks: tuple[float, ...], short_term: float | None
+    ) -> None:
+        self.alarms.expect_audio()
+        self.alarms.audio(t, wall, peaks, short_term)
 
     async def _publish_loop(self) -> None:
         while True:
@@ -402,3 +447,37 @@ class Grabber:
 
 def _tenth(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+class _SideChannel:
+    """Small messages beside the frames (audio readings, decoded audio) to one core NATS
+    subject, through a bounded queue: the oldest is dropped when it is full, as a listener wants
+    what is live. Lost messages are counted, not logged each (the frames' publisher says why
+    NATS refuses, on the same connection)."""
+
+    def __init__(self, nc: Client, subject: str, size: int) -> None:
+        self._nc = nc
+        self.subject = subject
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.published = 0
+        self.dropped = 0
+        """Dropped: the queue was full, or NATS refused them."""
+
+    def offer(self, payload: bytes) -> None:
+        """Queue one message (on the loop)."""
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(payload)
+
+    async def run(self) -> None:
+        """Publish what is queued, for ever (a task of the grabber)."""
+        while True:
+            payload = await self._queue.get()
+            try:
+                await self._nc.publish(self.subject, payload)
+            except nats.errors.Error as exc:
+                self.dropped += 1
+                log.debug("publish to %s failed: %s", self.subject, exc)
+            else:
+                self.published += 1

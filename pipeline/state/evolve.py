@@ -148,7 +148,7 @@ def evolve(state: State | None, event: Event) -> State:
     raise TypeError(f"not an event: {event!r}")
 
 
-def _raised(src: SourceState, event: AlarmRaised) -> SourceState:
+def _raised(src: SourceState, event: AlarmRaised) -> State:
     # One condition per kind: a second raise of an active kind (another grabber of the URL
     # that saw another onset, a restarted grabber) changes nothing; the first onset stands.
     if any(a.kind == event.kind for a in src.active):
@@ -164,7 +164,7 @@ def _raised(src: SourceState, event: AlarmRaised) -> SourceState:
     return _bump(src, url=event.url or src.url, active=active, raised=src.raised + 1)
 
 
-def _cleared(src: SourceState, event: AlarmCleared) -> SourceState:
+def _cleared(src: SourceState, event: AlarmCleared) -> State:
     alarm = next((a for a in src.active if a.kind == event.kind), None)
     if alarm is None:
         return _bump(src)  # cleared twice, or never raised here: nothing to end

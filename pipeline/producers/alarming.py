@@ -1,0 +1,264 @@
+"""A grabber's alarms: its source's conditions (:class:`~pipeline.monitoring.watch.SourceWatch`)
+appended to ``EVENTS`` as ``alarm raised`` / ``alarm cleared`` on ``events.source.<key>``.
+
+The grabber feeds the :class:`AlarmReporter` on its event loop: every picture it hands on (the
+measurements made in the thread that had the pixels), every audio reading; the reporter's
+**tick task** checks for absence (``lost``, ``no-audio``) every :data:`TICK` s, and its
+**append task** appends the changes in order, one at a time, each acknowledged by JetStream
+before the next (a cleared never overtakes its raised). A failed append is retried with backoff
+for as long as the grabber runs: alarms are facts, not samples.
+
+Ids: the source key (``sha256(url)[:20]``: every tile size of a URL shares its alarms) and a
+``Nats-Msg-Id`` of ``alarm-<key>-<kind>-<onset ms>`` (``-end`` for the clear), so a retried
+append, or a second grabber of the URL (another tile size) that saw the same onset, is stored
+once. The projector keeps one active alarm per kind whatever the onset, so a second grabber
+that saw another onset changes nothing there either.
+
+A grabber that starts where an earlier one died (``kill -9``, a lost machine) inherits the
+source's active alarms from KV ``alarms``; after :data:`CONFIRM_AFTER` s of watching, each one
+its own watch has not raised is cleared with reason ``not-seen``. ``stop()`` clears what is
+raised, with reason ``stopped`` (no grabber, no measurement), and waits up to ``drain`` s for
+the appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from pipeline.errors import TesseraError
+from pipeline.messages.events import AlarmCleared, AlarmRaised
+from pipeline.monitoring.alarms import AlarmKind
+from pipeline.monitoring.watch import Change, Cleared, Raised, SourceWatch, absence_gap
+from pipeline.nats import eventlog
+from pipeline.nats.topology import ALARMS
+from pipeline.runtime.tasks import Tasks
+from pipeline.state.stored import decode_entry
+
+log = logging.getLogger("tessera.alarms")
+
+TICK = 0.1
+"""Seconds between checks for absence: the latency it adds to ``lost`` and ``no-audio``."""
+CONFIRM_AFTER = 2.0
+"""Seconds a grabber watches before it clears inherited alarms it has not seen (more than the
+0.5 s debounce plus a reconnect's first pictures)."""
+MAX_PENDING = 10_000
+"""Changes waiting for NATS before the oldest are dropped (and counted): hours of flapping."""
+
+
+class AlarmReporter:
+    """Raises and clears one source's alarms; ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        key: str,
+        url: str,
+        fps: float,
+        worker_id: str,
+        wall: Callable[[], float] = time.time,
+        tick: float = TICK,
+    ) -> None:
+        self._js = js
+        self.key = key
+        self.url = url
+        """The URL without credentials (it goes into events)."""
+        self.worker_id = worker_id
+        self._wall = wall
+        self._tick = tick
+        self.watch = SourceWatch(gap=absence_gap(fps))
+        self._pending: deque[tuple[Change, str]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set while nothing waits to be appended."""
+        self._idle.set()
+        self._tasks = Tasks(f"alarms {key}")
+        self._inherited: dict[AlarmKind, float] = {}
+        """Kinds raised by an earlier grabber, with their onset, not confirmed yet."""
+        self._confirm_at = 0.0
+        self._running = False
+        self.raised = 0
+        self.cleared = 0
+        self.appended = 0
+        self.append_errors = 0
+        self.dropped = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the source's inherited alarms and start watching. Safe to call twice."""
+        if self._running:
+            return
+        now = self._wall()
+        self._inherited = await self._read_inherited()
+        self._confirm_at = now + CONFIRM_AFTER
+        self.watch.start(now)
+        self._running = True
+        self._tasks.spawn(self._tick_loop(), name="tick")
+        self._tasks.spawn(self._append_loop(), name="append")
+
+    async def stop(self, drain: float = 2.0) -> None:
+        """Clear what is raised (reason ``stopped``) and append what waits, for at most
+        ``drain`` s; then stop the tasks. Safe to call twice."""
+        if not self._running:
+            return
+        self._running = False
+        self._queue(self.watch.close(self._wall()), reason="stopped")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain)
+        if self._pending:
+            log.warning(
+                "alarm events not appended at stop",
+                extra={"source": self.key, "pending": len(self._pending)},
+            )
+        await self._tasks.close()
+
+    # --- observations (event loop) --------------------------------------------------------
+
+    def picture(
+        self, t: float, wall: float, dark: float, difference: float, still_since: float | None
+    ) -> None:
+        """A picture handed on (see :meth:`SourceWatch.picture`)."""
+        if self._running:
+            self._queue(self.watch.picture(t, wall, dark, difference, still_since))
+
+    def audio(
+        self, t: float, wall: float, peaks_db: Sequence[float], short_term_lufs: float | None
+    ) -> None:
+        """An audio reading handed on (see :meth:`SourceWatch.audio`)."""
+        if self._running:
+            self._queue(self.watch.audio(t, wall, peaks_db, short_term_lufs))
+
+    def expect_audio(self) -> None:
+        """The source has an audio stream: no readings is ``no-audio``."""
+        self.watch.expect_audio = True
+
+    # --- the tasks ------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            if not self._running:
+                continue  # stopping: closed, nothing is measured any more
+            now = self._wall()
+            self._queue(self.watch.tick(now))
+            if self._inherited and now >= self._confirm_at:
+                self._confirm(now)
+
+    def _confirm(self, now: float) -> None:
+        """Clear the inherited alarms this grabber's own watch has not raised."""
+        active = self.watch.active
+        for kind, onset in self._inherited.items():
+            if kind in active:
+                continue  # still there: the projection kept it, our clear will end it
+            gone = Cleared(kind, onset, onset, now, 0.0)
+            self._queue([gone], reason="not-seen")
+            log.info("inherited alarm not seen; cleared", extra={"source": self.key, "kind": kind})
+        self._inherited = {}
+
+    def _queue(self, changes: Sequence[Change], reason: str = "ended") -> None:
+        for change in changes:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append((change, reason))
+            if isinstance(change, Raised):
+                self.raised += 1
+                log.info(
+                    "alarm raised",
+                    extra={"source": self.key, "kind": change.kind, "onset": change.onset},
+                )
+            else:
+                self.cleared += 1
+                log.info(
+                    "alarm cleared",
+                    extra={"source": self.key, "kind": change.kind, "end": change.end},
+                )
+        if changes:
+            self._idle.clear()
+            self._wake.set()
+
+    async def _append_loop(self) -> None:
+        delay = 0.1
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            change, reason = self._pending[0]
+            event, msg_id = self._event(change, reason)
+            try:
+                await eventlog.append(self._js, event, msg_id=msg_id, attempts=1)
+            except (TesseraError, nats.errors.Error, TimeoutError, OSError) as exc:
+                # NATS away or busy: the event waits, in order, and is tried again.
+                self.append_errors += 1
+                log.warning(
+                    "alarm event not appended; retrying",
+                    extra={"source": self.key, "error": str(exc)},
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            self._pending.popleft()
+            self.appended += 1
+
+    def _event(self, change: Change, reason: str) -> tuple[AlarmRaised | AlarmCleared, str]:
+        onset_ms = round(change.onset * 1000)
+        msg_id = f"alarm-{self.key}-{change.kind.value}-{onset_ms}"
+        if isinstance(change, Raised):
+            raised = AlarmRaised(
+                at=self._wall(),
+                source=self.key,
+                kind=change.kind.value,
+                onset=change.onset,
+                onset_wall=change.onset_wall,
+                value=change.value,
+                url=self.url,
+                worker_id=self.worker_id,
+            )
+            return raised, msg_id
+        cleared = AlarmCleared(
+            at=self._wall(),
+            source=self.key,
+            kind=change.kind.value,
+            onset=change.onset,
+            end=change.end,
+            end_wall=change.end_wall,
+            worst=change.worst,
+            reason=reason,
+            worker_id=self.worker_id,
+        )
+        return cleared, f"{msg_id}-end"
+
+    async def _read_inherited(self) -> dict[AlarmKind, float]:
+        """The kinds KV ``alarms`` says are raised on this source now (an earlier grabber's)."""
+        try:
+            kv = await self._js.key_value(ALARMS.name)
+            entry = await kv.get(self.key)
+        except NotFoundError:
+            return {}
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            log.warning("cannot read inherited alarms", extra={"source": self.key, "error": exc})
+            return {}
+        if not entry.value:
+            return {}
+        with contextlib.suppress(TesseraError, ValueError):
+            state = decode_entry(ALARMS.name, entry.value).state
+            inherited: dict[AlarmKind, float] = {}
+            for alarm in state.active:
+                with contextlib.suppress(ValueError):
+                    inherited[AlarmKind(alarm.kind)] = alarm.onset
+            return inherited
+        return {}
