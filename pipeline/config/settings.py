@@ -248,6 +248,15 @@ class Config:
         help="seconds without data before a grabber reconnects",
         group="mosaics",
     )
+    monitoring: bool = setting(
+        True,
+        env="TESSERA_MONITORING",
+        flag="--monitoring",
+        parse=parsers.boolean,
+        help="grabbers decode their sources' audio (meters, mosaic audio) and raise alarms "
+        "(black, freeze, silence, loudness, no audio, lost); false saves that CPU",
+        group="mosaics",
+    )
     frame_transport: str = setting(
         "auto",
         env="TESSERA_FRAME_TRANSPORT",

@@ -107,7 +107,10 @@ class Grabber:
         instance_id: str = "",
         frame_slot: Path | None = None,
         on_stuck: Callable[[str], None] | None = None,
+        monitoring: bool = True,
     ) -> None:
+        """``monitoring``: decode the source's audio (levels, chunks for mosaic audio) and
+        raise alarms; without it the grabber only makes frames (``TESSERA_MONITORING``)."""
         subjects.token(source_id)
         subjects.token(worker_id)
         if not fps > 0:
@@ -141,8 +144,8 @@ class Grabber:
             emit=self._emit,
             changed=lambda: self._to_loop(self._heartbeater.poke),
             ended=lambda: self._to_loop(self._thread_done),
-            levels=self._emit_levels,
-            audio=self._emit_audio,
+            levels=self._emit_levels if monitoring else None,
+            audio=self._emit_audio if monitoring else None,
         )
         """The decode thread; its counters (``reconnects``, ``loops``, ``stale``, ...) are the
         grabber's."""
@@ -155,7 +158,8 @@ class Grabber:
             worker_id=worker_id,
         )
         """The source's alarms (raised and cleared as events)."""
-        self._probe = PictureProbe()
+        self._probe: PictureProbe | None = PictureProbe() if monitoring else None
+        self.monitoring = monitoring
         self.frame_slot = frame_slot
         """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
@@ -229,7 +233,8 @@ class Grabber:
         self._tasks.spawn(self._publish_loop(), name="publish")
         self._tasks.spawn(self.levels_out.run(), name="levels")
         self._tasks.spawn(self.audio_out.run(), name="audio")
-        await self.alarms.start()
+        if self.monitoring:
+            await self.alarms.start()
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
@@ -334,10 +339,11 @@ class Grabber:
         self.packed += 1
         # Alarm measurements while the picture is in this thread's hands (and caches); the
         # verdicts are the loop's.
-        w, h = header.width, header.height
-        y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
-        dark, difference, since = self._probe.measure(header.pts, y)
-        self._to_loop(self._observe_picture, header.pts, time.time(), dark, difference, since)
+        if self._probe is not None:
+            w, h = header.width, header.height
+            y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
+            dark, difference, since = self._probe.measure(header.pts, y)
+            self._to_loop(self._observe_picture, header.pts, time.time(), dark, difference, since)
         slot = self._slot
         if slot is not None:
             slot.write(header.seq, header.pts, header.wall, pixels)

@@ -111,6 +111,7 @@ async def _grabber(config: Config, spec: GrabberSpec, nc: Client) -> Service:
         read_timeout=config.source_read_timeout,
         frame_slot=_frame_slot(config, nc, spec.source_id),
         on_stuck=_exit_stuck,
+        monitoring=config.monitoring,
     )
 
 
