@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import openapi, pages
+from gateway.alarms import AlarmBook, Alarms
 from gateway.audit import AuditTrail
 from gateway.context import GatewayContext
 from gateway.guard import Guard
@@ -53,6 +54,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
     """The gateway app over shared clients ``ctx``."""
     beats = HeartbeatCache(ctx.js)
     live = LiveState(ctx.js)
+    book = AlarmBook(ctx.js)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,9 +62,16 @@ def create_app(ctx: GatewayContext) -> Starlette:
         await live.start()
         await guard.start()
         await signed.start()
+        await book.start()
+        alarms.reopen()
         try:
             yield
         finally:
+            # Uvicorn runs this once the requests in flight have ended (or were cancelled at
+            # its graceful-shutdown deadline): whoever stops the server calls app.state.drain()
+            # first, so that the alarm streams end at once rather than at that deadline.
+            alarms.close()
+            await book.stop()
             await signed.stop()
             await guard.stop()
             await live.stop()
@@ -75,10 +84,11 @@ def create_app(ctx: GatewayContext) -> Starlette:
         return JSONResponse(document)
 
     guard = Guard(ctx.config, ctx.js)
-    metrics = Metrics(ctx, beats, live, guard)
     audit = AuditTrail(ctx)
     signed = SignedUrls(ctx.config, ctx.js, guard, audit)
     projection = Projection(ctx.js)
+    alarms = Alarms(book, guard, projection)
+    metrics = Metrics(ctx, beats, live, guard, alarms)
     mosaics = Mosaics(ctx, guard, live, projection, audit)
     mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics, audit)
     sessions = Sessions(ctx, guard, projection, signed, audit)
@@ -102,8 +112,9 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/session/{sid}/whep", sessions.whep, methods=["POST"]),
         Route("/session/{sid}/whep/{peer}", sessions.hangup, methods=["DELETE"]),
         Route("/session/{sid}/control", sessions.control, methods=["POST"]),
+        *alarms.routes(),
         *signed.routes(),
-        *pages.routes(ctx, projection, guard, signed),
+        *pages.routes(ctx, projection, guard, signed, alarms),
     ]
     app = Starlette(
         routes=routes,
@@ -120,4 +131,8 @@ def create_app(ctx: GatewayContext) -> Starlette:
     )
     app.state.ctx = ctx
     app.state.audit = audit
+    app.state.alarms = alarms
+    # Ends the long-lived responses (the alarm streams) at once: for whoever stops the server,
+    # before it waits for the requests in flight, which uvicorn does before the lifespan's end.
+    app.state.drain = alarms.close
     return app

@@ -25,23 +25,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.follow import CHECK_EVERY, KvFollower
 from pipeline.access.tokens import (
     Identity,
     Revoked,
@@ -54,13 +49,9 @@ from pipeline.access.tokens import (
 from pipeline.config.settings import Config
 from pipeline.nats.topology import TOKENS
 from pipeline.runtime.secretfile import stored_secret
-from pipeline.runtime.tasks import Tasks, cancel_and_wait
 
 log = logging.getLogger("tessera.gateway")
 
-CHECK_EVERY = 1.0
-"""Seconds between checks that KV ``tokens`` is still the bucket being watched."""
-_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 _REALM = 'Bearer realm="tessera"'
 
 
@@ -128,49 +119,30 @@ def _burst(rate: float) -> int:
 
 class TokenWatch:
     """The scoped tokens of KV ``tokens``, in memory: every key loaded, then each change
-    followed. A replaced bucket is watched again; a lost one holds no tokens until it is back
-    (a token that cannot be checked is refused, never let through)."""
+    followed (:class:`~gateway.follow.KvFollower`). A replaced bucket is watched again; a lost
+    one holds no tokens until it is back (a token that cannot be checked is refused, never let
+    through)."""
 
     def __init__(self, js: JetStreamContext, check_every: float = CHECK_EVERY) -> None:
-        self._js = js
-        self._check_every = check_every
         self.records: dict[str, TokenRecord] = {}
-        self._watcher: Any = None
-        self._follower: asyncio.Task[None] | None = None
-        self._created: datetime.datetime | None = None
-        self._lost = True
-        self._tasks = Tasks("gateway tokens")
+        self._follower = KvFollower(
+            js, TOKENS, load=self._load, apply=self._change, check_every=check_every,
+            required=False, missing="scoped tokens are refused (only the gateway's own token "
+            "is valid) until it is provisioned",
+        )  # fmt: skip
 
     async def start(self) -> None:
         """Load every token, then follow changes in the background."""
-        if self._tasks:
-            return
-        try:
-            await self._watch()
-        except NotFoundError:
-            log.warning("KV tokens is missing: only the gateway's own token is valid until it "
-                        "is provisioned")  # fmt: skip
-        except BaseException:
-            await self.stop()
-            raise
-        self._tasks.spawn(self._check_loop(), name="check")
+        await self._follower.start()
 
-    async def _watch(self) -> None:
-        await self._stop_watch()
-        info = await self._js.stream_info(TOKENS.stream_name)
-        kv = await self._js.key_value(TOKENS.name)
-        watcher: Any = await kv.watchall()
-        snapshot: dict[str, TokenRecord] = {}
-        try:
-            while (entry := await watcher.updates(timeout=10)) is not None:
-                self._apply(snapshot, entry.key, entry.value)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-            raise
-        self.records = snapshot
-        self._watcher, self._created, self._lost = watcher, info.created, False
-        self._follower = self._tasks.spawn(self._follow(watcher), name="watch tokens")
+    def _load(self, snapshot: dict[str, bytes]) -> None:
+        records: dict[str, TokenRecord] = {}
+        for key, value in snapshot.items():
+            self._apply(records, key, value)
+        self.records = records
+
+    def _change(self, key: str, value: bytes | None) -> None:
+        self._apply(self.records, key, value)
 
     @staticmethod
     def _apply(records: dict[str, TokenRecord], key: str, value: bytes | None) -> None:
@@ -184,47 +156,9 @@ class TokenWatch:
             records.pop(key, None)
             log.warning("token record ignored", extra={"error": str(exc)})
 
-    async def _follow(self, watcher: Any) -> None:
-        async for entry in watcher:
-            if entry is not None:
-                self._apply(self.records, entry.key, entry.value)
-
-    async def _check_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._check_every)
-            try:
-                await self._check()
-            except _NATS_ERRORS as exc:
-                # Cannot tell now (NATS is away): keep what we have.
-                log.debug("tokens check failed", extra={"error": repr(exc)})
-
-    async def _check(self) -> None:
-        try:
-            info = await self._js.stream_info(TOKENS.stream_name)
-        except NotFoundError:
-            if not self._lost:
-                log.warning("KV tokens is gone: scoped tokens are refused until it is back")
-                self._lost = True
-                self.records = {}
-            return
-        if not self._lost and info.created == self._created:
-            return
-        log.warning("KV tokens was replaced; watching it again")
-        await self._watch()
-
-    async def _stop_watch(self) -> None:
-        follower, self._follower = self._follower, None
-        await cancel_and_wait(follower)
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-
     async def stop(self) -> None:
         """Stop following. Safe twice."""
-        await self._tasks.close()
-        self._follower = None
-        await self._stop_watch()
+        await self._follower.stop()
 
 
 _UNSET = object()

@@ -4,6 +4,13 @@ One registry per app: HTTP metrics by route (:mod:`gateway.httpmetrics`) and pip
 built at scrape time from the newest heartbeat of every
 worker, agent and service (:class:`~pipeline.nats.beats.HeartbeatCache`) and from JetStream
 (stream sizes, the projector's pending events, the events it parked).
+
+Alarms come from the projected source states the gateway follows (KV ``alarms``,
+:class:`~gateway.alarms.AlarmBook`), one series per source that has a state and kind, so the
+label sets grow only with the sources that ever raised a condition:
+``tessera_alarm_active{source, kind}`` (1 while the source's condition of that kind is raised,
+whatever any mosaic's hold; 0 otherwise) and ``tessera_alarms_raised_total{source, kind}``
+(the projected count of raises per kind, which never goes down).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.alarms import Alarms
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.livestate import LiveState
@@ -29,6 +37,7 @@ from pipeline.messages.heartbeats import (
     StitcherStats,
     WorkerHeartbeat,
 )
+from pipeline.monitoring.alarms import AlarmKind
 from pipeline.nats.beats import HeartbeatCache
 from pipeline.nats.topology import BUCKETS, EVENTS, PARKED, STREAMS
 
@@ -38,9 +47,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class PipelineCollector(Collector):
     """Pipeline gauges and counters from the heartbeat cache and a JetStream snapshot."""
 
-    def __init__(self, beats: HeartbeatCache, live: LiveState | None = None) -> None:
+    def __init__(
+        self, beats: HeartbeatCache, live: LiveState | None = None, alarms: Alarms | None = None
+    ) -> None:
         self.beats = beats
         self.live = live
+        self.alarms = alarms
         self.streams: dict[str, tuple[int, int]] = {}
         self.pending: int | None = None
 
@@ -122,6 +134,32 @@ class PipelineCollector(Collector):
             lag = g("tessera_projector_pending", "Events the projector has not folded yet")
             lag.add_metric([], self.pending)
             yield lag
+        if self.alarms is not None:
+            yield from self._alarms(self.alarms)
+
+    @staticmethod
+    def _alarms(alarms: Alarms) -> Iterator[Metric]:
+        active = GaugeMetricFamily(
+            "tessera_alarm_active",
+            "1 while a source's condition of this kind is raised (before any mosaic's hold)",
+            labels=["source", "kind"],
+        )
+        raised = CounterMetricFamily(
+            "tessera_alarms_raised", "Conditions raised on a source", labels=["source", "kind"]
+        )
+        kinds = [kind.value for kind in AlarmKind]
+        for key, state in sorted(alarms.book.sources.items()):
+            now = {a.kind for a in state.active}
+            # A kind a newer grabber raises is shown too: the state holds it.
+            for kind in kinds + sorted(now - set(kinds)):
+                active.add_metric([key, kind], 1.0 if kind in now else 0.0)
+            for kind, count in sorted(state.raised_by_kind.items()):
+                raised.add_metric([key, kind], count)
+        streams = GaugeMetricFamily(
+            "tessera_gateway_alarm_streams", "Alarm event streams open on this gateway"
+        )
+        streams.add_metric([], alarms.streams)
+        yield from (active, raised, streams)
 
 
 class Metrics:
@@ -133,10 +171,11 @@ class Metrics:
         beats: HeartbeatCache,
         live: LiveState | None = None,
         guard: Guard | None = None,
+        alarms: Alarms | None = None,
     ) -> None:
         self.ctx = ctx
         self.guard = guard
-        self.collector = PipelineCollector(beats, live)
+        self.collector = PipelineCollector(beats, live, alarms)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import pages
+from gateway import alarms, pages
 from gateway.schemas import ErrorBody, SessionList, SessionView
 from gateway.session_request import SessionRequest
 from pipeline.messages.control import CommandReply, SessionCommand
@@ -233,6 +233,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     }  # fmt: skip
     paths.update(pages.openapi_paths())
+    paths.update(alarms.openapi_paths())
     del error_ref
     document = {
         "openapi": "3.1.0",

@@ -14,8 +14,9 @@
   install lacks it: then a 404 that says so, and the player falls back to native HLS.
 - ``GET /api/urldsl?urls=P[&urls=P2...]``: the streams the patterns expand to, or a 400 with
   the error, its column and a caret line.
-- ``GET /api/mosaics``: every mosaic with its tile count and whether anyone watches it (the
-  admin's when play URLs are signed: the list names every mosaic).
+- ``GET /api/mosaics``: every mosaic with its tile count, whether anyone watches it and how
+  many alarms it shows now (``alarms``; :mod:`gateway.alarms`) (the admin's when play URLs are
+  signed: the list names every mosaic).
 - ``GET /api/audit?limit=N&who=W&action=A``: the newest entries of the audit trail (stream
   ``AUDIT``), newest first; ``GET /api/tokens``: the API tokens (names, scopes, dates; never a
   secret or a hash). Both need the ``admin`` scope where the install is closed.
@@ -50,6 +51,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 import urldsl
+from gateway.alarms import Alarms
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.mosaics import ALLOWED_SCHEMES
@@ -162,11 +164,13 @@ class Pages:
         projection: Projection,
         guard: Guard,
         signed: SignedUrls | None = None,
+        alarms: Alarms | None = None,
     ) -> None:
         self.ctx = ctx
         self.projection = projection
         self.guard = guard
         self.signed = signed
+        self.alarms = alarms
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -259,9 +263,9 @@ class Pages:
         idle_after = self.ctx.config.idle_timeout
         items: list[dict[str, Any]] = []
         states = await read_bucket(self.ctx.js, MOSAICS.name)
-        for state in states.values():
-            if not isinstance(state, MosaicState):
-                continue
+        mosaics = [state for state in states.values() if isinstance(state, MosaicState)]
+        shown = self.alarms.shown(mosaics, now) if self.alarms is not None else {}
+        for state in mosaics:
             seen = await self._last_viewer(state.fp)
             watched = seen is not None and now - seen < idle_after
             items.append(
@@ -276,6 +280,7 @@ class Pages:
                     "created_at": state.created_at,
                     "last_viewer_at": seen,
                     "watched": watched,
+                    "alarms": shown.get(state.fp, 0),
                     "view_url": self._link(request, f"/view/{state.fp}"),
                     "playlist_url": self._link(request, f"/play/{state.fp}/index.m3u8"),
                 }
@@ -439,10 +444,14 @@ def _expansion_error(
 
 
 def routes(
-    ctx: GatewayContext, projection: Projection, guard: Guard, signed: SignedUrls | None = None
+    ctx: GatewayContext,
+    projection: Projection,
+    guard: Guard,
+    signed: SignedUrls | None = None,
+    alarms: Alarms | None = None,
 ) -> list[BaseRoute]:
     """The pages' routes, for :func:`gateway.app.create_app`."""
-    pages = Pages(ctx, projection, guard, signed)
+    pages = Pages(ctx, projection, guard, signed, alarms)
     if HLS_JS is None:
         log.warning(MISSING_HLS_JS)
     return [
@@ -499,8 +508,8 @@ def openapi_paths() -> dict[str, Any]:
                 "200": {"description": "streams [{url, name}], count, max, grid {cols, rows}"},
                 "400": {"description": "error, column, caret, pattern (index when several)"}}}},
         "/api/mosaics": {"get": {
-            "summary": "Every mosaic, newest first, with its last viewer and watched/idle "
-                       "(admin scope when play URLs are signed)",
+            "summary": "Every mosaic, newest first, with its last viewer, watched/idle and "
+                       "the alarms it shows now (admin scope when play URLs are signed)",
             "responses": {"200": {"description": "mosaics [...], idle_timeout, now"},
                           **refused}}},
         "/api/audit": {"get": {

@@ -26,7 +26,6 @@ unknown path, and mosaics play for whoever has their URL, as they always did. On
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -44,13 +43,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit import AuditTrail
+from gateway.follow import KvFollower
 from gateway.guard import Guard
 from gateway.session_request import RequestError
 from pipeline.access import signing
 from pipeline.access.signing import Granted, Refused, SigningError
 from pipeline.config.settings import Config
 from pipeline.nats.topology import REVOKED
-from pipeline.runtime.tasks import Tasks
 
 GRANTS_KEPT = 10_000
 """Verified tokens remembered (a few hundred bytes each)."""
@@ -98,13 +97,18 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 class RevokedViewers:
-    """Viewer name → when it was revoked: KV ``revoked``, loaded at start and then followed."""
+    """Viewer name → when it was revoked: KV ``revoked``, loaded at start and then followed
+    (:class:`~gateway.follow.KvFollower`; a replaced bucket is watched again). What was seen
+    revoked stays revoked here, even if the bucket is lost: deleting a revocation never lets
+    a URL through again."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
         self._at: dict[str, float] = {}
-        self._watcher: Any = None
-        self._tasks = Tasks("revoked viewers")
+        self._follower = KvFollower(
+            js, REVOKED, load=self._load, apply=lambda _, value: self._apply(value),
+            missing="revocations seen before stay in force; new ones wait for it",
+        )  # fmt: skip
 
     def revoked_at(self, viewer: str) -> float | None:
         """When ``viewer`` was last revoked (Unix seconds), or None."""
@@ -112,19 +116,11 @@ class RevokedViewers:
 
     async def start(self) -> None:
         """Load every revocation, then follow new ones in the background."""
-        if self._watcher is not None:
-            return
-        kv = await self._js.key_value(REVOKED.name)
-        watcher: Any = await kv.watchall()
-        try:
-            while (entry := await watcher.updates(timeout=10)) is not None:
-                self._apply(entry.value)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-            raise
-        self._watcher = watcher
-        self._tasks.spawn(self._follow(watcher), name="watch revoked")
+        await self._follower.start()
+
+    def _load(self, snapshot: dict[str, bytes]) -> None:
+        for value in snapshot.values():
+            self._apply(value)
 
     def _apply(self, value: bytes | None) -> None:
         if not value:
@@ -140,11 +136,6 @@ class RevokedViewers:
         """Take ``viewer`` as revoked at ``at`` (the newest revocation wins)."""
         self._at[viewer] = max(at, self._at.get(viewer, at))
 
-    async def _follow(self, watcher: Any) -> None:
-        async for entry in watcher:
-            if entry is not None:
-                self._apply(entry.value)
-
     async def revoke(self, viewer: str, at: float) -> None:
         """Store a revocation (and hold it here at once, before the watch brings it back)."""
         kv = await self._js.key_value(REVOKED.name)
@@ -154,11 +145,7 @@ class RevokedViewers:
 
     async def stop(self) -> None:
         """Stop following. Safe twice."""
-        await self._tasks.close()
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        await self._follower.stop()
 
 
 class SignedUrls:

@@ -35,6 +35,15 @@ function gridPreview(cols, rows) {
   return box;
 }
 
+/** How many alarms the mosaic's tiles show now (the list's `alarms`; its page lists them). */
+function alarmBadge(m) {
+  const n = m.alarms ?? 0;
+  if (!n) return el("span", { class: "badge", "data-alarms": 0, title: "No tile in alarm" }, "none");
+  const text = `${n} alarm${n > 1 ? "s" : ""}`;
+  const title = "Open the mosaic to see which tiles";
+  return el("a", { class: "badge alarm", "data-alarms": n, href: m.view_url, title }, text);
+}
+
 function mosaicRow(m, now) {
   const names = m.names.filter(Boolean);
   const shown = names.slice(0, 3).join(", ") + (names.length > 3 ? `, +${names.length - 3}` : "");
@@ -51,6 +60,7 @@ function mosaicRow(m, now) {
       el("span", { class: "sub mono", title: m.fp }, m.fp),
     ),
     el("td", { class: "num" }, `${m.tiles}`, el("span", { class: "sub" }, shown || "no names")),
+    el("td", { class: "alarms" }, alarmBadge(m)),
     el(
       "td",
       { class: "num optional" },

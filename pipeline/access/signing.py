@@ -60,6 +60,7 @@ _HEX32 = r"[0-9a-f]{32}"
 _PLAY_RE = re.compile(rf"^/play/({_HEX32})(/.*)?$")
 _VIEW_RE = re.compile(rf"^/view/({_HEX32})/?$")
 _SESSION_RE = re.compile(rf"^/session/({_HEX32})(/.*)?$")
+_ALARMS_RE = re.compile(rf"^/mosaics/({_HEX32})/alarms(/events)?$")
 _TTL_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -156,8 +157,9 @@ def revocation_key(viewer: str) -> str:
 
 
 def scope_of(path: str) -> str | None:
-    """What a plain path opens: ``mosaic:<fp>`` for ``/play/<fp>/...`` and ``/view/<fp>``,
-    ``session:<sid>`` for ``/session/<sid>`` and below; None for anything else."""
+    """What a plain path opens: ``mosaic:<fp>`` for ``/play/<fp>/...``, ``/view/<fp>`` and
+    the mosaic's alarms (``/mosaics/<fp>/alarms``, ``.../events``: the viewer page lists
+    them), ``session:<sid>`` for ``/session/<sid>`` and below; None for anything else."""
     if path.startswith("/play/"):
         if match := _PLAY_RE.match(path):
             return f"mosaic:{match.group(1)}"
@@ -166,6 +168,8 @@ def scope_of(path: str) -> str | None:
             return f"mosaic:{match.group(1)}"
     elif path.startswith("/session/") and (match := _SESSION_RE.match(path)):
         return f"session:{match.group(1)}"
+    elif path.startswith("/mosaics/") and (match := _ALARMS_RE.match(path)):
+        return f"mosaic:{match.group(1)}"
     return None
 
 

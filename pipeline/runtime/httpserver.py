@@ -106,6 +106,13 @@ class HttpServer:
         server, task = self._server, self._task
         self._server = self._task = None
         if server is not None and task is not None:
+            # Long-lived responses (Server-Sent Events) end first when the app can end them,
+            # so that the requests in flight finish instead of waiting out the deadline.
+            drain = getattr(getattr(self.app, "state", None), "drain", None)
+            if callable(drain):
+                result = drain()
+                if asyncio.iscoroutine(result):
+                    await result
             server.should_exit = True
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.shutdown_timeout + 1)

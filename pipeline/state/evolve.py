@@ -161,7 +161,14 @@ def _raised(src: SourceState, event: AlarmRaised) -> State:
         value=event.value,
     )
     active = tuple(sorted((*src.active, alarm), key=lambda a: a.kind))
-    return _bump(src, url=event.url or src.url, active=active, raised=src.raised + 1)
+    by_kind = {**src.raised_by_kind, event.kind: src.raised_by_kind.get(event.kind, 0) + 1}
+    return _bump(
+        src,
+        url=event.url or src.url,
+        active=active,
+        raised=src.raised + 1,
+        raised_by_kind=by_kind,
+    )
 
 
 def _cleared(src: SourceState, event: AlarmCleared) -> State:

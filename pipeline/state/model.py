@@ -77,6 +77,8 @@ class SourceState(msgspec.Struct, frozen=True, kw_only=True):
     """Newest first."""
     raised: int = 0
     """Alarms raised on this source since its first event."""
+    raised_by_kind: dict[str, int] = msgspec.field(default_factory=dict)
+    """The same, per kind (a counter for each: it never goes down)."""
     version: int = 0
 
 
