@@ -47,10 +47,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.follow import CHECK_EVERY, KvFollower
 from gateway.guard import Guard
 from gateway.projection import Projection
 from pipeline.errors import MessageError
+from pipeline.nats.follow import CHECK_EVERY, KvFollower
 from pipeline.nats.topology import ALARMS, MOSAICS
 from pipeline.state.alarms import MosaicAlarms, TileAlarm, mosaic_alarms, tile_sources
 from pipeline.state.model import MosaicState, SourceState
@@ -76,7 +76,7 @@ Changed = Callable[[frozenset[str] | None], None]
 
 class AlarmBook:
     """KV ``alarms`` in memory: :attr:`sources` (source key → state), loaded and followed
-    (:class:`~gateway.follow.KvFollower`). Listeners hear which sources changed."""
+    (:class:`~pipeline.nats.follow.KvFollower`). Listeners hear which sources changed."""
 
     def __init__(self, js: JetStreamContext, check_every: float = CHECK_EVERY) -> None:
         self.sources: dict[str, SourceState] = {}

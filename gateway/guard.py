@@ -36,7 +36,6 @@ from nats.js import JetStreamContext
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.follow import CHECK_EVERY, KvFollower
 from pipeline.access.tokens import (
     Identity,
     Revoked,
@@ -47,6 +46,7 @@ from pipeline.access.tokens import (
     identify,
 )
 from pipeline.config.settings import Config
+from pipeline.nats.follow import CHECK_EVERY, KvFollower
 from pipeline.nats.topology import TOKENS
 from pipeline.runtime.secretfile import stored_secret
 
@@ -119,7 +119,7 @@ def _burst(rate: float) -> int:
 
 class TokenWatch:
     """The scoped tokens of KV ``tokens``, in memory: every key loaded, then each change
-    followed (:class:`~gateway.follow.KvFollower`). A replaced bucket is watched again; a lost
+    followed (:class:`~pipeline.nats.follow.KvFollower`). A replaced bucket is watched again; a lost
     one holds no tokens until it is back (a token that cannot be checked is refused, never let
     through)."""
 

@@ -15,7 +15,7 @@ and nothing at all in between (no polling, no timer per update).
 A bucket can be replaced under a watcher: a restarted nats-server loses its memory buckets
 (``manifests``, with the segments in the memory object store) and they are provisioned again,
 empty, and what the old watch holds names segments that are gone. Each bucket is followed by a
-:class:`~gateway.follow.KvFollower`, which notices (every ``check_every`` seconds) and loads
+:class:`~pipeline.nats.follow.KvFollower`, which notices (every ``check_every`` seconds) and loads
 the bucket again from scratch: gone or replaced, its playlists become
 :func:`~pipeline.segments.playlist.continuation` playlists.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
-from gateway.follow import CHECK_EVERY, KvFollower
+from pipeline.nats.follow import CHECK_EVERY, KvFollower
 from pipeline.nats.topology import MANIFESTS, MOSAICS
 from pipeline.segments import manifest
 from pipeline.segments.manifest import LiveManifest

@@ -43,12 +43,12 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit import AuditTrail
-from gateway.follow import KvFollower
 from gateway.guard import Guard
 from gateway.session_request import RequestError
 from pipeline.access import signing
 from pipeline.access.signing import Granted, Refused, SigningError
 from pipeline.config.settings import Config
+from pipeline.nats.follow import KvFollower
 from pipeline.nats.topology import REVOKED
 
 GRANTS_KEPT = 10_000
@@ -98,7 +98,7 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 class RevokedViewers:
     """Viewer name → when it was revoked: KV ``revoked``, loaded at start and then followed
-    (:class:`~gateway.follow.KvFollower`; a replaced bucket is watched again). What was seen
+    (:class:`~pipeline.nats.follow.KvFollower`; a replaced bucket is watched again). What was seen
     revoked stays revoked here, even if the bucket is lost: deleting a revocation never lets
     a URL through again."""
 

@@ -31,13 +31,13 @@ from starlette.applications import Starlette
 from gateway.alarms import AlarmDiff, Alarms
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.follow import KvFollower
 from pipeline.access import signing
 from pipeline.config.settings import load
 from pipeline.control.projector import Projector
 from pipeline.messages.events import AlarmCleared, AlarmRaised
 from pipeline.monitoring.alarms import AlarmKind
 from pipeline.nats.eventlog import append
+from pipeline.nats.follow import KvFollower
 from pipeline.nats.topology import ALARMS, TOKENS, provision
 from pipeline.runtime.httpserver import HttpServer
 from pipeline.state.alarms import MosaicAlarms, TileAlarm

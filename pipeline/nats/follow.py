@@ -1,5 +1,6 @@
-"""Following one KV bucket in memory: every key loaded, then each change, for as long as the
-gateway runs, so that what the gateway answers from it costs no NATS round trip.
+"""Following one KV bucket in memory: every key loaded, then each change, for as long as its
+owner runs, so that what the owner answers from it costs no NATS round trip (the gateway's live
+playlists, tokens, revocations and alarms; a stitcher's alarms).
 
 :class:`KvFollower` owns the watch and hands what it sees to its owner through two callbacks:
 ``load(snapshot)`` with every key's value when a watch begins (and ``{}`` when the bucket is
@@ -30,7 +31,7 @@ from nats.js.errors import NotFoundError
 from pipeline.nats.topology import BucketSpec
 from pipeline.runtime.tasks import Tasks, cancel_and_wait
 
-log = logging.getLogger("tessera.gateway")
+log = logging.getLogger("tessera.follow")
 
 CHECK_EVERY = 1.0
 """Seconds between checks that the watched bucket is still the one being watched."""
