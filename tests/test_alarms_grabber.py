@@ -1,13 +1,15 @@
 """Alarms from real grabbers against a real nats-server, on media made here with PyAV (moving
 pictures with sound, black, frozen and silent at known source times, served as an HLS playlist
-on loopback): each condition is appended once as ``alarm raised`` with its kind and onset and
+on loopback): each condition is appended as ``alarm raised`` with its kind and onset and
 ``alarm cleared`` at its end, by grabbers connected as the grabber role; a URL grabbed at two
-tile sizes raises each alarm once; the projector folds them into KV ``alarms``; a grabber that
-stops clears what it had raised, and one that starts after a crash clears what it no longer
-sees."""
+tile sizes is one alarm per condition in KV ``alarms``; a grabber that stops clears what it had
+raised, and one that starts after a crash clears what it no longer sees; a looped source raises
+again on every pass (its repeated times are not taken for duplicates); decoded audio goes out
+only while a stitcher asks for it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,9 +19,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pipeline.control.projector import Projector
+from pipeline.messages.audio import unpack_audio
 from pipeline.messages.codec import decode_event
 from pipeline.messages.events import AlarmCleared, AlarmRaised
-from pipeline.nats import eventlog
+from pipeline.nats import eventlog, subjects
 from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import ALARMS, EVENTS
@@ -116,8 +119,12 @@ async def test_each_condition_raised_once_with_its_onset_and_cleared_at_its_end(
     finally:
         await small.stop()
         await large.stop()
+    # Each grabber appends what it saw (3 raised, 3 cleared); the projection below keeps one
+    # alarm per kind of the URL however many grabbers saw it.
     stored = await eventlog.matching_count(js, f"events.source.{key}")
-    assert stored == 6, f"{stored} alarm events stored for one URL at two sizes: {seen}"
+    assert stored == 12, f"{stored} alarm events stored for one URL at two sizes: {seen}"
+    for worker in ("grabber-small", "grabber-large"):
+        assert len([e for e in seen if e.worker_id == worker]) == 6
     raised = {e.kind: e for e in seen if isinstance(e, AlarmRaised)}
     cleared = {e.kind: e for e in seen if isinstance(e, AlarmCleared)}
     assert set(raised) == set(cleared) == {"black", "freeze", "silence"}
@@ -177,3 +184,36 @@ async def test_a_stopped_grabber_clears_and_a_restarted_one_clears_what_it_does_
         assert state.active == ()
     finally:
         await projector.stop()
+
+
+async def test_a_looped_source_raises_on_every_pass_and_audio_flows_only_when_wanted(
+    server: SourceServer, nc: Client, js: JetStreamContext, grabber_nc: Client
+) -> None:
+    url = vod(server, "blink", scripted_clip(3.0, [Span("black", 1.0, 2.0)]), 3.0)
+    key = source_key(url)
+    seen = await listen(nc, key)
+    grabber = make(grabber_nc, url, (160, 90), "grabber-blink")
+    chunks: list[Msg] = []
+
+    async def on_audio(msg: Msg) -> None:
+        chunks.append(msg)
+
+    await nc.subscribe(subjects.audio(grabber.source_id), cb=on_audio)
+    try:
+        await grabber.start()
+        # Three passes of the file: the same onset (1.0 s) three times, each one stored.
+        await until(lambda: sum(isinstance(e, AlarmRaised) for e in seen) >= 3, within=20,
+                    what="black raised on three passes")  # fmt: skip
+        assert chunks == [], "decoded audio sent though nobody asked for it"
+        for _ in range(3):
+            await nc.publish(subjects.audio_wanted(grabber.source_id), b"")
+            await asyncio.sleep(0.5)
+        assert chunks, "no decoded audio though a stitcher asked for it"
+        header, pcm = unpack_audio(chunks[-1].data)
+        assert header.rate == 48000 and header.channels == 2 and len(pcm) == header.samples * 4
+    finally:
+        await grabber.stop()
+    stored = await eventlog.matching_count(js, f"events.source.{key}")
+    assert stored == len(seen) >= 6, "an alarm of a later pass was dropped as a duplicate"
+    onsets = [e.onset for e in seen if isinstance(e, AlarmRaised)]
+    assert onsets[:3] == [pytest.approx(onsets[0])] * 3

@@ -137,7 +137,7 @@ def permissions(role: str) -> Permissions:
                     "events.source.*",  # alarm raised / cleared (acknowledged appends)
                     *_read_kv("alarms"),  # a restarted grabber ends what it no longer sees
                 ),
-                subscribe=(inbox,),
+                subscribe=(inbox, "ctl.audio.*"),  # a stitcher wants its audio
             )
         case "stitcher":
             return Permissions(
@@ -148,6 +148,7 @@ def permissions(role: str) -> Permissions:
                     f"{_API}.STREAM.INFO.PARTS",  # was the stream replaced under it?
                     "hb.worker.*",
                     "hb.viewer.mosaic.*",  # a connected WHEP viewer is a viewer
+                    "ctl.audio.*",  # the tile whose audio it plays: its grabber sends it
                     *_write_kv("manifests"),
                     *_read_kv("manifests", "mosaics", "alarms"),
                     *_read_stream("FRAMES"),

@@ -79,7 +79,7 @@ class KvFollower:
         """No watch holds the bucket now (before the first, or after it was found gone)."""
         self.rewatched = 0
         """How many times a replaced, lost or late bucket was watched again."""
-        self._tasks = Tasks(f"gateway KV {spec.name}")
+        self._tasks = Tasks(f"KV follower {spec.name}")
 
     async def start(self) -> None:
         """Load every key, then follow changes (and a replaced bucket) in the background."""

@@ -75,6 +75,12 @@ def audio(source_id: str) -> str:
     return f"audio.{token(source_id)}"
 
 
+def audio_wanted(source_id: str) -> str:
+    """``ctl.audio.<source_id>``: a stitcher that plays a source's audio says so, about once a
+    second (core NATS); its grabber publishes ``audio.<source_id>`` only while it hears that."""
+    return f"ctl.audio.{token(source_id)}"
+
+
 def segments(fp: str) -> str:
     """``segments.<fp>``: a notice per segment a stitcher stored for mosaic ``fp``."""
     return f"segments.{token(fp)}"

@@ -1,18 +1,23 @@
 """A grabber's alarms: its source's conditions (:class:`~pipeline.monitoring.watch.SourceWatch`)
 appended to ``EVENTS`` as ``alarm raised`` / ``alarm cleared`` on ``events.source.<key>``.
 
-The grabber feeds the :class:`AlarmReporter` on its event loop: every picture it hands on (the
-measurements made in the thread that had the pixels), every audio reading; the reporter's
-**tick task** checks for absence (``lost``, ``no-audio``) every :data:`TICK` s, and its
-**append task** appends the changes in order, one at a time, each acknowledged by JetStream
-before the next (a cleared never overtakes its raised). A failed append is retried with backoff
-for as long as the grabber runs: alarms are facts, not samples.
+The grabber's threads hand the :class:`AlarmReporter` every picture they hand on (the
+measurements made while they had the pixels) and every audio reading, into two queues that any
+thread may append to; the reporter's **tick task** takes them every :data:`TICK` s on the event
+loop, feeds the watch and checks for absence (``lost``, ``no-audio``). Batching by the tick
+rather than waking the loop for every picture (25 a second a source) costs at most one tick of
+latency and saves most of the loop's work. The **append task** appends the changes in order, one
+at a time, each acknowledged by JetStream before the next (a cleared never overtakes its
+raised). A failed append is retried with backoff for as long as the grabber runs: alarms are
+facts, not samples.
 
-Ids: the source key (``sha256(url)[:20]``: every tile size of a URL shares its alarms) and a
-``Nats-Msg-Id`` of ``alarm-<key>-<kind>-<onset ms>`` (``-end`` for the clear), so a retried
-append, or a second grabber of the URL (another tile size) that saw the same onset, is stored
-once. The projector keeps one active alarm per kind whatever the onset, so a second grabber
-that saw another onset changes nothing there either.
+Ids: events go to the source key (``sha256(url)[:20]``: every tile size of a URL shares its
+alarms); each change gets a ``Nats-Msg-Id`` of ``alarm-<key>-<reporter id>-<n>`` (the reporter
+id is random, made at its start), so a retried append is stored once. The id is per occurrence,
+not per onset: a source's times repeat (a looped file, an encoder restarted) and an onset-based
+id would make JetStream drop a new alarm as a duplicate of an old one. A second grabber of the
+URL (another tile size) appends its own copies; the projector keeps one active alarm per kind,
+so they change nothing there.
 
 A grabber that starts where an earlier one died (``kill -9``, a lost machine) inherits the
 source's active alarms from KV ``alarms``; after :data:`CONFIRM_AFTER` s of watching, each one
@@ -28,6 +33,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -51,6 +57,8 @@ TICK = 0.1
 CONFIRM_AFTER = 2.0
 """Seconds a grabber watches before it clears inherited alarms it has not seen (more than the
 0.5 s debounce plus a reconnect's first pictures)."""
+MAX_OBSERVATIONS = 250
+"""Pictures or readings waiting for the tick (10 s of a 25 fps source: the loop stalled)."""
 MAX_PENDING = 10_000
 """Changes waiting for NATS before the oldest are dropped (and counted): hours of flapping."""
 
@@ -68,7 +76,10 @@ class AlarmReporter:
         worker_id: str,
         wall: Callable[[], float] = time.time,
         tick: float = TICK,
+        has_audio: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``has_audio``: whether the source's connection has an audio stream (then no
+        readings is ``no-audio``, even before the first)."""
         self._js = js
         self.key = key
         self.url = url
@@ -76,8 +87,18 @@ class AlarmReporter:
         self.worker_id = worker_id
         self._wall = wall
         self._tick = tick
+        self._has_audio = has_audio
         self.watch = SourceWatch(gap=absence_gap(fps))
-        self._pending: deque[tuple[Change, str]] = deque()
+        self._pending: deque[tuple[Change, str, str]] = deque()
+        """Changes waiting to be appended: (change, reason, msg id)."""
+        self._pictures: deque[tuple[float, float, float, float, float | None]] = deque(
+            maxlen=MAX_OBSERVATIONS
+        )
+        self._readings: deque[tuple[float, float, Sequence[float], float | None]] = deque(
+            maxlen=MAX_OBSERVATIONS
+        )
+        self._id_base = f"alarm-{key}-{uuid.uuid4().hex[:12]}"
+        self._numbered = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         """Set while nothing waits to be appended."""
@@ -113,6 +134,7 @@ class AlarmReporter:
         if not self._running:
             return
         self._running = False
+        self._take()
         self._queue(self.watch.close(self._wall()), reason="stopped")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), drain)
@@ -128,20 +150,14 @@ class AlarmReporter:
     def picture(
         self, t: float, wall: float, dark: float, difference: float, still_since: float | None
     ) -> None:
-        """A picture handed on (see :meth:`SourceWatch.picture`)."""
-        if self._running:
-            self._queue(self.watch.picture(t, wall, dark, difference, still_since))
+        """A picture handed on (see :meth:`SourceWatch.picture`); any thread."""
+        self._pictures.append((t, wall, dark, difference, still_since))
 
     def audio(
         self, t: float, wall: float, peaks_db: Sequence[float], short_term_lufs: float | None
     ) -> None:
-        """An audio reading handed on (see :meth:`SourceWatch.audio`)."""
-        if self._running:
-            self._queue(self.watch.audio(t, wall, peaks_db, short_term_lufs))
-
-    def expect_audio(self) -> None:
-        """The source has an audio stream: no readings is ``no-audio``."""
-        self.watch.expect_audio = True
+        """An audio reading handed on (see :meth:`SourceWatch.audio`); any thread."""
+        self._readings.append((t, wall, peaks_db, short_term_lufs))
 
     # --- the tasks ------------------------------------------------------------------------
 
@@ -150,10 +166,23 @@ class AlarmReporter:
             await asyncio.sleep(self._tick)
             if not self._running:
                 continue  # stopping: closed, nothing is measured any more
+            self._take()
+            if self._has_audio():
+                self.watch.expect_audio = True
             now = self._wall()
             self._queue(self.watch.tick(now))
             if self._inherited and now >= self._confirm_at:
                 self._confirm(now)
+
+    def _take(self) -> None:
+        """Feed the watch what the threads handed on since the last tick, in order."""
+        pictures, readings = self._pictures, self._readings
+        while pictures:
+            self._queue(self.watch.picture(*pictures.popleft()))
+        while readings:
+            t, wall, peaks, short_term = readings.popleft()
+            self.watch.expect_audio = True
+            self._queue(self.watch.audio(t, wall, peaks, short_term))
 
     def _confirm(self, now: float) -> None:
         """Clear the inherited alarms this grabber's own watch has not raised."""
@@ -171,7 +200,8 @@ class AlarmReporter:
             if len(self._pending) >= MAX_PENDING:
                 self._pending.popleft()
                 self.dropped += 1
-            self._pending.append((change, reason))
+            self._numbered += 1
+            self._pending.append((change, reason, f"{self._id_base}-{self._numbered}"))
             if isinstance(change, Raised):
                 self.raised += 1
                 log.info(
@@ -196,8 +226,8 @@ class AlarmReporter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            change, reason = self._pending[0]
-            event, msg_id = self._event(change, reason)
+            change, reason, msg_id = self._pending[0]
+            event = self._event(change, reason)
             try:
                 await eventlog.append(self._js, event, msg_id=msg_id, attempts=1)
             except (TesseraError, nats.errors.Error, TimeoutError, OSError) as exc:
@@ -214,9 +244,7 @@ class AlarmReporter:
             self._pending.popleft()
             self.appended += 1
 
-    def _event(self, change: Change, reason: str) -> tuple[AlarmRaised | AlarmCleared, str]:
-        onset_ms = round(change.onset * 1000)
-        msg_id = f"alarm-{self.key}-{change.kind.value}-{onset_ms}"
+    def _event(self, change: Change, reason: str) -> AlarmRaised | AlarmCleared:
         if isinstance(change, Raised):
             raised = AlarmRaised(
                 at=self._wall(),
@@ -228,7 +256,7 @@ class AlarmReporter:
                 url=self.url,
                 worker_id=self.worker_id,
             )
-            return raised, msg_id
+            return raised
         cleared = AlarmCleared(
             at=self._wall(),
             source=self.key,
@@ -240,7 +268,7 @@ class AlarmReporter:
             reason=reason,
             worker_id=self.worker_id,
         )
-        return cleared, f"{msg_id}-end"
+        return cleared
 
     async def _read_inherited(self) -> dict[AlarmKind, float]:
         """The kinds KV ``alarms`` says are raised on this source now (an earlier grabber's)."""

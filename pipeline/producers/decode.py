@@ -197,6 +197,10 @@ class DecodeThread:
         """Audio readings handed on (they number them)."""
         self.audio_chunks = 0
         """Chunks of decoded samples handed on (they number them)."""
+        self.audio_wanted = False
+        """Whether someone plays the decoded audio now: chunks are made and handed on only
+        then (set by the grabber from the loop; a plain flag is enough: one late chunk more or
+        less does not matter)."""
         self.audio_errors = 0
         """Audio packets that did not decode, and meters that gave up."""
         self.last_error = ""
@@ -494,7 +498,7 @@ class _Connection:
             start = self.audio_next_t if frame.time is None else float(frame.time)
             if frame.sample_rate:
                 self.audio_next_t = start + frame.samples / frame.sample_rate
-            if d._audio_out is not None and frame.samples > 0:
+            if d._audio_out is not None and d.audio_wanted and frame.samples > 0:
                 try:
                     self.chunk(to_s16(frame, start))
                 except ValueError as exc:

@@ -23,7 +23,9 @@ Moving parts:
   matters) from a queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
 - the source's audio, decoded, goes out as s16 chunks (:mod:`pipeline.messages.audio`) with core
   NATS on ``audio.<source_id>`` for a stitcher that plays it, through a queue of
-  :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full).
+  :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full) — only while one says it does (on
+  ``ctl.audio.<source_id>``, within :data:`AUDIO_WANTED_FOR` s): 47 chunks a second that nobody
+  plays would cost every source CPU and the bus bandwidth for one tile's sound.
 - **alarms**: every picture handed on is measured for black and freeze in the thread that hands
   it on (:class:`~pipeline.monitoring.watch.PictureProbe`, tens of microseconds a tile), every
   reading for silence and loudness, and the
@@ -77,6 +79,9 @@ QUEUE_SIZE = 2
 """Packed frames waiting for the publisher: the newest, and the one being replaced."""
 LEVELS_QUEUE_SIZE = 10
 """Audio readings waiting for the levels publisher: a second of them (NATS being slow)."""
+AUDIO_WANTED_FOR = 3.0
+"""Seconds the grabber keeps sending audio after the last ``ctl.audio`` request (stitchers ask
+about once a second)."""
 AUDIO_QUEUE_SIZE = 25
 """Audio chunks waiting for the publisher: about half a second (NATS being slow)."""
 SEED_INTERVAL = 1.0
@@ -156,8 +161,11 @@ class Grabber:
             url=redact(url),
             fps=fps,
             worker_id=worker_id,
+            has_audio=lambda: self.decoder.has_audio,
         )
         """The source's alarms (raised and cleared as events)."""
+        self._wanted_until = 0.0
+        self._want_sub: Any = None
         self._probe: PictureProbe | None = PictureProbe() if monitoring else None
         self.monitoring = monitoring
         self.frame_slot = frame_slot
@@ -235,6 +243,9 @@ class Grabber:
         self._tasks.spawn(self.audio_out.run(), name="audio")
         if self.monitoring:
             await self.alarms.start()
+            self._want_sub = await self._nc.subscribe(
+                subjects.audio_wanted(self.source_id), cb=self._audio_wanted
+            )
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
@@ -267,6 +278,10 @@ class Grabber:
         else:
             self.decoder.join()  # it has returned from its work: only its exit remains
         await self.alarms.stop()
+        want, self._want_sub = self._want_sub, None
+        if want is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await want.unsubscribe()
         await self._tasks.close()
         slot, self._slot = self._slot, None
         if slot is not None and not self.decoder.alive:
@@ -343,7 +358,7 @@ class Grabber:
             w, h = header.width, header.height
             y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
             dark, difference, since = self._probe.measure(header.pts, y)
-            self._to_loop(self._observe_picture, header.pts, time.time(), dark, difference, since)
+            self.alarms.picture(header.pts, time.time(), dark, difference, since)
         slot = self._slot
         if slot is not None:
             slot.write(header.seq, header.pts, header.wall, pixels)
@@ -369,9 +384,7 @@ class Grabber:
 
     def _emit_levels(self, reading: Reading, seq: int, wall: float) -> None:
         """Hand one audio reading on (decode or release thread) to NATS through the loop."""
-        self._to_loop(
-            self._observe_levels, reading.t, time.time(), reading.peak_db, reading.short_term_lufs
-        )
+        self.alarms.audio(reading.t, time.time(), reading.peak_db, reading.short_term_lufs)
         message = SourceLevels(
             source_id=self.source_id,
             seq=seq,
@@ -403,17 +416,6 @@ class Grabber:
             self.dropped += 1
         self._queue.put_nowait(payload)
 
-    def _observe_picture(
-        self, t: float, wall: float, dark: float, difference: float, since: float | None
-    ) -> None:
-        self.alarms.picture(t, wall, dark, difference, since)
-
-    def _observe_levels(
-        self, t: float, wall: float, peaks: tuple[float, ...], short_term: float | None
-    ) -> None:
-        self.alarms.expect_audio()
-        self.alarms.audio(t, wall, peaks, short_term)
-
     async def _publish_loop(self) -> None:
         while True:
             payload = await self._queue.get()
@@ -431,9 +433,16 @@ class Grabber:
                 self.published += 1
                 self._publish_error = ""
 
+    async def _audio_wanted(self, msg: Any) -> None:
+        """A stitcher plays this source's audio: send it for the next few seconds."""
+        self._wanted_until = time.monotonic() + AUDIO_WANTED_FOR
+        self.decoder.audio_wanted = True
+
     async def _watch_thread(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            if self.decoder.audio_wanted and time.monotonic() > self._wanted_until:
+                self.decoder.audio_wanted = False  # nobody asked lately
             since = self.decoder.busy_since
             if since is None or time.monotonic() - since < self.stuck_after:
                 continue
