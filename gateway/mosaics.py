@@ -1,6 +1,7 @@
 """``GET /create`` and ``GET /play/<fp>/...``: making and serving mosaics.
 
 - ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T][&alarms=A][&audio=K]``
+  ``[&clock=utc]``
   expands the patterns, reads the alarm holds (:mod:`pipeline.monitoring.alarms`; a bad value is
   a ``400`` naming its column, as a bad pattern is), canonicalises and fingerprints the config,
   records ``mosaic created`` once per fingerprint, counts as a viewer, and answers ``302`` to
@@ -102,7 +103,7 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
-CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms", "audio")
+CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms", "audio", "clock")
 """The query parameters ``/create`` reads; any other is a ``400``."""
 
 
@@ -162,6 +163,9 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
         audio = canonical_audio(chosen[0] if chosen else "", tiles)
     except AudioChoiceError as exc:
         raise BadRequest(f"audio: {exc}") from exc
+    clock = request.query_params.get("clock", "").strip().lower()
+    if clock not in ("", "off", "utc"):
+        raise BadRequest(f"clock={clock!r}: use clock=utc for a time-code clock, or leave it out")
     return MosaicConfig(
         tiles=tiles,
         width=width,
@@ -171,6 +175,7 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
         title=title,
         alarms=alarms,
         audio=audio,
+        clock=clock == "utc",
     )
 
 

@@ -73,6 +73,9 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                      "description": "whose audio the mosaic carries: a 0-based tile index, "
                                     "a tile name, auto (default: the first tile with audio) "
                                     "or off"},
+                    {"name": "clock", "in": "query", "schema": {"type": "string",
+                     "enum": ["utc", "off"]}, "description": "utc: a time-code clock "
+                     "(HH:MM:SS:FF, UTC) in the picture's bottom-right corner"},
                 ],  # fmt: skip
                 "security": [{}, *_BEARER],
                 "responses": {

@@ -234,3 +234,42 @@ async def test_a_bad_alarms_value_is_a_400_and_records_nothing(
         "alarms: unknown alarm kind 'blak' at column 9: did you mean 'black'?"
     )
     assert await matching_count(js, "events.>") == 0
+
+
+# --- audio= and clock= -------------------------------------------------------------------------
+
+# Computed with the code from before each field existed (9578087 for audio=, c1437d7 for clock=):
+# a mosaic that does not use a newer field keeps the fingerprint it had.
+STUDIO_BLACK3_FP = "2f899ee84b8640ea1487ad54765f6ae3"
+STUDIO_BLACK3_AUDIO1_FP = "252fd86b2466aa4b3f686bb77664cfcf"
+
+
+def test_newer_fields_at_their_defaults_keep_the_older_fingerprints() -> None:
+    with_alarms = msgspec.structs.replace(STUDIO, alarms="black:3")
+    assert fingerprint(with_alarms) == STUDIO_BLACK3_FP
+    with_audio = msgspec.structs.replace(with_alarms, audio="1")
+    assert fingerprint(with_audio) == STUDIO_BLACK3_AUDIO1_FP
+    with_clock = msgspec.structs.replace(with_audio, clock=True)
+    assert len({fingerprint(with_clock), STUDIO_BLACK3_AUDIO1_FP, STUDIO_FP}) == 3
+
+
+@pytest.mark.parametrize(
+    ("audio", "canonical"), [("", ""), ("auto", ""), ("off", "off"), ("2", "2"), ("B", "1")]
+)
+def test_audio_names_a_tile_by_index_or_name(audio: str, canonical: str) -> None:
+    named = "http://cams.example/{a,b,c,d}[n]/index.m3u8"
+    config = parse_create(_request(urls=named, audio=audio), max_tiles=16)
+    assert config.audio == canonical
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"audio": "9"}, "audio: tile 9 does not exist: give a tile index from 0 to 3"),
+        ({"audio": "studio"}, "audio: no tile is named 'studio'"),
+        ({"clock": "local"}, "clock='local': use clock=utc"),
+    ],
+)
+def test_bad_audio_or_clock_is_a_one_line_400(params: dict[str, str], message: str) -> None:
+    with pytest.raises(BadRequest, match=message.replace("(", r"\(")):
+        parse_create(_request(urls=PATTERN, **params), max_tiles=16)

@@ -46,6 +46,8 @@ class MosaicCreated(_Event, frozen=True, tag="mosaic.created/1"):
     """Which tile's audio the mosaic carries, canonical ``audio=`` text
     (:func:`pipeline.state.mosaic.canonical_audio`): "" the first tile with audio, ``off`` none,
     else a 0-based tile index."""
+    clock: bool = False
+    """Whether the picture carries a clock (UTC time code, ``clock=utc``)."""
 
 
 # --- sources (alarms) ------------------------------------------------------------------------

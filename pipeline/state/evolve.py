@@ -70,6 +70,7 @@ def evolve(state: State | None, event: Event) -> State:
                 title=event.title,
                 alarms=event.alarms,
                 audio=event.audio,
+                clock=event.clock,
                 created_at=event.at,
                 version=1,
             )

@@ -28,6 +28,8 @@ class MosaicState(msgspec.Struct, frozen=True, kw_only=True):
     """Canonical ``alarms=`` text; "" means the default holds."""
     audio: str = ""
     """Canonical ``audio=`` text: "" the first tile with audio, ``off``, or a tile index."""
+    clock: bool = False
+    """The picture carries a UTC time-code clock."""
     created_at: float = 0.0
     version: int = 0
     """How many events were folded into this state."""

@@ -52,6 +52,8 @@ class MosaicConfig(_Picture, frozen=True, kw_only=True):
     audio: str = ""
     """Which tile's audio the mosaic carries, canonical ``audio=`` text
     (:func:`canonical_audio`); "" means the first tile with audio."""
+    clock: bool = False
+    """The picture carries a UTC time-code clock (``clock=utc``)."""
 
 
 class AudioChoiceError(ValueError):
@@ -103,6 +105,11 @@ class _WithAlarms(_Picture, frozen=True, kw_only=True):
     alarms: str = ""
 
 
+class _WithAudio(_WithAlarms, frozen=True, kw_only=True):
+    # What a mosaic with an audio= choice and no clock encodes (as before clock= existed).
+    audio: str = ""
+
+
 _canonical = msgspec.json.Encoder(order="deterministic")
 
 
@@ -119,6 +126,7 @@ def created(config: MosaicConfig, fp: str, at: float) -> MosaicCreated:
         title=config.title,
         alarms=config.alarms,
         audio=config.audio,
+        clock=config.clock,
     )
 
 
@@ -128,23 +136,27 @@ def fingerprint(config: MosaicConfig) -> str:
     ``config.alarms`` is read and made canonical first, so that equal holds typed differently
     (``freeze:5,black:3`` and ``black:3,freeze:5``, or ``black:2`` and ``""``) are one mosaic.
     ``config.audio`` must be canonical already (:func:`canonical_audio`). Fields added after
-    the first (alarms, audio) are encoded only when they differ from their defaults, so a
+    the first (alarms, audio, clock) are encoded only when they differ from their defaults, so a
     mosaic that does not use them keeps the fingerprint it had before they existed.
 
     Raises:
         AlarmSyntaxError: ``config.alarms`` is not an ``alarms=`` value.
     """
     alarms = canonical(parse_alarms(config.alarms))
-    encoded: msgspec.Struct
-    if config.audio:
-        encoded = msgspec.structs.replace(config, alarms=alarms)
+    # The narrowest encoding that holds every field not at its default.
+    shape: type[_Picture]
+    if config.clock:
+        shape = MosaicConfig
+    elif config.audio:
+        shape = _WithAudio
     elif alarms:
-        encoded = _WithAlarms(
-            **{name: getattr(config, name) for name in _WithAlarms.__struct_fields__},
-        )
-        encoded = msgspec.structs.replace(encoded, alarms=alarms)
+        shape = _WithAlarms
     else:
-        encoded = _Picture(**{name: getattr(config, name) for name in _Picture.__struct_fields__})
+        shape = _Picture
+    fields = {name: getattr(config, name) for name in shape.__struct_fields__}
+    if "alarms" in fields:
+        fields["alarms"] = alarms
+    encoded = shape(**fields)
     return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(encoded)).hexdigest()[:32]
 
 

@@ -69,6 +69,7 @@ def config_of(state: MosaicState) -> MosaicConfig:
         title=state.title,
         alarms=state.alarms,
         audio=state.audio,
+        clock=state.clock,
     )
 
 
