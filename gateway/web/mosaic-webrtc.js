@@ -1,7 +1,8 @@
 // A mosaic over WebRTC: one WHEP viewer of /play/<fp>/whep (gateway/mosaic_whep.py), fed by
 // the stitcher's own H.264 encode.
 //
-// - connect(): a recvonly video offer (the stitcher sends no audio and no data channel), sent
+// - connect(): a recvonly video and audio offer (the stitcher sends the mosaic's sound as Opus
+//   when it carries one, else leaves the audio inactive; no data channel), sent
 //   once its ICE candidates are in it (the answer is complete: no trickle ICE), POSTed as
 //   application/sdp. A 201 answers it; anything else throws WhepRefused, whose `kind` says what
 //   the player should do: "starting" (503, Retry-After 1: the stitcher is not up, and the POST
@@ -96,6 +97,7 @@ export class MosaicLink extends EventTarget {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addEventListener("track", (event) => this.stream.addTrack(event.track));
     pc.addEventListener("connectionstatechange", () => {
       if (this.pc === pc) this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));

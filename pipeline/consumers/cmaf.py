@@ -29,6 +29,17 @@ The packets keep the Annex-B start codes libx264 writes; with a stream made by
 MP4 requires. (A stream copied from an mp4 *demuxer*'s would claim ``avcC`` and pass Annex-B
 through unconverted: players choke on that, so do not build the stream that way.)
 
+Sound
+-----
+With an :class:`~pipeline.consumers.encoder.AudioTrack`, every part muxer has a second stream,
+AAC: the init section declares both tracks (``avc1`` and ``mp4a``), and each part's ``moof``
+carries one ``traf`` per track. Parts are still cut on video frames; an AAC frame (1024 samples,
+21.3 ms at 48 kHz) goes into the part during whose video frames it *ends*
+(:class:`~pipeline.consumers.encoder.AudioQueue`), so a part holds the AAC frames that end
+within it. Every AAC frame is a sync sample, so the part that starts with a
+keyframe is still independent. The copied stream opens no codec, and its parameters are the
+settings' alone, so the init stays the same bytes across parts and restarts.
+
 Not thread-safe: one caller thread at a time, like the encoder whose packets it takes.
 """
 
@@ -44,7 +55,14 @@ from typing import Any
 import av
 import av.error
 
-from pipeline.consumers.encoder import EncoderError, EncoderSettings, H264Encoder, Picture
+from pipeline.consumers.encoder import (
+    AudioQueue,
+    AudioTrack,
+    EncoderError,
+    EncoderSettings,
+    H264Encoder,
+    Picture,
+)
 
 PART_DURATION = 0.2
 """Seconds of media a part aims at (LL-HLS suggests 0.2-1 s; shorter is lower latency)."""
@@ -83,6 +101,8 @@ class Part:
     """Pts of its first frame, in ``1/fps`` units."""
     last: bool
     """The final part of its segment: the segment is complete with it."""
+    audio_frames: int = 0
+    """AAC frames in it (0 without an audio track)."""
 
 
 class _Sink:
@@ -123,7 +143,7 @@ def top_level_boxes(data: bytes | bytearray) -> list[tuple[str, int, int]]:
 class _PartMuxer:
     """One part's mp4 muxer."""
 
-    def __init__(self, settings: EncoderSettings, number: int) -> None:
+    def __init__(self, settings: EncoderSettings, number: int, audio: AudioTrack | None) -> None:
         self.number = number
         self.frames = 0
         self._sink = _Sink()
@@ -142,6 +162,8 @@ class _PartMuxer:
         except av.error.FFmpegError as exc:
             raise EncoderError(f"cannot open the mp4 muxer for part {number}: {exc}") from exc
         self._stream.time_base = Fraction(1, settings.fps)
+        self._audio = None if audio is None else audio.add_to(self._container)
+        self.audio_frames = 0
 
     def mux(self, packet: av.Packet[Any]) -> None:
         packet.stream = self._stream
@@ -150,6 +172,14 @@ class _PartMuxer:
         except av.error.FFmpegError as exc:
             raise EncoderError(f"mp4 muxer failed on part {self.number}: {exc}") from exc
         self.frames += 1
+
+    def mux_audio(self, packet: av.Packet[Any]) -> None:
+        packet.stream = self._audio
+        try:
+            self._container.mux(packet)
+        except av.error.FFmpegError as exc:
+            raise EncoderError(f"mp4 muxer failed on audio in part {self.number}: {exc}") from exc
+        self.audio_frames += 1
 
     def finish(self) -> tuple[bytes, bytes]:
         """Close the muxer; return its ``ftyp + moov`` and the part (``moof + mdat``)."""
@@ -189,12 +219,22 @@ class CmafMuxer:
     A packet handed to :meth:`mux` is the muxer's: its timestamps are rewritten (as any muxer
     does). Feeding the same packets to another muxer too works in either order: the frame
     number is read from the pts in whatever time base the packet has by then.
+
+    With ``audio``, the AAC packets given to :meth:`mux_audio` go into the parts too (see the
+    module docstring).
     """
 
-    def __init__(self, settings: EncoderSettings, part_duration: float = PART_DURATION) -> None:
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        part_duration: float = PART_DURATION,
+        audio: AudioTrack | None = None,
+    ) -> None:
         if not part_duration > 0:
             raise EncoderError(f"part_duration={part_duration}: must be > 0")
         self.settings = settings
+        self._track = audio
+        self._audio = None if audio is None else AudioQueue(settings.fps, audio.rate)
         self._gop = settings.frames_per_segment
         self._part_frames = min(self._gop, max(1, round(settings.fps * part_duration)))
         self._parts_per_segment = math.ceil(self._gop / self._part_frames)
@@ -223,6 +263,13 @@ class CmafMuxer:
     def part_target(self) -> float:
         """Seconds of the longest part: LL-HLS's ``PART-TARGET``."""
         return self._part_frames / self.settings.fps
+
+    def mux_audio(self, packets: list[av.Packet[Any]]) -> None:
+        """Queue AAC packets (``1/rate`` time base, in order); each goes into the part during
+        whose video frames it ends, when that frame is muxed."""
+        if self._audio is None:
+            raise EncoderError("this muxer was made without an audio track")
+        self._audio.add(packets)
 
     def _frame_number(self, packet: av.Packet[Any]) -> int:
         if packet.pts is None or not packet.time_base:
@@ -256,7 +303,7 @@ class CmafMuxer:
                 raise EncoderError(f"segment {msn} part {index} would start with a non-key frame")
             number = msn * self._parts_per_segment + index
             current = self._open = _Open(
-                _PartMuxer(self.settings, number), msn, index, pts, packet.is_keyframe
+                _PartMuxer(self.settings, number, self._track), msn, index, pts, packet.is_keyframe
             )
         # Whatever time base the packet came in, it goes in as whole frames of one frame each:
         # the mp4 muxer needs each sample's duration, and libx264 leaves it at zero.
@@ -265,6 +312,9 @@ class CmafMuxer:
         packet.duration = 1
         current.muxer.mux(packet)
         self._last_pts = pts
+        if self._audio is not None:
+            for audio in self._audio.due(pts):
+                current.muxer.mux_audio(audio)
         if offset + 1 == min(self._gop, (index + 1) * self._part_frames):
             done.append(self._complete(current))
         return done
@@ -289,6 +339,7 @@ class CmafMuxer:
             independent=current.independent,
             first_pts=current.first_pts,
             last=current.index == self._parts_per_segment - 1,
+            audio_frames=current.muxer.audio_frames,
         )
 
     def close(self) -> None:
@@ -297,6 +348,8 @@ class CmafMuxer:
         if self._open is not None:
             self._open.muxer.abandon()
             self._open = None
+        if self._audio is not None:
+            self._audio.clear()
 
 
 class PartEncoder:

@@ -34,6 +34,12 @@ ever returned: :meth:`SegmentEncoder.close` drops an unfinished segment.
 The encoder is synchronous and CPU-bound: callers run it in a thread or executor (PyAV releases
 the GIL inside libavcodec). Not thread-safe: one caller thread at a time.
 
+Sound: when the mosaic carries audio, its AAC packets (:mod:`~pipeline.consumers.aac`) are
+muxed beside the pictures as a second stream (:class:`AudioTrack`): each goes into the segment
+(or CMAF part) of the video frame during which it ends, so a segment holds the AAC frames that
+end within it. The audio timestamps are on the video's timeline (``1/48000`` of the same
+seconds), so both run on across segments alike.
+
 Errors: :class:`EncoderError` (a :class:`~pipeline.errors.TesseraError`) names the bad setting or
 what the encoder did wrong; FFmpeg errors are translated into it.
 """
@@ -167,10 +173,81 @@ Picture = Planes | npt.NDArray[np.uint8] | av.VideoFrame
 :attr:`~pipeline.consumers.canvas.Canvas.array`), or any ``av.VideoFrame`` (converted)."""
 
 
+@dataclass(frozen=True, eq=False)
+class AudioTrack:
+    """What a muxer needs to add the mosaic's AAC stream: a stream of the encoder's parameters
+    to copy (no codec is opened for the copy) and the AudioSpecificConfig, which those
+    parameters lack until the encoder is open. Made by :class:`~pipeline.consumers.aac.
+    SoundEncoder`."""
+
+    template: Any
+    """An ``av`` audio stream with the encoder's codec, rate and layout."""
+    extradata: bytes
+    rate: int
+
+    def add_to(self, container: Any) -> Any:
+        """Add the AAC stream to ``container`` (an ``av`` output container); return it."""
+        try:
+            stream = container.add_stream_from_template(self.template)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise EncoderError(f"cannot add the AAC stream to the muxer: {exc}") from exc
+        stream.codec_context.extradata = self.extradata
+        stream.time_base = Fraction(1, self.rate)
+        return stream
+
+
+class AudioQueue:
+    """AAC packets waiting for the video frame during which they end: a muxer takes them out
+    right after that frame (:meth:`due`), so each lands in the segment or part that ends
+    after it. Packets that end before the first frame muxed (the encoder's priming frame) are
+    dropped."""
+
+    def __init__(self, fps: int, rate: int) -> None:
+        self._fps = fps
+        self._rate = rate
+        self._packets: collections.deque[av.Packet[Any]] = collections.deque()
+        self._start: int | None = None
+        self.dropped = 0
+        """Packets dropped for ending before the first video frame."""
+
+    def add(self, packets: list[av.Packet[Any]]) -> None:
+        self._packets.extend(packets)
+
+    def due(self, frame: int) -> list[av.Packet[Any]]:
+        """The packets that end by the end of video frame ``frame`` (pts in ``1/fps``)."""
+        if self._start is None:
+            self._start = frame
+        start = self._start * self._rate
+        until = (frame + 1) * self._rate
+        taken: list[av.Packet[Any]] = []
+        packets = self._packets
+        while packets:
+            packet = packets[0]
+            end = _sample_end(packet) * self._fps
+            if end > until:
+                break
+            packets.popleft()
+            if end <= start:
+                self.dropped += 1
+            else:
+                taken.append(packet)
+        return taken
+
+    def clear(self) -> None:
+        self._packets.clear()
+
+
+def _sample_end(packet: av.Packet[Any]) -> int:
+    """Where an AAC packet ends, in samples (its time base is ``1/rate``)."""
+    if packet.pts is None:
+        raise EncoderError("the AAC encoder returned a packet without pts")
+    return int(packet.pts) + int(packet.duration or 0)
+
+
 class _SegmentMuxer:
     """One segment's MPEG-TS muxer, writing to memory."""
 
-    def __init__(self, settings: EncoderSettings, index: int) -> None:
+    def __init__(self, settings: EncoderSettings, index: int, audio: AudioTrack | None) -> None:
         self.index = index
         self.packets = 0
         self._buffer = io.BytesIO()
@@ -179,11 +256,17 @@ class _SegmentMuxer:
             "h264", rate=settings.fps, width=settings.width, height=settings.height
         )
         self._stream.time_base = TS_TIME_BASE
+        self._audio = None if audio is None else audio.add_to(self._container)
 
     def mux(self, packet: av.Packet[Any]) -> None:
         packet.stream = self._stream
         self._container.mux(packet)
         self.packets += 1
+
+    def mux_audio(self, packet: av.Packet[Any]) -> None:
+        # mpegts wraps each raw AAC frame in an ADTS header, from the stream's extradata.
+        packet.stream = self._audio
+        self._container.mux(packet)
 
     def finish(self) -> bytes:
         self._container.close()
@@ -300,12 +383,22 @@ class H264Encoder:
 
 class TsMuxer:
     """Encoded H.264 packets in (from :class:`H264Encoder`, in order), MPEG-TS segments out:
-    :meth:`mux` returns each segment on the packet that completes it."""
+    :meth:`mux` returns each segment on the packet that completes it. With ``audio``, the AAC
+    packets given to :meth:`mux_audio` go in too (see the module docstring)."""
 
-    def __init__(self, settings: EncoderSettings) -> None:
+    def __init__(self, settings: EncoderSettings, audio: AudioTrack | None = None) -> None:
         self.settings = settings
         self._gop = settings.frames_per_segment
         self._muxer: _SegmentMuxer | None = None
+        self._track = audio
+        self._audio = None if audio is None else AudioQueue(settings.fps, audio.rate)
+
+    def mux_audio(self, packets: list[av.Packet[Any]]) -> None:
+        """Queue AAC packets (``1/rate`` time base, in order); each is muxed after the video
+        frame during which it ends."""
+        if self._audio is None:
+            raise EncoderError("this muxer was made without an audio track")
+        self._audio.add(packets)
 
     def mux(self, packet: av.Packet[Any]) -> list[EncodedSegment]:
         """Mux one packet; return the segments it completed (two only when frames went
@@ -324,8 +417,12 @@ class TsMuxer:
                 raise EncoderError(
                     f"segment {index} would start with a non-key frame (pts {packet.pts})"
                 )
-            muxer = self._muxer = _SegmentMuxer(self.settings, index)
+            muxer = self._muxer = _SegmentMuxer(self.settings, index, self._track)
+        frame = packet.pts
         muxer.mux(packet)
+        if self._audio is not None:
+            for audio in self._audio.due(frame):
+                muxer.mux_audio(audio)
         if muxer.packets == self._gop:
             done.append(self._complete(muxer))
         return done
@@ -346,6 +443,8 @@ class TsMuxer:
         if self._muxer is not None:
             self._muxer.abandon()
             self._muxer = None
+        if self._audio is not None:
+            self._audio.clear()
 
 
 class SegmentEncoder:

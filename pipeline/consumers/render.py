@@ -9,6 +9,11 @@ CPU-bound path be measured and tested without NATS.
 
 One libx264 encode feeds every output: its packets are muxed into MPEG-TS segments (``ts``) or
 CMAF parts (``cmaf``), and the same bytes go out as :class:`EncodedFrame` s.
+
+With ``audio=True`` each call also takes the chunks of sound that came since the last one; the
+:class:`~pipeline.consumers.aac.SoundEncoder` turns them into this picture's AAC frames, muxed
+beside it (without, nothing of the sound path runs); asked (``opus``, while WebRTC viewers
+watch), the same samples are encoded once more, to Opus, for them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.consumers.aac import AudioChunk, SoundEncoder
 from pipeline.consumers.cmaf import CmafMuxer, Part
 from pipeline.consumers.compositor import Compositor, TileKind, TileView
 from pipeline.consumers.encoder import (
@@ -27,6 +33,7 @@ from pipeline.consumers.encoder import (
     H264Encoder,
     TsMuxer,
 )
+from pipeline.consumers.opus import EncodedSound, OpusEncoder
 from pipeline.messages.events import Tile
 
 HlsFormat = Literal["cmaf", "ts"]
@@ -68,6 +75,8 @@ class Rendered:
     """The encoded picture (with zero delay, exactly one)."""
     outputs: tuple[Output, ...]
     """Segments or parts it completed (usually none or one)."""
+    sound: tuple[EncodedSound, ...] = ()
+    """The picture's sound as Opus packets, for WebRTC viewers (asked for with ``opus``)."""
 
 
 class MosaicRenderer:
@@ -81,16 +90,25 @@ class MosaicRenderer:
         cols: int | None = None,
         first_index: int = 0,
         hls_format: HlsFormat = "ts",
+        audio: bool = False,
     ) -> None:
         self.compositor = Compositor(tiles, settings.width, settings.height, cols)
         self.settings = settings
         self.hls_format: HlsFormat = hls_format
+        self.sound = SoundEncoder(settings.fps) if audio else None
+        """The AAC encoder, when the mosaic carries sound."""
+        track = None if self.sound is None else self.sound.track
         self.muxer: TsMuxer | CmafMuxer = (
-            CmafMuxer(settings) if hls_format == "cmaf" else TsMuxer(settings)
+            CmafMuxer(settings, audio=track)
+            if hls_format == "cmaf"
+            else TsMuxer(settings, audio=track)
         )
         self.encoder = H264Encoder(settings, first_index)
         self.last_ms = 0.0
         """Milliseconds the last :meth:`render` took (compose + encode + mux)."""
+        self.last_audio_ms = 0.0
+        """Milliseconds of that the sound took (resample + AAC encode, and Opus if asked)."""
+        self._opus: OpusEncoder | None = None
         # Per output being built (segment, or segment and part): (start wall, oldest live
         # frame wall or 0.0).
         self._pending: dict[tuple[int, int], tuple[float, float]] = {}
@@ -107,9 +125,17 @@ class MosaicRenderer:
             return msn, offset // self.muxer.frames_per_part
         return msn, 0
 
-    def render(self, views: Sequence[TileView], wall: float) -> Rendered:
-        """Compose ``views`` (one per tile), encode the picture made at ``wall`` (Unix seconds);
-        return it and what it completed."""
+    def render(
+        self,
+        views: Sequence[TileView],
+        wall: float,
+        audio: Sequence[AudioChunk] = (),
+        opus: bool = False,
+    ) -> Rendered:
+        """Compose ``views`` (one per tile), encode the picture made at ``wall`` (Unix seconds)
+        and, with sound, the chunks of ``audio`` that came since the last picture (and, with
+        ``opus``, the same sound as Opus for WebRTC viewers); return it and what it
+        completed."""
         began = time.perf_counter()
         unit = self._unit(self.encoder.next_pts)
         oldest = min(
@@ -121,7 +147,16 @@ class MosaicRenderer:
             first = oldest
         self._pending[unit] = (start, first)
 
-        canvas = self.compositor.compose(views)
+        canvas = self.compositor.compose(views, wall)
+        sound: tuple[EncodedSound, ...] = ()
+        if self.sound is not None:
+            sounded = time.perf_counter()
+            self.muxer.mux_audio(self.sound.encode(audio, wall, self.encoder.next_pts))
+            if opus and self.sound.last is not None:
+                if self._opus is None:
+                    self._opus = OpusEncoder()
+                sound = self._opus.encode(*self.sound.last)
+            self.last_audio_ms = (time.perf_counter() - sounded) * 1000.0
         frames: list[EncodedFrame] = []
         outputs: list[Output] = []
         for packet in self.encoder.encode(canvas.frame):
@@ -131,7 +166,7 @@ class MosaicRenderer:
             for done in self.muxer.mux(packet):
                 outputs.append(self._output(done, wall))
         self.last_ms = (time.perf_counter() - began) * 1000.0
-        return Rendered(tuple(frames), tuple(outputs))
+        return Rendered(tuple(frames), tuple(outputs), sound)
 
     def _output(self, done: EncodedSegment | Part, wall: float) -> Output:
         if isinstance(done, EncodedSegment):
@@ -150,4 +185,8 @@ class MosaicRenderer:
         """Drop the unfinished segment or part and release the encoder. Safe to call twice."""
         self.encoder.close()
         self.muxer.close()
+        if self.sound is not None:
+            self.sound.close()
+        if self._opus is not None:
+            self._opus.close()
         self._pending.clear()

@@ -20,8 +20,11 @@ the stitcher decides what every tile shows (:func:`~pipeline.consumers.newest.ti
 has the :class:`~pipeline.consumers.render.MosaicRenderer` compose and encode the picture in
 one dedicated executor thread, never on the loop; :mod:`~pipeline.consumers.parts` (CMAF) or
 :mod:`~pipeline.consumers.publisher` (MPEG-TS) stores what it completed and writes the
-playlist, and :mod:`~pipeline.consumers.whep` sends each picture to WebRTC viewers. This
-module is the service that runs them.
+playlist, and :mod:`~pipeline.consumers.whep` sends each picture to WebRTC viewers. Unless
+``audio=off``, :mod:`~pipeline.consumers.sound` takes the chosen tile's audio from
+``audio.<sid>`` and each picture's render call also encodes its AAC frames
+(:mod:`~pipeline.consumers.aac`), a second track in the same parts or segments. This module is
+the service that runs them.
 
 Clock: a tick found more than one period late is skipped, not made up (``late_frames`` counts
 them). When the outbox is full the clock waits (and counts late frames): segments are never
@@ -75,6 +78,7 @@ from pipeline.consumers.newest import tile_views
 from pipeline.consumers.parts import PartPublisher
 from pipeline.consumers.publisher import SegmentPublisher
 from pipeline.consumers.render import HlsFormat, MosaicRenderer, Output, RenderedPart
+from pipeline.consumers.sound import MosaicSound
 from pipeline.errors import TesseraError
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.nats import subjects
@@ -85,7 +89,7 @@ from pipeline.segments import manifest
 from pipeline.segments.llhls import LowLatencyPlaylist
 from pipeline.segments.playlist import PlaylistWindow
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import layout, source_id
+from pipeline.state.mosaic import audio_tile, layout, source_id
 
 if TYPE_CHECKING:
     from pipeline.consumers.whep import MosaicWhep
@@ -193,6 +197,15 @@ class Stitcher:
             wall=wall_clock,
             on_listed=self._listed,
         )
+        # The sound of one tile (audio=), unless it is off: sound.py, aac.py.
+        tile = audio_tile(mosaic.audio)
+        self._sound = (
+            None
+            if tile is None
+            else MosaicSound(
+                nc=nc, tile_sources=self.tile_sources, tile=tile, clock=clock, wall=wall_clock
+            )
+        )
         self._whep: MosaicWhep | None = None
         if whep_viewers > 0:
             from pipeline.consumers.whep import MosaicWhep
@@ -205,6 +218,7 @@ class Stitcher:
                 ice_servers=ice_servers,
                 heartbeat_interval=heartbeat_interval,
                 wall=wall_clock,
+                sound=self._sound is not None,
             )
 
         self._status = Status.NEW
@@ -283,6 +297,8 @@ class Stitcher:
                 self._executor, self._make_renderer, first_seq
             )
             await self._intake.start()
+            if self._sound is not None:
+                await self._sound.start()
             if self._whep is not None:
                 await self._whep.start()
             self._started_at = self._clock()
@@ -296,6 +312,8 @@ class Stitcher:
             self._tasks.spawn(self._tick_loop(), name="clock")
             if self._intake.has_slots:
                 self._tasks.spawn(self._intake.follow_slots(), name="slots")
+            if self._sound is not None:
+                self._tasks.spawn(self._sound.follow(), name="sound")
             await self._heartbeater.start()
         except BaseException:
             self._closing = True
@@ -353,6 +371,8 @@ class Stitcher:
         if self._whep is not None:
             await self._whep.stop()
         await self._intake.unsubscribe()
+        if self._sound is not None:
+            await self._sound.unsubscribe()
         executor, self._executor = self._executor, None
         if executor is not None:
             renderer, self._renderer = self._renderer, None
@@ -396,6 +416,7 @@ class Stitcher:
             cols=self.mosaic.cols,
             first_index=first_seq,
             hls_format=self.hls_format,
+            audio=self._sound is not None,
         )
 
     def _empty_playlist(self, first_seq: int) -> LowLatencyPlaylist:
@@ -453,11 +474,15 @@ class Stitcher:
             )
             renderer = self._renderer
             assert renderer is not None and self._executor is not None
-            done = await loop.run_in_executor(self._executor, renderer.render, views, self._wall())
+            sound = () if self._sound is None else self._sound.drain()
+            opus = self._whep is not None and self._whep.viewers > 0  # Opus while watched
+            done = await loop.run_in_executor(
+                self._executor, renderer.render, views, self._wall(), sound, opus
+            )
             ticks.ticked()
             self._meter.note(self._clock(), renderer.last_ms)
             if self._whep is not None:
-                self._whep.feed(done.frames)
+                self._whep.feed(done.frames, done.sound)
             for output in done.outputs:
                 await self._outbox.put(output)
 

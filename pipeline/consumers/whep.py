@@ -29,6 +29,11 @@ per viewer. The stream is High profile, negotiated as such (:mod:`pipeline.webrt
   every ``heartbeat_interval``, as a playlist request does at the gateway.
 - A viewer that does not connect within ``connect_timeout`` of its answer is dropped, as is
   one whose connection fails or closes.
+- **Sound**: when the mosaic carries audio (``sound=True``) and the offer receives audio, the
+  answer sends it too: the Opus packets the stitcher encoded once per picture
+  (:mod:`~pipeline.consumers.opus`), packetized per viewer by aiortc (RFC 7587) like the
+  frames, never encoded again. A viewer joins the sound at once (every Opus packet decodes
+  alone); one whose sender falls :data:`QUEUE_SECONDS` behind loses what was queued.
 
 Lifecycle: :meth:`MosaicWhep.start` subscribes; :meth:`MosaicWhep.stop` (safe twice)
 unsubscribes, ends the housekeeping task, closes every peer and stops the heartbeats.
@@ -50,13 +55,15 @@ import av
 import msgspec
 import nats.errors
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from pipeline.consumers.encoder import EncodedFrame, EncoderSettings, H264Encoder
+from pipeline.consumers.opus import RATE as SOUND_RATE
+from pipeline.consumers.opus import EncodedSound
 from pipeline.errors import MessageError
 from pipeline.messages.codec import decode_signal_request, encode
 from pipeline.messages.control import (
@@ -92,22 +99,69 @@ CLOSE_TIMEOUT = 5.0
 """Seconds one peer connection may take to close before it is given up (and logged)."""
 
 
-class FrameTrack(MediaStreamTrack):
-    """The video one viewer receives: the stitcher's encoded frames, as ``av.Packet`` objects
-    stamped in ``1/fps`` (aiortc converts to the 90 kHz RTP clock)."""
+class _PacketTrack(MediaStreamTrack):
+    """What one viewer receives of one kind: the stitcher's encoded packets, as ``av.Packet``
+    objects stamped in ``time_base`` (aiortc only packetizes them: no codec work per viewer).
+    A queue of ``queue_size``; when the sender falls that far behind, what waits is dropped
+    (counted in :attr:`dropped`)."""
+
+    def __init__(self, time_base: Fraction, queue_size: int) -> None:
+        super().__init__()
+        self._time_base = time_base
+        # None is the "ended" marker: one place more than the packets, so it always fits.
+        self._queue: asyncio.Queue[EncodedFrame | EncodedSound | None] = asyncio.Queue(
+            queue_size + 1
+        )
+        self._size = queue_size
+        self.dropped = 0
+        """Packets dropped because this viewer's sender was behind."""
+
+    def _put(self, item: EncodedFrame | EncodedSound) -> bool:
+        """Queue ``item``; False when the queue was full and was emptied first."""
+        emptied = self._queue.qsize() >= self._size
+        if emptied:
+            self.dropped += self._clear()
+        self._queue.put_nowait(item)
+        return not emptied
+
+    def _clear(self) -> int:
+        count = 0
+        while not self._queue.empty():
+            if self._queue.get_nowait() is not None:
+                count += 1
+        return count
+
+    async def recv(self) -> av.Packet[Any]:
+        """The next packet for aiortc to packetize (waits for the stitcher)."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is None:
+            raise MediaStreamError
+        # A copy of the bytes, no codec work: fine on the loop (aiortc packetizes there too).
+        packet = av.Packet(item.data)
+        packet.pts = item.pts
+        packet.time_base = self._time_base
+        return packet
+
+    def stop(self) -> None:
+        """End the track (wakes a waiting ``recv``)."""
+        if self.readyState == "live":
+            self._clear()
+            self._queue.put_nowait(None)
+        super().stop()
+
+
+class FrameTrack(_PacketTrack):
+    """The video one viewer receives, stamped in ``1/fps`` (aiortc converts to the 90 kHz RTP
+    clock). After a drop it waits for the next keyframe."""
 
     kind = "video"
 
     def __init__(self, fps: int, queue_size: int) -> None:
-        super().__init__()
-        self._time_base = Fraction(1, fps)
-        # None is the "ended" marker: one place more than the frames, so it always fits.
-        self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue(queue_size + 1)
-        self._size = queue_size
+        super().__init__(Fraction(1, fps), queue_size)
         self._synced = False
         """True once a keyframe started what is queued (frames before it are not offered)."""
-        self.dropped = 0
-        """Frames dropped because this viewer's sender was behind."""
 
     def offer(self, frame: EncodedFrame) -> None:
         """Queue ``frame`` to send, or skip it: while waiting for a keyframe (joining, or after
@@ -121,43 +175,37 @@ class FrameTrack(MediaStreamTrack):
             if not frame.keyframe:
                 return
             self._synced = True
-        self._queue.put_nowait(frame)
+        self._put(frame)
 
-    def _clear(self) -> int:
-        count = 0
-        while not self._queue.empty():
-            if self._queue.get_nowait() is not None:
-                count += 1
-        return count
 
-    async def recv(self) -> av.Packet[Any]:
-        """The next frame as a packet for aiortc to packetize (waits for the stitcher)."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._queue.get()
-        if frame is None:
-            raise MediaStreamError
-        # A copy of the bytes, no codec work: fine on the loop (aiortc packetizes there too).
-        packet = av.Packet(frame.data)
-        packet.pts = frame.pts
-        packet.time_base = self._time_base
-        return packet
+class SoundTrack(_PacketTrack):
+    """The sound one viewer receives: the stitcher's Opus packets, stamped in ``1/48000``."""
 
-    def stop(self) -> None:
-        """End the track (wakes a waiting ``recv``)."""
+    kind = "audio"
+
+    def __init__(self, queue_size: int) -> None:
+        super().__init__(Fraction(1, SOUND_RATE), queue_size)
+
+    def offer(self, packet: EncodedSound) -> None:
+        """Queue ``packet`` to send (dropping what waits when the sender is behind)."""
         if self.readyState == "live":
-            self._clear()
-            self._queue.put_nowait(None)
-        super().stop()
+            self._put(packet)
+
+
+def _opus_preferences() -> list[Any]:
+    """aiortc's Opus entry: the only audio codec the answer may take (the packets are Opus)."""
+    codecs = RTCRtpSender.getCapabilities("audio").codecs
+    return [c for c in codecs if c.mimeType.lower() == "audio/opus"]
 
 
 @dataclass(eq=False)
 class _Viewer:
-    """One WHEP viewer: its peer connection and track, and where it is in its life."""
+    """One WHEP viewer: its peer connection and tracks, and where it is in its life."""
 
     pc: RTCPeerConnection
     track: FrameTrack
     created: float
+    sound: SoundTrack | None = None
     peer_id: str = ""
     connected: bool = False
     gone: bool = False
@@ -195,7 +243,10 @@ class MosaicWhep:
         heartbeat_interval: float = 1.0,
         wall: Callable[[], float] = time.time,
         connect_timeout: float = CONNECT_TIMEOUT,
+        sound: bool = False,
     ) -> None:
+        """``sound``: the stitcher makes Opus packets to :meth:`feed` (its mosaic has
+        audio)."""
         if max_viewers < 1:
             raise ValueError(f"max_viewers={max_viewers}: a mosaic takes at least 1 viewer")
         self._nc = nc
@@ -208,6 +259,8 @@ class MosaicWhep:
         only) take it too. Learnt in :meth:`start`, off the loop, before any offer is heard."""
         self._codecs = high_profile_preferences()
         self._queue_size = max(2, round(settings.fps * QUEUE_SECONDS))
+        self.sound = sound
+        self._sound_queue = max(2, round(QUEUE_SECONDS / 0.02))  # 20 ms Opus packets
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
         self._wall = wall
@@ -278,13 +331,16 @@ class MosaicWhep:
 
     # -- frames ---------------------------------------------------------------------------------
 
-    def feed(self, frames: Sequence[EncodedFrame]) -> None:
-        """Hand the frames the stitcher just encoded (in order) to every connected viewer.
-        Runs on the event loop; never waits."""
+    def feed(self, frames: Sequence[EncodedFrame], sound: Sequence[EncodedSound] = ()) -> None:
+        """Hand the frames (and Opus packets) the stitcher just encoded, in order, to every
+        connected viewer. Runs on the event loop; never waits."""
         for viewer in self._viewers:
             if viewer.connected and not viewer.gone:
                 for frame in frames:
                     viewer.track.offer(frame)
+                if viewer.sound is not None:
+                    for packet in sound:
+                        viewer.sound.offer(packet)
 
     @property
     def viewers(self) -> int:
@@ -294,7 +350,9 @@ class MosaicWhep:
     @property
     def dropped(self) -> int:
         """Frames dropped in viewers' queues (their senders were behind), gone viewers too."""
-        return self._dropped + sum(v.track.dropped for v in self._viewers)
+        return self._dropped + sum(
+            v.track.dropped + (v.sound.dropped if v.sound else 0) for v in self._viewers
+        )
 
     def _viewer_beat(self) -> ViewerHeartbeat:
         return ViewerHeartbeat(at=self._wall(), scope="mosaic", id=self.fp)
@@ -367,10 +425,16 @@ class MosaicWhep:
             # Before the offer is applied: aiortc negotiates against these, so the answer
             # lists only what the stitcher's stream is.
             transceiver.setCodecPreferences(self._codecs)
+            sending = [transceiver]
+            if self.sound and receives(sdp, "audio"):
+                viewer.sound = SoundTrack(self._sound_queue)
+                audio = pc.addTransceiver(viewer.sound, direction="sendonly")
+                audio.setCodecPreferences(_opus_preferences())
+                sending.append(audio)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             for other in pc.getTransceivers():
-                if other is not transceiver:
-                    other.direction = "inactive"  # a second video or an audio section
+                if other not in sending:
+                    other.direction = "inactive"  # a second video or audio section
             await pc.setLocalDescription(await pc.createAnswer())
             answer: str = pc.localDescription.sdp
             viewer.peer_id = peer_id_of(answer)
@@ -408,13 +472,15 @@ class MosaicWhep:
         close is idempotent: a second call waits for the first)."""
         viewer.gone = True
         viewer.track.stop()
+        if viewer.sound is not None:
+            viewer.sound.stop()
         try:
             await asyncio.wait_for(asyncio.shield(viewer.pc.close()), CLOSE_TIMEOUT)
         except TimeoutError:
             log.warning("whep viewer %s did not close in %g s", viewer.peer_id, CLOSE_TIMEOUT)
         if viewer in self._viewers:
             self._viewers.remove(viewer)
-            self._dropped += viewer.track.dropped
+            self._dropped += viewer.track.dropped + (viewer.sound.dropped if viewer.sound else 0)
         self._wake.set()
 
     async def _keep_beats(self) -> None:
