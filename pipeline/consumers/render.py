@@ -91,8 +91,11 @@ class MosaicRenderer:
         first_index: int = 0,
         hls_format: HlsFormat = "ts",
         audio: bool = False,
+        clock: bool = False,
     ) -> None:
-        self.compositor = Compositor(tiles, settings.width, settings.height, cols)
+        self.compositor = Compositor(
+            tiles, settings.width, settings.height, cols, clock=clock, fps=settings.fps
+        )
         self.settings = settings
         self.hls_format: HlsFormat = hls_format
         self.sound = SoundEncoder(settings.fps) if audio else None

@@ -79,6 +79,7 @@ from pipeline.consumers.parts import PartPublisher
 from pipeline.consumers.publisher import SegmentPublisher
 from pipeline.consumers.render import HlsFormat, MosaicRenderer, Output, RenderedPart
 from pipeline.consumers.sound import MosaicSound
+from pipeline.consumers.tilemarks import TileMarks
 from pipeline.errors import TesseraError
 from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.nats import subjects
@@ -197,6 +198,8 @@ class Stitcher:
             wall=wall_clock,
             on_listed=self._listed,
         )
+        # Alarm borders and audio meters on the tiles (tilemarks.py).
+        self._marks = TileMarks(nc, js, mosaic, self.tile_sources, clock)
         # The sound of one tile (audio=), unless it is off: sound.py, aac.py.
         tile = audio_tile(mosaic.audio)
         self._sound = (
@@ -297,6 +300,7 @@ class Stitcher:
                 self._executor, self._make_renderer, first_seq
             )
             await self._intake.start()
+            await self._marks.start()
             if self._sound is not None:
                 await self._sound.start()
             if self._whep is not None:
@@ -373,6 +377,7 @@ class Stitcher:
         await self._intake.unsubscribe()
         if self._sound is not None:
             await self._sound.unsubscribe()
+        await self._marks.stop()
         executor, self._executor = self._executor, None
         if executor is not None:
             renderer, self._renderer = self._renderer, None
@@ -417,6 +422,7 @@ class Stitcher:
             first_index=first_seq,
             hls_format=self.hls_format,
             audio=self._sound is not None,
+            clock=self.mosaic.clock,
         )
 
     def _empty_playlist(self, first_seq: int) -> LowLatencyPlaylist:
@@ -469,11 +475,12 @@ class Stitcher:
             now = self._clock()
             self._intake.poll(now)
             warming = now - self._started_at < self.dead_after
-            views, self._dead_tiles = tile_views(
+            plain, self._dead_tiles = tile_views(
                 self._intake.tiles, now, warming=warming, dead_after=self.dead_after
             )
             renderer = self._renderer
             assert renderer is not None and self._executor is not None
+            views = self._marks.mark(plain, self._wall())
             sound = () if self._sound is None else self._sound.drain()
             opus = self._whep is not None and self._whep.viewers > 0  # Opus while watched
             done = await loop.run_in_executor(

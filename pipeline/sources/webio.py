@@ -44,7 +44,9 @@ MAX_REDIRECTS = 5
 MAX_PLAYLIST_BYTES = 1 << 20
 """A playlist is text naming segments: 1 MiB is thousands of them; more is an attack."""
 MIN_PROGRESS = 1024
-"""Bytes a body must deliver within each ``read_timeout`` (a 1 B/s trickle is a stall)."""
+"""Bytes a body must deliver within each ``read_timeout`` of waiting for them (a 1 B/s trickle
+is a stall). Only time spent waiting in a read counts: a reader that paces itself (a grabber
+reading a long file at its frame rate) may take minutes for 1 KiB of a black picture."""
 _REDIRECTS = (301, 302, 303, 307, 308)
 _WEB = ("http", "https")
 _AVIO_FLAG_WRITE = 2
@@ -74,7 +76,8 @@ class Body(io.RawIOBase):
         self._ranges = (response.getheader("Accept-Ranges") or "").lower() == "bytes"
         ctype = response.getheader("Content-Type") or ""
         self._cap = MAX_PLAYLIST_BYTES if _is_playlist(self.url, ctype) else None
-        self._mark = time.monotonic()
+        self._waited = 0.0
+        """Seconds spent waiting for data since :data:`MIN_PROGRESS` bytes last came."""
         self._since_mark = 0
         self._read_total = 0
 
@@ -92,23 +95,26 @@ class Body(io.RawIOBase):
             size = 1 << 16
         if self._response.isclosed():
             return b""
-        timeout = self._web.read_timeout - (time.monotonic() - self._mark)
+        timeout = self._web.read_timeout - self._waited
         if timeout <= 0:
             raise self._stalled()
         if self._sock is not None:
             self._sock.settimeout(timeout)
+        began = time.monotonic()
         try:
             data = self._response.read1(size)
         except TimeoutError:
             raise self._stalled() from None
         except (OSError, http.client.HTTPException) as exc:
             raise SourceUnavailable(self.url, f"read: {exc}") from exc
+        finally:
+            self._waited += time.monotonic() - began
         self._web.check_cancel(self.url)
         self._pos += len(data)
         self._read_total += len(data)
         self._since_mark += len(data)
         if self._since_mark >= MIN_PROGRESS or not data:
-            self._mark, self._since_mark = time.monotonic(), 0
+            self._waited, self._since_mark = 0.0, 0
         if self._cap is not None and self._read_total > self._cap:
             raise self._web.refuse(self.url, f"playlist larger than {self._cap} bytes")
         return data
