@@ -7,6 +7,10 @@ stacked into the same grid, encoded with the stitcher's libx264 settings (preset
 ``tune=zerolatency``, a closed 1 s GOP, no B-frames) into 1 s HLS segments. One thread
 everywhere: decoders, filter graph, encoder.
 
+With ``audio=i``, the output also carries input ``i``'s first audio stream encoded to AAC
+(:data:`AAC_BITRATE`, 48 kHz stereo: a mosaic that carries one tile's sound). FFmpeg decodes
+only the audio it maps: the other inputs' audio packets are discarded at the demuxer.
+
 :class:`FfmpegRun` follows ``-progress`` to know how many seconds of output were made in a
 window, so its CPU is divided by output seconds exactly as Tessera's is.
 """
@@ -26,11 +30,21 @@ from pipeline.runtime.procs import die_with_parent, stop_process
 from pipeline.runtime.tasks import cancel_and_wait
 from pipeline.state.mosaic import layout
 
+AAC_BITRATE = "128k"
+"""The mosaic's sound, when it has one: AAC-LC at 128 kbit/s."""
+
 
 def xstack_args(
-    inputs: list[Path], out_dir: Path, *, size: tuple[int, int], preset: str, fps: int = 25
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    size: tuple[int, int],
+    preset: str,
+    fps: int = 25,
+    audio: int | None = None,
 ) -> list[str]:
-    """The ffmpeg command line for a mosaic of ``inputs``."""
+    """The ffmpeg command line for a mosaic of ``inputs`` (with the sound of input ``audio``
+    when given)."""
     n = len(inputs)
     grid = layout(n, *size)
     settings = EncoderSettings(width=size[0], height=size[1], fps=fps, preset=preset)
@@ -51,6 +65,13 @@ def xstack_args(
         "-filter_complex_threads", "1", "-filter_complex", graph, "-map", "[out]",
         "-r", str(fps), "-c:v", "libx264", "-threads", "1", "-preset", preset,
         "-tune", "zerolatency", "-crf", str(settings.crf), "-x264-params", settings.x264_params(),
+    ]  # fmt: skip
+    if audio is not None:
+        if not 0 <= audio < n:
+            raise ValueError(f"audio={audio}: give an input index from 0 to {n - 1}")
+        args += ["-map", f"{audio}:a:0", "-c:a", "aac", "-b:a", AAC_BITRATE, "-ar", "48000",
+                 "-ac", "2"]  # fmt: skip
+    args += [
         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
         "-hls_flags", "delete_segments+independent_segments",
         "-hls_segment_filename", str(out_dir / "s%d.ts"), str(out_dir / "index.m3u8"),

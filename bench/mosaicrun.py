@@ -61,12 +61,14 @@ async def start(
     *,
     size: tuple[int, int] = SIZE,
     within: float = 90.0,
+    query: dict[str, str] | None = None,
 ) -> tuple[list[str], float]:
-    """Create ``mosaics`` (pattern, title), keep them watched, and wait until every stitcher
-    has stored a segment and every grabber publishes; their fingerprints and the seconds that
-    took."""
+    """Create ``mosaics`` (pattern, title), with the ``/create`` parameters ``query`` if any,
+    keep them watched, and wait until every stitcher has stored a segment and every grabber
+    publishes; their fingerprints and the seconds that took."""
     began = asyncio.get_running_loop().time()
-    fps = [await host.create(p, title=t, size=f"{size[0]}x{size[1]}") for p, t in mosaics]
+    size_text = f"{size[0]}x{size[1]}"
+    fps = [await host.create(p, title=t, size=size_text, query=query) for p, t in mosaics]
     watchers.fps.update(fps)
     sources = sorted({sid for pattern, _ in mosaics for sid in sources_of(pattern, size)})
 
@@ -133,11 +135,12 @@ async def measure(
     window: float,
     warmup: float,
     size: tuple[int, int] = SIZE,
+    query: dict[str, str] | None = None,
 ) -> Sample:
     """:func:`start` ``mosaics``, :func:`sample` them, :func:`stop` them."""
     fps: list[str] = []
     try:
-        fps, took = await start(host, watchers, mosaics, size=size)
+        fps, took = await start(host, watchers, mosaics, size=size, query=query)
         got = await sample(host, fps, window=window, warmup=warmup)
         got.start_s = took
         return got

@@ -269,13 +269,20 @@ class StackHost:
     # -- mosaics --------------------------------------------------------------------------------
 
     async def create(
-        self, pattern: str, *, size: str = "1280x720", title: str = "", fps: int = 25
+        self,
+        pattern: str,
+        *,
+        size: str = "1280x720",
+        title: str = "",
+        fps: int = 25,
+        query: dict[str, str] | None = None,
     ) -> str:
         """``GET /create`` (with the host's token, if it has one); return the new mosaic's
-        fingerprint. A signed answer (``/s/<token>/play/<fp>/...``) is remembered:
-        :meth:`play_path` then carries its prefix."""
+        fingerprint. ``query``: more parameters (``alarms``, ``audio``, ...). A signed answer
+        (``/s/<token>/play/<fp>/...``) is remembered: :meth:`play_path` then carries its
+        prefix."""
         assert self.http is not None
-        params = {"urls": pattern, "size": size, "fps": str(fps)}
+        params = {"urls": pattern, "size": size, "fps": str(fps), **(query or {})}
         if title:
             params["title"] = title
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

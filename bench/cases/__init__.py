@@ -11,4 +11,5 @@ CASES = (
     "frame_bus",
     "urldsl",
     "low_latency",
+    "monitoring",
 )

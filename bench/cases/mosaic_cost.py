@@ -55,11 +55,21 @@ def serve_clips(server: SourceServer, paths: list[Path], count: int) -> list[str
 
 
 async def ffmpeg_sample(
-    ctx: Context, paths: list[Path], n: int, window: float, warmup: float, tag: str
+    ctx: Context,
+    paths: list[Path],
+    n: int,
+    window: float,
+    warmup: float,
+    tag: str,
+    *,
+    audio: int | None = None,
 ) -> dict[str, float]:
+    """One window of ffmpeg doing the mosaic of ``n`` tiles (with the sound of input
+    ``audio``, see :func:`~bench.ffmpeg_ref.xstack_args`): its CPU-s per output second."""
     out = ctx.work_dir / f"ffmpeg-{tag}"
     out.mkdir(parents=True, exist_ok=True)
-    args = xstack_args([paths[i % len(paths)] for i in range(n)], out, size=SIZE, preset=PRESET)
+    inputs = [paths[i % len(paths)] for i in range(n)]
+    args = xstack_args(inputs, out, size=SIZE, preset=PRESET, audio=audio)
     loop = asyncio.get_running_loop()
     async with FfmpegRun(args, out / "ffmpeg.log") as ff:
         await until(lambda: ff.made() >= warmup, 60, f"ffmpeg to make {warmup:g} s of output")
