@@ -109,7 +109,7 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
 
     mosaics = Table(title=f"Mosaics ({len(snap.mosaics)})", title_justify="left")
     columns = ("fingerprint", "title", "tiles", "last viewer", "stitcher", "fps", "dead tiles",
-               "hls", "webrtc viewers")  # fmt: skip
+               "in alarm", "sound", "hls", "webrtc viewers")  # fmt: skip
     for col in columns:
         mosaics.add_column(col)
     for m in sorted(snap.mosaics, key=lambda m: m.created_at):
@@ -121,15 +121,19 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
         dead = str(stats.dead_tiles) if isinstance(stats, StitcherStats) else "-"
         hls = stats.hls if isinstance(stats, StitcherStats) else "-"
         rtc = str(stats.webrtc_viewers) if isinstance(stats, StitcherStats) else "-"
+        alarmed = str(stats.tiles_in_alarm) if isinstance(stats, StitcherStats) else "-"
+        sound = "off" if m.audio == "off" else "-"
+        if isinstance(stats, StitcherStats) and stats.audio_tile >= 0:
+            sound = f"tile {stats.audio_tile}"
         state = _health(now, beat, stale_after) if stitcher else "idle"
         mosaics.add_row(
             m.fp[:12], m.title or "-", str(len(m.tiles)),
             _ago(now, viewer.at if isinstance(viewer, ViewerHeartbeat) else None),
-            state, fps, dead, hls, rtc,
+            state, fps, dead, alarmed, sound, hls, rtc,
         )  # fmt: skip
 
     sources = Table(title="Sources", title_justify="left")
-    for col in ("source", "state", "fps in/out", "reconnects", "last error"):
+    for col in ("source", "state", "fps in/out", "reconnects", "alarms", "last error"):
         sources.add_column(col)
     for w in sorted((w for w in running if w.kind == "grabber"), key=lambda w: w.target):
         beat = snap.beats.get(subjects.worker_heartbeat(w.worker_id))
@@ -139,10 +143,12 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
             health = _health(now, beat, stale_after)
             if not stats.connected and stats.reconnects and "silent" not in health:
                 health = "[red]reconnecting[/]"
-            sources.add_row(w.target, health, rates,
-                            str(stats.reconnects), stats.last_error or "-")  # fmt: skip
+            alarms = ", ".join(stats.alarms) or "-"
+            sources.add_row(w.target, health, rates, str(stats.reconnects),
+                            f"[red]{alarms}[/]" if stats.alarms else alarms,
+                            stats.last_error or "-")  # fmt: skip
         else:
-            sources.add_row(w.target, _health(now, beat, stale_after), "-", "-", "-")
+            sources.add_row(w.target, _health(now, beat, stale_after), "-", "-", "-", "-")
 
     sessions = Table(title=f"Sessions ({len(snap.sessions)})", title_justify="left")
     for col in ("id", "state", "video", "viewer", "position", "since", "reason"):

@@ -70,6 +70,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from pipeline.consumers.aac import RATE
 from pipeline.consumers.clock import TickClock, TickMeter
 from pipeline.consumers.cmaf import PART_DURATION, CmafMuxer
 from pipeline.consumers.encoder import EncoderSettings
@@ -552,7 +553,27 @@ class Stitcher:
             parts=publisher.parts if isinstance(publisher, PartPublisher) else 0,
             webrtc_viewers=self.viewers,
             webrtc_dropped=0 if self._whep is None else self._whep.dropped,
+            tiles_in_alarm=sum(1 for kinds in self._marks.kinds(self._wall()) if kinds),
+            **self._sound_stats(),
         )
+
+    def _sound_stats(self) -> dict[str, Any]:
+        """The sound's part of the stats (the counters are the executor thread's: ints, read
+        as they are)."""
+        sound = self._sound
+        renderer = self._renderer
+        if sound is None:
+            return {}
+        carried = sound.choice.carried
+        tile = -1 if carried is None else self.tile_sources.index(carried)
+        encoder = None if renderer is None else renderer.sound
+        if encoder is None:
+            return {"audio_tile": tile}
+        return {
+            "audio_tile": tile,
+            "audio_silent": round(encoder.playout.silent / RATE, 2),
+            "audio_late": round(encoder.playout.late / RATE, 2),
+        }
 
     def _beat(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(

@@ -79,6 +79,15 @@ class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
     """WHEP viewers connected now."""
     webrtc_dropped: int = 0
     """Frames dropped for WHEP viewers that fell behind (each then waits for a keyframe)."""
+    audio_tile: int = -1
+    """The tile whose sound the mosaic carries now (-1: none: ``audio=off``, or no tile has
+    sent audio yet)."""
+    audio_silent: float = 0.0
+    """Seconds of the sound track filled with silence (nothing came in time)."""
+    audio_late: float = 0.0
+    """Seconds of received audio dropped because they came after their time."""
+    tiles_in_alarm: int = 0
+    """Tiles showing an alarm now (borders drawn)."""
 
 
 class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
