@@ -12,7 +12,8 @@ lasted the mosaic's hold for its kind.
   newest end first. Each item is ``{tile, name, source, kind, onset, onset_wall, shown_at,
   value}``, and a cleared one also ``{end_wall, worst, reason}``. ``layout`` places the tiles
   in the mosaic's picture (``{width, height, tiles: [{tile, name, x, y, w, h}]}``), so a page
-  can draw on them.
+  can draw on them; ``audio`` is the mosaic's canonical ``audio=`` (``""``: the first tile with
+  audio, ``off``, or a tile index), so the viewer page shows whose sound it carries.
 - ``GET /mosaics/<fp>/alarms/events``: Server-Sent Events. First ``event: snapshot`` with the
   JSON above, then ``event: raised`` when an alarm becomes shown (at its ``shown_at``: the
   stream sleeps until the earliest pending one is due, or until KV ``alarms`` changes for one
@@ -173,6 +174,7 @@ def describe(mosaic: MosaicState, alarms: MosaicAlarms, now: float) -> dict[str,
         "pending": [item(a) for a in alarms.pending],
         "recent": [item(a, cleared=True) for a in alarms.recent],
         "layout": tiles_layout(mosaic),
+        "audio": mosaic.audio,
     }
 
 
@@ -422,8 +424,11 @@ def openapi_paths() -> dict[str, Any]:
             "recent": {**listed, "description": "cleared after showing, newest first"},
             "layout": {"type": "object", "description": "width, height, tiles [{tile, name, "
                                                         "x, y, w, h}] in the picture"},
+            "audio": {"type": "string", "description": "whose sound the mosaic carries "
+                      "(canonical audio=): \"\" the first tile with audio, off, or a 0-based "
+                      "tile index"},
         },
-        "required": ["fp", "now", "active", "pending", "recent", "layout"],
+        "required": ["fp", "now", "active", "pending", "recent", "layout", "audio"],
     }  # fmt: skip
     error = {"description": "One line: what is wrong",
              "content": {"application/json": {"schema": {

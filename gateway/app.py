@@ -24,6 +24,7 @@ from gateway.health import healthz, readyz
 from gateway.httpmetrics import HttpMetrics
 from gateway.livestate import LiveState
 from gateway.metrics import Metrics
+from gateway.mosaic_audio import MosaicAudio
 from gateway.mosaic_whep import MosaicWhepRoutes
 from gateway.mosaics import Mosaics
 from gateway.projection import NotProjectedYet, Projection
@@ -91,6 +92,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
     metrics = Metrics(ctx, beats, live, guard, alarms)
     mosaics = Mosaics(ctx, guard, live, projection, audit)
     mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics, audit)
+    mosaic_audio = MosaicAudio(guard, mosaics, projection, signed)
     sessions = Sessions(ctx, guard, projection, signed, audit)
     routes = [
         # First: the hot route (every viewer polls its playlist once a segment).
@@ -105,6 +107,7 @@ def create_app(ctx: GatewayContext) -> Starlette:
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/create", signed.redirects(mosaics.create), methods=["GET"]),
+        Route("/mosaics/{fp}/audio", mosaic_audio.switch, methods=["POST"]),
         Route("/session", sessions.create, methods=["POST"]),
         Route("/session", sessions.list, methods=["GET"]),
         Route("/session/{sid}", sessions.get, methods=["GET"]),

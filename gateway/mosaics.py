@@ -216,6 +216,14 @@ class Mosaics:
             config = parse_create(request, self.ctx.config.max_tiles)
         except BadRequest as exc:
             return _bad(str(exc))
+        fp = await self.record(request, config)
+        return RedirectResponse(f"/play/{fp}/index.m3u8", status_code=302)
+
+    async def record(self, request: Request, config: MosaicConfig, detail: str = "") -> str:
+        """Mosaic ``config``'s fingerprint, once it is recorded: ``mosaic created`` appended
+        once per fingerprint, ever (audited as ``mosaic-create``, with ``detail`` after the
+        tile count), and a viewer heartbeat, so that its work starts now. What ``/create`` and
+        ``POST /mosaics/<fp>/audio`` (:mod:`gateway.mosaic_audio`) do."""
         fp = fingerprint(config)
         if not await self.known(fp):
             event = created(config, fp, time.time())
@@ -223,8 +231,9 @@ class Mosaics:
                 ack = await append(self.ctx.js, event, msg_id=f"mosaic-{fp}", expect_first=True)
                 self.projection.appended(MOSAICS.name, fp, ack.seq)
                 tiles = len(config.tiles)
+                said = f"{tiles} tile{'s' if tiles != 1 else ''}"
                 await self.audit.record(request, "mosaic-create", fp,
-                                        f"{tiles} tile{'s' if tiles != 1 else ''}")  # fmt: skip
+                                        f"{said}; {detail}" if detail else said)  # fmt: skip
             except AlreadyExists:
                 # Recorded before (maybe a moment ago, by another gateway): its first event is
                 # in any entry of it, whatever that event's sequence.
@@ -232,7 +241,7 @@ class Mosaics:
             # What this gateway recorded it knows: /play answers at once, projected or not.
             self._known.add(fp)
         await self._viewer(fp, force=True)
-        return RedirectResponse(f"/play/{fp}/index.m3u8", status_code=302)
+        return fp
 
     async def known(self, fp: str) -> bool:
         """True if mosaic ``fp`` was created: recorded by this gateway, or projected."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import alarms, pages
+from gateway import alarms, mosaic_audio, pages
 from gateway.schemas import ErrorBody, SessionList, SessionView
 from gateway.session_request import SessionRequest
 from pipeline.messages.control import CommandReply, SessionCommand
@@ -237,6 +237,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
     }  # fmt: skip
     paths.update(pages.openapi_paths())
     paths.update(alarms.openapi_paths())
+    paths.update(mosaic_audio.openapi_paths())
     del error_ref
     document = {
         "openapi": "3.1.0",

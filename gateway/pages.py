@@ -4,7 +4,9 @@
   (expanded as you type through ``/api/urldsl``) and one that starts a session.
 - ``/view/<fp>``: the mosaic player, full window: WebRTC (WHEP to ``/play/<fp>/whep``) when
   it can, else Low-Latency HLS (hls.js, or the browser's own HLS); ``?via=webrtc`` or
-  ``?via=hls`` forces one. A chip says which plays, another how far behind live.
+  ``?via=hls`` forces one. A chip says which plays, another how far behind live; a mute
+  button, and a Sound selector that goes to the sibling mosaic with another tile's sound
+  (:mod:`gateway.mosaic_audio`).
 - ``/session/<id>/view``: the review player: WebRTC to the session (WHEP), transport,
   frame-accurate seek, timecode, audio channels, editor keyboard shortcuts.
 - ``/static/...``: the pages' HTML, CSS and ES modules (``gateway/web/``), as they are: no build.

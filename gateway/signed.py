@@ -17,7 +17,8 @@ unknown path, and mosaics play for whoever has their URL, as they always did. On
   :func:`gateway.who.who`) and its prefix (:func:`prefix`), so a session read through a review
   link answers with URLs that carry it.
 - ``/create`` answers with a URL signed for its creator (the API token's name, if one was
-  given) for ``--play-ttl`` seconds.
+  given) for ``--play-ttl`` seconds; so does ``POST /mosaics/<fp>/audio`` (the sibling's page
+  and playlist).
 - ``POST /api/sign`` and ``POST /api/revocations`` (the admin's) sign a URL and revoke a
   viewer name; both are audited. Revoked names live in KV ``revoked`` (``sha256(name)[:32]``
   → ``{"viewer", "at"}``), which the gateway follows with a watch and keeps in memory: a check
@@ -217,15 +218,20 @@ class SignedUrls:
             response = await handler(request)
             location = response.headers.get("location", "")
             if self.enabled and response.status_code in (302, 303, 307) and location:
-                name = str(getattr(request.state, "token_name", None) or "")
-                try:
-                    viewer = signing.check_viewer(name)
-                except SigningError:
-                    viewer = ""  # a token name no URL can carry: the URL names nobody
-                response.headers["location"] = self.sign(location, viewer)[0]
+                response.headers["location"] = self.for_caller(request, location)
             return response
 
         return signing_handler
+
+    def for_caller(self, request: Request, path: str) -> str:
+        """``/s/<token><path>`` for ``--play-ttl``, naming as its viewer the API token the
+        request came with (the creator of a mosaic: ``/create``, ``POST /mosaics/<fp>/audio``)."""
+        name = str(getattr(request.state, "token_name", None) or "")
+        try:
+            viewer = signing.check_viewer(name)
+        except SigningError:
+            viewer = ""  # a token name no URL can carry: the URL names nobody
+        return self.sign(path, viewer)[0]
 
     async def review_link(self, request: Request, sid: str, link: ReviewLink) -> str:
         """The prefix of a review link to session ``sid`` (audited)."""
