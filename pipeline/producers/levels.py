@@ -21,7 +21,7 @@ asplit``, then ``asetnsamples (one window) → abuffersink`` for numpy, and ``ar
 which ebur128 requires; left out for a 48 kHz source) → ebur128 → abuffersink``, whose frames
 carry ``lavfi.r128.M`` and ``lavfi.r128.S``; that branch is pulled only when a window is due
 (10 times a second, not after every frame). Those two save 10 % of the meter (2.55 → 2.32 ms
-per second of 48 kHz stereo, `/tmp`-style timing of 10 s of AAC frames, best of 5); the rest is
+per second of 48 kHz stereo: 10 s of AAC frames fed alone, best of 5); the rest is
 FFmpeg's work inside the graph, and in a busy grabber the meter costs about 8 ms per second of
 source (its thread's CPU, 4 grabbers on 2 cores): the largest part of monitoring's cost.
 
