@@ -10,6 +10,7 @@ updates, sync), each launch in a new empty profile.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -94,3 +95,17 @@ async def picture(page: Page, selector: str = "video") -> npt.NDArray[np.uint8]:
     png = await page.screenshot(clip=clip)
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+async def until_true(page: Page, expression: str, within: float) -> None:
+    """Wait until the JavaScript ``expression`` is true in ``page``, polling from here.
+
+    Not ``page.wait_for_function``: past its first check it polls with ``eval`` inside the
+    page, which the pages' Content-Security-Policy (``script-src 'self'``) refuses, so it fails
+    whenever the condition is not true at once (a slow machine). ``page.evaluate`` runs over
+    the DevTools protocol, which the policy does not restrict."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await page.evaluate(expression):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {within:g} s: {expression}")
+        await asyncio.sleep(0.05)

@@ -31,6 +31,7 @@ from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats.eventlog import matching_count
 from pipeline.nats.topology import AUDIT, HEARTBEATS, TOKENS
+from tests.browser import until_true
 from tests.gatewayhttp import gateway_http
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ async def test_the_page_lists_the_tiles_shows_the_sound_and_switches_to_the_sibl
 ) -> None:
     fp = await gw.create(audio="b")
     await page.goto(f"{gw.url}/view/{fp}?via=hls")
-    await page.wait_for_function("document.body.dataset.sound === '1'", timeout=WITHIN * 1000)
+    await until_true(page, "document.body.dataset.sound === '1'", WITHIN)
     assert await page.is_visible("#sound") and await page.is_visible("#mute")
     options = await page.eval_on_selector_all(
         "#sound-choice option", "(all) => all.map((o) => [o.value, o.textContent])"
@@ -298,7 +299,7 @@ async def test_the_page_lists_the_tiles_shows_the_sound_and_switches_to_the_sibl
     assert new != fp and await gw.events(new) == 1
     assert await gw.create(audio="0") == new, "the mosaic /create makes with audio=0"
     assert page.url == f"{gw.url}/view/{new}?via=hls&sound=on"
-    await page.wait_for_function("document.body.dataset.sound === '0'", timeout=WITHIN * 1000)
+    await until_true(page, "document.body.dataset.sound === '0'", WITHIN)
     assert await page.input_value("#sound-choice") == "0"
 
     # Off: a mosaic without sound, whose mute button has nothing to do.
@@ -306,7 +307,7 @@ async def test_the_page_lists_the_tiles_shows_the_sound_and_switches_to_the_sibl
         await page.select_option("#sound-choice", "off")
     off = page.url.split("/view/")[1].split("?")[0]
     assert (await gw.described(off))["audio"] == "off"
-    await page.wait_for_function("document.body.dataset.sound === 'off'", timeout=WITHIN * 1000)
+    await until_true(page, "document.body.dataset.sound === 'off'", WITHIN)
     assert await page.is_disabled("#mute")
     assert "no sound" in (await page.get_attribute("#mute", "title") or "")
 
@@ -320,8 +321,7 @@ async def test_a_signed_link_hides_the_switch_unless_the_browser_keeps_a_token(
         link = signing.sign(SECRET, f"mosaic:{fp}", 600, "ops-wall", time.time())
         await page.goto(f"{gw.url}/s/{link}/view/{fp}?via=hls")
         # The page read its mosaic through the link (the sound is known) but offers no switch.
-        await page.wait_for_function("document.body.dataset.sound === 'auto'",
-                                     timeout=WITHIN * 1000)  # fmt: skip
+        await until_true(page, "document.body.dataset.sound === 'auto'", WITHIN)  # fmt: skip
         assert await page.is_hidden("#sound")
         assert await page.is_visible("#mute")
         await page.click("#mute")
@@ -336,5 +336,4 @@ async def test_a_signed_link_hides_the_switch_unless_the_browser_keeps_a_token(
         new = await gw.create(headers={"Authorization": f"Bearer {maker}"}, audio="2")
         assert page.url.startswith(f"{gw.url}/s/") and page.url.endswith(f"/view/{new}?via=hls")
         # The signed page of the sibling opens.
-        await page.wait_for_function("document.body.dataset.sound === '2'",
-                                     timeout=WITHIN * 1000)  # fmt: skip
+        await until_true(page, "document.body.dataset.sound === '2'", WITHIN)  # fmt: skip

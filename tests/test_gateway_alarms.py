@@ -42,6 +42,7 @@ from pipeline.nats.topology import ALARMS, TOKENS, provision
 from pipeline.runtime.httpserver import HttpServer
 from pipeline.state.alarms import MosaicAlarms, TileAlarm
 from pipeline.state.mosaic import source_key
+from tests.browser import until_true
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -580,7 +581,7 @@ async def test_the_viewer_page_lists_the_alarm_and_outlines_its_tile(
 ) -> None:
     fp = await gw.create("black:0.5")
     await page.goto(f"{gw.url}/view/{fp}?via=hls")
-    await page.wait_for_function("document.body.dataset.alarms === '0'", timeout=WITHIN * 1000)
+    await until_true(page, "document.body.dataset.alarms === '0'", WITHIN)
     assert await page.is_hidden("#alarms")
 
     began = time.time() - 42
@@ -611,6 +612,6 @@ async def test_the_viewer_page_lists_the_alarm_and_outlines_its_tile(
     await page.goto(f"{gw.url}/view/{fp}?via=hls")
     await page.wait_for_selector(item, timeout=WITHIN * 1000)
     await gw.cleared(CAM_B, "black", began, time.time())
-    await page.wait_for_function("document.body.dataset.alarms === '0'", timeout=WITHIN * 1000)
+    await until_true(page, "document.body.dataset.alarms === '0'", WITHIN)
     assert await page.locator("#tile-alarms .tile-alarm").count() == 0
     assert await page.is_hidden("#alarms")
