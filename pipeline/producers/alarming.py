@@ -77,6 +77,7 @@ class AlarmReporter:
         wall: Callable[[], float] = time.time,
         tick: float = TICK,
         has_audio: Callable[[], bool] = lambda: False,
+        on_tick: Callable[[], None] = lambda: None,
     ) -> None:
         """``has_audio``: whether the source's connection has an audio stream (then no
         readings is ``no-audio``, even before the first)."""
@@ -88,6 +89,9 @@ class AlarmReporter:
         self._wall = wall
         self._tick = tick
         self._has_audio = has_audio
+        self._on_tick = on_tick
+        """Called at every tick on the loop (the grabber sends its audio readings then: one
+        wake-up of the loop for both, not one each)."""
         self.watch = SourceWatch(gap=absence_gap(fps))
         self._pending: deque[tuple[Change, str, str]] = deque()
         """Changes waiting to be appended: (change, reason, msg id)."""
@@ -164,6 +168,7 @@ class AlarmReporter:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
+            self._on_tick()
             if not self._running:
                 continue  # stopping: closed, nothing is measured any more
             self._take()

@@ -17,10 +17,11 @@ Moving parts:
 - a **publisher task** takes packed frames from a queue of 2; when the queue is full the
   oldest frame is dropped and counted (a live mosaic wants the newest frame, not all of them).
 - a source with audio has it metered in the decode thread (see
-  :mod:`pipeline.producers.decode`); each reading, about ten a second, goes to the loop the same
-  way and a **levels task** publishes it as :class:`~pipeline.messages.levels.SourceLevels`
-  with core NATS on ``levels.<source_id>`` (not stored in a stream: the newest reading is what
-  matters) from a queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
+  :mod:`pipeline.producers.decode`); each reading, about ten a second, waits in a deque for the
+  alarm watch's next tick (0.1 s at most; one wake-up of the loop serves both) and a **levels
+  task** publishes it as :class:`~pipeline.messages.levels.SourceLevels` with core NATS on
+  ``levels.<source_id>`` (not stored in a stream: the newest reading is what matters) from a
+  queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
 - the source's audio, decoded, goes out as s16 chunks (:mod:`pipeline.messages.audio`) with core
   NATS on ``audio.<source_id>`` for a stitcher that plays it, through a queue of
   :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full) — only while one says it does (on
@@ -46,6 +47,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,8 +164,11 @@ class Grabber:
             fps=fps,
             worker_id=worker_id,
             has_audio=lambda: self.decoder.has_audio,
+            on_tick=self._send_levels,
         )
         """The source's alarms (raised and cleared as events)."""
+        self._levels_pending: deque[bytes] = deque(maxlen=LEVELS_QUEUE_SIZE)
+        """Encoded readings waiting for the tick (any thread appends, the loop takes)."""
         self._wanted_until = 0.0
         self._want_sub: Any = None
         self._probe: PictureProbe | None = PictureProbe() if monitoring else None
@@ -398,7 +403,15 @@ class Grabber:
             channels=reading.channels,
             layout=reading.layout,
         )
-        self._to_loop(self.levels_out.offer, encode_levels(message))
+        # Sent at the alarm watch's next tick (at most 0.1 s later), with what else waits:
+        # waking the loop for each reading cost as much as the meter's numpy.
+        self._levels_pending.append(encode_levels(message))
+
+    def _send_levels(self) -> None:
+        """Send the readings handed on since the last tick (on the loop)."""
+        pending = self._levels_pending
+        while pending:
+            self.levels_out.offer(pending.popleft())
 
     def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (from the decode or release thread)."""
