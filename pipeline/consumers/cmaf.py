@@ -166,20 +166,19 @@ class _PartMuxer:
         self.audio_frames = 0
 
     def mux(self, packet: av.Packet[Any]) -> None:
-        packet.stream = self._stream
-        try:
-            self._container.mux(packet)
-        except av.error.FFmpegError as exc:
-            raise EncoderError(f"mp4 muxer failed on part {self.number}: {exc}") from exc
+        self._mux(packet, self._stream, "")
         self.frames += 1
 
     def mux_audio(self, packet: av.Packet[Any]) -> None:
-        packet.stream = self._audio
+        self._mux(packet, self._audio, "audio in ")
+        self.audio_frames += 1
+
+    def _mux(self, packet: av.Packet[Any], stream: Any, what: str) -> None:
+        packet.stream = stream
         try:
             self._container.mux(packet)
         except av.error.FFmpegError as exc:
-            raise EncoderError(f"mp4 muxer failed on audio in part {self.number}: {exc}") from exc
-        self.audio_frames += 1
+            raise EncoderError(f"mp4 muxer failed on {what}part {self.number}: {exc}") from exc
 
     def finish(self) -> tuple[bytes, bytes]:
         """Close the muxer; return its ``ftyp + moov`` and the part (``moof + mdat``)."""

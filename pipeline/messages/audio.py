@@ -10,13 +10,10 @@ tile's frames. Not stored in a stream: a listener wants what is live now.
 
 from __future__ import annotations
 
-import struct
-
 import msgspec
 
 from pipeline.errors import MessageError
-
-_LEN = struct.Struct(">I")
+from pipeline.messages.frames import pack_headed, unpack_headed
 
 MAX_AUDIO_CHANNELS = 8
 """The most channels a chunk carries (a source with more sends its first 8)."""
@@ -53,23 +50,12 @@ def pack_audio(header: AudioHeader, pcm: bytes | bytearray | memoryview) -> byte
             f"audio chunk of {header.samples} samples x {header.channels} channels needs "
             f"{expected} bytes of s16, not {len(pcm)}"
         )
-    head = _encoder.encode(header)
-    return b"".join((_LEN.pack(len(head)), head, pcm))
+    return pack_headed(_encoder.encode(header), pcm)
 
 
 def unpack_audio(payload: bytes) -> tuple[AudioHeader, memoryview]:
     """Decode an audio message into its header and a view of its s16 samples."""
-    if len(payload) < _LEN.size:
-        raise MessageError(f"audio message of {len(payload)} bytes is shorter than its header")
-    (size,) = _LEN.unpack_from(payload)
-    end = _LEN.size + size
-    if end > len(payload):
-        raise MessageError(f"audio header claims {size} bytes, message has {len(payload)}")
-    try:
-        header = _decoder.decode(payload[_LEN.size : end])
-    except msgspec.DecodeError as exc:
-        raise MessageError(f"bad audio header: {exc}") from exc
-    pcm = memoryview(payload)[end:]
+    header, pcm = unpack_headed(payload, _decoder, "audio")
     if len(pcm) != header.samples * header.channels * 2:
         raise MessageError(
             f"audio chunk says {header.samples} samples x {header.channels} channels, "

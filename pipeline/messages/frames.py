@@ -8,7 +8,7 @@ out a :class:`memoryview` of the pixels without copying them.
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -38,20 +38,37 @@ _decoder = msgspec.msgpack.Decoder(FrameHeader)
 
 def pack_frame(header: FrameHeader, pixels: bytes | bytearray | memoryview) -> bytes:
     """Encode a frame message."""
-    head = _encoder.encode(header)
-    return b"".join((_LEN.pack(len(head)), head, pixels))
+    return pack_headed(_encoder.encode(header), pixels)
 
 
 def unpack_frame(payload: bytes) -> tuple[FrameHeader, memoryview]:
     """Decode a frame message into its header and a view of its pixels."""
+    return unpack_headed(payload, _decoder, "frame")
+
+
+# --- the layout, shared with decoded audio (pipeline.messages.audio) --------------------------
+
+H = TypeVar("H")
+
+
+def pack_headed(head: bytes, body: bytes | bytearray | memoryview) -> bytes:
+    """``<u32 len(head), big endian><head><body>``: a small header before a large body."""
+    return b"".join((_LEN.pack(len(head)), head, body))
+
+
+def unpack_headed(
+    payload: bytes, decoder: msgspec.msgpack.Decoder[H], what: str
+) -> tuple[H, memoryview]:
+    """The header (decoded by ``decoder``) and a view of the body of a :func:`pack_headed`
+    message; ``what`` names the message in errors ("frame", "audio")."""
     if len(payload) < _LEN.size:
-        raise MessageError(f"frame message of {len(payload)} bytes is shorter than its header")
+        raise MessageError(f"{what} message of {len(payload)} bytes is shorter than its header")
     (size,) = _LEN.unpack_from(payload)
     end = _LEN.size + size
     if end > len(payload):
-        raise MessageError(f"frame header claims {size} bytes, message has {len(payload)}")
+        raise MessageError(f"{what} header claims {size} bytes, message has {len(payload)}")
     try:
-        header = _decoder.decode(payload[_LEN.size : end])
+        header = decoder.decode(payload[_LEN.size : end])
     except msgspec.DecodeError as exc:
-        raise MessageError(f"bad frame header: {exc}") from exc
+        raise MessageError(f"bad {what} header: {exc}") from exc
     return header, memoryview(payload)[end:]

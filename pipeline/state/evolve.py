@@ -167,7 +167,6 @@ def _raised(src: SourceState, event: AlarmRaised) -> State:
         src,
         url=event.url or src.url,
         active=active,
-        raised=src.raised + 1,
         raised_by_kind=by_kind,
     )
 

@@ -77,11 +77,15 @@ class SourceState(msgspec.Struct, frozen=True, kw_only=True):
     active: tuple[ActiveAlarm, ...] = ()
     recent: tuple[ClearedAlarm, ...] = ()
     """Newest first."""
-    raised: int = 0
-    """Alarms raised on this source since its first event."""
     raised_by_kind: dict[str, int] = msgspec.field(default_factory=dict)
-    """The same, per kind (a counter for each: it never goes down)."""
+    """Alarms raised on this source since its first event, per kind (counters: they never go
+    down)."""
     version: int = 0
+
+    @property
+    def raised(self) -> int:
+        """Alarms raised on this source since its first event, of every kind."""
+        return sum(self.raised_by_kind.values())
 
 
 SessionPhase = Literal["requested", "running", "ended", "failed"]
