@@ -9,6 +9,7 @@ up as a refused request. The session ends with a check that no role was refused 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,15 +93,29 @@ async def js(nc: Client) -> JetStreamContext:
     return ctx
 
 
-@pytest_asyncio.fixture
-async def gateway_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
-    """A connection as the gateway's NATS role (``js`` first: the streams are provisioned), for
-    tests that prove the gateway's permissions are enough."""
-    client = await connect(nats_server.url_for("gateway"), name="gateway", role="gateway")
+@contextlib.asynccontextmanager
+async def as_role(nats_server: EmbeddedNats, role: str) -> AsyncIterator[Client]:
+    """A connection as one of the NATS roles (pipeline/nats/auth.py), closed after: for tests
+    that prove a component's permissions are enough."""
+    client = await connect(nats_server.url_for(role), name=role, role=role)
     try:
         yield client
     finally:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def gateway_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
+    """A connection as the gateway's NATS role (``js`` first: the streams are provisioned)."""
+    async with as_role(nats_server, "gateway") as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def grabber_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
+    """A connection as a grabber's NATS role (``js`` first: the streams are provisioned)."""
+    async with as_role(nats_server, "grabber") as client:
+        yield client
 
 
 # -- headless Chromium (tests/browser.py) ---------------------------------------------------------

@@ -10,10 +10,9 @@ only while a stitcher asks for it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -23,8 +22,6 @@ from pipeline.messages.audio import unpack_audio
 from pipeline.messages.codec import decode_event
 from pipeline.messages.events import AlarmCleared, AlarmRaised
 from pipeline.nats import eventlog, subjects
-from pipeline.nats.connect import connect
-from pipeline.nats.server import EmbeddedNats
 from pipeline.nats.topology import ALARMS, EVENTS
 from pipeline.producers.grabber import Grabber
 from pipeline.sources.policy import SourcePolicy
@@ -57,15 +54,6 @@ def vod(server: SourceServer, name: str, data: bytes, seconds: float) -> str:
 def server() -> Iterator[SourceServer]:
     with SourceServer({}) as running:
         yield running
-
-
-@pytest_asyncio.fixture
-async def grabber_nc(nats_server: EmbeddedNats, js: JetStreamContext) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url_for("grabber"), name="grabber", role="grabber")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def make(nc: Client, url: str, size: tuple[int, int], name: str) -> Grabber:
