@@ -35,7 +35,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -77,7 +77,7 @@ class AlarmReporter:
         wall: Callable[[], float] = time.time,
         tick: float = TICK,
         has_audio: Callable[[], bool] = lambda: False,
-        on_tick: Callable[[], None] = lambda: None,
+        on_tick: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``has_audio``: whether the source's connection has an audio stream (then no
         readings is ``no-audio``, even before the first)."""
@@ -168,7 +168,8 @@ class AlarmReporter:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            self._on_tick()
+            if self._on_tick is not None:
+                await self._on_tick()
             if not self._running:
                 continue  # stopping: closed, nothing is measured any more
             self._take()

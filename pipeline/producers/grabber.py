@@ -17,11 +17,12 @@ Moving parts:
 - a **publisher task** takes packed frames from a queue of 2; when the queue is full the
   oldest frame is dropped and counted (a live mosaic wants the newest frame, not all of them).
 - a source with audio has it metered in the decode thread (see
-  :mod:`pipeline.producers.decode`); each reading, about ten a second, waits in a deque for the
-  alarm watch's next tick (0.1 s at most; one wake-up of the loop serves both) and a **levels
-  task** publishes it as :class:`~pipeline.messages.levels.SourceLevels` with core NATS on
-  ``levels.<source_id>`` (not stored in a stream: the newest reading is what matters) from a
-  queue of :data:`LEVELS_QUEUE_SIZE`, dropping the oldest when full.
+  :mod:`pipeline.producers.levels`); each reading, about ten a second, waits in a deque of
+  :data:`LEVELS_QUEUE_SIZE` (oldest dropped) for the alarm watch's next tick, which publishes
+  what waits as :class:`~pipeline.messages.levels.SourceLevels` with core NATS on
+  ``levels.<source_id>`` (not stored in a stream: the newest reading is what matters). One
+  wake-up of the loop serves the watch and the readings, and they leave in one write: a queue
+  and a task of their own cost a grabber more than the watch (measured, bench case 10).
 - the source's audio, decoded, goes out as s16 chunks (:mod:`pipeline.messages.audio`) with core
   NATS on ``audio.<source_id>`` for a stitcher that plays it, through a queue of
   :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full) — only while one says it does (on
@@ -190,8 +191,10 @@ class Grabber:
         """Resolved when the decode thread's work has returned (what ``stop()`` waits for)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self.levels_out = _SideChannel(nc, subjects.levels(source_id), LEVELS_QUEUE_SIZE)
-        """Audio readings to ``levels.<source_id>``."""
+        self._levels_subject = subjects.levels(source_id)
+        self.levels_sent = 0
+        self.levels_dropped = 0
+        """Readings not sent: the deque was full (the loop stalled) or NATS refused them."""
         self.audio_out = _SideChannel(nc, subjects.audio(source_id), AUDIO_QUEUE_SIZE)
         """Decoded audio to ``audio.<source_id>``."""
         self._tasks = Tasks(f"grabber {source_id}")
@@ -244,7 +247,6 @@ class Grabber:
         self._loop = loop
         self._done = loop.create_future()
         self._tasks.spawn(self._publish_loop(), name="publish")
-        self._tasks.spawn(self.levels_out.run(), name="levels")
         self._tasks.spawn(self.audio_out.run(), name="audio")
         if self.monitoring:
             await self.alarms.start()
@@ -405,13 +407,23 @@ class Grabber:
         )
         # Sent at the alarm watch's next tick (at most 0.1 s later), with what else waits:
         # waking the loop for each reading cost as much as the meter's numpy.
-        self._levels_pending.append(encode_levels(message))
+        pending = self._levels_pending
+        if len(pending) == pending.maxlen:
+            self.levels_dropped += 1
+        pending.append(encode_levels(message))
 
-    def _send_levels(self) -> None:
-        """Send the readings handed on since the last tick (on the loop)."""
+    async def _send_levels(self) -> None:
+        """Send the readings handed on since the last tick (on the loop, at the tick)."""
         pending = self._levels_pending
         while pending:
-            self.levels_out.offer(pending.popleft())
+            payload = pending.popleft()
+            try:
+                await self._nc.publish(self._levels_subject, payload)
+            except nats.errors.Error as exc:
+                self.levels_dropped += 1
+                log.debug("levels not sent: %s", exc, extra={"source": self.source_id})
+            else:
+                self.levels_sent += 1
 
     def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (from the decode or release thread)."""
