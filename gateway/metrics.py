@@ -64,6 +64,9 @@ class PipelineCollector(Collector):
         src_up = g("tessera_source_connected", "1 while a source is connected", labels=["source"])
         src_rec = c("tessera_source_reconnects", "Reconnects of a source", labels=["source"])
         src_err = c("tessera_source_decode_errors", "Decode errors of a source", labels=["source"])
+        src_var = g("tessera_source_rendition_info",
+                    "1 for the HLS variant a source's grabber chose for its tile",
+                    labels=["source", "rendition"])  # fmt: skip
         mos_fps = g("tessera_mosaic_stitch_fps", "Frames/s a mosaic composes", labels=["mosaic"])
         mos_late = c("tessera_mosaic_late_frames", "Mosaic ticks skipped late", labels=["mosaic"])
         mos_enc = g("tessera_mosaic_encode_ms", "Compose+encode ms per frame", labels=["mosaic"])
@@ -91,6 +94,8 @@ class PipelineCollector(Collector):
                     src_up.add_metric([t], 1.0 if stats.connected else 0.0)
                     src_rec.add_metric([t], stats.reconnects)
                     src_err.add_metric([t], stats.decode_errors)
+                    if stats.rendition:
+                        src_var.add_metric([t, stats.rendition], 1.0)
                 elif isinstance(stats, StitcherStats):
                     mos_fps.add_metric([t], stats.fps)
                     mos_late.add_metric([t], stats.late_frames)
@@ -115,7 +120,7 @@ class PipelineCollector(Collector):
         for name, (n, b) in sorted(self.streams.items()):
             msgs.add_metric([name], n)
             size.add_metric([name], b)
-        yield from (src_in, src_out, src_up, src_rec, src_err, mos_fps, mos_late, mos_enc)
+        yield from (src_in, src_out, src_up, src_rec, src_err, src_var, mos_fps, mos_late, mos_enc)
         yield from (mos_seg, mos_bytes, mos_dead, mos_parts, mos_rtc, mos_drop)
         yield from (ses_fps, ses_view, ses_seek, inst_cap)
         yield from (inst_used, age, msgs, size)

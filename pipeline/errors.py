@@ -17,6 +17,8 @@ that names the bad thing and, where it can, the fix.
   - ``LevelsError`` (:mod:`pipeline.producers.levels`): an audio frame the meter cannot take,
     or an FFmpeg filter graph that failed; ``AlarmSyntaxError``
     (:mod:`pipeline.monitoring.alarms`): an ``alarms=`` value, with the position of the error.
+  - ``MasterPlaylistError`` (:mod:`pipeline.sources.renditions`): an HLS master playlist that
+    cannot be read or offers no decodable rendition (the opener turns it into a source error).
 
 Third-party exceptions are translated where they are caught, with ``raise X(...) from exc``.
 """

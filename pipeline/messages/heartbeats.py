@@ -52,6 +52,9 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     """The source's conditions raised now (alarm kinds), as this grabber sees them."""
     alarms_raised: int = 0
     """Alarms this grabber raised since it started."""
+    rendition: str = ""
+    """The variant of an HLS master playlist chosen for the tile (its size, bit rate and
+    codecs, e.g. ``640x360 0.8 Mbit/s avc1.4d401e``); "" when the source is not a master."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):

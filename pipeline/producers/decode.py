@@ -203,6 +203,10 @@ class DecodeThread:
         less does not matter)."""
         self.audio_errors = 0
         """Audio packets that did not decode, and meters that gave up."""
+        self.rendition = ""
+        """The variant of an HLS master playlist that the current (or last) connection chose
+        for the tile, e.g. ``1280x720 2.5 Mbit/s avc1.64001f``; "" when the source is not a
+        master (:func:`~pipeline.sources.opener.open_input`, ``fit``)."""
         self.last_error = ""
         self.connected = False
         self.busy_since: float | None = None
@@ -322,6 +326,8 @@ class DecodeThread:
                 open_timeout=self.open_timeout,
                 read_timeout=self.read_timeout,
                 cancelled=self._stopping.is_set,
+                fit=(self.width, self.height),
+                chosen=self._chose,
             )
         except SourceRefused as exc:
             return _Result(_End.FAILED, str(exc), refused=True)
@@ -335,6 +341,9 @@ class DecodeThread:
             with self._held_lock:
                 self._held.clear()  # and its audio readings
         return result
+
+    def _chose(self, rendition: str) -> None:
+        self.rendition = rendition
 
     def _pump(self, container: av.container.InputContainer, *, looping: bool) -> _Result:
         stream = container.streams.video[0]

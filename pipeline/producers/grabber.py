@@ -340,6 +340,7 @@ class Grabber:
             audio_errors=d.audio_errors,
             alarms=tuple(sorted(k.value for k in self.alarms.watch.active)),
             alarms_raised=self.alarms.raised,
+            rendition=d.rendition,
         )
 
     def _beat(self) -> WorkerHeartbeat:

@@ -20,16 +20,32 @@ redirects, playlist entries on other hosts and DNS rebinding are checked too. RT
 are connected by FFmpeg after our check: a DNS answer that changes in between, or an RTSP
 redirect, is not re-checked (the protocol allow-list still applies).
 
+HLS master playlists: given ``fit`` (the tile size), :func:`open_input` reads an http(s) URL's
+playlist itself and, when it is a master, opens the one variant that
+:func:`~pipeline.sources.renditions.choose` picks for the tile, by its media playlist URL, so
+FFmpeg fetches that variant's segments and nothing of the others. The master and the variant's
+playlist are fetched through the same :class:`~pipeline.sources.webio.WebIO` (the variant may be
+on another host: it is checked like any other address), and what was read is handed to FFmpeg
+rather than fetched again (:class:`_Handover`), so a source that is not a master costs the same
+requests as without ``fit``. A master is recognised as WebIO recognises a playlist (an
+``mpegurl`` Content-Type or a path ending in ``.m3u8``) that has ``#EXT-X-STREAM-INF``; one
+served otherwise, or one the ``m3u8`` library cannot read, is left to FFmpeg as before.
+
 Errors: :class:`~pipeline.sources.policy.SourceError` and its kinds (refused, unavailable).
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import av
+import av.codec
 import av.container
 
 from pipeline.sources.policy import (
@@ -38,8 +54,12 @@ from pipeline.sources.policy import (
     SourcePolicy,
     SourceRefused,
     SourceUnavailable,
+    redact,
 )
-from pipeline.sources.webio import WebIO
+from pipeline.sources.renditions import MasterPlaylistError, choose, is_master, parse_master
+from pipeline.sources.webio import MAX_PLAYLIST_BYTES, Body, WebIO
+
+log = logging.getLogger("tessera.sources")
 
 # FFmpeg protocols a URL of each scheme needs underneath it (HLS over http(s) also gets the other
 # web scheme when the policy allows it: playlists often mix them). `crypto` (AES-128 encrypted
@@ -134,12 +154,20 @@ def open_input(
     read_timeout: float,
     resolve: Resolver = socket.getaddrinfo,
     cancelled: Callable[[], bool] = lambda: False,
+    fit: tuple[int, int] | None = None,
+    chosen: Callable[[str], None] | None = None,
 ) -> av.container.InputContainer:
     """Check ``url`` against ``policy`` and open it with PyAV; it has at least a video stream.
 
     http(s) goes through :class:`~pipeline.sources.webio.WebIO` (every open FFmpeg makes,
     redirects and playlist entries included, is checked on the address it connects to);
     ``cancelled`` ends its reads early (the owner is stopping).
+
+    ``fit``: the ``(width, height)`` the pictures are scaled to. Given, an http(s) HLS master
+    playlist is opened as the one variant chosen for that size (module docstring), and
+    ``chosen`` is told which (:meth:`Variant.describe
+    <pipeline.sources.renditions.Variant.describe>`), or ``""`` when the URL is not a master.
+    None: FFmpeg opens the URL as it is (a master: FFmpeg's choice, all variants fetched).
 
     Blocking (DNS, connect, probing): call from a worker thread. ``open_timeout`` bounds the
     open and the stream probing; ``read_timeout`` bounds each later read. The caller closes the
@@ -155,6 +183,8 @@ def open_input(
     options["fpsprobesize"] = "0"
     extra: dict[str, Any] = {}
     web: WebIO | None = None
+    handover: _Handover | None = None
+    opened = url
     if target.scheme in _WEB:
         web = WebIO(
             policy,
@@ -164,12 +194,16 @@ def open_input(
             cancelled=cancelled,
         )
         extra["io_open"] = web.io_open
+        if fit is not None:
+            handover = _pick_rendition(web, url, fit, chosen or (lambda rendition: None))
+            opened = handover.url
+            extra["io_open"] = handover.io_open
         # HLS keep-alive reuses FFmpeg's own HTTP connection object, which custom I/O has not
         # got (FFmpeg asserts on it): one request per connection.
         options["http_persistent"] = "0"
     try:
         container: av.container.InputContainer = av.open(
-            url,
+            opened,
             mode="r",
             container_options=options,
             # Applied to the decoders FFmpeg opens while probing.
@@ -184,6 +218,9 @@ def open_input(
             raise web.refusals[-1] from exc
         reason = describe(exc, timeout=f"no answer within {open_timeout:g} s")
         raise SourceUnavailable(url, f"cannot open: {reason}") from exc
+    finally:
+        if handover is not None:
+            handover.close()
     if len(container.streams) > MAX_STREAMS:
         count = len(container.streams)
         container.close()
@@ -202,3 +239,98 @@ def open_input(
         reason = f"{ctx.width}x{ctx.height} pictures exceed the {MAX_PIXELS}-pixel limit"
         raise SourceRefused(url, reason)
     return container
+
+
+# -- HLS master playlists -----------------------------------------------------------------------
+
+
+class _Handover:
+    """FFmpeg's ``io_open`` for one open: FFmpeg's first open of :attr:`url` gets ``body``, what
+    was already fetched of it, instead of a second request; every other open goes to ``web``."""
+
+    def __init__(self, web: WebIO, url: str, body: io.IOBase) -> None:
+        self.url = url
+        self._web = web
+        self._body: io.IOBase | None = body
+
+    def io_open(self, url: str, flags: int, options: dict[str, Any]) -> io.IOBase:
+        body, self._body = self._body, None
+        if body is not None:
+            if url == self.url:
+                return body
+            body.close()  # not what FFmpeg asked for first (never seen): fetch it anew
+        return self._web.io_open(url, flags, options)
+
+    def close(self) -> None:
+        """Close the body if FFmpeg never took it (the open failed before)."""
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+
+
+@functools.cache
+def has_decoder(name: str) -> bool:
+    """Whether this FFmpeg has the decoder ``name`` (e.g. ``h264``, ``libdav1d``)."""
+    try:
+        av.codec.Codec(name, "r")
+    except ValueError:  # UnknownCodecError
+        return False
+    return True
+
+
+def _read_playlist(body: Body, deadline: float) -> str:
+    """All of a playlist ``body`` as text: at most :data:`MAX_PLAYLIST_BYTES`, read by
+    ``deadline`` (monotonic; a body that keeps just above WebIO's stall rate ends there)."""
+    chunks: list[bytes] = []
+    size = 0
+    with body:
+        while data := body.read(1 << 16):
+            chunks.append(data)
+            size += len(data)
+            if size > MAX_PLAYLIST_BYTES:
+                raise SourceRefused(body.url, f"playlist larger than {MAX_PLAYLIST_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise SourceUnavailable(body.url, "playlist not read within the open timeout")
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _pick_rendition(
+    web: WebIO, url: str, fit: tuple[int, int], chosen: Callable[[str], None]
+) -> _Handover:
+    """What to open for ``url`` (a tile of ``fit``): the URL itself, or the chosen variant of a
+    master playlist, with what was fetched of it to hand to FFmpeg. Raises :class:`SourceError`.
+    """
+    body = web.open(url)
+    if not body.is_playlist:
+        # A file or a stream (by its type and path): FFmpeg reads it from this very response.
+        chosen("")
+        return _Handover(web, url, body)
+    text = _read_playlist(body, time.monotonic() + web.open_timeout)
+    if not is_master(text):
+        chosen("")
+        return _Handover(web, url, io.BytesIO(text.encode()))
+    try:
+        # Relative variant URIs are relative to where the master really is (after redirects).
+        variants = parse_master(text, body.url)
+    except MasterPlaylistError as exc:
+        # FFmpeg reads some masters m3u8 does not (no BANDWIDTH): let it choose, as without fit.
+        log.warning("%s: %s; FFmpeg chooses the variant", redact(url), exc.args[0])
+        chosen("FFmpeg's choice (master playlist not understood)")
+        return _Handover(web, url, io.BytesIO(text.encode()))
+    try:
+        variant = choose(variants, *fit, can_decode=has_decoder)
+    except MasterPlaylistError as exc:
+        raise SourceUnavailable(url, exc.args[0]) from exc
+    rendition = variant.describe()
+    chosen(rendition)
+    log.debug("%s: variant %s for a %dx%d tile", redact(url), rendition, *fit)
+    try:
+        media = web.open(variant.uri)
+    except SourceRefused as exc:
+        reason = f"{exc.reason} (the {rendition} variant of {redact(url)})"
+        raise SourceRefused(variant.uri, reason) from exc
+    media_text = _read_playlist(media, time.monotonic() + web.open_timeout)
+    if is_master(media_text):
+        raise SourceUnavailable(variant.uri, f"a variant of {redact(url)} is a master playlist")
+    # FFmpeg resolves the segments against the URL it opens: where the playlist really is.
+    return _Handover(web, media.url, io.BytesIO(media_text.encode()))

@@ -8,7 +8,7 @@ segment) in real time and keeps the last few in memory behind a live playlist wh
 sequence only grows.
 
 A :class:`SourceServer` serves several sources, and plain files, from one HTTP server on
-127.0.0.1 with a free port::
+127.0.0.1 with a free port (and counts the requests per path: :meth:`SourceServer.requests`)::
 
     with SourceServer({"red": LiveHlsSource((255, 0, 0))}) as server:
         url = server.url("red")          # http://127.0.0.1:<port>/red/index.m3u8
@@ -378,6 +378,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = 5.0  # a stuck client frees its worker after this many seconds
 
     def do_GET(self) -> None:
+        self.server.owner._count(self.path)
         found = self.server.owner._lookup(self.path)
         if found is None:
             self.send_error(404)
@@ -451,6 +452,8 @@ class SourceServer:
         self._files: dict[str, tuple[bytes, str]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._requests: collections.Counter[str] = collections.Counter()
+        self._requests_lock = threading.Lock()
         for name, source in (sources or {}).items():
             self.add(name, source)
 
@@ -527,6 +530,15 @@ class SourceServer:
     def start_source(self, name: str) -> None:
         """Bring source ``name`` back; its media sequence continues upward."""
         self._sources[name].start()
+
+    def requests(self) -> dict[str, int]:
+        """GET requests so far per path (without the query), found or not."""
+        with self._requests_lock:
+            return dict(self._requests)
+
+    def _count(self, path: str) -> None:
+        with self._requests_lock:
+            self._requests[path.split("?", 1)[0]] += 1
 
     def _lookup(self, path: str) -> tuple[bytes, str] | None:
         path = path.split("?", 1)[0]

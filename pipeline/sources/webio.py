@@ -81,6 +81,11 @@ class Body(io.RawIOBase):
         self._since_mark = 0
         self._read_total = 0
 
+    @property
+    def is_playlist(self) -> bool:
+        """Whether this is a playlist (by its Content-Type or its path): its size is capped."""
+        return self._cap is not None
+
     def readable(self) -> bool:
         return True
 
