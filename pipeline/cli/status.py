@@ -133,7 +133,7 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
         )  # fmt: skip
 
     sources = Table(title="Sources", title_justify="left")
-    for col in ("source", "state", "fps in/out", "rendition", "reconnects", "alarms", "last error"):
+    for col in ("source", "state", "fps in/out", "decode", "reconnects", "alarms", "last error"):
         sources.add_column(col)
     for w in sorted((w for w in running if w.kind == "grabber"), key=lambda w: w.target):
         beat = snap.beats.get(subjects.worker_heartbeat(w.worker_id))
@@ -144,7 +144,8 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
             if not stats.connected and stats.reconnects and "silent" not in health:
                 health = "[red]reconnecting[/]"
             alarms = ", ".join(stats.alarms) or "-"
-            sources.add_row(w.target, health, rates, stats.rendition or "-", str(stats.reconnects),
+            decode = ", ".join(x for x in (stats.rendition, stats.reduced) if x) or "-"
+            sources.add_row(w.target, health, rates, decode, str(stats.reconnects),
                             f"[red]{alarms}[/]" if stats.alarms else alarms,
                             stats.last_error or "-")  # fmt: skip
         else:

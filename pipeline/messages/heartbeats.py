@@ -55,6 +55,9 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     rendition: str = ""
     """The variant of an HLS master playlist chosen for the tile (its size, bit rate and
     codecs, e.g. ``640x360 0.8 Mbit/s avc1.4d401e``); "" when the source is not a master."""
+    reduced: str = ""
+    """How the decode is cut to the tile: ``lowres 1/4`` (decoded at a quarter of the size),
+    ``non-ref skipped`` (frames the fps cap drops are not decoded), both, or ""."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):

@@ -63,8 +63,16 @@ from pipeline.messages.frames import FrameHeader
 from pipeline.producers.levels import AudioMeter, LevelsError, Reading
 from pipeline.producers.pcm import Pcm, to_s16
 from pipeline.producers.release import Pixels, Releaser
-from pipeline.producers.scale import TileScaler
-from pipeline.producers.timing import Backoff, Carry, FramePacer, StaleGuard, Verdict, loop_delay
+from pipeline.producers.scale import TileScaler, lowres_factor
+from pipeline.producers.timing import (
+    Backoff,
+    Carry,
+    FramePacer,
+    NonrefSkip,
+    StaleGuard,
+    Verdict,
+    loop_delay,
+)
 from pipeline.sources.opener import MAX_PIXELS, describe, open_input
 from pipeline.sources.policy import SourceError, SourcePolicy, SourceRefused, redact
 
@@ -203,6 +211,11 @@ class DecodeThread:
         less does not matter)."""
         self.audio_errors = 0
         """Audio packets that did not decode, and meters that gave up."""
+        self.lowres = 0
+        """Halvings of the picture size the decoder decodes at (FFmpeg's ``lowres``)."""
+        self.reduced = ""
+        """How the current connection's decode is cut to the tile: ``lowres 1/4``,
+        ``non-ref skipped``, both, or ""."""
         self.rendition = ""
         """The variant of an HLS master playlist that the current (or last) connection chose
         for the tile, e.g. ``1280x720 2.5 Mbit/s avc1.64001f``; "" when the source is not a
@@ -349,7 +362,22 @@ class DecodeThread:
         stream = container.streams.video[0]
         ctx = stream.codec_context  # its size was checked by open_input
         ctx.thread_count = 1
-        ctx.options = dict(DECODER_OPTIONS)
+        options = dict(DECODER_OPTIONS)
+        # Decode no more than the tile shows: at a fraction of the size where the codec can
+        # (MPEG-2, MJPEG, ...), and without the frames the fps cap would drop anyway where
+        # nothing depends on them (a 50 fps source in a 25 fps mosaic).
+        lowres = lowres_factor(ctx.name, ctx.width, ctx.height, self.width, self.height)
+        if lowres:
+            options["lowres"] = str(lowres)
+        ctx.options = options
+        # The bitstream's own frame rate first: the container's guess counts fields (an MPEG-2
+        # stream at 25 frames a second guesses 50), and its average needs probing we skip.
+        rate = ctx.framerate or stream.average_rate or stream.guessed_rate
+        nonref = NonrefSkip(float(rate) if rate else 0.0, self.fps)
+        if nonref.active:
+            ctx.skip_frame = "NONREF"
+        self.lowres = lowres
+        self.reduced = _reduced(lowres, nonref.active)
         live = self._scheme in LIVE_SCHEMES
         finite = not live and bool(container.duration and container.duration > 0)
         # The first audio stream, if any (and if anyone takes the readings).
@@ -373,6 +401,7 @@ class DecodeThread:
             ),
             actx,
             None if finite else self._audio_stale,
+            nonref,
         )
         streams: list[Any] = [stream]
         audio_index = -1
@@ -460,6 +489,13 @@ class DecodeThread:
             log.debug("audio not metered: %s", reason, extra={"source": self.source_id})
 
 
+def _reduced(lowres: int, nonref: bool) -> str:
+    parts = [f"lowres 1/{1 << lowres}"] if lowres else []
+    if nonref:
+        parts.append("non-ref skipped")
+    return ", ".join(parts)
+
+
 class _Connection:
     """One connection's frames: decide (the pacer), scale, hand on; and its audio: decode,
     meter, hand the readings on at their time. Runs in the decode thread."""
@@ -471,8 +507,10 @@ class _Connection:
         pacer: FramePacer,
         actx: AudioCodecContext | None = None,
         audio_stale: StaleGuard | None = None,
+        nonref: NonrefSkip | None = None,
     ) -> None:
         self.thread = thread
+        self.nonref = nonref
         self.ctx = ctx
         self.pacer = pacer
         self.actx = actx
@@ -563,6 +601,15 @@ class _Connection:
         """Process one decoded frame; False when the grabber is stopping."""
         d = self.thread
         d.decoded += 1
+        nonref = self.nonref
+        if nonref is not None and nonref.active and nonref.decoded(frame.time):
+            # What is left when skipping falls short of the cap: decode every frame again.
+            self.ctx.skip_frame = "DEFAULT"
+            d.reduced = _reduced(d.lowres, False)
+            log.info(
+                "non-reference frames decoded again: too few frames without them",
+                extra={"source": d.source_id},
+            )
         wall = time.time()
         verdict = self.pacer.admit(frame.time, time.monotonic())
         if verdict is Verdict.STALE:

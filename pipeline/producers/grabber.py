@@ -341,6 +341,7 @@ class Grabber:
             alarms=tuple(sorted(k.value for k in self.alarms.watch.active)),
             alarms_raised=self.alarms.raised,
             rendition=d.rendition,
+            reduced=d.reduced,
         )
 
     def _beat(self) -> WorkerHeartbeat:

@@ -32,12 +32,29 @@ from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
 from pipeline.state.mosaic import fit
 
+LOWRES_MAX = {"mpeg1video": 3, "mpeg2video": 3, "mjpeg": 3, "mpeg4": 3, "dvvideo": 3}
+"""Decoders that can decode at 1/2, 1/4 or 1/8 of the size (FFmpeg's ``lowres``), and how far:
+tried here on each (H.264 and HEVC have no such mode). A 1280x720 MPEG-2 source decodes in
+0.67 ms a frame at quarter size against 1.13 ms whole (bench clip content, one thread), and the
+scaler then has a quarter of the pixels."""
+
 BLACK = (16, 128, 128)
 """Limited-range Y, U, V of black: the letterbox bars."""
 
 
 def _even(value: int) -> int:
     return value - value % 2
+
+
+def lowres_factor(codec: str, width: int, height: int, tile_w: int, tile_h: int) -> int:
+    """How many halvings (0 to the codec's :data:`LOWRES_MAX`) a ``width`` x ``height``
+    picture of ``codec`` can be decoded at and still cover a ``tile_w`` x ``tile_h`` tile in
+    both directions: nothing the tile shows is lost, the scaler only has less to shrink."""
+    factor = 0
+    most = LOWRES_MAX.get(codec, 0)
+    while factor < most and width >> (factor + 1) >= tile_w and height >> (factor + 1) >= tile_h:
+        factor += 1
+    return factor
 
 
 class TileScaler:

@@ -249,3 +249,48 @@ class FramePacer:
     def carry(self) -> Carry | None:
         """What a looping file's next pass carries on from (None: not paced)."""
         return Carry(self.clock, self.due, self.step) if self.pace else None
+
+
+NONREF_MIN_RATIO = 1.9
+"""Skip non-reference frames only from a source this many times faster than the tile's cap (a
+50 fps source in a 25 fps mosaic): below it, most frames are shown and none may go."""
+NONREF_CHECK_SECONDS = 2.0
+"""Media seconds over which a connection that skips non-reference frames checks that what it
+still decodes covers the cap."""
+
+
+class NonrefSkip:
+    """Whether a connection's decoder skips non-reference frames (``skip_frame=NONREF``): the
+    frames nothing else is predicted from, which FFmpeg then does not decode at all. Only worth
+    it when the fps cap would drop at least every other frame anyway; and only safe while the
+    frames still decoded come at least as often as the cap: a GOP of IBBBP without B-pyramid
+    keeps one frame in four, which a 50 fps source cannot spare for 25. So a connection starts
+    skipping when the source is :data:`NONREF_MIN_RATIO` times the cap, counts what it decodes
+    for :data:`NONREF_CHECK_SECONDS` of media, and stops skipping for good if that falls short
+    (a second of a lower rate at most, before the first check ends it). Pure."""
+
+    def __init__(self, source_fps: float, cap_fps: float) -> None:
+        self.cap_fps = cap_fps
+        self.active = source_fps > 0 and cap_fps > 0 and source_fps >= NONREF_MIN_RATIO * cap_fps
+        """Skipping now."""
+        self.checked = not self.active
+        self._first: float | None = None
+        self._count = 0
+
+    def decoded(self, t: float | None) -> bool:
+        """A frame at media time ``t`` was decoded while skipping; True when skipping must
+        stop (what was decoded over the check's span fell short of the cap)."""
+        if self.checked or t is None:
+            return False
+        if self._first is None:
+            self._first = t
+        self._count += 1
+        span = t - self._first
+        if span < NONREF_CHECK_SECONDS:
+            return False
+        self.checked = True
+        # count - 1 intervals over the span: the decoded rate, with a frame's slack.
+        if (self._count - 1) / span < self.cap_fps * 0.98:
+            self.active = False
+            return True
+        return False
