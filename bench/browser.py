@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.sources.synthetic import STAMP_BLOCKS, read_stamp, stamp_height
-from pipeline.state.mosaic import Layout
+from pipeline.state.layouts import Layout
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Request
@@ -106,16 +106,17 @@ def probe_spec(grid: Layout, selector: str = "video") -> dict[str, Any]:
     """What the probe reads of a mosaic laid out as ``grid`` (in the mosaic's pixels): for each
     tile its origin, width, the rows of its (upside-down) stamp bar that ``read_stamp`` reads,
     and the inner half of each stamp block's columns."""
-    h, w = grid.tile_height, grid.tile_width
-    bar = stamp_height(h)
-    # read_stamp reads rows [h - bar + bar//4, h - bar//4) of the upright picture: flipped,
-    # [bar//4, bar - bar//4). Its blocks: STAMP_BLOCKS equal spans of the width, inner halves.
-    spans = [(i * w // STAMP_BLOCKS, (i + 1) * w // STAMP_BLOCKS) for i in range(STAMP_BLOCKS)]
-    blocks = [(a + (b - a) // 4, b - (b - a) // 4) for a, b in spans]
-    tiles = [
-        {"x": x, "y": y, "w": w, "rows": [bar // 4, bar - bar // 4], "blocks": blocks}
-        for x, y in grid.origins
-    ]
+    tiles = []
+    for r in grid.rects:
+        bar = stamp_height(r.h)
+        # read_stamp reads rows [h - bar + bar//4, h - bar//4) of the upright picture: flipped,
+        # [bar//4, bar - bar//4). Its blocks: STAMP_BLOCKS equal spans of the width, inner halves.
+        w = r.w
+        spans = [(i * w // STAMP_BLOCKS, (i + 1) * w // STAMP_BLOCKS) for i in range(STAMP_BLOCKS)]
+        blocks = [(a + (b - a) // 4, b - (b - a) // 4) for a, b in spans]
+        tiles.append(
+            {"x": r.x, "y": r.y, "w": w, "rows": [bar // 4, bar - bar // 4], "blocks": blocks}
+        )
     return {"selector": selector, "width": grid.width, "height": grid.height, "tiles": tiles}
 
 

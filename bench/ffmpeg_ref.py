@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -28,14 +29,14 @@ from bench.media import require
 from pipeline.consumers.encoder import EncoderSettings
 from pipeline.runtime.procs import die_with_parent, stop_process
 from pipeline.runtime.tasks import cancel_and_wait
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 
 AAC_BITRATE = "128k"
 """The mosaic's sound, when it has one: AAC-LC at 128 kbit/s."""
 
 
 def xstack_args(
-    inputs: list[Path],
+    inputs: Sequence[Path | str],
     out_dir: Path,
     *,
     size: tuple[int, int],
@@ -43,8 +44,8 @@ def xstack_args(
     fps: int = 25,
     audio: int | None = None,
 ) -> list[str]:
-    """The ffmpeg command line for a mosaic of ``inputs`` (with the sound of input ``audio``
-    when given)."""
+    """The ffmpeg command line for a mosaic of ``inputs``, files or URLs (with the sound of
+    input ``audio`` when given)."""
     n = len(inputs)
     grid = layout(n, *size)
     settings = EncoderSettings(width=size[0], height=size[1], fps=fps, preset=preset)
@@ -52,10 +53,8 @@ def xstack_args(
             "-progress", "pipe:1", "-stats_period", "0.25"]  # fmt: skip
     for path in inputs:
         args += ["-threads", "1", "-re", "-stream_loop", "-1", "-i", str(path)]
-    scaled = ";".join(
-        f"[{i}:v]scale={grid.tile_width}:{grid.tile_height},setsar=1[v{i}]" for i in range(n)
-    )
-    places = "|".join(f"{x}_{y}" for x, y in grid.origins)
+    scaled = ";".join(f"[{i}:v]scale={r.w}:{r.h},setsar=1[v{i}]" for i, r in enumerate(grid.rects))
+    places = "|".join(f"{r.x}_{r.y}" for r in grid.rects)
     stack = "".join(f"[v{i}]" for i in range(n))
     graph = (
         f"{scaled};{stack}xstack=inputs={n}:layout={places}:fill=black,"

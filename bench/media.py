@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.core import CaseSkipped
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 
 CLIP_SECONDS = 10
 CLIP_VARIANTS = 4
@@ -209,9 +209,9 @@ def tile_mean(picture: npt.NDArray[np.uint8], index: int, n: int) -> tuple[int, 
     """Mean RGB of the upper part of tile ``index`` of ``n`` (the name strip is at the bottom)."""
     height, width = picture.shape[:2]
     grid = layout(n, width, height)
-    x, y = grid.origins[index]
-    h = grid.tile_height * 6 // 10
-    region = picture[y + 4 : y + h, x + 4 : x + grid.tile_width - 4]
+    r = grid.rects[index]
+    h = r.h * 6 // 10
+    region = picture[r.y + 4 : r.y + h, r.x + 4 : r.right - 4]
     r, g, b = region.reshape(-1, 3).mean(axis=0)
     return int(r), int(g), int(b)
 
@@ -219,3 +219,63 @@ def tile_mean(picture: npt.NDArray[np.uint8], index: int, n: int) -> tuple[int, 
 def near(actual: tuple[int, int, int], expected: tuple[int, int, int], tolerance: int = 40) -> bool:
     """Each channel within ``tolerance`` (H.264 at mosaic quality, the moving marker)."""
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+
+
+RENDITIONS = ((1920, 1080, "5M"), (1280, 720, "3M"), (640, 360, "1M"), (320, 180, "300k"))
+"""The rendition ladder of the master playlists (size, bit rate), biggest first as encoders
+list them (what ffmpeg given a master decodes: its first video stream)."""
+MASTER_SECONDS = 20
+"""Length of the master playlists' VOD: longer than an ffmpeg sample, which does not loop."""
+
+
+@dataclass(frozen=True)
+class Master:
+    """One HLS master playlist with its renditions, as flat files: ``files`` (name → path) to
+    serve under one folder, the master's name, and each rendition's media playlist name."""
+
+    name: str
+    files: dict[str, Path]
+    variants: dict[tuple[int, int], str]
+
+
+def master_args(hue: int, folder: Path, prefix: str) -> list[str]:
+    """The ffmpeg command that makes the renditions of one master (one encode of each, a
+    ``prefix``-named flat set of files in ``folder``)."""
+    w, h = RENDITIONS[0][:2]
+    source = f"testsrc2=size={w}x{h}:rate={CLIP_FPS},noise=alls={NOISE}:allf=t,hue=h={hue}"
+    n = len(RENDITIONS)
+    split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n))
+    scales = ";".join(f"[s{i}]scale={rw}:{rh}[v{i}]" for i, (rw, rh, _) in enumerate(RENDITIONS))
+    args = [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-f", "lavfi", "-i", source, "-t", str(MASTER_SECONDS),
+            "-filter_complex", f"{split};{scales}"]  # fmt: skip
+    for i, (_, _, rate) in enumerate(RENDITIONS):
+        args += ["-map", f"[v{i}]", f"-b:v:{i}", rate, f"-maxrate:v:{i}", rate]
+    args += [
+        "-c:v", "libx264", "-preset", "veryfast", "-g", str(CLIP_GOP), "-bf", "0",
+        "-bufsize", "8M", "-pix_fmt", "yuv420p",
+        "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod",
+        "-hls_segment_filename", str(folder / f"{prefix}_v%v_%d.ts"),
+        "-master_pl_name", f"{prefix}_master.m3u8",
+        "-var_stream_map", " ".join(f"v:{i}" for i in range(n)),
+        str(folder / f"{prefix}_v%v.m3u8"),
+    ]  # fmt: skip
+    return args
+
+
+def masters(cache_dir: Path) -> list[Master]:
+    """:data:`CLIP_VARIANTS` master playlists (a hue each) of the :data:`RENDITIONS` ladder,
+    1080p to 180p H.264 at 25 fps, made on first use (a minute or two) and cached."""
+    recipe = hashlib.sha256(repr(master_args(0, Path("x"), "m")[3:]).encode()).hexdigest()[:10]
+    folder = cache_dir / f"masters-{recipe}"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for variant in range(CLIP_VARIANTS):
+        prefix = f"m{variant}"
+        master = folder / f"{prefix}_master.m3u8"
+        if not master.exists():
+            subprocess.run(master_args(variant * 90, folder, prefix), check=True, timeout=900)
+        files = {p.name: p for p in folder.glob(f"{prefix}_*")}
+        variants = {(w, h): f"{prefix}_v{i}.m3u8" for i, (w, h, _) in enumerate(RENDITIONS)}
+        made.append(Master(master.name, files, variants))
+    return made

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import urldsl
 from bench.cpu import CpuWindow
 from bench.stack import StackHost, Watchers, until
-from pipeline.state.mosaic import layout, source_id
+from pipeline.state.layouts import layout
+from pipeline.state.mosaic import source_id
 
 FPS = 25
 SIZE = (1280, 720)
@@ -51,7 +52,7 @@ def sources_of(pattern: str, size: tuple[int, int]) -> list[str]:
     """Source ids of the tiles ``pattern`` makes in a mosaic of ``size``."""
     streams = urldsl.expand(pattern)
     grid = layout(len(streams), *size)
-    return [source_id(s.url, grid.tile_width, grid.tile_height) for s in streams]
+    return [source_id(s.url, r.w, r.h) for s, r in zip(streams, grid.rects, strict=True)]
 
 
 async def start(

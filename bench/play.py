@@ -33,7 +33,7 @@ from av.video.codeccontext import VideoCodecContext
 from bench.stack import StackHost
 from pipeline.segments.uris import PartRef, SegmentUri, parse_uri
 from pipeline.sources.synthetic import read_stamp
-from pipeline.state.mosaic import Layout
+from pipeline.state.layouts import Layout
 
 
 @dataclass(frozen=True)
@@ -274,8 +274,8 @@ class PartDecoder:
 def tile_stamps(luma: npt.NDArray[np.uint8], grid: Layout) -> list[int | None]:
     """The stamp of each tile of a mosaic picture (luma); cameras stamp upside down."""
     out = []
-    for x, y in grid.origins:
-        tile = luma[y : y + grid.tile_height, x : x + grid.tile_width]
+    for r in grid.rects:
+        tile = luma[r.y : r.bottom, r.x : r.right]
         out.append(read_stamp(np.flipud(tile)))
     return out
 

@@ -28,7 +28,7 @@ from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.producers.decode import DECODER_OPTIONS
 from pipeline.producers.scale import TileScaler
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 
 WARMUP = 10
 """Frames decoded before timing starts."""
@@ -104,7 +104,7 @@ def stitcher_stages(
             for i, frames in enumerate(tiles):
                 header, pixels = unpack_frame(frames[(picture + i) % len(frames)])
                 views.append(TileView(TileKind.LIVE, picture + 1, header, pixels))
-            assert grid.tile_width == views[0].header.width  # type: ignore[union-attr]
+            assert grid.rects[0].w == views[0].header.width  # type: ignore[union-attr]
             began = time.thread_time()
             canvas = compositor.compose(views)
             times["compose"] += time.thread_time() - began

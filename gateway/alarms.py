@@ -55,7 +55,7 @@ from pipeline.nats.follow import CHECK_EVERY, KvFollower
 from pipeline.nats.topology import ALARMS, MOSAICS
 from pipeline.state.alarms import MosaicAlarms, TileAlarm, mosaic_alarms, tile_sources
 from pipeline.state.model import MosaicState, SourceState
-from pipeline.state.mosaic import FP_RE, layout
+from pipeline.state.mosaic import FP_RE, layout_of
 from pipeline.state.stored import decode_entry
 
 log = logging.getLogger("tessera.gateway")
@@ -155,13 +155,13 @@ def item(alarm: TileAlarm, *, cleared: bool = False) -> dict[str, Any]:
 
 
 def tiles_layout(mosaic: MosaicState) -> dict[str, Any]:
-    """Where each tile is in the mosaic's picture."""
-    grid = layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols)
+    """Where each tile is in the mosaic's picture: its own rectangle (tiles may differ in size,
+    as in the focus layout)."""
+    grid = layout_of(mosaic)
     tiles = [
-        {"tile": i, "name": tile.name, "x": x, "y": y, "w": grid.tile_width,
-         "h": grid.tile_height}
-        for i, (tile, (x, y)) in enumerate(zip(mosaic.tiles, grid.origins, strict=True))
-    ]  # fmt: skip
+        {"tile": i, "name": tile.name, "x": r.x, "y": r.y, "w": r.w, "h": r.h}
+        for i, (tile, r) in enumerate(zip(mosaic.tiles, grid.rects, strict=True))
+    ]
     return {"width": grid.width, "height": grid.height, "tiles": tiles}
 
 

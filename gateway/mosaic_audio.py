@@ -98,6 +98,7 @@ def sibling(mosaic: MosaicState, audio: str) -> MosaicConfig:
         alarms=mosaic.alarms,
         audio=audio,
         clock=mosaic.clock,
+        layout=mosaic.layout,
     )
 
 

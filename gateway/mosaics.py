@@ -1,7 +1,7 @@
 """``GET /create`` and ``GET /play/<fp>/...``: making and serving mosaics.
 
 - ``/create?urls=<UrlDsl>[&urls=...][&size=WxH][&fps=N][&cols=N][&title=T][&alarms=A][&audio=K]``
-  ``[&clock=utc]``
+  ``[&clock=utc][&layout=grid|focus]``
   expands the patterns, reads the alarm holds (:mod:`pipeline.monitoring.alarms`; a bad value is
   a ``400`` naming its column, as a bad pattern is), canonicalises and fingerprints the config,
   records ``mosaic created`` once per fingerprint, counts as a viewer, and answers ``302`` to
@@ -53,6 +53,7 @@ from pipeline.segments import serving
 from pipeline.segments.manifest import LiveManifest
 from pipeline.segments.playlist import empty_playlist
 from pipeline.segments.uris import InitUri, parse_uri
+from pipeline.state.layouts import FOCUS, LayoutChoiceError, canonical_layout, layout
 from pipeline.state.model import MosaicState
 from pipeline.state.mosaic import (
     FP_RE,
@@ -63,7 +64,6 @@ from pipeline.state.mosaic import (
     canonical_audio,
     created,
     fingerprint,
-    layout,
 )
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -103,7 +103,7 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
-CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms", "audio", "clock")
+CREATE_PARAMETERS = ("urls", "size", "fps", "cols", "title", "alarms", "audio", "clock", "layout")
 """The query parameters ``/create`` reads; any other is a ``400``."""
 
 
@@ -141,6 +141,15 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
             raise BadRequest(f"size={size!r}: width and height must be even")
     fps = _int_param(request, "fps", 1, 60) or 25
     cols = _int_param(request, "cols", 1, max_tiles)
+    shapes = request.query_params.getlist("layout")
+    if len(shapes) > 1:
+        raise BadRequest("layout: given more than once: use grid or focus")
+    try:
+        shape = canonical_layout(shapes[0] if shapes else "")
+    except LayoutChoiceError as exc:
+        raise BadRequest(f"layout: {exc}") from exc
+    if shape == FOCUS and cols is not None:
+        raise BadRequest("cols= and layout=focus do not combine: leave cols out for focus")
     title = request.query_params.get("title", "")
     if len(title) > 200:
         raise BadRequest("title: at most 200 characters")
@@ -153,7 +162,7 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
         raise BadRequest(f"alarms: {exc}") from exc
     tiles = tuple(Tile(url=s.url, name=s.name) for s in streams)
     try:
-        layout(len(tiles), width, height, cols)
+        layout(len(tiles), width, height, cols, shape)
     except ValueError as exc:
         raise BadRequest(f"size={width}x{height}: {exc}") from exc
     chosen = request.query_params.getlist("audio")
@@ -176,6 +185,7 @@ def parse_create(request: Request, max_tiles: int) -> MosaicConfig:
         alarms=alarms,
         audio=audio,
         clock=clock == "utc",
+        layout=shape,
     )
 
 

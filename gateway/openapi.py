@@ -63,7 +63,11 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                      "pattern": "^[0-9]+x[0-9]+$"}, "description": "default 1280x720"},
                     {"name": "fps", "in": "query", "schema": {"type": "integer", "minimum": 1,
                      "maximum": 60}},
-                    {"name": "cols", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "cols", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                     "description": "columns of the grid; not with layout=focus"},
+                    {"name": "layout", "in": "query", "schema": {"type": "string",
+                     "enum": ["grid", "focus"]}, "description": "grid (default): equal tiles; "
+                     "focus: the first tile large at the top left, the others small around it"},
                     {"name": "title", "in": "query", "schema": {"type": "string",
                      "maxLength": 200}},
                     {"name": "alarms", "in": "query", "schema": text,

@@ -14,8 +14,9 @@
   package ships it (``gateway/vendor/hls.js/``: copied from npm by ``just vendor``, the version
   ``package-lock.json`` pins), cached for good since its URL names its version. Only a broken
   install lacks it: then a 404 that says so, and the player falls back to native HLS.
-- ``GET /api/urldsl?urls=P[&urls=P2...]``: the streams the patterns expand to, or a 400 with
-  the error, its column and a caret line.
+- ``GET /api/urldsl?urls=P[&urls=P2...][&layout=grid|focus]``: the streams the patterns expand
+  to, and the grid they would make (``{cols, rows, layout, tiles: [{x, y, w, h}]}``, each tile's
+  place in cells, for the form's preview), or a 400 with the error, its column and a caret line.
 - ``GET /api/mosaics``: every mosaic with its tile count, whether anyone watches it and how
   many alarms it shows now (``alarms``; :mod:`gateway.alarms`) (the admin's when play URLs are
   signed: the list names every mosaic).
@@ -68,8 +69,9 @@ from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.topology import AUDIT, HEARTBEATS, MOSAICS, SESSIONS
+from pipeline.state.layouts import Layout, LayoutChoiceError, canonical_layout, layout
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import FP_RE, layout
+from pipeline.state.mosaic import FP_RE
 
 WEB = Path(__file__).resolve().parent / "web"
 """The pages, their CSS and ES modules."""
@@ -247,13 +249,22 @@ class Pages:
                     urldsl.UrlDslError("", column=1, pattern=pattern).caret(),
                     where if len(patterns) > 1 else None,
                 )
-        grid = layout(len(streams), 1280, 720)
+        try:
+            kind = canonical_layout(request.query_params.get("layout", ""))
+        except LayoutChoiceError as exc:
+            return _expansion_error(f"layout: {exc}", None, "")
+        grid = layout(len(streams), 1280, 720, kind=kind)
         return JSONResponse(
             {
                 "streams": [{"url": s.url, "name": s.name} for s in streams],
                 "count": len(streams),
                 "max": max_tiles,
-                "grid": {"cols": grid.cols, "rows": grid.rows},
+                "grid": {
+                    "cols": grid.cols,
+                    "rows": grid.rows,
+                    "layout": kind or "grid",
+                    "tiles": _cells(grid),
+                },
             }
         )
 
@@ -436,6 +447,20 @@ def _bad(reason: str) -> JSONResponse:
 
 def _no_hls_js() -> Response:
     return Response(f"/* {MISSING_HLS_JS}. */\n", status_code=404, media_type="text/javascript")
+
+
+def _cells(grid: Layout) -> list[dict[str, int]]:
+    """Each tile's place in ``grid``, in cells: ``{x, y, w, h}``."""
+    cell_w, cell_h = grid.area.w // grid.cols, grid.area.h // grid.rows
+    return [
+        {
+            "x": (r.x - grid.area.x) // cell_w,
+            "y": (r.y - grid.area.y) // cell_h,
+            "w": r.w // cell_w,
+            "h": r.h // cell_h,
+        }
+        for r in grid.rects
+    ]
 
 
 def _expansion_error(

@@ -99,10 +99,10 @@ async def test_each_condition_raised_once_with_its_onset_and_cleared_at_its_end(
         # Both grabbers clear silence, the script's last stretch (each at its own pace: one
         # may be a tick behind the other on a busy machine).
         await until(
-            lambda: {
-                e.worker_id for e in seen if isinstance(e, AlarmCleared) and e.kind == "silence"
-            }
-            == {"grabber-small", "grabber-large"},
+            lambda: (
+                {e.worker_id for e in seen if isinstance(e, AlarmCleared) and e.kind == "silence"}
+                == {"grabber-small", "grabber-large"}
+            ),
             within=SECONDS + 15,
             what="silence cleared by both grabbers",
         )

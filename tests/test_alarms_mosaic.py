@@ -37,8 +37,9 @@ from pipeline.nats.topology import ALARMS
 from pipeline.producers.grabber import Grabber
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import SourceServer
+from pipeline.state.layouts import layout
 from pipeline.state.model import MosaicState, SourceState
-from pipeline.state.mosaic import layout, source_key
+from pipeline.state.mosaic import source_key
 from pipeline.state.stored import decode_entry
 from tests.alarmmedia import Span, scripted_clip
 from tests.test_alarms_grabber import vod
@@ -65,8 +66,8 @@ class Wall:
         self.n = len(urls)
         self.width, self.height = TW * self.n, TH
         grid = layout(self.n, self.width, self.height, self.n)
-        assert (grid.tile_width, grid.tile_height) == (TW, TH)
-        self.origins = grid.origins
+        assert all(r.size == (TW, TH) for r in grid.rects)
+        self.origins = tuple((r.x, r.y) for r in grid.rects)
         self.fp = f"{self.n:02d}" * 16
         tiles = tuple(Tile(url, f"t{i}") for i, url in enumerate(urls))
         self.state = MosaicState(fp=self.fp, tiles=tiles, width=self.width, height=self.height,

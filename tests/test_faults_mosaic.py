@@ -58,8 +58,9 @@ from pipeline.nats.topology import MANIFESTS, provision
 from pipeline.runtime.tasks import cancel_and_wait
 from pipeline.segments.playlist import PlaylistWindow, SegmentEntry
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
+from pipeline.state.layouts import layout
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import layout, source_id
+from pipeline.state.mosaic import source_id
 from tests.natsenv import server_env, users_file
 from tests.test_durability import free_port
 from tests.test_mosaic_e2e import _config, near, newest_picture, until
@@ -99,7 +100,7 @@ SW, SH, SFPS = 1280, 720, 25
 """A 720p mosaic: 4 tiles of 640x360, 346 KB a frame, 35 MB/s of frames into the stitcher, so
 a stopped stitcher has the nats-server's 64 MB per-client buffer full within two seconds."""
 SGRID = layout(4, SW, SH)
-STW, STH = SGRID.tile_width, SGRID.tile_height
+STW, STH = SGRID.rects[0].size
 NAMES = ("a", "b", "c", "d")
 BEFORE = {"a": (200, 40, 40), "b": (40, 180, 60), "c": (40, 70, 200), "d": (220, 200, 40)}
 AFTER = {"a": (40, 180, 180), "b": (200, 60, 200), "c": (230, 230, 230), "d": (90, 90, 90)}
@@ -222,7 +223,7 @@ async def segment_pictures(js: JetStreamContext, key: str) -> list[Planes]:
 def shows_palette(picture: Planes, palette: dict[str, tuple[int, int, int]]) -> bool:
     strip = strip_height(STH)
     for index, name in enumerate(NAMES):
-        x, y = SGRID.origins[index]
+        x, y = SGRID.rects[index].x, SGRID.rects[index].y
         top, bottom, left, right = y + 8, y + STH - strip - 8, x + 8, x + STW - 8
         got = (
             float(picture.y[top:bottom, left:right].mean()),
@@ -466,8 +467,8 @@ class PlaylistPoller:
 def centre_colour(picture: np.ndarray, index: int, n: int) -> tuple[int, int, int]:
     """Mean RGB of the middle of a tile (a 16:9 source is letterboxed in a tall tile)."""
     grid = layout(n, picture.shape[1], picture.shape[0])
-    x, y = grid.origins[index]
-    w, h = grid.tile_width, grid.tile_height
+    x, y = grid.rects[index].x, grid.rects[index].y
+    w, h = grid.rects[index].size
     region = picture[y + h * 3 // 8 : y + h * 5 // 8, x + w // 8 : x + w * 7 // 8]
     r, g, b = region.reshape(-1, 3).mean(axis=0)
     return int(r), int(g), int(b)

@@ -109,6 +109,8 @@ async def test_everything_else_under_play_is_the_same_404(
         ({"urls": PATTERN, "cols": "x"}, "cols='x'"),
         ({"urls": PATTERN, "colour": "red"}, "unknown parameter 'colour'"),
         ({"urls": PATTERN, "alarms": "freeze:x"}, "alarms: 'x' is not a number"),
+        ({"urls": PATTERN, "layout": "bogus"}, "layout: 'bogus' is not a layout: use grid"),
+        ({"urls": PATTERN, "layout": "focus", "cols": "3"}, "cols= and layout=focus do not"),
     ],
 )
 async def test_bad_input_is_a_400_with_one_line(

@@ -32,7 +32,7 @@ from pipeline.config.settings import load
 from pipeline.messages.workers import GrabberSpec
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import Rect, layout
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 
@@ -137,9 +137,9 @@ def tile_colour(picture: np.ndarray, index: int, n: int) -> tuple[int, int, int]
     """Mean RGB of a tile's upper part (the name strip is at the bottom)."""
     height, width = picture.shape[:2]
     grid = layout(n, width, height)
-    x, y = grid.origins[index]
-    h = grid.tile_height * 6 // 10
-    region = picture[y + 4 : y + h, x + 4 : x + grid.tile_width - 4]
+    x, y = grid.rects[index].x, grid.rects[index].y
+    h = grid.rects[index].h * 6 // 10
+    region = picture[y + 4 : y + h, x + 4 : x + grid.rects[index].w - 4]
     r, g, b = region.reshape(-1, 3).mean(axis=0)
     return int(r), int(g), int(b)
 
@@ -177,8 +177,8 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
     # The name strip at the bottom of each tile is drawn: not the plain source colour.
     grid = layout(4, 640, 360)
     for i, name in enumerate(names):
-        x, y = grid.origins[i]
-        strip = picture[y + grid.tile_height - 24 : y + grid.tile_height, x : x + grid.tile_width]
+        r = grid.rects[i]
+        strip = picture[r.bottom - 24 : r.bottom, r.x : r.right]
         assert strip.std() > 20, f"no name drawn on tile {name}"
 
     # /metrics during the running mosaic: every source and the stitcher report real rates.
@@ -372,3 +372,70 @@ async def test_status_shows_a_running_mosaic_its_sources_and_a_session(rig: Rig)
         text = await shows_everything()
     assert text is not None, "status never showed the mosaic, its sources and the session"
     assert "Mosaics (1)" in text and "Sources" in text and "Sessions (1)" in text
+
+
+def rect_colour(picture: np.ndarray, rect: Rect) -> tuple[int, int, int]:
+    """Median RGB of the middle of a tile's upper part (the name strip is at the bottom, the
+    moving square a minority)."""
+    region = picture[rect.y + rect.h // 8 : rect.y + rect.h * 5 // 8,
+                     rect.x + rect.w // 8 : rect.right - rect.w // 8]  # fmt: skip
+    r, g, b = np.median(region.reshape(-1, 3), axis=0)
+    return int(r), int(g), int(b)
+
+
+async def test_a_focus_mosaic_shows_the_first_source_large_and_the_others_small(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """``layout=focus`` of six sources: tile 0 fills the 2x2 block of a 3x3 grid at its own
+    size (its own grabber), the five others the cells around it."""
+    palette = {"p0": (220, 30, 30), "p1": (30, 200, 40), "p2": (30, 40, 220),
+               "p3": (230, 220, 30), "p4": (30, 200, 200), "p5": (200, 40, 200)}  # fmt: skip
+    names = list(palette)
+    server = SourceServer(
+        {n: LiveHlsSource(rgb, width=160, height=90, fps=10) for n, rgb in palette.items()}
+    )
+    server.start()
+    stack = Stack(load(env=_config(nats_server, tmp_path)))
+    try:
+        await stack.start()
+        assert stack.gateway is not None and stack.provider is not None
+        async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=10) as http:
+            pattern = f"http://127.0.0.1:{server.port}/{{{','.join(names)}}}[n]/index.m3u8"
+            params = {"urls": pattern, "size": "640x360", "fps": "10", "layout": "focus"}
+            created = await http.get("/create", params=params)
+            assert created.status_code == 302
+            playlist_url = created.headers["location"]
+            grid = layout(6, 640, 360, kind="focus")
+            big, small = grid.rects[0], grid.rects[1:]
+            assert (big.w, big.h) == (2 * small[0].w, 2 * small[0].h)
+            picture = np.zeros((0, 0, 3), np.uint8)
+
+            async def every_tile_live() -> bool:
+                nonlocal picture
+                _, picture = await newest_picture(http, playlist_url)
+                if picture.size == 0:
+                    return False
+                return all(
+                    near(rect_colour(picture, rect), palette[name])
+                    for rect, name in zip(grid.rects, names, strict=True)
+                )
+
+            await until(every_tile_live, 30, "the big tile and the five small ones")
+            assert picture.shape == (360, 640, 3)
+            # The big tile is tile 0's colour all over its block (the cells of its 2x2 block
+            # that small tiles would have had, too).
+            for half in (
+                Rect(big.x, big.y, big.w // 2, big.h // 2),
+                Rect(big.x + big.w // 2, big.y + big.h // 2, big.w // 2, big.h // 4),
+            ):
+                assert near(rect_colour(picture, half), palette["p0"])  # fmt: skip
+            # Tile 0's grabber pulls at the big tile's size, the others at the small one's.
+            sizes = {
+                r.spec.url.split("/")[-2]: (r.spec.width, r.spec.height)
+                for r in stack.provider.running().values()
+                if isinstance(r.spec, GrabberSpec)
+            }
+            assert sizes == {n: (big if n == "p0" else small[0]).size for n in names}
+    finally:
+        await stack.stop()
+        server.stop()

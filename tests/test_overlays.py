@@ -66,7 +66,7 @@ def _views(
 
 
 def _tile(canvas: Canvas, compositor: Compositor, index: int = 0) -> Planes:
-    x, y = compositor.layout.origins[index]
+    x, y = compositor.layout.rects[index].x, compositor.layout.rects[index].y
     return canvas.region(x, y, 320, 180)
 
 

@@ -41,7 +41,7 @@ from pipeline.nats.server import EmbeddedNats
 from pipeline.producers.jit.timecode import timecode
 from pipeline.runtime.httpserver import HttpServer
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 from tests.browser import chromium_path, picture
 from tests.jitmedia import TONES, make_tones, make_video, read_frame_number
 from tests.natsenv import server_env
@@ -189,6 +189,23 @@ async def test_home_expands_a_pattern_and_shows_a_caret_under_an_error(
     assert "6 streams" in await page.inner_text("#expansion .summary")
     assert await page.is_enabled("#create")
     await page.screenshot(path=shot("home.png"), full_page=True)
+    # The focus layout: its preview spans the first tile over the big block; no columns.
+    await page.select_option("#layout", "focus")
+    await page.wait_for_function(
+        "() => document.querySelector('#expansion .summary').innerText.includes('3×3 focus')",
+        timeout=5_000,
+    )
+    assert await page.is_disabled("#cols")
+    spans = await page.locator(".grid-preview i").evaluate_all(
+        "cells => cells.map((c) => c.style.gridColumn + ' ' + c.style.gridRow)"
+    )
+    assert spans[0] == "1 / span 2 1 / span 2" and len(spans) == 6
+    await page.locator("#expansion .summary").screenshot(path=shot("home-focus.png"))
+    await page.select_option("#layout", "grid")
+    await page.wait_for_function(
+        "() => document.querySelector('#expansion .summary').innerText.includes('3×2 grid')",
+        timeout=5_000,
+    )
 
     bad = "http://cams.example/{a,b"
     await page.fill("#pattern", bad)
@@ -204,9 +221,13 @@ async def test_home_expands_a_pattern_and_shows_a_caret_under_an_error(
     await page.fill("#pattern", "http://127.0.0.1:9/{one,two,three}[n].m3u8")
     await page.wait_for_function("() => document.querySelectorAll('#streams li').length === 3")
     await page.fill("#title", "Three")
+    await page.select_option("#layout", "focus")
     await page.click("#create")
     await page.wait_for_url("**/view/*", timeout=5_000)
     assert "Starting the mosaic" in await page.inner_text("#message")
+    made = page.url.rsplit("/", 1)[1]
+    places = (await gateway.http.get(f"/mosaics/{made}/alarms")).json()["layout"]["tiles"]
+    assert places[0]["w"] == 2 * places[1]["w"], "the form made a focus mosaic"
 
 
 async def test_the_api_helpers(gateway: Gateway) -> None:
@@ -216,6 +237,19 @@ async def test_the_api_helpers(gateway: Gateway) -> None:
         {"url": "http://x/a", "name": "a"},
         {"url": "http://x/b", "name": "b"},
     ]
+    assert got.json()["grid"] == {"cols": 2, "rows": 1, "layout": "grid",
+                                  "tiles": [{"x": 0, "y": 0, "w": 1, "h": 1},
+                                            {"x": 1, "y": 0, "w": 1, "h": 1}]}  # fmt: skip
+    # The form's preview of the focus layout: the first tile spans the big block.
+    focus = await gateway.http.get(
+        "/api/urldsl", params={"urls": "http://x/{a,b,c}[n]", "layout": "focus"}
+    )
+    assert focus.json()["grid"] == {"cols": 3, "rows": 3, "layout": "focus",
+                                    "tiles": [{"x": 0, "y": 0, "w": 2, "h": 2},
+                                              {"x": 2, "y": 0, "w": 1, "h": 1},
+                                              {"x": 2, "y": 1, "w": 1, "h": 1}]}  # fmt: skip
+    nolayout = await gateway.http.get("/api/urldsl", params={"urls": "http://x/a", "layout": "x"})
+    assert nolayout.status_code == 400 and "'x' is not a layout" in nolayout.json()["error"]
     bad = await gateway.http.get("/api/urldsl", params={"urls": ["http://x/{a}", "http://{a,b"]})
     assert bad.status_code == 400
     body = bad.json()
@@ -320,8 +354,8 @@ def tile_colour(pixels: np.ndarray[Any, Any], grid: Any, index: int) -> tuple[in
     """Median RGB of the middle of a tile's upper part (the screenshot is scaled from the
     mosaic's size; the name strip is at the bottom, the moving marker is a minority)."""
     scale = pixels.shape[1] / grid.width
-    x, y = grid.origins[index]
-    w, h = grid.tile_width * scale, grid.tile_height * scale
+    x, y = grid.rects[index].x, grid.rects[index].y
+    w, h = grid.rects[index].w * scale, grid.rects[index].h * scale
     x0, y0 = int(x * scale + w * 0.2), int(y * scale + h * 0.15)
     region = pixels[y0 : y0 + int(h * 0.4), x0 : x0 + int(w * 0.6)]
     r, g, b = np.median(region.reshape(-1, 3), axis=0)

@@ -354,11 +354,11 @@ def test_the_sound_costs_little_next_to_the_pictures() -> None:
     and without a 5.1 44.1 kHz source's sound (a tone in noise: harder for AAC than speech)."""
     from pipeline.consumers.compositor import TileKind, TileView
     from pipeline.messages.frames import FrameHeader
-    from pipeline.state.mosaic import layout
+    from pipeline.state.layouts import layout
 
     seconds, width, height = 2, 1280, 720
     grid = layout(4, width, height)
-    tw, th = grid.tile_width, grid.tile_height
+    tw, th = grid.rects[0].size
     yy, xx = np.mgrid[0 : th * 3 // 2, 0:tw]
     noise = np.random.default_rng(1).normal(0, 6, xx.shape)
     base = (60 + 80 * np.sin(xx / 37) * np.cos(yy / 23) + noise).clip(16, 235).astype(np.uint8)

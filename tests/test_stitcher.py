@@ -36,12 +36,13 @@ from pipeline.messages.heartbeats import StitcherStats, WorkerHeartbeat
 from pipeline.messages.segments import SegmentNotice
 from pipeline.nats import subjects
 from pipeline.runtime.tasks import cancel_and_wait
+from pipeline.state.layouts import layout
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import layout, source_id
+from pipeline.state.mosaic import source_id
 
 W, H, FPS = 640, 360, 25
 GRID = layout(4, W, H)
-TW, TH = GRID.tile_width, GRID.tile_height
+TW, TH = GRID.rects[0].size
 STRIP = strip_height(TH)
 TOLERANCE = 6
 COLOURS = {
@@ -152,7 +153,7 @@ async def segment_frames(js: JetStreamContext, key: str) -> list[Planes]:
 
 def tile_yuv(picture: Planes, index: int) -> tuple[float, float, float]:
     """Mean Y, U, V of tile ``index``'s body: inset 4 px, above its label strip."""
-    x, y = GRID.origins[index]
+    x, y = GRID.rects[index].x, GRID.rects[index].y
     top, bottom, left, right = y + 4, y + TH - STRIP - 4, x + 4, x + TW - 4
     return (
         float(picture.y[top:bottom, left:right].mean()),
@@ -167,7 +168,7 @@ def shows(picture: Planes, index: int, name: str) -> bool:
 
 
 def shows_dead(picture: Planes, index: int) -> bool:
-    x, y = GRID.origins[index]
+    x, y = GRID.rects[index].x, GRID.rects[index].y
     region = picture.y[y : y + TH, x : x + TW].astype(int)
     expected = dead_tile(TW, TH, NAMES[index]).y.astype(int)
     return float(np.abs(region - expected).mean()) < 6
@@ -218,7 +219,7 @@ async def test_stitcher_puts_every_source_in_its_place_with_labels(
         picture = frames[-1]
         assert_all_colours(picture)
         for index, name in enumerate(NAMES):
-            x, y = GRID.origins[index]
+            x, y = GRID.rects[index].x, GRID.rects[index].y
             strip = picture.y[y + TH - STRIP : y + TH, x : x + TW]
             assert strip.mean() < yuv(name)[0] - 20 or strip.max() > 200  # dark strip, text
             assert strip.max() > 200  # white text drawn: the name
@@ -273,7 +274,7 @@ async def test_a_silent_source_turns_dead_and_comes_back(nc: Client, js: JetStre
         assert time.monotonic() - silent_at < dead_after + 1.0 + 1.0
         assert_all_colours(picture, except_=2)
         rgb = planes_to_rgb(picture)
-        x, y = GRID.origins[2]
+        x, y = GRID.rects[2].x, GRID.rects[2].y
         cloud = rgb[y + 30 : y + 100, x + 100 : x + 220].reshape(-1, 3).astype(int)
         assert ((cloud[:, 0] > 150) & (cloud[:, 1] < 90) & (cloud[:, 2] < 90)).mean() > 0.3
         assert stitcher.stats().dead_tiles == 1

@@ -458,19 +458,19 @@ def _live(yuv: tuple[int, int, int], serial: int, wall: float = 0.0) -> TileView
 def test_compositor_places_tiles_labels_and_placeholders() -> None:
     compositor = Compositor(TILES, 320, 180)
     grid = compositor.layout
-    assert (grid.tile_width, grid.tile_height) == (160, 90)
+    assert all(r.size == (160, 90) for r in grid.rects)
     red = rgb_to_yuv((220, 30, 30))
     canvas = compositor.compose([_live(red, 1), WAITING, DEAD])
-    x, y = grid.origins[0]
+    x, y = grid.rects[0].x, grid.rects[0].y
     body = canvas.planes.y[y : y + 60, x : x + 160]
     assert (body == red[0]).all()
     strip = canvas.planes.y[y + 90 - compositor.labels[0].height : y + 90, x : x + 160]
     assert not (strip == red[0]).all()  # labelled
-    wx, wy = grid.origins[1]
+    wx, wy = grid.rects[1].x, grid.rects[1].y
     assert np.array_equal(
         canvas.planes.y[wy : wy + 60, wx : wx + 160], waiting_tile(160, 90).y[:60]
     )
-    dx, dy = grid.origins[2]
+    dx, dy = grid.rects[2].x, grid.rects[2].y
     # A nameless tile's dead picture names its URL instead.
     assert np.array_equal(canvas.planes.y[dy : dy + 90, dx : dx + 160], dead_tile(160, 90, "c/3").y)
     # An unchanged view is not drawn again; a new serial is.

@@ -37,7 +37,7 @@ from pipeline.cli.up import Stack
 from pipeline.config.settings import load
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
-from pipeline.state.mosaic import Layout, layout
+from pipeline.state.layouts import Layout, layout
 from tests.browser import chromium_path, picture
 from tests.natsenv import server_env
 from tests.test_pages import COLOURS, VIEWPORT, near, shot, tile_colour, until
@@ -134,9 +134,9 @@ Pixels = npt.NDArray[np.uint8]
 def tile_area(pixels: Pixels, grid: Layout, index: int) -> Pixels:
     """A tile's picture above its name strip, in a screenshot scaled from the mosaic's size."""
     scale = pixels.shape[1] / grid.width
-    x, y = grid.origins[index]
+    x, y = grid.rects[index].x, grid.rects[index].y
     x0, y0 = int(x * scale), int(y * scale)
-    w, h = int(grid.tile_width * scale), int(grid.tile_height * scale * 0.75)
+    w, h = int(grid.rects[index].w * scale), int(grid.rects[index].h * scale * 0.75)
     return pixels[y0 : y0 + h, x0 : x0 + w]
 
 

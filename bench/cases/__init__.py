@@ -12,4 +12,5 @@ CASES = (
     "urldsl",
     "low_latency",
     "monitoring",
+    "tile_economy",
 )

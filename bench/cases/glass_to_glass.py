@@ -32,7 +32,7 @@ from bench.stack import StackHost, Watchers, until
 from pipeline.messages.frames import unpack_frame
 from pipeline.nats import subjects
 from pipeline.sources.synthetic import read_stamp
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 
 NAME = "glass_to_glass"
 TITLE = "4. Glass-to-glass (capture → playable)"

@@ -43,7 +43,7 @@ from bench.stack import StackHost, Watchers, until
 from pipeline.nats.topology import MANIFESTS
 from pipeline.segments import manifest
 from pipeline.segments.uris import PartRef
-from pipeline.state.mosaic import Layout, layout
+from pipeline.state.layouts import Layout, layout
 from pipeline.webrtc.h264 import high_profile_preferences
 
 NAME = "low_latency"

@@ -12,6 +12,7 @@ nats-server), compose, encode and control (the host: gateway, controller, projec
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from bench.media import clips
 from bench.stack import StackHost, Watchers, until
 from bench.stages import grabber_stages, stitcher_stages
 from pipeline.sources.synthetic import SourceServer
-from pipeline.state.mosaic import layout
+from pipeline.state.layouts import layout
 
 NAME = "mosaic_cost"
 TITLE = "1. Mosaic cost vs one ffmpeg (xstack)"
@@ -66,13 +67,29 @@ async def ffmpeg_sample(
 ) -> dict[str, float]:
     """One window of ffmpeg doing the mosaic of ``n`` tiles (with the sound of input
     ``audio``, see :func:`~bench.ffmpeg_ref.xstack_args`): its CPU-s per output second."""
+    inputs = [paths[i % len(paths)] for i in range(n)]
+    return await ffmpeg_inputs_sample(ctx, inputs, window, warmup, tag, audio=audio)
+
+
+async def ffmpeg_inputs_sample(
+    ctx: Context,
+    inputs: Sequence[Path | str],
+    window: float,
+    warmup: float,
+    tag: str,
+    *,
+    audio: int | None = None,
+    size: tuple[int, int] = SIZE,
+    within: float = 60.0,
+) -> dict[str, float]:
+    """One window of ffmpeg doing the mosaic of ``inputs`` (files or URLs): its CPU-s per
+    output second (``cpu``) and its output seconds per wall second (``realtime``)."""
     out = ctx.work_dir / f"ffmpeg-{tag}"
     out.mkdir(parents=True, exist_ok=True)
-    inputs = [paths[i % len(paths)] for i in range(n)]
-    args = xstack_args(inputs, out, size=SIZE, preset=PRESET, audio=audio)
+    args = xstack_args(inputs, out, size=size, preset=PRESET, audio=audio)
     loop = asyncio.get_running_loop()
     async with FfmpegRun(args, out / "ffmpeg.log") as ff:
-        await until(lambda: ff.made() >= warmup, 60, f"ffmpeg to make {warmup:g} s of output")
+        await until(lambda: ff.made() >= warmup, within, f"ffmpeg to make {warmup:g} s of output")
         cpu0, t0 = ff.cpu(), loop.time()
         await asyncio.sleep(window)
         cpu1, t1 = ff.cpu(), loop.time()
@@ -151,7 +168,7 @@ async def _run(ctx: Context) -> list[Result]:
     count = ctx.pick(40, 100)
     for n in tile_counts:
         grid = layout(n, *SIZE)
-        grab, packed = grabber_stages(paths[0], (grid.tile_width, grid.tile_height), count)
+        grab, packed = grabber_stages(paths[0], grid.rects[0].size, count)
         stitch = stitcher_stages([packed] * n, SIZE, count, PRESET)
         per_frame[n] = grab | stitch
         ctx.progress(

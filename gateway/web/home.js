@@ -28,10 +28,18 @@ async function showHealth() {
 
 // -- lists -------------------------------------------------------------------------------------
 
-function gridPreview(cols, rows) {
+/** The grid in small: `tiles` are each tile's place in cells ({x, y, w, h}), so a focus
+ * layout's large tile spans its block. */
+function gridPreview(cols, rows, tiles) {
   const box = el("span", { class: "grid-preview", "aria-hidden": "true" });
   box.style.gridTemplateColumns = `repeat(${cols}, 10px)`;
-  for (let i = 0; i < Math.min(cols * rows, 64); i++) box.append(el("i"));
+  box.style.gridTemplateRows = `repeat(${rows}, 6px)`;
+  for (const tile of tiles.slice(0, 64)) {
+    const cell = el("i");
+    cell.style.gridColumn = `${tile.x + 1} / span ${tile.w}`;
+    cell.style.gridRow = `${tile.y + 1} / span ${tile.h}`;
+    box.append(cell);
+  }
   return box;
 }
 
@@ -251,8 +259,8 @@ function showExpansion(body) {
     "div",
     { class: "summary" },
     el("b", {}, `${body.count} stream${body.count === 1 ? "" : "s"}`),
-    el("span", {}, `${body.grid.cols}×${body.grid.rows} grid`),
-    gridPreview(body.grid.cols, body.grid.rows),
+    el("span", {}, `${body.grid.cols}×${body.grid.rows} ${body.grid.layout}`),
+    gridPreview(body.grid.cols, body.grid.rows, body.grid.tiles),
     el("span", {}, `(at most ${body.max})`),
   );
   const list = el(
@@ -300,6 +308,7 @@ async function expand() {
     return;
   }
   const query = new URLSearchParams(list.map((p) => ["urls", p]));
+  if (byId("layout").value !== "grid") query.append("layout", byId("layout").value);
   let response;
   let body;
   try {
@@ -331,9 +340,10 @@ async function createMosaic(event) {
   error.textContent = "";
   if (!valid) return;
   const query = new URLSearchParams(patterns().map((p) => ["urls", p]));
-  for (const name of ["title", "size", "fps", "cols"]) {
-    const value = byId(name).value.trim();
-    if (value) query.append(name, value);
+  for (const name of ["title", "size", "fps", "cols", "layout"]) {
+    const field = byId(name);
+    const value = field.value.trim();
+    if (value && !field.disabled && !(name === "layout" && value === "grid")) query.append(name, value);
   }
   const button = byId("create");
   button.disabled = true;
@@ -401,6 +411,11 @@ async function startSession(event) {
 // -- start -------------------------------------------------------------------------------------
 
 byId("pattern").addEventListener("input", scheduleExpand);
+byId("layout").addEventListener("change", () => {
+  // The focus layout sets its own columns: /create refuses cols= with it.
+  byId("cols").disabled = byId("layout").value === "focus";
+  scheduleExpand();
+});
 byId("pattern").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) byId("create-form").requestSubmit();
 });

@@ -39,7 +39,7 @@ from pipeline.consumers.overlays import (
 from pipeline.messages.events import Tile
 from pipeline.messages.frames import FrameHeader
 from pipeline.monitoring.alarms import AlarmKind
-from pipeline.state.mosaic import Layout, layout
+from pipeline.state.layouts import GRID, Layout, Rect, layout
 
 
 class TileKind(enum.Enum):
@@ -86,7 +86,8 @@ _Token = tuple[TileKind, int, tuple[AlarmKind, ...], MeterPanel | None]
 
 
 class Compositor:
-    """Draws mosaic pictures for ``tiles`` on a ``width`` x ``height`` canvas.
+    """Draws mosaic pictures for ``tiles`` on a ``width`` x ``height`` canvas, laid out as
+    ``kind`` (a canonical ``layout=``; ``cols`` for the grid) says: tiles may differ in size.
 
     With ``clock``, each picture shows the UTC time of day it was composed at (``wall``) in the
     mosaic's bottom-right corner, over the last tile's label strip or the empty cell after the
@@ -100,45 +101,48 @@ class Compositor:
         height: int,
         cols: int | None = None,
         *,
+        kind: str = GRID,
         clock: bool = False,
         fps: int | None = None,
     ) -> None:
-        self.layout: Layout = layout(len(tiles), width, height, cols)
+        self.layout: Layout = layout(len(tiles), width, height, cols, kind)
         self.tiles = tuple(tiles)
         self.canvas = Canvas(width, height, BLACK)
-        tw, th = self.layout.tile_width, self.layout.tile_height
+        rects = self.layout.rects
         self.texts = tuple(label_text(t.name, t.url) for t in self.tiles)
         """What each tile is called on screen: its name, or a short form of its URL."""
-        self.labels: tuple[Label, ...] = tuple(render_label(text, tw, th) for text in self.texts)
+        self.labels: tuple[Label, ...] = tuple(
+            render_label(text, r.w, r.h) for text, r in zip(self.texts, rects, strict=True)
+        )
         self._shown: list[_Token | None] = [None] * len(self.tiles)
         self._meters: list[TileMeter | None] = [None] * len(self.tiles)
-        self._alarms = tuple(TileAlarm(self.canvas, x, y, tw, th) for x, y in self.layout.origins)
-        self._panels: dict[int, MeterPanel | None] = {}
-        self.clock = ClockFace(th, fps) if clock else None
+        self._alarms = tuple(TileAlarm(self.canvas, r.x, r.y, r.w, r.h) for r in rects)
+        # Meter panels by (channels, tile size).
+        self._panels: dict[tuple[int, int, int], MeterPanel | None] = {}
+        # Sized for the smallest tiles, whose labels it sits beside.
+        self.clock = ClockFace(min(r.h for r in rects), fps) if clock else None
         self._under_clock: frozenset[int] = frozenset()
         self._clock_target = None if self.clock is None else self._place_clock(self.clock)
 
     def _place_clock(self, clock: ClockFace) -> Planes:
         grid = self.layout
-        left, top = grid.origins[0]
-        right = left + grid.cols * grid.tile_width
-        bottom = top + grid.rows * grid.tile_height
-        x, y = right - clock.width, bottom - clock.height
-        if x < left or y < top:
+        area = grid.area
+        place = Rect(
+            area.right - clock.width, area.bottom - clock.height, clock.width, clock.height
+        )
+        if place.x < area.x or place.y < area.y:
             raise ValueError(
                 f"a {clock.width}x{clock.height} clock does not fit in a "
                 f"{grid.width}x{grid.height} mosaic: make it larger or turn the clock off"
             )
         # The tiles it covers: drawing one of them draws over the clock.
         self._under_clock = frozenset(
-            i
-            for i, (tx, ty) in enumerate(grid.origins)
-            if tx < right and tx + grid.tile_width > x and ty < bottom and ty + grid.tile_height > y
+            i for i, rect in enumerate(grid.rects) if rect.overlaps(place)
         )
-        return self.canvas.region(x, y, clock.width, clock.height)
+        return self.canvas.region(place.x, place.y, place.w, place.h)
 
     def _picture(self, index: int, view: TileView) -> Planes:
-        tw, th = self.layout.tile_width, self.layout.tile_height
+        tw, th = self.layout.rects[index].size
         if view.kind is TileKind.LIVE:
             if view.header is None or view.pixels is None:
                 raise ValueError(f"live view of tile {index} has no frame")
@@ -152,22 +156,23 @@ class Compositor:
             return dead_tile(tw, th, self.texts[index])
         return waiting_tile(tw, th)
 
-    def _panel(self, meter: Meter) -> MeterPanel | None:
+    def _panel(self, index: int, meter: Meter) -> MeterPanel | None:
         if not meter.levels:
             return None
-        channels = min(len(meter.levels), MAX_CHANNELS)
+        tw, th = self.layout.rects[index].size
+        key = (min(len(meter.levels), MAX_CHANNELS), tw, th)
         # Looked up here rather than in meter_panel's cache: this runs for every tile of every
         # picture. None (a tile too small for a meter) is kept too.
-        if channels not in self._panels:
-            tw, th = self.layout.tile_width, self.layout.tile_height
-            self._panels[channels] = meter_panel(channels, tw, th)
-        return self._panels[channels]
+        if key not in self._panels:
+            self._panels[key] = meter_panel(key[0], tw, th)
+        return self._panels[key]
 
     def _draw_tile(
         self, index: int, view: TileView, panel: MeterPanel | None, shown: _Token | None
     ) -> None:
         """Draw a tile whose view changed since it was drawn with ``shown``."""
-        x, y = self.layout.origins[index]
+        rect = self.layout.rects[index]
+        x, y = rect.x, rect.y
         picture = self._picture(index, view)
         if panel is None or view.meter is None:
             self._meters[index] = None
@@ -183,7 +188,7 @@ class Compositor:
             else:
                 meter.show(panel.state(view.meter))
         if view.kind is not TileKind.DEAD:
-            draw_label(self.canvas, self.labels[index], x, y, self.layout.tile_height)
+            draw_label(self.canvas, self.labels[index], x, y, rect.h)
         if view.alarms:
             # Over the picture's edge: drawn again with every picture.
             self._alarms[index].draw(view.alarms)
@@ -198,7 +203,7 @@ class Compositor:
             raise ValueError("this compositor shows a clock: compose() needs the wall time")
         clock_covered = False
         for index, view in enumerate(views):
-            panel = None if view.meter is None else self._panel(view.meter)
+            panel = None if view.meter is None else self._panel(index, view.meter)
             token = (view.kind, view.serial, view.alarms, panel)
             shown = self._shown[index]
             if shown != token:

@@ -60,8 +60,11 @@ _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 @dataclass
 class _Source:
-    """One source's frames: the newest, and its shared-memory slot if it has one."""
+    """One source's frames (each ``width`` x ``height``): the newest, and its shared-memory
+    slot if it has one."""
 
+    width: int
+    height: int
     newest: NewestFrame = field(default_factory=NewestFrame)
     reader: SlotReader | None = None
     slot_seen: float = -1e9
@@ -69,7 +72,9 @@ class _Source:
 
 
 class FrameIntake:
-    """Keeps the newest frame of each of ``tile_sources`` (one per tile, in tile order).
+    """Keeps the newest frame of each of ``tile_sources`` (one per tile, in tile order), whose
+    frames are the size in ``tile_sizes`` (``(width, height)`` per tile; a source id names
+    one size, so tiles that share a source share its size).
 
     ``frame_slots``: source id -> its shared-memory slot (None: frames only on NATS).
     ``clock`` stamps arrivals; ``wall`` (Unix time) ages seeds and slot frames."""
@@ -80,8 +85,7 @@ class FrameIntake:
         nc: Client,
         js: JetStreamContext,
         tile_sources: Sequence[str],
-        tile_width: int,
-        tile_height: int,
+        tile_sizes: Sequence[tuple[int, int]],
         dead_after: float,
         clock: Callable[[], float],
         wall: Callable[[], float],
@@ -89,12 +93,19 @@ class FrameIntake:
     ) -> None:
         self._nc = nc
         self._js = js
-        self._width = tile_width
-        self._height = tile_height
+        if len(tile_sizes) != len(tile_sources):
+            raise ValueError(f"{len(tile_sizes)} tile sizes for {len(tile_sources)} tiles")
         self._dead_after = dead_after
         self._clock = clock
         self._wall = wall
-        self._sources = {subjects.frames(sid): _Source() for sid in tile_sources}
+        self._sources: dict[str, _Source] = {}
+        for sid, (width, height) in zip(tile_sources, tile_sizes, strict=True):
+            known = self._sources.setdefault(subjects.frames(sid), _Source(width, height))
+            if (known.width, known.height) != (width, height):
+                raise ValueError(
+                    f"source {sid} is shown at {known.width}x{known.height} and at "
+                    f"{width}x{height}: a source id names one tile size"
+                )
         self._tile_sources = tuple(
             (sid, self._sources[subjects.frames(sid)]) for sid in tile_sources
         )
@@ -150,7 +161,7 @@ class FrameIntake:
             if source.reader is None:
                 continue
             frame = source.reader.read()
-            if frame is None or (frame.width, frame.height) != (self._width, self._height):
+            if frame is None or (frame.width, frame.height) != (source.width, source.height):
                 continue
             if wall - frame.wall > self._dead_after:
                 continue  # a dead grabber's last frame: not live
@@ -188,7 +199,8 @@ class FrameIntake:
                     log.debug("frame subscription not changed", extra={"error": repr(exc)})
 
     async def _subscribe(self, subject: str) -> None:
-        frame_bytes = self._width * self._height * 3 // 2 + FRAME_HEADER_ROOM
+        source = self._sources[subject]
+        frame_bytes = source.width * source.height * 3 // 2 + FRAME_HEADER_ROOM
         sub = await self._nc.subscribe(
             subject,
             cb=self._on_frame,
@@ -224,7 +236,7 @@ class FrameIntake:
             self.bad += 1
             log.debug("bad frame", extra={"subject": subject, "error": str(exc)})
             return
-        if not fits_tile(header, len(pixels), self._width, self._height):
+        if not fits_tile(header, len(pixels), source.width, source.height):
             self.bad += 1
             return
         if source.newest.newer(header, seed=seed):

@@ -35,6 +35,7 @@ from pipeline.consumers.encoder import (
 )
 from pipeline.consumers.opus import EncodedSound, OpusEncoder
 from pipeline.messages.events import Tile
+from pipeline.state.layouts import GRID
 
 HlsFormat = Literal["cmaf", "ts"]
 
@@ -88,13 +89,20 @@ class MosaicRenderer:
         settings: EncoderSettings,
         *,
         cols: int | None = None,
+        layout: str = GRID,
         first_index: int = 0,
         hls_format: HlsFormat = "ts",
         audio: bool = False,
         clock: bool = False,
     ) -> None:
         self.compositor = Compositor(
-            tiles, settings.width, settings.height, cols, clock=clock, fps=settings.fps
+            tiles,
+            settings.width,
+            settings.height,
+            cols,
+            kind=layout,
+            clock=clock,
+            fps=settings.fps,
         )
         self.settings = settings
         self.hls_format: HlsFormat = hls_format

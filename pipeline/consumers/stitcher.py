@@ -91,7 +91,7 @@ from pipeline.segments import manifest
 from pipeline.segments.llhls import LowLatencyPlaylist
 from pipeline.segments.playlist import PlaylistWindow
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import audio_tile, layout, source_id
+from pipeline.state.mosaic import audio_tile, layout_of, source_ids
 
 if TYPE_CHECKING:
     from pipeline.consumers.whep import MosaicWhep
@@ -166,9 +166,9 @@ class Stitcher:
         self._clock = clock
         self._wall = wall_clock
         self._heartbeat_interval = heartbeat_interval
-        self.layout = layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols)
-        tw, th = self.layout.tile_width, self.layout.tile_height
-        self.tile_sources: tuple[str, ...] = tuple(source_id(t.url, tw, th) for t in mosaic.tiles)
+        self.layout = layout_of(mosaic)
+        # Each tile's source at that tile's size (a focus layout's tiles differ in size).
+        self.tile_sources: tuple[str, ...] = source_ids(mosaic)
         self.settings = EncoderSettings(
             width=mosaic.width,
             height=mosaic.height,
@@ -183,8 +183,7 @@ class Stitcher:
             nc=nc,
             js=js,
             tile_sources=self.tile_sources,
-            tile_width=tw,
-            tile_height=th,
+            tile_sizes=tuple(rect.size for rect in self.layout.rects),
             dead_after=dead_after,
             clock=clock,
             wall=wall_clock,
@@ -420,6 +419,7 @@ class Stitcher:
             self.mosaic.tiles,
             self.settings,
             cols=self.mosaic.cols,
+            layout=self.mosaic.layout,
             first_index=first_seq,
             hls_format=self.hls_format,
             audio=self._sound is not None,

@@ -48,6 +48,10 @@ class MosaicCreated(_Event, frozen=True, tag="mosaic.created/1"):
     else a 0-based tile index."""
     clock: bool = False
     """Whether the picture carries a clock (UTC time code, ``clock=utc``)."""
+    layout: str = ""
+    """Where the tiles go, canonical ``layout=`` text
+    (:func:`pipeline.state.layouts.canonical_layout`): "" the grid, ``focus`` one large tile and
+    small ones around it."""
 
 
 # --- sources (alarms) ------------------------------------------------------------------------

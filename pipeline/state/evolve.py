@@ -71,6 +71,7 @@ def evolve(state: State | None, event: Event) -> State:
                 alarms=event.alarms,
                 audio=event.audio,
                 clock=event.clock,
+                layout=event.layout,
                 created_at=event.at,
                 version=1,
             )

@@ -30,6 +30,8 @@ class MosaicState(msgspec.Struct, frozen=True, kw_only=True):
     """Canonical ``audio=`` text: "" the first tile with audio, ``off``, or a tile index."""
     clock: bool = False
     """The picture carries a UTC time-code clock."""
+    layout: str = ""
+    """Canonical ``layout=`` text: "" the grid, ``focus`` one large tile and small ones."""
     created_at: float = 0.0
     version: int = 0
     """How many events were folded into this state."""

@@ -1,31 +1,33 @@
-"""Mosaic logic, pure: the canonical config, its fingerprint, the grid layout and source ids.
+"""Mosaic logic, pure: the canonical config, its fingerprint, its layout and source ids.
 
 - The **fingerprint** is 32 lowercase hex chars of the SHA-256 of the canonical encoding of the
-  config (ordered tiles with names and URLs, size, fps, cols, title, and the alarm holds as
-  canonical ``alarms=`` text): the same config always gives the same fingerprint, whatever order
-  the query parameters (or the ``alarms=`` entries) came in. A config with the default holds is
-  encoded without the ``alarms`` field, exactly as before the field existed, so the mosaics
-  made then keep their fingerprints (and their ``/play`` URLs); so is one with the default
-  ``audio=`` (:func:`canonical_audio`).
-- The **layout** is near-square (``cols = ceil(sqrt(n))``) unless ``cols`` is given; tiles are
-  equal, even-sized (4:2:0 chroma needs even sizes), row-major, and the grid is centred.
+  config (ordered tiles with names and URLs, size, fps, cols, title, and the fields added since
+  where not at their defaults): the same config always gives the same fingerprint, whatever
+  order the query parameters (or the ``alarms=`` entries) came in. A config with the default
+  holds is encoded without the ``alarms`` field, exactly as before the field existed, so the
+  mosaics made then keep their fingerprints (and their ``/play`` URLs); so is one with the
+  default ``audio=`` (:func:`canonical_audio`), no clock, or the default layout (the grid).
+- The **layout** (:mod:`pipeline.state.layouts`, :func:`layout_of`) is a grid by default,
+  near-square (``cols = ceil(sqrt(n))``) unless ``cols`` is given, or, with ``layout=focus``,
+  one large tile and small ones around it: tiles may differ in size.
 - A **source id** names one pull of one URL at one tile size: every mosaic that shows the same
-  URL at the same tile size shares one grabber and one ``frames.<source_id>`` subject. The
-  **source key** (:func:`source_key`, the id without the size) names the URL alone: alarms are
-  the URL's, whatever size its tiles are.
+  URL at the same tile size shares one grabber and one ``frames.<source_id>`` subject (a focus
+  mosaic's large tile is a pull of its own, at its size). The **source key**
+  (:func:`source_key`, the id without the size) names the URL alone: alarms are the URL's,
+  whatever size its tiles are.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
 from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.monitoring.alarms import canonical, parse_alarms
+from pipeline.state.layouts import Layout, canonical_layout, layout
 
 FP_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_SIDE = 3840
@@ -54,6 +56,9 @@ class MosaicConfig(_Picture, frozen=True, kw_only=True):
     (:func:`canonical_audio`); "" means the first tile with audio."""
     clock: bool = False
     """The picture carries a UTC time-code clock (``clock=utc``)."""
+    layout: str = ""
+    """Where the tiles go, canonical ``layout=`` text
+    (:func:`~pipeline.state.layouts.canonical_layout`); "" means the grid."""
 
 
 class AudioChoiceError(ValueError):
@@ -110,6 +115,11 @@ class _WithAudio(_WithAlarms, frozen=True, kw_only=True):
     audio: str = ""
 
 
+class _WithClock(_WithAudio, frozen=True, kw_only=True):
+    # What a mosaic with a clock and the grid encodes (as before layout= existed).
+    clock: bool = False
+
+
 _canonical = msgspec.json.Encoder(order="deterministic")
 
 
@@ -127,6 +137,7 @@ def created(config: MosaicConfig, fp: str, at: float) -> MosaicCreated:
         alarms=config.alarms,
         audio=config.audio,
         clock=config.clock,
+        layout=config.layout,
     )
 
 
@@ -136,17 +147,22 @@ def fingerprint(config: MosaicConfig) -> str:
     ``config.alarms`` is read and made canonical first, so that equal holds typed differently
     (``freeze:5,black:3`` and ``black:3,freeze:5``, or ``black:2`` and ``""``) are one mosaic.
     ``config.audio`` must be canonical already (:func:`canonical_audio`). Fields added after
-    the first (alarms, audio, clock) are encoded only when they differ from their defaults, so a
-    mosaic that does not use them keeps the fingerprint it had before they existed.
+    the first (alarms, audio, clock, layout) are encoded only when they differ from their
+    defaults, so a mosaic that does not use them keeps the fingerprint it had before they
+    existed.
 
     Raises:
         AlarmSyntaxError: ``config.alarms`` is not an ``alarms=`` value.
+        LayoutChoiceError: ``config.layout`` names no layout.
     """
     alarms = canonical(parse_alarms(config.alarms))
+    kind = canonical_layout(config.layout)
     # The narrowest encoding that holds every field not at its default.
     shape: type[_Picture]
-    if config.clock:
+    if kind:
         shape = MosaicConfig
+    elif config.clock:
+        shape = _WithClock
     elif config.audio:
         shape = _WithAudio
     elif alarms:
@@ -156,44 +172,34 @@ def fingerprint(config: MosaicConfig) -> str:
     fields = {name: getattr(config, name) for name in shape.__struct_fields__}
     if "alarms" in fields:
         fields["alarms"] = alarms
+    if "layout" in fields:
+        fields["layout"] = kind
     encoded = shape(**fields)
     return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(encoded)).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where each tile goes in the output picture."""
+class Shaped(Protocol):
+    """What decides a mosaic's layout: a :class:`MosaicConfig` or a projected mosaic state."""
 
-    width: int
-    height: int
-    cols: int
-    rows: int
-    tile_width: int
-    tile_height: int
-    origins: tuple[tuple[int, int], ...]
-    """Top-left ``(x, y)`` of each tile, in tile order."""
+    @property
+    def tiles(self) -> tuple[Tile, ...]: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def cols(self) -> int | None: ...
+    @property
+    def layout(self) -> str: ...
+
+
+def layout_of(mosaic: Shaped) -> Layout:
+    """Where each of ``mosaic``'s tiles goes in its picture."""
+    return layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols, mosaic.layout)
 
 
 def _even(value: int) -> int:
     return value - (value % 2)
-
-
-def layout(n: int, width: int, height: int, cols: int | None = None) -> Layout:
-    """The grid for ``n`` tiles in a ``width`` x ``height`` picture."""
-    if n < 1:
-        raise ValueError("a mosaic needs at least one tile")
-    if cols is None:
-        cols = math.ceil(math.sqrt(n))
-    cols = max(1, min(cols, n))
-    rows = math.ceil(n / cols)
-    tile_w = _even(width // cols)
-    tile_h = _even(height // rows)
-    if tile_w < 2 or tile_h < 2:
-        raise ValueError(f"{n} tiles do not fit in {width}x{height}")
-    off_x = _even((width - cols * tile_w) // 2)
-    off_y = _even((height - rows * tile_h) // 2)
-    origins = tuple((off_x + (i % cols) * tile_w, off_y + (i // cols) * tile_h) for i in range(n))
-    return Layout(width, height, cols, rows, tile_w, tile_h, origins)
 
 
 def source_key(url: str) -> str:
@@ -213,10 +219,11 @@ def key_of_source(source_id: str) -> str:
     return source_id.split("-", 1)[0]
 
 
-def source_ids(config: MosaicConfig) -> tuple[str, ...]:
-    """The source id of each tile of ``config``, in tile order (duplicates kept)."""
-    grid = layout(len(config.tiles), config.width, config.height, config.cols)
-    return tuple(source_id(t.url, grid.tile_width, grid.tile_height) for t in config.tiles)
+def source_ids(mosaic: Shaped) -> tuple[str, ...]:
+    """The source id of each tile of ``mosaic``, in tile order (duplicates kept): each at its
+    own tile's size."""
+    rects = layout_of(mosaic).rects
+    return tuple(source_id(t.url, r.w, r.h) for t, r in zip(mosaic.tiles, rects, strict=True))
 
 
 def fit(

@@ -7,9 +7,9 @@ the lifecycle rules are tested directly on these functions.
 Rules (mosaics):
 
 - A mosaic is **watched** while its last viewer heartbeat is younger than ``idle_timeout``.
-- Each watched mosaic wants one stitcher; each unique source (URL at one tile size) of the
-  watched mosaics wants one grabber, however many mosaics show it, at the highest fps any of
-  them needs.
+- Each watched mosaic wants one stitcher; each unique source (URL at one tile size: the tiles
+  of a focus layout differ in size) of the watched mosaics wants one grabber, however many
+  mosaics show it, at the highest fps any of them needs.
 - A running worker nobody wants is stopped; one whose spec is not equal to the wanted one
   (another fps, say) is stopped as "changed" and started again with the new spec. A wanted
   worker that is not running is started, unless it failed recently: restarts back off
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 from pipeline.state.model import MosaicState, SessionState
-from pipeline.state.mosaic import MosaicConfig, layout, source_id
+from pipeline.state.mosaic import MosaicConfig, layout_of, source_id
 
 MOSAIC_KINDS = ("grabber", "stitcher")
 
@@ -70,6 +70,7 @@ def config_of(state: MosaicState) -> MosaicConfig:
         alarms=state.alarms,
         audio=state.audio,
         clock=state.clock,
+        layout=state.layout,
     )
 
 
@@ -88,12 +89,12 @@ def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str
         mosaic = mosaics[fp]
         stitcher = StitcherSpec(fp=fp)
         out[stitcher.worker_id] = stitcher
-        grid = layout(len(mosaic.tiles), mosaic.width, mosaic.height, mosaic.cols)
-        for tile in mosaic.tiles:
-            sid = source_id(tile.url, grid.tile_width, grid.tile_height)
+        # Each tile at its own size: a focus mosaic's large tile is a pull of its own.
+        for tile, rect in zip(mosaic.tiles, layout_of(mosaic).rects, strict=True):
+            sid = source_id(tile.url, rect.w, rect.h)
             known = grabbers.get(sid)
             rate = max(mosaic.fps, known[3]) if known else mosaic.fps
-            grabbers[sid] = (tile.url, grid.tile_width, grid.tile_height, rate)
+            grabbers[sid] = (tile.url, rect.w, rect.h, rate)
     for sid, (url, w, h, rate) in grabbers.items():
         spec = GrabberSpec(source_id=sid, url=url, width=w, height=h, fps=float(rate))
         out[spec.worker_id] = spec
