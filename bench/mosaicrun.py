@@ -12,6 +12,7 @@ three in a row.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import urldsl
@@ -63,13 +64,19 @@ async def start(
     size: tuple[int, int] = SIZE,
     within: float = 90.0,
     query: dict[str, str] | None = None,
+    queries: Sequence[dict[str, str]] | None = None,
 ) -> tuple[list[str], float]:
-    """Create ``mosaics`` (pattern, title), with the ``/create`` parameters ``query`` if any,
-    keep them watched, and wait until every stitcher has stored a segment and every grabber
-    publishes; their fingerprints and the seconds that took."""
+    """Create ``mosaics`` (pattern, title), with the ``/create`` parameters ``query`` if any
+    (and ``queries[i]`` for the i-th), keep them watched, and wait until every stitcher has
+    stored a segment and every grabber publishes; their fingerprints and the seconds that
+    took."""
     began = asyncio.get_running_loop().time()
     size_text = f"{size[0]}x{size[1]}"
-    fps = [await host.create(p, title=t, size=size_text, query=query) for p, t in mosaics]
+    each = list(queries) if queries is not None else [{} for _ in mosaics]
+    fps = [
+        await host.create(p, title=t, size=size_text, query={**(query or {}), **q})
+        for (p, t), q in zip(mosaics, each, strict=True)
+    ]
     watchers.fps.update(fps)
     sources = sorted({sid for pattern, _ in mosaics for sid in sources_of(pattern, size)})
 

@@ -3,7 +3,9 @@ mosaic (KV ``manifests``) and the set of known mosaics (KV ``mosaics``), both fe
 that start with every key and then follow changes.
 
 A playlist request is then a dictionary lookup; a cache miss (a mosaic created a moment ago on
-another gateway) falls back to NATS in the route.
+another gateway) falls back to NATS in the route. Mosaics that differ only in their titles
+share one stream (:func:`~pipeline.state.mosaic.outputs`): :meth:`LiveState.output_of` names
+the fingerprint whose playlist and media a mosaic's requests are answered from.
 
 CMAF mosaics (:mod:`pipeline.segments.manifest`) also keep their Low-Latency HLS state
 (:attr:`LiveState.manifests`), from which the route decides blocking reloads and which parts
@@ -33,12 +35,16 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
+from pipeline.errors import TesseraError
 from pipeline.nats.follow import CHECK_EVERY, KvFollower
 from pipeline.nats.topology import MANIFESTS, MOSAICS
 from pipeline.segments import manifest
 from pipeline.segments.manifest import LiveManifest
 from pipeline.segments.playlist import continuation
 from pipeline.segments.serving import Wait
+from pipeline.state.model import MosaicState
+from pipeline.state.mosaic import outputs
+from pipeline.state.stored import decode_entry
 
 log = logging.getLogger("tessera.gateway")
 
@@ -59,6 +65,8 @@ class LiveState:
         self.playlists: dict[str, bytes] = {}
         self.manifests: dict[str, LiveManifest] = {}
         self.mosaics: set[str] = set()
+        self._states: dict[str, MosaicState] = {}
+        self._outputs: dict[str, str] = {}
         self._held: dict[str, dict[Wait, _Held]] = {}
         self._followers = tuple(
             KvFollower(
@@ -94,6 +102,10 @@ class LiveState:
                 self._set_playlist(fp, value)
         else:
             self.mosaics = set(snapshot)
+            self._states = {}
+            for fp, value in snapshot.items():
+                self._set_mosaic(fp, value)
+            self._outputs = outputs(self._states)
 
     def _apply(self, bucket: str, key: str, value: bytes | None) -> None:
         if bucket == MANIFESTS.name:
@@ -103,8 +115,26 @@ class LiveState:
                 self._gone(key)
         elif value:
             self.mosaics.add(key)
+            self._set_mosaic(key, value)
+            self._outputs = outputs(self._states)
         else:
             self.mosaics.discard(key)
+            self._states.pop(key, None)
+            self._outputs = outputs(self._states)
+
+    def _set_mosaic(self, fp: str, value: bytes) -> None:
+        try:
+            state = decode_entry(MOSAICS.name, value).state
+        except (TesseraError, ValueError) as exc:
+            log.warning("unreadable mosaic ignored", extra={"fp": fp, "error": str(exc)})
+            return
+        if isinstance(state, MosaicState):
+            self._states[fp] = state
+
+    def output_of(self, fp: str) -> str:
+        """The fingerprint whose stream mosaic ``fp`` plays: its own, or that of the earliest
+        mosaic with the same picture (another title)."""
+        return self._outputs.get(fp, fp)
 
     def _set_playlist(self, fp: str, value: bytes) -> None:
         if not manifest.is_cmaf(value):

@@ -122,9 +122,11 @@ class MosaicWhepRoutes:
         return fp if FP_RE.match(fp) and await self.mosaics.known(fp) else None
 
     async def _relay(self, fp: str, request: msgspec.Struct) -> bytes | Response:
+        # To the stitcher of the stream ``fp`` plays (another title's, when they share it).
+        out = self.mosaics.live.output_of(fp)
         try:
             msg = await self.ctx.nc.request(
-                subjects.mosaic_signal(fp), encode(request), timeout=SIGNAL_TIMEOUT
+                subjects.mosaic_signal(out), encode(request), timeout=SIGNAL_TIMEOUT
             )
         except NoRespondersError:
             return _error(503, "the mosaic is starting: retry in a second", {"Retry-After": "1"})

@@ -276,16 +276,19 @@ class Mosaics:
         name = request.path_params["name"]
         if not FP_RE.match(fp):
             return NOT_FOUND
+        # The stream it plays: its own, or that of the earliest mosaic with its picture.
+        out = self.live.output_of(fp)
         if name == "index.m3u8":
-            return await self._playlist(fp, request)
+            return await self._playlist(fp, out, request)
         if SEGMENT_RE.match(name):
-            return await self._segment(fp, name)
+            return await self._segment(out, name)
         if parse_uri(name) is not None:
-            return await self._media(fp, name)
+            return await self._media(out, name)
         return NOT_FOUND
 
-    async def _playlist(self, fp: str, request: Request) -> Response:
-        live = self.live.manifests.get(fp)
+    async def _playlist(self, fp: str, out: str, request: Request) -> Response:
+        """Mosaic ``fp``'s playlist, that of stream ``out``."""
+        live = self.live.manifests.get(out)
         # Most requests carry no query: parsing an empty one still costs a few microseconds.
         if live is not None and request.scope.get("query_string"):
             query = request.query_params
@@ -296,12 +299,12 @@ class Mosaics:
                 return _bad(decision.reason)
             if isinstance(decision, serving.Wait):
                 await self._viewer(fp)
-                if await self.live.wait_for(fp, decision) is None:
+                if await self.live.wait_for(out, decision) is None:
                     return _unavailable(
                         f"segment {decision.msn} part {decision.part} did not come within "
                         f"{decision.timeout:g} s: the mosaic may be restarting"
                     )
-        body = self.live.playlists.get(fp)
+        body = self.live.playlists.get(out)
         if body is None:
             if not await self.known(fp):
                 return NOT_FOUND

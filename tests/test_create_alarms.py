@@ -26,8 +26,7 @@ from pipeline.nats.eventlog import matching_count
 from pipeline.nats.topology import EVENTS, MOSAICS
 from pipeline.state.evolve import evolve
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import MosaicConfig, created, fingerprint
-from pipeline.state.reconcile import config_of
+from pipeline.state.mosaic import MosaicConfig, config_of, created, fingerprint
 from pipeline.state.stored import decode_entry
 from tests.gatewayhttp import gateway_http
 

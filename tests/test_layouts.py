@@ -35,13 +35,14 @@ from pipeline.state.mosaic import (
     MAX_SIDE,
     MIN_SIDE,
     MosaicConfig,
+    config_of,
     created,
     fingerprint,
     layout_of,
     source_id,
     source_ids,
 )
-from pipeline.state.reconcile import config_of, desired
+from pipeline.state.reconcile import desired
 from tests.test_create_alarms import PATTERN_FP, STUDIO, STUDIO_FP
 
 # --- the rule ------------------------------------------------------------------------------------

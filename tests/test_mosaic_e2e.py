@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 
 from pipeline.cli.up import Stack
 from pipeline.config.settings import load
-from pipeline.messages.workers import GrabberSpec
+from pipeline.messages.workers import GrabberSpec, StitcherSpec
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.layouts import Rect, layout
@@ -439,3 +439,43 @@ async def test_a_focus_mosaic_shows_the_first_source_large_and_the_others_small(
     finally:
         await stack.stop()
         server.stop()
+
+
+async def test_mosaics_that_differ_only_in_their_titles_share_one_stitcher(rig: Rig) -> None:
+    """Two ``/create`` calls for the same tiles and size with two titles are two mosaics (two
+    fingerprints, two pages) but one picture: the earliest's stitcher makes the stream and both
+    play URLs serve it; the second's viewers alone keep it running."""
+    names = list(COLOURS)
+    port = rig.sources.port
+    pattern = f"http://127.0.0.1:{port}/{{{','.join(names)}}}[n]/index.m3u8"
+    params = {"urls": pattern, "size": "640x360"}
+    first = await rig.http.get("/create", params={**params, "title": "Control room"})
+    second = await rig.http.get("/create", params={**params, "title": "Lobby screen"})
+    assert first.status_code == second.status_code == 302
+    fp_first = first.headers["location"].split("/")[2]
+    playlist_url = second.headers["location"]
+    fp_second = playlist_url.split("/")[2]
+    assert fp_first != fp_second
+
+    async def all_tiles_live() -> bool:
+        _, picture = await newest_picture(rig.http, playlist_url)  # the second's URL only
+        if picture.size == 0:
+            return False
+        return all(near(tile_colour(picture, i, 4), COLOURS[n]) for i, n in enumerate(names))
+
+    await until(all_tiles_live, 30, "the second mosaic's URL plays every tile")
+    assert rig.stack.provider is not None
+    stitchers = [
+        r.spec.fp for r in rig.stack.provider.running().values() if isinstance(r.spec, StitcherSpec)
+    ]
+    assert stitchers == [fp_first], "one stitcher, the first mosaic's, for both titles"
+    # Both URLs name the same stream: their playlists list the same segments (taken a moment
+    # apart, they overlap), and a segment of one is served under the other's URL.
+    one = m3u8.loads((await rig.http.get(f"/play/{fp_first}/index.m3u8")).text)
+    two = m3u8.loads((await rig.http.get(f"/play/{fp_second}/index.m3u8")).text)
+    common = {s.uri for s in one.segments if s.uri} & {s.uri for s in two.segments if s.uri}
+    assert common, "the two titles' playlists share no segment"
+    uri = sorted(common)[0]
+    a = await rig.http.get(f"/play/{fp_first}/{uri}")
+    b = await rig.http.get(f"/play/{fp_second}/{uri}")
+    assert a.status_code == b.status_code == 200 and a.content == b.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,7 +10,14 @@ from pipeline.messages.codec import decode_worker_spec, encode
 from pipeline.messages.events import Tile
 from pipeline.messages.workers import GrabberSpec, StitcherSpec
 from pipeline.state.model import MosaicState, SessionState
-from pipeline.state.mosaic import MosaicConfig, fingerprint, source_id
+from pipeline.state.mosaic import (
+    MosaicConfig,
+    config_of,
+    fingerprint,
+    outputs,
+    picture_key,
+    source_id,
+)
 from pipeline.state.reconcile import (
     Plan,
     Running,
@@ -17,6 +25,7 @@ from pipeline.state.reconcile import (
     SessionTiming,
     Timing,
     backoff,
+    desired,
     jit_spec,
     plan,
     session_plan,
@@ -255,3 +264,40 @@ def test_mosaic_plan_leaves_jit_workers_alone() -> None:
     run = {jit_spec("s1").worker_id: Running(jit_spec("s1"), 0.0)}
     p = plan(mosaics={}, viewers={}, beats={}, running=run, failures={}, now=100.0, timing=TIMING)
     assert p.stop == () and p.start == ()
+
+
+# -- mosaics that differ only in their titles share one stream -------------------------------
+
+
+def titled(base: MosaicState, title: str, created_at: float, **changed: object) -> MosaicState:
+    config = msgspec.structs.replace(config_of(base), title=title, **changed)
+    return msgspec.structs.replace(
+        base, fp=fingerprint(config), title=title, created_at=created_at, **changed
+    )
+
+
+def test_the_title_is_not_part_of_the_picture() -> None:
+    a, b = titled(AD, "Control room", 1.0), titled(AD, "Lobby", 2.0)
+    assert a.fp != b.fp and picture_key(a) == picture_key(b) == picture_key(AD)
+    # What the stitcher draws or plays is: holds, sound, layout, size, tile names.
+    for changed in ({"alarms": "black:4"}, {"audio": "off"}, {"layout": "focus"}, {"fps": 30}):
+        assert picture_key(titled(AD, "Lobby", 2.0, **changed)) != picture_key(a), changed
+
+
+def test_one_stitcher_the_earliest_ones_for_every_title() -> None:
+    a, b, c = titled(AD, "Control room", 5.0), titled(AD, "Lobby", 9.0), titled(AD, "Late", 1.0)
+    other = titled(AD, "Holds", 3.0, alarms="black:4")
+    mosaics = {m.fp: m for m in (a, b, other)}
+    assert outputs(mosaics) == {a.fp: a.fp, b.fp: a.fp, other.fp: other.fp}
+    want = desired(mosaics, frozenset({b.fp}))  # only the second title is watched
+    stitchers = [s.fp for s in want.values() if isinstance(s, StitcherSpec)]
+    assert stitchers == [a.fp]
+    assert {s.source_id for s in want.values() if isinstance(s, GrabberSpec)} == {
+        SRC[n] for n in "ABCD"
+    }
+    both = desired(mosaics, frozenset({a.fp, b.fp, other.fp}))
+    assert sorted(s.fp for s in both.values() if isinstance(s, StitcherSpec)) == sorted(
+        [a.fp, other.fp]
+    )
+    # A mosaic created earlier (another gateway's, projected later) leads from then on.
+    assert outputs({**mosaics, c.fp: c})[b.fp] == c.fp

@@ -1,5 +1,8 @@
 """Case 2, shared sources: k = 1, 2, 4 mosaics over the same 9 sources (1280x720 25 fps H.264
-clips, as in case 1; the mosaics differ by title only, so they share tile size and grabbers).
+clips, as in case 1; the mosaics differ by their titles and alarm holds (``alarms=black:N``), so
+they share tile size and grabbers but not their pictures: each has a stitcher of its own.
+Mosaics that differ by title alone share one stitcher and cost nothing more: case 11 measures
+that).
 Figure: total CPU of every Tessera process relative to k = 1, measured in the same round (a
 round runs k = 1, adds a mosaic for k = 2 and two more for k = 4, then stops them all; rounds
 repeat); target ≤ 1 + 0.2·(k−1). What each extra mosaic adds is one
@@ -47,8 +50,10 @@ async def _run(ctx: Context) -> list[Result]:
                 fps: list[str] = []
                 try:
                     for k in KS:
-                        more = [(source, f"wall {i + 1}") for i in range(len(fps), k)]
-                        new, _ = await mosaicrun.start(host, watchers, more)
+                        added = range(len(fps), k)
+                        more = [(source, f"wall {i + 1}") for i in added]
+                        holds = [{"alarms": f"black:{i + 2}"} for i in added]
+                        new, _ = await mosaicrun.start(host, watchers, more, queries=holds)
                         fps += new
                         got = await mosaicrun.sample(host, fps, window=window, warmup=warmup)
                         samples[k].append(got)

@@ -21,8 +21,10 @@ an output speed of at least 0.97× (given the best-fit variants: its strongest s
 figure is the largest count that kept real time; the CPU of each is in the details.
 
 **Shared mosaics** (``k4_mosaics_cpu_ratio``, target ≤ 1.1): four mosaics of the same 16 tiles
-and size (four ``/create`` calls that differ only in their titles) against one. Today each
-title is its own mosaic, with its own stitcher and encode; the grabbers are shared.
+and size (four ``/create`` calls that differ only in their titles: four fingerprints, four
+pages, one picture) against one. They share the earliest one's stitcher
+(:func:`pipeline.state.mosaic.outputs`) as well as the grabbers; mosaics whose pictures differ
+(holds, sound, layout) each have a stitcher, which case 2 measures.
 """
 
 from __future__ import annotations
@@ -263,8 +265,8 @@ async def _shared(
         stitchers = four.processes.get("stitcher", 0)
         ctx.progress(f"round {r + 1}/{rounds}: one mosaic {one.cpu:.3f}, {K} of the same tiles "
                      f"{four.cpu:.3f} CPU-s/s ({stitchers} stitchers)")  # fmt: skip
-    note = (f"one {fmt(median(ones))}, {K} {fmt(median(fours))} CPU-s/s: each title is its own "
-            "mosaic with its own stitcher and encode (the grabbers are shared)")  # fmt: skip
+    note = (f"one {fmt(median(ones))}, {K} {fmt(median(fours))} CPU-s/s; the {K} titles ran "
+            f"{stitchers} stitcher(s)")  # fmt: skip
     return [
         Result(NAME, "k4_mosaics_cpu_ratio", median(ratios), "× one", target=1.1, op="<=",
                note=note, details={"one": ones, "four": fours})

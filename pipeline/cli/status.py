@@ -30,6 +30,7 @@ from pipeline.messages.heartbeats import (
 from pipeline.nats import subjects
 from pipeline.nats.topology import HEARTBEATS, INSTANCES, MOSAICS, SESSIONS, WORKERS
 from pipeline.state.model import InstanceState, MosaicState, SessionState, WorkerState
+from pipeline.state.mosaic import outputs
 
 
 @dataclass
@@ -112,9 +113,11 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
                "in alarm", "sound", "hls", "webrtc viewers")  # fmt: skip
     for col in columns:
         mosaics.add_column(col)
+    # Mosaics that differ only in their titles share the earliest one's stitcher.
+    shared = outputs({m.fp: m for m in snap.mosaics})
     for m in sorted(snap.mosaics, key=lambda m: m.created_at):
         viewer = snap.beats.get(subjects.viewer_heartbeat("mosaic", m.fp))
-        stitcher = by_target.get(("stitcher", m.fp))
+        stitcher = by_target.get(("stitcher", shared.get(m.fp, m.fp)))
         beat = snap.beats.get(subjects.worker_heartbeat(stitcher.worker_id)) if stitcher else None
         stats = beat.stats if isinstance(beat, WorkerHeartbeat) else None
         fps = f"{stats.fps:.1f}" if isinstance(stats, StitcherStats) else "-"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Protocol
 
 import msgspec
@@ -28,6 +29,7 @@ import msgspec
 from pipeline.messages.events import MosaicCreated, Tile
 from pipeline.monitoring.alarms import canonical, parse_alarms
 from pipeline.state.layouts import Layout, canonical_layout, layout
+from pipeline.state.model import MosaicState
 
 FP_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_SIDE = 3840
@@ -176,6 +178,44 @@ def fingerprint(config: MosaicConfig) -> str:
         fields["layout"] = kind
     encoded = shape(**fields)
     return hashlib.sha256(b"tessera-mosaic/1\n" + _canonical.encode(encoded)).hexdigest()[:32]
+
+
+def config_of(state: MosaicState) -> MosaicConfig:
+    """The mosaic config a projected mosaic state describes."""
+    return MosaicConfig(
+        tiles=state.tiles,
+        width=state.width,
+        height=state.height,
+        fps=state.fps,
+        cols=state.cols,
+        title=state.title,
+        alarms=state.alarms,
+        audio=state.audio,
+        clock=state.clock,
+        layout=state.layout,
+    )
+
+
+def picture_key(state: MosaicState) -> str:
+    """What decides a mosaic's output (pictures and sound): its config but the title, which
+    names the mosaic on its pages and is drawn nowhere. Mosaics with one picture key make
+    the same stream, so one stitcher serves them all (:func:`outputs`)."""
+    return fingerprint(msgspec.structs.replace(config_of(state), title=""))
+
+
+def outputs(mosaics: Mapping[str, MosaicState]) -> dict[str, str]:
+    """For every mosaic, the fingerprint whose stitcher makes its stream: the earliest created
+    of the mosaics with its picture key (:func:`picture_key`; ties by fingerprint), so the
+    choice never changes while they last: a mosaic created later joins the stream that runs,
+    and a stitcher is never restarted because another title appeared."""
+    first: dict[str, tuple[float, str]] = {}
+    keys: dict[str, str] = {}
+    for fp, state in mosaics.items():
+        key = keys[fp] = picture_key(state)
+        seen = first.get(key)
+        if seen is None or (state.created_at, fp) < seen:
+            first[key] = (state.created_at, fp)
+    return {fp: first[key][1] for fp, key in keys.items()}
 
 
 class Shaped(Protocol):

@@ -7,7 +7,9 @@ the lifecycle rules are tested directly on these functions.
 Rules (mosaics):
 
 - A mosaic is **watched** while its last viewer heartbeat is younger than ``idle_timeout``.
-- Each watched mosaic wants one stitcher; each unique source (URL at one tile size: the tiles
+- Each watched mosaic wants one stitcher: its own, or, when mosaics differ only in their
+  titles (one picture, :func:`~pipeline.state.mosaic.outputs`), the earliest one's, which then
+  makes the stream for all of them; each unique source (URL at one tile size: the tiles
   of a focus layout differ in size) of the watched mosaics wants one grabber, however many
   mosaics show it, at the highest fps any of them needs.
 - A running worker nobody wants is stopped; one whose spec is not equal to the wanted one
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
 from pipeline.state.model import MosaicState, SessionState
-from pipeline.state.mosaic import MosaicConfig, layout_of, source_id
+from pipeline.state.mosaic import layout_of, outputs, source_id
 
 MOSAIC_KINDS = ("grabber", "stitcher")
 
@@ -58,22 +60,6 @@ class Plan:
     watched: frozenset[str] = field(default_factory=frozenset)
 
 
-def config_of(state: MosaicState) -> MosaicConfig:
-    """The mosaic config a projected mosaic state describes."""
-    return MosaicConfig(
-        tiles=state.tiles,
-        width=state.width,
-        height=state.height,
-        fps=state.fps,
-        cols=state.cols,
-        title=state.title,
-        alarms=state.alarms,
-        audio=state.audio,
-        clock=state.clock,
-        layout=state.layout,
-    )
-
-
 def watched(
     mosaics: Mapping[str, MosaicState], viewers: Mapping[str, float], now: float, idle: float
 ) -> frozenset[str]:
@@ -85,9 +71,12 @@ def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str
     """The workers the watched mosaics ``fps`` need, by worker id."""
     grabbers: dict[str, tuple[str, int, int, int]] = {}
     out: dict[str, WorkerSpec] = {}
+    leaders = outputs(mosaics)
     for fp in sorted(fps):
         mosaic = mosaics[fp]
-        stitcher = StitcherSpec(fp=fp)
+        # Mosaics that differ only in their titles show one picture: one stitcher, the
+        # earliest's, makes it for all of them (pipeline.state.mosaic.outputs).
+        stitcher = StitcherSpec(fp=leaders.get(fp, fp))
         out[stitcher.worker_id] = stitcher
         # Each tile at its own size: a focus mosaic's large tile is a pull of its own.
         for tile, rect in zip(mosaic.tiles, layout_of(mosaic).rects, strict=True):
