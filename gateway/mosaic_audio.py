@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -42,7 +43,13 @@ from gateway.signed import SignedUrls
 from pipeline.messages.events import Tile
 from pipeline.nats.topology import MOSAICS
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import FP_RE, AudioChoiceError, MosaicConfig, canonical_audio
+from pipeline.state.mosaic import (
+    FP_RE,
+    AudioChoiceError,
+    MosaicConfig,
+    canonical_audio,
+    config_of,
+)
 
 MAX_BODY = 1024
 """Bytes of body the route reads (``{"tile": "a tile name"}`` is far shorter)."""
@@ -88,18 +95,7 @@ def choose(asked: int | str, tiles: tuple[Tile, ...]) -> str:
 def sibling(mosaic: MosaicState, audio: str) -> MosaicConfig:
     """The config of ``mosaic`` with the canonical ``audio``: what ``/create`` with the same
     query and that ``audio=`` would make."""
-    return MosaicConfig(
-        tiles=mosaic.tiles,
-        width=mosaic.width,
-        height=mosaic.height,
-        fps=mosaic.fps,
-        cols=mosaic.cols,
-        title=mosaic.title,
-        alarms=mosaic.alarms,
-        audio=audio,
-        clock=mosaic.clock,
-        layout=mosaic.layout,
-    )
+    return msgspec.structs.replace(config_of(mosaic), audio=audio)
 
 
 def _bad(reason: str) -> JSONResponse:

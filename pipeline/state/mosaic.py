@@ -127,20 +127,7 @@ _canonical = msgspec.json.Encoder(order="deterministic")
 
 def created(config: MosaicConfig, fp: str, at: float) -> MosaicCreated:
     """The ``mosaic created`` event that records ``config`` as mosaic ``fp`` at ``at``."""
-    return MosaicCreated(
-        at=at,
-        fp=fp,
-        tiles=config.tiles,
-        width=config.width,
-        height=config.height,
-        fps=config.fps,
-        cols=config.cols,
-        title=config.title,
-        alarms=config.alarms,
-        audio=config.audio,
-        clock=config.clock,
-        layout=config.layout,
-    )
+    return MosaicCreated(at=at, fp=fp, **msgspec.structs.asdict(config))
 
 
 def fingerprint(config: MosaicConfig) -> str:
@@ -182,18 +169,7 @@ def fingerprint(config: MosaicConfig) -> str:
 
 def config_of(state: MosaicState) -> MosaicConfig:
     """The mosaic config a projected mosaic state describes."""
-    return MosaicConfig(
-        tiles=state.tiles,
-        width=state.width,
-        height=state.height,
-        fps=state.fps,
-        cols=state.cols,
-        title=state.title,
-        alarms=state.alarms,
-        audio=state.audio,
-        clock=state.clock,
-        layout=state.layout,
-    )
+    return MosaicConfig(**{name: getattr(state, name) for name in MosaicConfig.__struct_fields__})
 
 
 def picture_key(state: MosaicState) -> str:
