@@ -20,6 +20,13 @@ stitcher making at least 97 % of its pictures with every grabber at 24 fps or mo
 an output speed of at least 0.97× (given the best-fit variants: its strongest setting). The
 figure is the largest count that kept real time; the CPU of each is in the details.
 
+**A second tile size** (``second_size_own_fit_ms``, ``second_size_scale_down_ms``, no target):
+a URL shown at 320x180 in one mosaic and at 160x90 in another has two grabbers today, each
+fitting its own rendition (both pick the 320x180 variant: the smallest that fills either tile);
+scaling the larger grabber's tiles down instead would leave out the second demux and decode.
+Both per frame, by :func:`bench.stages.grabber_stages` on a segment of that variant: the own
+fit is demux + decode + scale + pack, the scale-down scale + pack of the same frames.
+
 **Shared mosaics** (``k4_mosaics_cpu_ratio``, target ≤ 1.1): four mosaics of the same 16 tiles
 and size (four ``/create`` calls that differ only in their titles: four fingerprints, four
 pages, one picture) against one. They share the earliest one's stitcher
@@ -38,6 +45,7 @@ from bench.cases.mosaic_cost import PRESET, ffmpeg_inputs_sample
 from bench.core import Context, Result, fmt, median
 from bench.media import Master, masters
 from bench.stack import StackHost, Watchers
+from bench.stages import WARMUP, grabber_stages
 from pipeline.sources.synthetic import SourceServer
 from pipeline.state.layouts import layout
 
@@ -98,6 +106,7 @@ async def _run(ctx: Context) -> list[Result]:
             results += await _ratios(ctx, rig)
             results += await _walls(ctx, rig)
             results += await _shared(ctx, host, watchers, server.port, names[:TILES])
+    results += _second_size(made)
     return results
 
 
@@ -271,3 +280,20 @@ async def _shared(
         Result(NAME, "k4_mosaics_cpu_ratio", median(ratios), "× one", target=1.1, op="<=",
                note=note, details={"one": ones, "four": fours})
     ]  # fmt: skip
+
+
+def _second_size(made: list[Master]) -> list[Result]:
+    """Per frame: a 160x90 tile fitted from its own rendition, against the 320x180 grabber's
+    decoded pictures scaled down."""
+    segment = made[0].files[made[0].variants[(320, 180)].replace(".m3u8", "_0.ts")]
+    stages, _ = grabber_stages(segment, (160, 90), 50 - WARMUP)
+    own = sum(stages.values())
+    down = stages["scale"] + stages["pack"]
+    split = ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+    note = (f"own fit {own:.3f} ms a frame ({split}) against {down:.3f} ms to scale the larger "
+            f"tile down: {own / down:.1f}× the CPU, and the variant's segments fetched twice; "
+            "not built yet: a grabber per URL and tile size")  # fmt: skip
+    return [
+        Result(NAME, "second_size_own_fit_ms", own, "ms/frame", note=note, details=stages),
+        Result(NAME, "second_size_scale_down_ms", down, "ms/frame", note="scale + pack only"),
+    ]
