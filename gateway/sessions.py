@@ -8,8 +8,9 @@
   ``Location``; ``DELETE`` on that location hangs up. Signalling is relayed to the session's
   worker over NATS request/reply (``ctl.signal.<id>``), so workers need no public HTTP port:
   only their UDP media goes direct (see docs/architecture.md).
-- ``POST /session/<id>/control`` (a JSON command: ``{"type": "seek", "frame": 120}``) →
-  relayed to ``ctl.session.<id>``; the same commands travel over the WebRTC data channel.
+- ``POST /session/<id>/control`` (a JSON command: ``{"type": "seek", "frame": 120}``, or by
+  source time code ``{"type": "seek-timecode", "timecode": "01:00:05:12"}``) → relayed to
+  ``ctl.session.<id>``; the same commands travel over the WebRTC data channel.
 
 Where the install is closed (:mod:`gateway.guard`) every route but the list needs a token with
 the ``sessions`` scope (or the session's review link, for what reviewing does), and the list

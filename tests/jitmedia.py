@@ -98,12 +98,15 @@ def make_video(
     gop: int = 50,
     first_pts: int = 0,
     codec: str = "libx264",
+    timecode: str | None = None,
 ) -> Path:
-    """A file (MP4, MOV, MKV or TS by ``path``'s suffix) of ``frames`` numbered frames at
+    """A file (MP4, MOV, MKV, MXF or TS by ``path``'s suffix) of ``frames`` numbered frames at
     ``rate``, with a keyframe every ``gop`` frames. H.264 (x264 ``veryfast``) has B-frames, so
     seeks meet reordering and an edit list as in real files. ``first_pts`` (in frames) makes
     the file start at a non-zero timestamp; ``codec`` may also be ``mpeg2video`` (which
-    supports the ``lowres`` decoder option)."""
+    supports the ``lowres`` decoder option, and is what FFmpeg's MXF muxer takes). ``timecode``
+    is the start time code, given to the muxer as the container's ``timecode`` metadata (the
+    MOV muxer writes a ``tmcd`` track of it, the MXF muxer a time code component)."""
     options = {"g": str(gop)}
     if codec == "libx264":
         options |= {
@@ -113,6 +116,8 @@ def make_video(
             "crf": "18",
         }
     with av.open(str(path), "w") as out:
+        if timecode is not None:
+            out.metadata["timecode"] = timecode
         stream = out.add_stream(codec, rate=rate, options=options)
         if codec != "libx264":
             stream.codec_context.gop_size = gop

@@ -3,6 +3,10 @@
 // Every frame the worker sends comes with a frame report (frame, SMPTE timecode, playing),
 // which drives the readout and the scrub bar; the transport, the seek box, the audio choice
 // and the keyboard send commands. The session itself (state, frame count) is polled.
+//
+// The timecode is the source time code: the file's start time code (the session's
+// stats.start_timecode) plus the frame number; a timecode typed in the seek box is one of
+// those labels, and the worker finds its frame.
 
 import { ApiError, json } from "./api.js";
 import { byId, el, fileName } from "./dom.js";
@@ -27,6 +31,7 @@ const state = {
   rate: 1,
   frameCount: 0,
   fps: null, // { fps, drop } once known
+  start: undefined, // the source time code of frame 0 once the stats say ("" none)
   reportAt: 0,
   scrubbing: false,
 };
@@ -100,11 +105,25 @@ function onReport(report) {
   state.timecode = report.timecode;
   state.playing = report.playing;
   state.reportAt = performance.now();
-  state.fps ??= learnRate(report.frame, report.timecode);
+  learn();
   draw();
 }
 
-/** The frame rate for timecode entry: learnt from reports, else the session's override. */
+/** Learn the frame rate from the last report, once the start time code is known. */
+function learn() {
+  if (state.fps || state.start === undefined || state.frame === null) return;
+  state.fps = learnRate(state.frame, state.timecode, state.start);
+}
+
+/** The source time code of `frame`, or "" while the rate or the start is not known. */
+function labelOf(frame, rate) {
+  if (!rate || state.start === undefined) return "";
+  if (!state.start) return fromFrame(frame, rate);
+  const counting = { fps: rate.fps, drop: state.start.includes(";") };
+  return fromFrame(toFrame(state.start, counting) + frame, counting);
+}
+
+/** The frame rate for labels and J: learnt from reports, else the session's override. */
 function knownRate() {
   if (state.fps) return state.fps;
   const { frame_rate_num: num, frame_rate_den: den } = state.view?.options ?? {};
@@ -205,29 +224,29 @@ async function backward() {
 
 // -- seeking by text -----------------------------------------------------------------------------
 
-/** The frame "text" in the seek box names: 120, +10, -10, 00:00:05:12, 5:12, 00:01:00;02. */
+/**
+ * Where "text" in the seek box goes: a frame (120, +10, -10) as { frame }, or a source time
+ * code (01:00:05:12, 5:12, 00:01:00;02) as { timecode }, which the worker finds the frame of
+ * (it knows the start and the rate, and says so when the label is not in the video).
+ */
 function parseTarget(text) {
   const value = text.trim();
-  if (/^\d+$/.test(value)) return Number(value);
-  if (/^[+-]\d+$/.test(value)) return (state.frame ?? 0) + Number(value);
+  if (/^\d+$/.test(value)) return { frame: Number(value) };
+  if (/^[+-]\d+$/.test(value)) return { frame: (state.frame ?? 0) + Number(value) };
   const timecode = complete(value);
   if (!timecode) throw new Error(`"${value}" is neither a frame number nor a timecode (00:00:05:12)`);
-  const rate = knownRate();
-  if (!rate) {
-    if (/^00:00:00[:;]/.test(timecode)) return Number(timecode.slice(9));
-    throw new Error("the frame rate is not known yet: go to a frame number once, then timecodes work");
-  }
-  return toFrame(timecode, rate);
+  return { timecode };
 }
 
 async function submitSeek(event) {
   event.preventDefault();
   const input = byId("seek");
   try {
-    const frame = parseTarget(input.value);
+    const target = parseTarget(input.value);
     input.classList.remove("invalid");
     input.blur(); // so the keyboard shortcuts work again at once
-    await seekTo(frame);
+    if (target.timecode) await command({ type: "seek-timecode", timecode: target.timecode });
+    else await seekTo(target.frame);
   } catch (error) {
     input.classList.add("invalid");
     status(error.message, true);
@@ -325,6 +344,16 @@ async function refresh() {
     // A report says whether it plays; without one for a while (paused, or the end reached),
     // the worker's heartbeat does.
     if (performance.now() - state.reportAt > POLL_MS) state.playing = stats.playing;
+    // Compared each time: a worker still opening the file reports no start yet.
+    const start = stats.start_timecode ?? "";
+    if (start !== state.start) {
+      state.start = start;
+      state.fps = null; // learnt again against this start
+      byId("timecode").title = start
+        ? `Source time code of the frame shown (the file starts at ${start})`
+        : "Time code of the frame shown (the file records none: from 00:00:00:00)";
+      learn();
+    }
   }
   if ((view.state === "ended" || view.state === "failed") && !ended) {
     ended = true;
@@ -474,8 +503,8 @@ const scrub = byId("scrub");
 scrub.addEventListener("input", () => {
   state.scrubbing = true;
   const frame = Number(scrub.value);
-  const rate = knownRate();
-  status(`Frame ${frame}${rate ? ` · ${fromFrame(frame, rate)}` : ""}`);
+  const label = labelOf(frame, knownRate());
+  status(`Frame ${frame}${label ? ` · ${label}` : ""}`);
   seekTo(frame);
 });
 scrub.addEventListener("change", () => {

@@ -73,25 +73,28 @@ export function fromFrame(frame, rate) {
 
 /**
  * The rate a (frame, timecode) pair from the worker implies, or null when it cannot tell yet
- * (in the first second every rate gives the same label).
+ * (in the first second every rate gives the same label). `start` is the label of frame 0 (the
+ * source time code the session reports), "" for none (labels from 00:00:00:00).
  */
-export function learnRate(frame, timecode) {
+export function learnRate(frame, timecode, start = "") {
   const tc = fields(timecode);
-  if (!tc) return null;
-  const seconds = (tc.h * 60 + tc.m) * 60 + tc.s;
+  const from = start ? fields(start) : { h: 0, m: 0, s: 0, f: 0, drop: tc?.drop };
+  if (!tc || !from || tc.drop !== from.drop) return null;
   if (tc.drop) {
-    if (seconds === 0 && tc.f < 30) return null; // 29.97 and 59.94 label these alike
-    for (const fps of [30, 60]) {
-      const rate = { fps, drop: true };
-      try {
-        if (toFrame(timecode, rate) === frame) return rate;
-      } catch {
-        // not a valid label at this rate
-      }
-    }
-    return null;
+    // 29.97 and 59.94 label the first frames alike: a rate only when one of them fits.
+    const fits = [30, 60]
+      .map((fps) => ({ fps, drop: true }))
+      .filter((rate) => {
+        try {
+          return toFrame(timecode, rate) - toFrame(start || "00:00:00;00", rate) === frame;
+        } catch {
+          return false; // not a valid label at this rate
+        }
+      });
+    return fits.length === 1 ? fits[0] : null;
   }
-  if (seconds === 0) return null;
-  const fps = (frame - tc.f) / seconds;
-  return Number.isInteger(fps) && fps > tc.f ? { fps, drop: false } : null;
+  const seconds = (tc.h * 60 + tc.m) * 60 + tc.s - ((from.h * 60 + from.m) * 60 + from.s);
+  if (seconds <= 0) return null;
+  const fps = (frame - (tc.f - from.f)) / seconds;
+  return Number.isInteger(fps) && fps > Math.max(tc.f, from.f) ? { fps, drop: false } : null;
 }

@@ -51,6 +51,15 @@ class Seek(msgspec.Struct, frozen=True, tag="seek/1"):
     frame: int
 
 
+class SeekTimecode(msgspec.Struct, frozen=True, tag="seek-timecode/1"):
+    """Go to the frame labelled ``timecode``: the source time code (the file's start time code
+    plus the frame number; from ``00:00:00:00`` when the file records none), read in the
+    labels' counting (drop-frame or not) whichever separator it has. A label before the start
+    or past the end is refused, naming the labels the video has."""
+
+    timecode: str
+
+
 class Step(msgspec.Struct, frozen=True, tag="step/1"):
     """Move ``delta`` frames (negative: back) and send that one frame."""
 
@@ -69,7 +78,7 @@ class SelectChannels(msgspec.Struct, frozen=True, tag="channels/1"):
     channels: tuple[int, ...]
 
 
-SessionCommand = Play | Pause | Seek | Step | SetRate | SelectChannels
+SessionCommand = Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels
 AgentCommand = StartWorker | StopWorker
 
 
@@ -94,7 +103,10 @@ class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1
     """Sent by a JIT worker for each video frame: its number and SMPTE timecode."""
 
     frame: int
+    """Counted from 0, the video's first frame."""
     timecode: str
+    """The source time code: the file's start time code (``JitStats.start_timecode``) plus
+    ``frame``; counted from ``00:00:00:00`` when the file records none."""
     pts: float
     playing: bool
 

@@ -116,6 +116,10 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     """Frames and audio packets dropped in viewers' queues (their encoders were behind)."""
     read_errors: int = 0
     """Decode or read failures past the probe (the last one is logged)."""
+    start_timecode: str | None = None
+    """The video's source time code: the label of frame 0 as the file records it (a MOV's
+    ``tmcd`` track, an MXF's start time code), e.g. ``01:00:00:00`` or ``00:59:59;28``
+    (drop-frame); None when it records none (labels count from ``00:00:00:00``)."""
 
 
 Stats = GrabberStats | StitcherStats | JitStats

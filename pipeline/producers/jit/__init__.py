@@ -2,7 +2,8 @@
 
 Modules (pure ones first; they import no asyncio, NATS or PyAV):
 
-- :mod:`.timecode`: frame numbers to SMPTE timecodes (drop-frame at 29.97 and 59.94).
+- :mod:`.timecode`: frame numbers to SMPTE timecodes (drop-frame at 29.97 and 59.94), from a
+  file's start time code.
 - :mod:`.playback`: the playback state machine (position, play/pause, rate, seeks; which frame
   is due when).
 - :mod:`.channels`: audio channel layout and routing to the stereo output.
@@ -11,6 +12,7 @@ Modules (pure ones first; they import no asyncio, NATS or PyAV):
 - :mod:`.errors`: the package's error tree (documented there).
 - :mod:`.inputs`: where an input may come from (media roots, http(s) under the source policy,
   S3 through presigned URLs) and opening it with FFmpeg's allow-lists.
+- :mod:`.sourcetc`: the start time code a file records (MOV ``tmcd``, MXF).
 - :mod:`.decoder`: the frame-accurate video reader; :mod:`.convert`: frames to BT.709
   yuv420p pictures; :mod:`.audio`: audio inputs read at a sample position, and mixing.
 - :mod:`.threads`: the media threads that own PyAV objects.

@@ -39,7 +39,7 @@ from pipeline.producers.jit.decoder import Picture, VideoReader
 from pipeline.producers.jit.errors import ReadError
 from pipeline.producers.jit.playback import Due, Playback
 from pipeline.producers.jit.threads import MediaThread
-from pipeline.producers.jit.timecode import timecode
+from pipeline.producers.jit.timecode import Timecodes
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
 from pipeline.runtime.tasks import Tasks
 
@@ -80,9 +80,12 @@ class Player:
         audio: AudioReader,
         audio_thread: MediaThread,
         selection: tuple[int, ...],
+        timecodes: Timecodes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.playback = playback
+        self.timecodes = timecodes or Timecodes(playback.fps)
+        """How frames are labelled (the source time code; from 00:00:00:00 by default)."""
         self._video = video
         self._video_thread = video_thread
         self._audio = audio
@@ -256,7 +259,7 @@ class Player:
         self._sent_times.append(now)
         report = FrameReport(
             frame=picture.frame,
-            timecode=timecode(picture.frame, self.rate),
+            timecode=self.timecodes.label(picture.frame),
             pts=float(picture.pts * self.time_base),
             playing=self.playback.playing,
         )

@@ -9,17 +9,23 @@
   2 frames: 9 * 2 * 6 = 108). No picture is dropped: only labels.
 
 Hours wrap at 24, as on a tape deck.
+
+A file may record the label of its first frame (its *source time code*: a MOV's ``tmcd``
+track, an MXF's start time code); :class:`Timecodes` labels a session's frames from it and
+finds the frame a label names.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 DROP_FRAME_RATES = {Fraction(30000, 1001): 2, Fraction(60000, 1001): 4}
 """Frame rates that use drop-frame timecode, with the frame numbers dropped per minute."""
 
 _TIMECODE_RE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})([:;])(\d{2,3})$")
+_SEPARATOR_RE = re.compile(r"[:;](?=\d{2,3}$)")
 _DAY_HOURS = 24
 
 
@@ -94,3 +100,78 @@ def parse_timecode(text: str, rate: Fraction) -> int:
     if ss == 0 and ff < dropped and total_minutes % 10 != 0:
         raise ValueError(f"{text!r} is a label drop-frame timecode skips")
     return count - dropped * (total_minutes - total_minutes // 10)
+
+
+def frames_per_day(rate: Fraction, *, drop_frame: bool) -> int:
+    """Frames from ``00:00:00:00`` to ``24:00:00:00``, where labels wrap."""
+    fps = nominal_rate(rate)
+    if not drop_frame:
+        return fps * 3600 * _DAY_HOURS
+    dropped = DROP_FRAME_RATES.get(rate)
+    if dropped is None:
+        raise ValueError(f"drop-frame timecode is only defined for 29.97 and 59.94, not {rate}")
+    return _DAY_HOURS * 6 * (fps * 600 - 9 * dropped)  # six blocks of ten minutes an hour
+
+
+@dataclass(frozen=True)
+class Timecodes:
+    """The labels of a session's frames: frame ``n`` (counted from 0) is labelled ``start + n``.
+
+    ``start`` is the source time code, the label of frame 0 recorded in the file, or None
+    (labels count from ``00:00:00:00``, drop-frame at 29.97 and 59.94). With a start, its
+    separator says how labels count: ``;`` drop-frame, ``:`` not (a 29.97 file may record
+    non-drop-frame time code). A start that is not a label at ``rate`` (a ``;`` at 25 fps, 24
+    hours or more) is a ValueError naming it.
+    """
+
+    rate: Fraction
+    start: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is None:
+            return
+        first = parse_timecode(self.start, self.rate)
+        if first >= frames_per_day(self.rate, drop_frame=self.drop_frame):
+            raise ValueError(f"{self.start!r} is past 23:59:59: hours wrap at 24")
+
+    @property
+    def drop_frame(self) -> bool:
+        """Whether labels count drop-frame."""
+        if self.start is None:
+            return is_drop_frame(self.rate)
+        return ";" in self.start
+
+    @property
+    def first(self) -> int:
+        """The frame count (from ``00:00:00:00``) of frame 0's label."""
+        return 0 if self.start is None else parse_timecode(self.start, self.rate)
+
+    def label(self, frame: int) -> str:
+        """The label of frame ``frame`` (0-based)."""
+        return timecode(self.first + frame, self.rate, drop_frame=self.drop_frame)
+
+    def frame_of(self, text: str, frame_count: int | None = None) -> int:
+        """The frame labelled ``text``: its count minus the start's.
+
+        ``text`` is read in the labels' counting whichever separator it has (a reviewer of
+        drop-frame material types ``01:00:10:00`` as often as ``01:00:10;00``). A video that
+        runs past midnight is followed into the next day. A malformed label, one before the
+        start or, when ``frame_count`` is given, one past the end is a ValueError naming it
+        and the labels the video has.
+        """
+        separator = ";" if self.drop_frame else ":"
+        number = parse_timecode(_SEPARATOR_RE.sub(separator, text.strip()), self.rate)
+        number -= self.first
+        if number < 0:
+            wrapped = number + frames_per_day(self.rate, drop_frame=self.drop_frame)
+            if frame_count is None or wrapped >= frame_count:
+                raise ValueError(
+                    f"{text.strip()} is before the start of the video, {self.label(0)}"
+                )
+            number = wrapped
+        if frame_count is not None and number >= frame_count:
+            raise ValueError(
+                f"{text.strip()} is past the end: the video runs {self.label(0)}-"
+                f"{self.label(frame_count - 1)} (frames 0-{frame_count - 1})"
+            )
+        return number

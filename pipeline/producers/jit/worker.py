@@ -21,6 +21,11 @@ Subjects (all request/reply, relayed by the gateway):
   commands arrive as JSON text on a viewer's ``control`` data channel and are answered there;
   each frame sent is reported there with a ``FrameReport``.
 
+Frames are numbered from 0 and labelled with the source time code: the start time code the
+video file records (:mod:`~pipeline.producers.jit.sourcetc`; reported as
+``JitStats.start_timecode``) plus the frame number, from ``00:00:00:00`` when it records none.
+``SeekTimecode`` finds a frame by that label.
+
 Heartbeats: ``hb.worker.<worker_id>`` (``WorkerHeartbeat`` with ``JitStats``) every interval;
 ``hb.viewer.session.<session>`` (``ViewerHeartbeat``) every interval while a viewer is
 connected, which is what keeps the session from being reaped as idle.
@@ -55,6 +60,7 @@ from pipeline.messages.control import (
     Pause,
     Play,
     Seek,
+    SeekTimecode,
     SelectChannels,
     SessionCommand,
     SetRate,
@@ -76,7 +82,9 @@ from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.peers import Peer
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
+from pipeline.producers.jit.sourcetc import read_start_timecode
 from pipeline.producers.jit.threads import MediaThread
+from pipeline.producers.jit.timecode import Timecodes
 from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy
 from pipeline.webrtc.ice import ice_configuration
@@ -162,6 +170,8 @@ class JitWorker:
         self._audio: AudioReader | None = None
         self._audio_inputs: list[AudioInput] = []
         self.layout = ChannelLayout(())
+        self._start_timecode: str | None = None
+        self.timecodes: Timecodes | None = None
         self.playback: Playback | None = None
         self.player: Player | None = None
         self._peers: list[Peer] = []
@@ -233,9 +243,12 @@ class JitWorker:
         assert video is not None and audio is not None
         self.layout = audio.layout
         selection = self.layout.default_selection(self.options.channels, self.options.cho)
-        self.playback = Playback(playback_rate(self.options, video.rate), video.frame_count)
+        rate = playback_rate(self.options, video.rate)
+        self.timecodes = Timecodes(rate, self._start_timecode)
+        self.playback = Playback(rate, video.frame_count)
         self.player = Player(
             playback=self.playback,
+            timecodes=self.timecodes,
             video=video,
             video_thread=self._video_thread,
             audio=audio,
@@ -253,6 +266,10 @@ class JitWorker:
         except BaseException:
             container.close()
             raise
+        # Checked at the rate frames are labelled at (the session's override, if any).
+        rate = playback_rate(self.options, self._video.rate)
+        stream = container.streams.video[0]  # the stream the reader reads
+        self._start_timecode = read_start_timecode(container, stream, rate, index=1)
 
     def _open_audio(self) -> None:
         for index, item in enumerate(self.inputs[1:], start=2):
@@ -350,6 +367,7 @@ class JitWorker:
             late_frames=playback.late,
             dropped=player.dropped,
             read_errors=player.read_errors,
+            start_timecode=self._start_timecode,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -383,6 +401,9 @@ class JitWorker:
                 case Seek(frame=frame):
                     playback.seek(frame, now)
                     player.discard_queued()
+                case SeekTimecode(timecode=text):
+                    playback.seek(self._frame_of(text), now)
+                    player.discard_queued()
                 case Step(delta=delta):
                     playback.step(delta, now)
                     player.discard_queued()
@@ -396,6 +417,14 @@ class JitWorker:
         if isinstance(command, Play | Pause):
             self._heartbeater.poke()
         return CommandReply(ok=True, position=playback.position)
+
+    def _frame_of(self, text: str) -> int:
+        """The frame a source time code names; CommandError when none does."""
+        assert self.timecodes is not None and self.playback is not None
+        try:
+            return self.timecodes.frame_of(text, self.playback.frame_count)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
 
     def _reply_to(self, data: bytes, where: str) -> CommandReply:
         try:
