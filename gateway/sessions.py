@@ -342,7 +342,8 @@ class Sessions:
         return Response(status_code=204) if reply.ok else NOT_FOUND
 
     async def control(self, request: Request) -> Response:
-        """``POST /session/<id>/control``: play, pause, seek, step, rate, channels."""
+        """``POST /session/<id>/control``: play, pause, seek, step, rate, channels,
+        route-channels."""
         if not via_signed_url(request) and (refused := self.guard.authorize(request)):
             return refused
         sid = request.path_params["sid"]

@@ -449,6 +449,18 @@ async def test_the_review_page_seeks_steps_and_shows_the_timecode(
     said = "document.getElementById('status-line').textContent.startsWith('Listening')"
     await until(lambda: page.evaluate(said), 5, "the channel choice acknowledged")
     assert "channel 2" in await page.inner_text("#status-line")
+    # The routing matrix (R): it shows that choice (channel 1 in both ears); a toggle adds
+    # channel 0 to the left, and the worker's reply is what the toggles then show.
+    await page.keyboard.press("r")
+    to_left = "#matrix input[aria-label='channel 0 to L']"
+    await until(lambda: page.is_visible(to_left), 10, "the matrix with the worker's channels")
+    assert await page.is_checked("#matrix input[aria-label='channel 1 to L']")
+    assert not await page.is_checked(to_left)
+    await page.click(to_left)
+    said = "document.getElementById('status-line').textContent === 'Routing L: 1+0, R: 1'"
+    await until(lambda: page.evaluate(said), 5, "the new routing acknowledged")
+    assert await page.is_checked(to_left)
+    await page.keyboard.press("r")
 
     # Space plays (frames advance), K pauses.
     await page.keyboard.press("Space")

@@ -13,4 +13,5 @@ CASES = (
     "low_latency",
     "monitoring",
     "tile_economy",
+    "jit_longgop",
 )

@@ -1,8 +1,8 @@
 // The review player: one JIT session over WebRTC (see whep.js for the connection).
 //
 // Every frame the worker sends comes with a frame report (frame, SMPTE timecode, playing),
-// which drives the readout and the scrub bar; the transport, the seek box, the audio choice
-// and the keyboard send commands. The session itself (state, frame count) is polled.
+// which drives the readout and the scrub bar; the transport, the seek box, the audio choice,
+// the audio routing matrix and the keyboard send commands. The session itself (state, frame count) is polled.
 //
 // The timecode is the source time code: the file's start time code (the session's
 // stats.start_timecode) plus the frame number; a timecode typed in the seek box is one of
@@ -297,8 +297,128 @@ async function chooseAudio() {
   select.blur(); // the arrow keys step frames again
   const channels = select.value.split(",").map(Number);
   const reply = await command({ type: "channels", channels });
+  heardReply(reply);
   const names = channels.map((c) => c + 1).join(" and ");
   if (reply.ok) status(`Listening to channel${channels.length > 1 ? "s" : ""} ${names}`);
+}
+
+// -- audio routing matrix -------------------------------------------------------------------------
+// Rows: the session's audio channels (their input number and channel name, from the worker's
+// stats); columns: the output's L and R. A toggle sends the whole matrix as route-channels/1
+// (a channel turned on gets gain 1, the others keep theirs); a preset sends its name. The
+// worker's reply, or its heartbeat's stats, says what is routed now, and the toggles show that.
+
+const OUTPUTS = ["L", "R"];
+const routing = { inputs: [], names: [], routes: null, replyAt: -Infinity };
+
+/** The routing a command's reply says is in force (newer than the polled stats for a while). */
+function heardReply(reply) {
+  if (!reply.routes) return;
+  routing.routes = reply.routes;
+  routing.replyAt = performance.now();
+  if (!byId("matrix").hidden) drawMatrix();
+}
+
+function routeOf(routes, output, channel) {
+  return (routes?.[output] ?? []).find(([c]) => c === channel);
+}
+
+function channelLabel(channel) {
+  const input = routing.inputs[channel];
+  const within = routing.inputs.slice(0, channel).filter((i) => i === input).length;
+  return `${channel}: input ${input} · ${routing.names[channel] || `ch ${within + 1}`}`;
+}
+
+/** The presets each audio input allows: its L/R pair; a 5.1 downmix when its channels say so. */
+function presets() {
+  const found = [];
+  for (const input of [...new Set(routing.inputs)]) {
+    const names = routing.names.filter((_, c) => routing.inputs[c] === input);
+    found.push({ text: `L/R of input ${input}`, preset: "pair", input });
+    const has = (...any) => any.some((n) => names.includes(n));
+    if (has("FL") && has("FR") && has("FC") && has("BL", "SL") && has("BR", "SR")) {
+      found.push({ text: `5.1 → stereo (ITU) of input ${input}`, preset: "downmix", input });
+    }
+  }
+  return found;
+}
+
+function drawMatrix() {
+  const table = byId("matrix-table");
+  if (!routing.inputs.length) {
+    table.replaceChildren(el("tr", {}, el("td", {}, "No audio channels known yet")));
+    byId("matrix-presets").replaceChildren();
+    return;
+  }
+  const head = el("tr", {}, el("th", {}, "Source"), ...OUTPUTS.map((o) => el("th", {}, o)));
+  const rows = routing.inputs.map((_, channel) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, channelLabel(channel)),
+      ...OUTPUTS.map((name, output) => {
+        const route = routeOf(routing.routes, output, channel);
+        const box = el("input", {
+          type: "checkbox",
+          "aria-label": `channel ${channel} to ${name}`,
+          title: route ? `gain ${route[1].toFixed(3)}` : `not in ${name}`,
+          onchange: (event) => {
+            event.target.blur(); // Space plays again, rather than toggling the box
+            toggleRoute(output, channel, event.target.checked);
+          },
+        });
+        box.checked = Boolean(route && route[1] > 0);
+        return el("td", {}, box);
+      }),
+    ),
+  );
+  table.replaceChildren(head, ...rows);
+  byId("matrix-presets").replaceChildren(
+    ...presets().map((p) => {
+      const onclick = () => sendRoutes({ preset: p.preset, input: p.input });
+      return el("button", { class: "small", type: "button", onclick }, p.text);
+    }),
+  );
+}
+
+function learnRouting(stats) {
+  const inputs = stats.channel_inputs ?? [];
+  if (inputs.length !== routing.inputs.length) {
+    routing.inputs = inputs;
+    routing.names = stats.channel_names ?? [];
+  }
+  // A heartbeat polled soon after a reply may predate it: the reply wins for two polls.
+  if (performance.now() - routing.replyAt > 2 * POLL_MS) routing.routes = stats.routes ?? routing.routes;
+  if (!byId("matrix").hidden) drawMatrix();
+}
+
+async function sendRoutes(fields) {
+  const reply = await command({ type: "route-channels", ...fields });
+  heardReply(reply);
+  if (reply.ok) {
+    const heard = OUTPUTS.map((o, i) => {
+      const sources = (routing.routes?.[i] ?? []).map(([c]) => c);
+      return `${o}: ${sources.join("+") || "–"}`;
+    });
+    status(`Routing ${heard.join(", ")}`);
+  }
+  drawMatrix();
+}
+
+function toggleRoute(output, channel, on) {
+  const routes = OUTPUTS.map((_, o) => (routing.routes?.[o] ?? []).filter(([c]) => c !== channel));
+  OUTPUTS.forEach((_, o) => {
+    const before = routeOf(routing.routes, o, channel);
+    const wanted = o === output ? on : Boolean(before);
+    if (wanted) routes[o].push([channel, before && before[1] > 0 ? before[1] : 1]);
+  });
+  sendRoutes({ routes });
+}
+
+function toggleMatrix() {
+  const panel = byId("matrix");
+  panel.hidden = !panel.hidden;
+  if (!panel.hidden) drawMatrix();
 }
 
 // -- the session and its connection ----------------------------------------------------------------
@@ -341,6 +461,7 @@ async function refresh() {
   if (stats) {
     if (stats.frame_count) state.frameCount = stats.frame_count;
     if (stats.rate) state.rate = stats.rate;
+    learnRouting(stats);
     // A report says whether it plays; without one for a while (paused, or the end reached),
     // the worker's heartbeat does.
     if (performance.now() - state.reportAt > POLL_MS) state.playing = stats.playing;
@@ -468,6 +589,7 @@ const KEYS = {
   End: () => seekTo(state.frameCount ? state.frameCount - 1 : 0),
   g: () => byId("seek").focus(),
   m: () => toggleMute(),
+  r: () => toggleMatrix(),
   "?": () => toggleHelp(),
 };
 
@@ -495,6 +617,7 @@ const buttons = {
   forward: () => step(1),
   forward10: () => step(10),
   mute: () => toggleMute(),
+  "routing-button": () => toggleMatrix(),
   "help-button": () => toggleHelp(),
 };
 for (const [id, action] of Object.entries(buttons)) byId(id).addEventListener("click", action);

@@ -73,12 +73,37 @@ class SetRate(msgspec.Struct, frozen=True, tag="rate/1"):
 
 
 class SelectChannels(msgspec.Struct, frozen=True, tag="channels/1"):
-    """Route these audio channels (0-based across all audio inputs, in order) to the output."""
+    """Route these audio channels (0-based across all audio inputs, in order) to the output:
+    one to both ears, two to left and right, more folded down (even positions left, odd
+    right, averaged)."""
 
     channels: tuple[int, ...]
 
 
-SessionCommand = Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels
+Routes = tuple[tuple[tuple[int, float], ...], ...]
+"""A routing matrix: for each output channel (L, R), its ``(source channel, gain)`` pairs."""
+
+
+class RouteChannels(msgspec.Struct, frozen=True, kw_only=True, tag="route-channels/1"):
+    """Route audio through a matrix, while playing (a new matrix fades in over 20 ms).
+
+    Either ``routes``: for each output channel (``[L, R]``), the ``[source channel, gain]``
+    pairs mixed into it; a source channel is 0-based across all audio inputs, a gain 0 to 4;
+    at most 16 distinct source channels; an output with no pairs is silent. Or ``preset`` of
+    session input ``input`` (2 is the first audio input): ``"pair"``, its first two channels
+    to L and R (a mono input to both); ``"downmix"``, the ITU-R BS.775 5.1 to stereo downmix
+    (L = FL + 0.707 FC + 0.707 BL/SL, R = FR + 0.707 FC + 0.707 BR/SR, LFE dropped), refused
+    when the input's channels are not named so.
+    """
+
+    routes: Routes = ()
+    preset: Literal["", "pair", "downmix"] = ""
+    input: int = 0
+
+
+SessionCommand = (
+    Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels | RouteChannels
+)
 AgentCommand = StartWorker | StopWorker
 
 
@@ -97,6 +122,9 @@ class CommandReply(msgspec.Struct, frozen=True, kw_only=True, tag="reply/1"):
     error: str = ""
     code: ReplyCode = ""
     position: int | None = None
+    routes: Routes | None = None
+    """The routing matrix in force after a ``channels/1`` or ``route-channels/1`` command
+    (refused or not); None for other commands."""
 
 
 class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1"):

@@ -120,6 +120,14 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     """The video's source time code: the label of frame 0 as the file records it (a MOV's
     ``tmcd`` track, an MXF's start time code), e.g. ``01:00:00:00`` or ``00:59:59;28``
     (drop-frame); None when it records none (labels count from ``00:00:00:00``)."""
+    channel_inputs: tuple[int, ...] = ()
+    """The session input number of each audio channel (0-based across all audio inputs)."""
+    channel_names: tuple[str, ...] = ()
+    """The name of each audio channel as its file lays it out (FFmpeg's: ``FL``, ``FR``,
+    ``FC``, ``LFE``, ``BL``, ``BR``, ...; ``""`` when not known)."""
+    routes: tuple[tuple[tuple[int, float], ...], ...] = ()
+    """The audio routing matrix in force: for each output channel (L, R), its
+    ``(source channel, gain)`` pairs (see ``RouteChannels``)."""
 
 
 Stats = GrabberStats | StitcherStats | JitStats

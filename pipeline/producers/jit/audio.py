@@ -9,7 +9,9 @@ selected channels into the 48 kHz stereo frames WebRTC sends.
   (:mod:`pipeline.producers.jit.channels`). Sequential reads continue decoding; a read
   elsewhere seeks. Sample 0 is the start of each file: audio and video are taken to start
   together, as review deliverables do. A shorter input is padded with silence.
-- :func:`mix` and :func:`audio_frame` build what the tracks send.
+- :func:`mix` and :func:`audio_frame` build what the tracks send; :class:`Mixer` mixes
+  through the session's routing matrix (:mod:`pipeline.producers.jit.routing`) and fades a new
+  matrix in over one packet, so switching routes while playing does not click.
 
 Readers block (they decode): use them from one thread, the worker's audio thread.
 """
@@ -27,6 +29,7 @@ import numpy.typing as npt
 
 from pipeline.producers.jit.channels import ChannelLayout, Matrix
 from pipeline.producers.jit.errors import JitInputError, ReadError
+from pipeline.producers.jit.routing import ChannelMatrix
 from pipeline.sources.opener import describe
 
 RATE = 48000
@@ -44,6 +47,7 @@ class _StreamState:
     def __init__(self, stream: av.audio.stream.AudioStream) -> None:
         self.stream = stream
         self.channels = len(stream.codec_context.layout.channels)
+        self.names = tuple(c.name for c in stream.codec_context.layout.channels)
         self.resampler = av.AudioResampler(format="fltp", layout=None, rate=RATE)
         self.buffer: Samples = np.zeros((self.channels, 0), dtype=np.float32)
         self.aligned = False
@@ -78,6 +82,8 @@ class AudioInput:
                     f"has {available} audio channels, fewer than channel_count={channel_count}",
                 )
         self.channels = available if channel_count is None else channel_count
+        self.names = tuple(n for s in self._streams for n in s.names)[: self.channels]
+        """The FFmpeg names of the input's channels (``FL``, ``FR``, ``FC``, ...)."""
         self._position = 0
         self._packets: Generator[av.Packet[Any], None, None] | None = None
         self._start()
@@ -184,7 +190,11 @@ class AudioReader:
 
     def __init__(self, inputs: Sequence[AudioInput]) -> None:
         self._inputs = list(inputs)
-        self.layout = ChannelLayout(tuple(i.channels for i in self._inputs))
+        self.layout = ChannelLayout(
+            tuple(i.channels for i in self._inputs),
+            inputs=tuple(i.index for i in self._inputs),
+            names=tuple(i.names for i in self._inputs),
+        )
 
     def read(self, start: int, count: int) -> Samples:
         """``(layout.total, count)`` float samples from ``start``."""
@@ -204,10 +214,66 @@ def mix(samples: Samples, matrix: Matrix) -> npt.NDArray[np.int16]:
     count = samples.shape[1]
     if samples.shape[0] == 0:
         return np.zeros((1, 2 * count), dtype=np.int16)
-    gains = np.asarray(matrix, dtype=np.float32)
-    stereo = np.clip(gains @ samples, -1.0, 1.0)
+    return _pack(np.asarray(matrix, dtype=np.float32) @ samples)
+
+
+def _pack(mixed: Samples) -> npt.NDArray[np.int16]:
+    """``(outputs, n)`` floats as packed s16 ``(1, outputs * n)``, clipped to full scale."""
+    outputs, count = mixed.shape
     # 32767: full scale of s16; the interleaving is L R L R ...
-    return np.asarray(np.round(stereo.T * 32767.0), dtype=np.int16).reshape(1, 2 * count)
+    packed = np.round(np.clip(mixed, -1.0, 1.0).T * 32767.0)
+    return np.asarray(packed, dtype=np.int16).reshape(1, outputs * count)
+
+
+class Mixer:
+    """Mixes ``(channels, n)`` float samples through a routing matrix into packed s16.
+
+    :meth:`route` takes effect at the next :meth:`mix`, which fades linearly from the old
+    matrix to the new one across its samples (20 ms: no click, and the change is heard at
+    once). Not thread-safe: used on the event loop (a 16-channel 20 ms packet costs tens of
+    microseconds).
+    """
+
+    def __init__(self, matrix: ChannelMatrix, total: int) -> None:
+        self.total = total
+        self.matrix = matrix
+        self._gains = self._dense(matrix)
+        self._previous: npt.NDArray[np.float32] | None = None
+
+    def _dense(self, matrix: ChannelMatrix) -> npt.NDArray[np.float32]:
+        return np.asarray(matrix.gains(self.total), dtype=np.float32).reshape(
+            matrix.outputs, self.total
+        )
+
+    @property
+    def outputs(self) -> int:
+        """Output channels."""
+        return self.matrix.outputs
+
+    def route(self, matrix: ChannelMatrix) -> None:
+        """Mix through ``matrix`` (already checked, same output count) from the next packet."""
+        if matrix.outputs != self.matrix.outputs:
+            raise ValueError(f"{matrix.outputs} output channels: the mixer has {self.outputs}")
+        if self._previous is None:
+            self._previous = self._gains
+        self.matrix = matrix
+        self._gains = self._dense(matrix)
+
+    def settle(self) -> None:
+        """Drop a pending fade (nothing was heard since the matrix changed)."""
+        self._previous = None
+
+    def mix(self, samples: Samples) -> npt.NDArray[np.int16]:
+        """``samples`` through the matrix, packed s16 ``(1, outputs * n)``."""
+        count = samples.shape[1]
+        if samples.shape[0] == 0:
+            return np.zeros((1, self.outputs * count), dtype=np.int16)
+        mixed = self._gains @ samples
+        previous, self._previous = self._previous, None
+        if previous is not None and count:
+            ramp = np.arange(1, count + 1, dtype=np.float32) / np.float32(count)
+            mixed = previous @ samples + (mixed - previous @ samples) * ramp
+        return _pack(mixed)
 
 
 def silence(count: int = FRAME_SAMPLES) -> npt.NDArray[np.int16]:

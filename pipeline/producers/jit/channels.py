@@ -10,6 +10,9 @@ a tuple of indices into that list; it goes to the session's one stereo output:
   ones to the right (so a 5.1 selection is audible, at a level that cannot clip; it is not an
   ITU downmix, which needs to know which channel is which);
 - none (no audio inputs): silence.
+
+That rule is one way of making a routing matrix (``routing.selection_matrix``, which the player
+uses); :mod:`pipeline.producers.jit.routing` makes any other.
 """
 
 from __future__ import annotations
@@ -28,9 +31,39 @@ Matrix = tuple[tuple[float, ...], tuple[float, ...]]
 
 @dataclass(frozen=True)
 class ChannelLayout:
-    """How many channels each audio input has, in input order."""
+    """How many channels each audio input has, in input order; optionally their session input
+    numbers (default 2, 3, ...: input 1 is the video) and their channels' names (FFmpeg's:
+    ``FL``, ``FR``, ``FC``, ``LFE``, ...; default none known)."""
 
     counts: tuple[int, ...]
+    inputs: tuple[int, ...] = ()
+    names: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def input_numbers(self) -> tuple[int, ...]:
+        """The session input number of each audio input."""
+        return self.inputs or tuple(range(2, 2 + len(self.counts)))
+
+    def names_of(self, input_number: int) -> tuple[str, ...]:
+        """The channel names of session input ``input_number`` (empty when not known)."""
+        index = self.input_numbers.index(input_number)
+        return self.names[index] if index < len(self.names) else ()
+
+    @property
+    def channel_inputs(self) -> tuple[int, ...]:
+        """The session input number of every session-wide channel."""
+        return tuple(
+            n for n, c in zip(self.input_numbers, self.counts, strict=True) for _ in range(c)
+        )
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The name of every session-wide channel (``""`` when not known)."""
+        out: list[str] = []
+        for index, count in enumerate(self.counts):
+            names = self.names[index] if index < len(self.names) else ()
+            out.extend(names[c] if c < len(names) else "" for c in range(count))
+        return tuple(out)
 
     @property
     def total(self) -> int:

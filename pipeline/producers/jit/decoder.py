@@ -9,7 +9,10 @@ what review masters have; a variable-rate file is indexed on its nominal grid.
 
 ``read(n)`` takes the cheapest exact route:
 
-1. a cache of the last decoded frames (raw, converted on demand): step back is free;
+1. a cache of decoded frames around the playhead, bounded in bytes (raw, converted on
+   demand; :mod:`.framecache`): step back is free, and a seek keeps the frames it decoded on
+   the way to ``n``, so stepping backwards through a long GOP decodes from the keyframe once
+   per cache-full of frames, not at every step;
 2. decoding forward when ``n`` is a little ahead of the decoder (playback, step forward);
 3. otherwise a seek: the demuxer goes to the keyframe at or before ``n`` (``seek(...,
    backward=True, any_frame=False)`` on ``n``'s pts plus half a frame, so that ``n`` itself
@@ -26,7 +29,6 @@ video thread), which also opened its container.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,12 +42,19 @@ import numpy.typing as npt
 from pipeline.messages.events import SessionOptions
 from pipeline.producers.jit.convert import PictureConverter
 from pipeline.producers.jit.errors import JitInputError, ReadError
+from pipeline.producers.jit.framecache import FrameCache, frames_for
 from pipeline.sources.opener import describe
 
-CACHE_BYTES = 192 * 1024 * 1024
-"""Memory for cached decoded frames (32 frames of 1080p 10-bit 4:2:2, 8 of 4K)."""
-MAX_CACHED = 32
-MIN_CACHED = 4
+CACHE_BYTES = 96 * 1024 * 1024
+"""Memory for decoded frames around the playhead, per session. A whole 250-frame GOP of
+1080p yuv420p would be 250 x 3.1 MB = 780 MB, so the cache keeps what stepping backwards
+needs: a step back that misses decodes from the keyframe, so the share of misses must stay
+under 5 % for the step p95 to be a hit, which takes about 21 frames. 96 MiB is 32 frames of
+1080p yuv420p (a decode every 31 steps back, 3.2 %) and 69 of 720p, but only 8 of UHD (a miss
+every 7 steps: UHD stepping needs more, or a lighter picture). Not more by default: every
+session that has sought fills it (bench case 6 seeks 60 times), and at 96 MiB on top of the
+worker's ~67 MiB 135 sessions still fit in this machine's memory (case 6's target is 64; 256
+MiB would have left about 68)."""
 FORWARD_SECONDS = 2.0
 """Decode forward rather than seek when the wanted frame is at most this far ahead: about a
 GOP of most files, where a seek would decode as much again."""
@@ -75,6 +84,11 @@ class Picture:
         return int(self.data.shape[0]) * 2 // 3
 
 
+def _frame_bytes(frame: av.VideoFrame) -> int:
+    """Bytes a decoded picture holds (its planes, line padding included)."""
+    return max(1, sum(int(plane.buffer_size) for plane in frame.planes))
+
+
 def _fraction(value: Any) -> Fraction | None:
     """A PyAV rational (Fraction before PyAV 19, AVRational after) as a Fraction."""
     if value is None:
@@ -91,7 +105,12 @@ class VideoReader:
     """
 
     def __init__(
-        self, container: av.container.InputContainer, options: SessionOptions, *, index: int = 1
+        self,
+        container: av.container.InputContainer,
+        options: SessionOptions,
+        *,
+        index: int = 1,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self._container = container
         self.index = index
@@ -117,8 +136,13 @@ class VideoReader:
         self.rate = rate
         self.codec = ctx.name
         self.errors = 0
-        self._cache: OrderedDict[int, av.VideoFrame] = OrderedDict()
-        self._max_cached = MIN_CACHED
+        self.seeks = 0
+        """Demuxer seeks (a decode restarted from a keyframe)."""
+        self.decoded = 0
+        """Frames decoded."""
+        self.hits = 0
+        """Reads answered from the cache."""
+        self._cache: FrameCache[av.VideoFrame] = FrameCache(cache_bytes)
         self._last: int | None = None
         self._eof = False
         self.start_pts = 0
@@ -130,9 +154,10 @@ class VideoReader:
         self.source_height = first.height
         self.sar = _fraction(stream.sample_aspect_ratio) or _fraction(ctx.sample_aspect_ratio)
         self.converter = PictureConverter(first, options, self.sar)
-        frame_bytes = max(1, first.width * first.height * 2)
-        self._max_cached = max(MIN_CACHED, min(MAX_CACHED, CACHE_BYTES // frame_bytes))
-        self._cache[0] = first
+        self.picture_bytes = _frame_bytes(first)
+        self.cache_frames = frames_for(self.picture_bytes, cache_bytes)
+        """Decoded pictures the cache holds (at least a few, whatever the budget)."""
+        self._cache.put(0, first, self.picture_bytes)
         self._last = 0
         self.frame_count = self._count_frames()
         if options.duration is not None:
@@ -190,9 +215,12 @@ class VideoReader:
         """
         if n < 0 or (self.frame_count is not None and n >= self.frame_count):
             return None
+        self._cache.move_to(n)
         raw = self._cache.get(n)
         found: tuple[av.VideoFrame, int] | None = None if raw is None else (raw, n)
-        if found is None:
+        if found is not None:
+            self.hits += 1
+        else:
             last = self._last
             if last is not None and last < n <= last + self.forward_limit and not self._eof:
                 found = self._forward(n)
@@ -201,8 +229,6 @@ class VideoReader:
         if found is None:
             return None
         raw, index = found
-        if index in self._cache:
-            self._cache.move_to_end(index)
         pts = raw.pts if raw.pts is not None else self.pts_of(index)
         return Picture(frame=index, pts=pts, data=self.converter.convert(raw))
 
@@ -248,6 +274,7 @@ class VideoReader:
             self._container.seek(pts, backward=True, any_frame=False, stream=self._stream)
         except av.FFmpegError as exc:
             raise ReadError(f"input {self.index}: seek: {describe(exc)}") from exc
+        self.seeks += 1
         self._restarted()
 
     def _restart_from_start(self, one_second: int) -> None:
@@ -266,6 +293,7 @@ class VideoReader:
                 self._container.seek(0, backward=True, unsupported_byte_offset=True)
             except av.FFmpegError as exc:
                 raise ReadError(f"input {self.index}: seek to the start: {describe(exc)}") from exc
+        self.seeks += 1
         self._restarted()
 
     def _restarted(self) -> None:
@@ -295,6 +323,7 @@ class VideoReader:
                     continue
                 in_row = 0
                 for frame in frames:
+                    self.decoded += 1
                     if frame.pts is None:
                         index = 0 if self._last is None else self._last + 1
                     else:
@@ -309,10 +338,22 @@ class VideoReader:
         self._eof = True
 
     def _remember(self, index: int, frame: av.VideoFrame) -> None:
-        self._cache[index] = frame
-        self._cache.move_to_end(index)
-        while len(self._cache) > self._max_cached:
-            self._cache.popitem(last=False)
+        self._cache.put(index, frame, _frame_bytes(frame))
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of decoded pictures held now."""
+        return self._cache.bytes
+
+    @property
+    def cache_peak_bytes(self) -> int:
+        """The most bytes of decoded pictures held (after each decode)."""
+        return self._cache.peak_bytes
+
+    @property
+    def cache_budget(self) -> int:
+        """The cache's bound in bytes."""
+        return self._cache.budget
 
     def close(self) -> None:
         """Stop decoding and close the container. Safe to call twice."""

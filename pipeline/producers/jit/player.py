@@ -10,7 +10,8 @@ Two tasks, running only while a viewer is connected:
   seek or step empties the viewers' queues: the first frame sent after ``Seek(n)`` is ``n``.
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
-  channel selection into s16 stereo. When the audio cursor and the video timeline part by
+  routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
+  into s16 stereo. When the audio cursor and the video timeline part by
   more than :data:`RESYNC_SAMPLES` (after a seek, a pause, a stall), the cursor jumps to the
   video's time: audio follows video.
 
@@ -33,11 +34,11 @@ import numpy.typing as npt
 
 from pipeline.messages.codec import encode
 from pipeline.messages.control import FrameReport
-from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Samples, mix, silence
-from pipeline.producers.jit.channels import stereo_matrix
+from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Mixer, Samples, silence
 from pipeline.producers.jit.decoder import Picture, VideoReader
 from pipeline.producers.jit.errors import ReadError
 from pipeline.producers.jit.playback import Due, Playback
+from pipeline.producers.jit.routing import ChannelMatrix, selection_matrix
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
@@ -95,7 +96,7 @@ class Player:
         self.time_base: Fraction = video.time_base
         self.viewers: list[Viewer] = []
         self.selection = selection
-        self._matrix = stereo_matrix(selection, audio.layout.total)
+        self._mixer = Mixer(selection_matrix(selection), audio.layout.total)
         self._wake = asyncio.Event()
         self._present = asyncio.Event()
         self._tasks = Tasks("jit player")
@@ -150,8 +151,18 @@ class Player:
 
     def select(self, selection: tuple[int, ...]) -> None:
         """Route ``selection`` (already checked) to the stereo output from the next frame."""
+        self.route(selection_matrix(selection))
         self.selection = selection
-        self._matrix = stereo_matrix(selection, self._audio.layout.total)
+
+    def route(self, matrix: ChannelMatrix) -> None:
+        """Mix through ``matrix`` (already checked) from the next packet, faded in over it."""
+        self._mixer.route(matrix)
+        self.selection = matrix.sources
+
+    @property
+    def matrix(self) -> ChannelMatrix:
+        """The routing matrix in force."""
+        return self._mixer.matrix
 
     @property
     def fps(self) -> float:
@@ -298,6 +309,7 @@ class Player:
         media = self.playback.media_time(at)
         if media is None or self._audio.layout.total == 0:
             self._cursor = None
+            self._mixer.settle()  # nothing heard: a new matrix applies at once when it plays
             return silence()
         wanted = round(media * RATE)
         if self._cursor is None or abs(self._cursor - wanted) > RESYNC_SAMPLES:
@@ -320,7 +332,7 @@ class Player:
             return silence()
         self._audio_failing = False
         self._cursor += FRAME_SAMPLES
-        return mix(block, self._matrix)
+        return self._mixer.mix(block)
 
     async def _audio_block(self, start: int) -> Samples:
         """``FRAME_SAMPLES`` samples from ``start``, from the buffer or the audio thread."""

@@ -59,6 +59,8 @@ from pipeline.messages.control import (
     CommandReply,
     Pause,
     Play,
+    RouteChannels,
+    Routes,
     Seek,
     SeekTimecode,
     SelectChannels,
@@ -82,6 +84,7 @@ from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.peers import Peer
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
+from pipeline.producers.jit.routing import ChannelMatrix, check_routes, preset_matrix
 from pipeline.producers.jit.sourcetc import read_start_timecode
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
@@ -368,6 +371,9 @@ class JitWorker:
             dropped=player.dropped,
             read_errors=player.read_errors,
             start_timecode=self._start_timecode,
+            channel_inputs=self.layout.channel_inputs,
+            channel_names=self.layout.channel_names,
+            routes=player.matrix.routes,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -411,12 +417,33 @@ class JitWorker:
                     playback.set_rate(rate, now)
                 case SelectChannels(channels=channels):
                     player.select(self.layout.check(channels))
+                case RouteChannels():
+                    player.route(self._matrix_of(command))
         except CommandError as exc:
-            return CommandReply(ok=False, error=str(exc), position=playback.position)
+            return CommandReply(
+                ok=False,
+                error=str(exc),
+                position=playback.position,
+                routes=self._routes_after(command),
+            )
         player.wake()
-        if isinstance(command, Play | Pause):
-            self._heartbeater.poke()
-        return CommandReply(ok=True, position=playback.position)
+        if isinstance(command, Play | Pause | SelectChannels | RouteChannels):
+            self._heartbeater.poke()  # the page shows the routing from the stats
+        return CommandReply(ok=True, position=playback.position, routes=self._routes_after(command))
+
+    def _routes_after(self, command: SessionCommand) -> Routes | None:
+        """The routing in force, in the reply to a channel command (None for the others)."""
+        if self.player is None or not isinstance(command, SelectChannels | RouteChannels):
+            return None
+        return self.player.matrix.routes
+
+    def _matrix_of(self, command: RouteChannels) -> ChannelMatrix:
+        """The matrix a RouteChannels asks for; CommandError when it cannot be had."""
+        if command.preset and command.routes:
+            raise CommandError("give routes or a preset, not both")
+        if command.preset:
+            return preset_matrix(command.preset, self.layout, command.input)
+        return check_routes(command.routes, self.layout)
 
     def _frame_of(self, text: str) -> int:
         """The frame a source time code names; CommandError when none does."""
