@@ -80,14 +80,24 @@ async def start(
     watchers.fps.update(fps)
     sources = sorted({sid for pattern, _ in mosaics for sid in sources_of(pattern, size)})
 
-    def ready() -> bool:
-        beats = host.beats
-        if not all(beats.stitcher_ready(fp) for fp in fps):
-            return False
-        stats = [beats.grabber(sid) for sid in sources]
-        return all(s is not None and s.connected and s.fps_out > FPS * 0.8 for s in stats)
+    async def streaming(fp: str) -> bool:
+        # Its own stitcher is ready, or (a mosaic that differs from an earlier one only in its
+        # title plays that one's stream) its playlist lists a whole segment.
+        if host.beats.stitcher_ready(fp):
+            return True
+        return "#EXTINF" in await host.playlist(fp)
 
-    await until(ready, within, f"{len(fps)} mosaics of {len(sources)} sources running")
+    async def ready() -> bool:
+        stats = [host.beats.grabber(sid) for sid in sources]
+        if not all(s is not None and s.connected and s.fps_out > FPS * 0.8 for s in stats):
+            return False
+        return all([await streaming(fp) for fp in fps])
+
+    try:
+        await until(ready, within, f"{len(fps)} mosaics of {len(sources)} sources running")
+    except BaseException:
+        watchers.fps.difference_update(fps)  # not left watched (and running) by a failed start
+        raise
     return fps, asyncio.get_running_loop().time() - began
 
 
@@ -112,7 +122,9 @@ async def sample(host: StackHost, fps: list[str], *, window: float, warmup: floa
     cpu = CpuWindow(procs).begin()
     await asyncio.sleep(window)
     cpu.end()
-    realtime = _realtime(host, fps, cpu.started, cpu.ended)
+    # The stitchers that run: one per mosaic, or one for mosaics that differ only in titles.
+    stitchers = sorted({p.target for p in procs if p.role == "stitcher"}) or fps
+    realtime = _realtime(host, stitchers, cpu.started, cpu.ended)
     scale = {"stitcher": 1.0 / max(0.05, realtime)}
 
     def per_s(role: str, spent: float) -> float:
