@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -172,10 +173,13 @@ def config_of(state: MosaicState) -> MosaicConfig:
     return MosaicConfig(**{name: getattr(state, name) for name in MosaicConfig.__struct_fields__})
 
 
+@functools.lru_cache(maxsize=4096)
 def picture_key(state: MosaicState) -> str:
     """What decides a mosaic's output (pictures and sound): its config but the title, which
     names the mosaic on its pages and is drawn nowhere. Mosaics with one picture key make
-    the same stream, so one stitcher serves them all (:func:`outputs`)."""
+    the same stream, so one stitcher serves them all (:func:`outputs`). Cached by state (a
+    frozen struct): the controller's every pass and the gateway's every mosaic change ask for
+    all of them, and a mosaic's state changes only when its events do."""
     return fingerprint(msgspec.structs.replace(config_of(state), title=""))
 
 
