@@ -18,6 +18,7 @@ from starlette.routing import Route
 from gateway import openapi, pages
 from gateway.alarms import AlarmBook, Alarms
 from gateway.audit import AuditTrail
+from gateway.capacity import Capacity
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.health import healthz, readyz
@@ -51,9 +52,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error; see the gateway log"}, status_code=500)
 
 
-def create_app(ctx: GatewayContext) -> Starlette:
-    """The gateway app over shared clients ``ctx``."""
-    beats = HeartbeatCache(ctx.js)
+def create_app(ctx: GatewayContext, *, beats: HeartbeatCache | None = None) -> Starlette:
+    """The gateway app over shared clients ``ctx``. ``beats``: the heartbeat cache it follows
+    (made here when None; given, when the caller reads it too); the app starts and stops it."""
+    beats = HeartbeatCache(ctx.js) if beats is None else beats
     live = LiveState(ctx.js)
     book = AlarmBook(ctx.js)
 
@@ -90,10 +92,11 @@ def create_app(ctx: GatewayContext) -> Starlette:
     projection = Projection(ctx.js)
     alarms = Alarms(book, guard, projection)
     metrics = Metrics(ctx, beats, live, guard, alarms)
-    mosaics = Mosaics(ctx, guard, live, projection, audit)
+    capacity = Capacity(beats, ctx.config)
+    mosaics = Mosaics(ctx, guard, live, projection, audit, capacity=capacity)
     mosaic_whep = MosaicWhepRoutes(ctx, guard, mosaics, audit)
     mosaic_audio = MosaicAudio(guard, mosaics, projection, signed)
-    sessions = Sessions(ctx, guard, projection, signed, audit)
+    sessions = Sessions(ctx, guard, projection, signed, audit, capacity)
     routes = [
         # First: the hot route (every viewer polls its playlist once a segment).
         Route("/play/{fp}/{name}", mosaics.play, methods=["GET", "HEAD"]),

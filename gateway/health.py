@@ -1,11 +1,16 @@
 """``/healthz`` (alive and connected) and ``/readyz`` (and projections caught up).
 
 Both answer JSON with what they checked; 200 when all is well, 503 naming what is not.
+
+Where the projector runs in the gateway's process (``tessera up``), readiness reads its flag. A
+gateway of its own (``tessera gateway``) cannot: it reads the projector's heartbeat
+(``hb.service.projector.main``) instead, with :class:`ProjectorBeat`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nats.js.errors import NotFoundError
@@ -13,7 +18,41 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.context import GatewayContext
+from pipeline.control import projector
+from pipeline.messages.heartbeats import ServiceHeartbeat
+from pipeline.nats import subjects
+from pipeline.nats.beats import HeartbeatCache
 from pipeline.nats.topology import BUCKETS, STREAMS
+
+PROJECTOR_BEAT = subjects.service_heartbeat(projector.SERVICE, projector.SERVICE_ID)
+
+
+class ProjectorBeat:
+    """The projections are caught up, as another process's projector says in its heartbeat:
+    its newest beat says ``caught_up`` and ``running`` and is at most ``stale_after`` s old (by
+    the projector's clock). A projector that stopped or went silent makes this gateway not
+    ready: what it would serve could be as old as that."""
+
+    def __init__(
+        self, beats: HeartbeatCache, stale_after: float, subject: str = PROJECTOR_BEAT
+    ) -> None:
+        self.beats = beats
+        self.stale_after = stale_after
+        self.subject = subject
+
+    def __call__(self) -> bool:
+        got = self.beats.latest.get(self.subject)
+        age = self.beats.age(self.subject)
+        if got is None or age is None or age > self.stale_after:
+            return False
+        beat = got[0]
+        return isinstance(beat, ServiceHeartbeat) and beat.running and beat.caught_up
+
+
+def projector_beat(beats: HeartbeatCache, heartbeat_interval: float) -> Callable[[], bool]:
+    """:class:`ProjectorBeat` that tolerates three missed beats and a second of clock skew
+    (what ``tessera status`` calls stale)."""
+    return ProjectorBeat(beats, stale_after=3 * heartbeat_interval + 2.0)
 
 
 async def _status(ctx: GatewayContext) -> tuple[bool, dict[str, Any]]:

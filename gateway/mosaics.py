@@ -7,7 +7,9 @@
   records ``mosaic created`` once per fingerprint, counts as a viewer, and answers ``302`` to
   the playlist. Bad input: ``400`` with one line naming the parameter. Open to anyone unless play
   URLs are signed: then it needs a token with the ``mosaics`` scope (:mod:`gateway.guard`). A new
-  mosaic is audited (``mosaic-create``).
+  mosaic is audited (``mosaic-create``). A new mosaic that no agent has room for, where no
+  instance can be launched, is a ``503`` naming every agent's room (:mod:`gateway.capacity`),
+  and nothing is recorded.
 - ``/play/<fp>/index.m3u8`` serves the live playlist from KV ``manifests`` — or, for a known
   mosaic whose work is still starting, a valid empty live playlist — and each request is a
   viewer heartbeat (throttled) and, once per viewer per 10 minutes, an audit entry
@@ -38,6 +40,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import urldsl
 from gateway.audit import AuditTrail
+from gateway.capacity import Capacity
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.livestate import LiveState
@@ -201,8 +204,10 @@ class Mosaics:
         audit: AuditTrail,
         segment_cache: int = 256,
         part_cache: int = 1024,
+        capacity: Capacity | None = None,
     ) -> None:
         self.ctx = ctx
+        self.capacity = capacity
         self.guard = guard
         self.live = live
         self.projection = projection
@@ -226,6 +231,11 @@ class Mosaics:
             config = parse_create(request, self.ctx.config.max_tiles)
         except BadRequest as exc:
             return _bad(str(exc))
+        if self.capacity is not None:
+            fp = fingerprint(config)
+            full = self.capacity.refuse_mosaic(config, fp)
+            if full and not await self.known(fp):
+                return JSONResponse({"error": full}, status_code=503, headers={"Retry-After": "10"})
         fp = await self.record(request, config)
         return RedirectResponse(f"/play/{fp}/index.m3u8", status_code=302)
 

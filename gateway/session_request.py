@@ -4,6 +4,10 @@
 The body is the original Orchestrator's: ``inputs`` (the first is the video, the others audio;
 each ``{url, channel_count?, id?}``) and the JIT options at the top level (``lowres``,
 ``width``, ``frame_rate_num``, ...). Unknown fields are refused (a typo must not be ignored).
+
+Tessera's own option ``compare`` (``"side-by-side"``, ``"wipe"`` or ``"difference"``) makes an
+A/B compare: the first two inputs are then the videos A and B (so the second has no
+``channel_count``), the others audio; ``compare_offset`` is where B starts against A, in frames.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from pipeline.messages.events import SessionInput, SessionOptions
+from pipeline.producers.jit.compare import MAX_OFFSET
 
 MAX_INPUTS = 16
 MAX_SIDE = 7680
@@ -113,7 +118,25 @@ def parse(
         inputs.append(SessionInput(url=url, channel_count=item.channel_count, id=item.id))
     options = SessionOptions(**{f: getattr(request, f) for f in SessionOptions.__struct_fields__})
     _check_options(options)
+    _check_compare(options, inputs)
     return tuple(inputs), options
+
+
+def _check_compare(o: SessionOptions, inputs: list[SessionInput]) -> None:
+    if not o.compare:
+        if o.compare_offset:
+            raise RequestError("compare_offset: only with compare (an A/B compare of two videos)")
+        return
+    if len(inputs) < 2:
+        raise RequestError(
+            f"compare: give two videos as the first inputs (A, then B), not {len(inputs)} input"
+        )
+    if inputs[1].channel_count is not None:
+        raise RequestError(
+            "inputs[1].channel_count: with compare, the second input is video B, not audio "
+            "(give its sound as an audio input after it)"
+        )
+    _range("compare_offset", o.compare_offset, -MAX_OFFSET, MAX_OFFSET)
 
 
 def _range(name: str, value: int | None, low: int, high: int) -> None:

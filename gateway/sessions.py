@@ -2,7 +2,9 @@
 
 - ``POST /session`` (JSON, see :mod:`gateway.session_request`) → ``201`` with the session id,
   its state, the WHEP endpoint and the ICE servers; ``400`` naming a bad field; ``413`` for a
-  body over 64 KiB; ``503`` with ``Retry-After`` at capacity (nothing is started).
+  body over 64 KiB; ``503`` with ``Retry-After`` at capacity (nothing is started): the
+  gateway's cap (``JIT_CAPACITY``), or no agent with room for a session where none can be
+  launched (:mod:`gateway.capacity`, the reason naming every agent's room).
 - ``GET /session``, ``GET /session/<id>``, ``DELETE /session/<id>``.
 - ``POST /session/<id>/whep`` (``application/sdp`` offer) → ``201`` with the answer and a
   ``Location``; ``DELETE`` on that location hangs up. Signalling is relayed to the session's
@@ -39,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.audit import AuditTrail
+from gateway.capacity import Capacity
 from gateway.context import GatewayContext
 from gateway.guard import Guard
 from gateway.projection import Projection
@@ -111,12 +114,14 @@ class Sessions:
     def __init__(
         self, ctx: GatewayContext, guard: Guard, projection: Projection,
         signed: SignedUrls | None = None, audit: AuditTrail | None = None,
+        capacity: Capacity | None = None,
     ) -> None:  # fmt: skip
         self.ctx = ctx
         self.guard = guard
         self.projection = projection
         self.signed = signed
         self.audit = audit
+        self.capacity = capacity
 
     def _base(self, request: Request) -> str:
         public = self.ctx.config.public_ip
@@ -169,6 +174,9 @@ class Sessions:
             return _error(400, str(exc))
         if link is not None and (self.signed is None or not self.signed.enabled):
             return _error(400, "link needs --play-secret (TESSERA_PLAY_SECRET) on the gateway")
+        if self.capacity is not None and (full := self.capacity.refuse_session()):
+            # No agent has room and none can be launched: say so now, not at running_timeout.
+            return _error(503, full, {"Retry-After": "10"})
         sid = uuid.uuid4().hex
         slot = await admission.claim(self.ctx.js, sid, self.ctx.config.capacity)
         if slot is None:
@@ -343,7 +351,7 @@ class Sessions:
 
     async def control(self, request: Request) -> Response:
         """``POST /session/<id>/control``: play, pause, seek, step, rate, channels,
-        route-channels."""
+        route-channels, compare."""
         if not via_signed_url(request) and (refused := self.guard.authorize(request)):
             return refused
         sid = request.path_params["sid"]

@@ -7,7 +7,9 @@ that names the bad thing and, where it can, the fix.
   - ``NatsUnavailableError``: no NATS to connect to (names the URL and how to start one).
   - ``TopologyError``: an existing stream or bucket conflicts with the one Tessera declares.
   - ``ProjectionError``: a projection could not be rebuilt or is in use.
-  - ``MessageError``: a message could not be decoded (names the subject).
+  - ``MessageError``: a message could not be decoded (names the subject); ``TileCodecError``
+    (:mod:`pipeline.frames.tilecodec`): a tile frame's JPEG that is not a 4:2:0 picture of its
+    tile or does not decode.
   - ``InstanceError``: an instance could not be launched, found, readied or terminated
     (:mod:`pipeline.instances.base` has its kinds); ``WorkerPending``: a worker waits for an
     instance that is starting (nothing failed).

@@ -76,16 +76,25 @@ def read_frame_number(luma: npt.NDArray[np.uint8]) -> int | None:
     ``luma`` is the picture's luma (``frame.to_ndarray(format="gray")``), any size: the
     blocks are found by proportion, and each is read by the mean of its central half.
     """
+    word = 0
+    for bit in read_bits(luma):
+        word = word << 1 | bit
+    number, check = word >> 4, word & 0xF
+    return number if check == _check(number) else None
+
+
+def read_bits(luma: npt.NDArray[np.uint8]) -> list[int]:
+    """The 16 bits a picture's blocks show (in :func:`bits_of`'s order), whether or not they
+    make a frame number: a picture composed of two patterns (an A/B wipe) is read so."""
     if luma.ndim == 3:
         luma = luma[..., 0]
     height, width = luma.shape
-    word = 0
+    bits = []
     for x0, y0, x1, y1 in _blocks(width, height):
         dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
         mean = float(luma[y0 + dy : y1 - dy, x0 + dx : x1 - dx].mean())
-        word = word << 1 | (1 if mean > GREY else 0)
-    number, check = word >> 4, word & 0xF
-    return number if check == _check(number) else None
+        bits.append(1 if mean > GREY else 0)
+    return bits
 
 
 def make_video(

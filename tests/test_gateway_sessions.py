@@ -101,6 +101,14 @@ async def test_create_get_list_delete(http: httpx.AsyncClient, js: JetStreamCont
         (b'{"inputs": [{"url": "concat:a|b"}]}', 400, "scheme 'concat' is not allowed"),
         (b'{"inputs": [{"url": "https://x/a.mov", "channel_count": 0}]}', 400, "channel_count"),
         (b'{"inputs": [{"url": "https://x/a.mov"}], "thread_type": "x"}', 400, "thread_type"),
+        (b'{"inputs": [{"url": "https://x/a.mov"}], "compare": "wipe"}', 400, "give two videos"),
+        (
+            b'{"inputs": [{"url": "https://x/a.mov"}, {"url": "https://x/b.mov"}], '
+            b'"compare": "blend"}',
+            400,
+            "compare:",
+        ),
+        (b'{"inputs": [{"url": "https://x/a.mov"}], "compare_offset": 2}', 400, "with compare"),
         (b'{"inputs": [{"url": "https://x/' + b"a" * 70000 + b'"}]}', 413, "over 64 KiB"),
     ],
 )

@@ -56,6 +56,7 @@ from pipeline.nats import subjects
 from pipeline.producers.jit.decoder import Picture, VideoReader
 from pipeline.producers.jit.errors import JitInputError
 from pipeline.producers.jit.inputs import InputAccess, open_input
+from pipeline.producers.jit.rtpclock import RTP_MODULUS, STEP
 from pipeline.producers.jit.timecode import timecode
 from pipeline.producers.jit.worker import JitWorker
 from pipeline.sources.policy import SourcePolicy
@@ -142,9 +143,14 @@ def browser_like_jitter_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Viewer:
-    """An aiortc client as the gateway's viewer page would be: offer, frames, reports."""
+    """An aiortc client as the gateway's viewer page would be: offer, frames, reports.
+    ``read_number`` reads the frame number off a picture's luma (an A/B compare's viewer
+    reads A's half)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, read_number: Callable[[np.ndarray[Any, Any]], int | None] = read_frame_number
+    ) -> None:
+        self.read_number = read_number
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
@@ -181,7 +187,7 @@ class Viewer:
             except MediaStreamError:
                 return
             if track.kind == "video":
-                number = read_frame_number(frame.to_ndarray(format="gray"))
+                number = self.read_number(frame.to_ndarray(format="gray"))
                 self.size = (frame.width, frame.height)
                 self.frames.append((time.monotonic(), number, int(frame.pts or 0)))
                 self._changed.set()
@@ -292,6 +298,18 @@ async def watch(nc: Client, session: Any, worker: JitWorker) -> tuple[Viewer, fl
     return viewer, viewer.frames[0][0] - sent
 
 
+def pictures_match_their_reports(viewer: Viewer) -> None:
+    """Each picture the viewer decoded shows the frame of the report whose ``rtp`` is the
+    picture's RTP timestamp less its sender's random origin, which the first picture tells
+    (the paused session's current frame: the first report, sent as the channel opened)."""
+    stamps = {r.rtp: r.frame for _, r in viewer.reports}
+    first = viewer.reports[0][1].rtp
+    assert first is not None
+    origin = (viewer.frames[0][2] - first) % RTP_MODULUS
+    shown = [(number, stamps.get((rtp - origin) % RTP_MODULUS)) for _, number, rtp in viewer.frames]
+    assert all(number == said for number, said in shown), shown
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -330,10 +348,11 @@ async def test_playback_runs_in_order_at_the_file_rate(
     assert numbers == sorted(set(numbers)) and numbers[0] == 1, numbers
     assert len(numbers) >= 0.95 * (numbers[-1] - numbers[0] + 1), f"frames lost: {numbers}"
     # Timestamps step by 90000/fps for each frame: the worker stamps its schedule, not its
-    # send-time jitter (PyAV and aiortc round each by up to a tick on the way to RTP).
+    # send-time jitter, each stamp rounded to a whole 100 µs (rtpclock.STEP: what comes through
+    # aiortc unchanged), so within one step of the exact difference.
     for (_, n0, pts0), (_, n1, pts1) in zip(played, played[1:], strict=False):
         assert n0 is not None and n1 is not None
-        assert abs(pts1 - pts0 - (n1 - n0) * 90000 / rate) <= 1
+        assert abs(pts1 - pts0 - (n1 - n0) * 90000 / rate) <= STEP
     times = np.array([t for t, _, _ in played])
     slope = np.polyfit(times - times[0], np.array(numbers, dtype=float), 1)[0]
     print(f"{name}: measured {slope:.3f} fps for {float(rate):.3f}")
@@ -380,6 +399,7 @@ async def test_fifty_random_seeks_each_send_exactly_the_target_first(
     p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     print(f"\nseek -> exact frame on screen: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
     assert p95 < 1.0
+    pictures_match_their_reports(viewer)
     # While playing, a seek restarts playback exactly there (a frame already in flight may
     # still arrive, but once the target arrives, the frames that follow are target + 1, ...).
     assert (await control(nc, worker.session_id, Play())).ok
@@ -441,6 +461,7 @@ async def test_step_and_pause(nc: Client, media: Media, session: Any) -> None:
     assert max(n for n in viewer.numbers() if n is not None) == last_shown
     stats = worker.stats()
     assert not stats.playing and stats.position == last_shown and stats.viewers == 1
+    pictures_match_their_reports(viewer)
 
 
 # -- the frame-accurate reader alone ---------------------------------------------------------------
@@ -692,6 +713,7 @@ async def test_two_viewers_heartbeats_and_hangup(
         for viewer, count in zip((first, second), counts, strict=True):
             await viewer.until(lambda v=viewer, c=count: len(v.frames) > c, 5, "frame 42")
             assert viewer.numbers(count)[0] == 42
+            pictures_match_their_reports(viewer)  # each viewer's sender has its own origin
         # WHEP DELETE of the first viewer.
         hangup = SignalHangup(peer_id=peer_id_of(first.answer_sdp))
         msg = await nc.request(subjects.session_signal(worker.session_id), encode(hangup), 5)

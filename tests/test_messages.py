@@ -147,6 +147,7 @@ def test_heartbeats_and_control_round_trip() -> None:
     for cmd in [
         control.Play(), control.Pause(), control.Seek(120), control.Step(-1),
         control.SetRate(2.0), control.SelectChannels((2, 3)),
+        control.Compare(mode="wipe", split=0.3, offset=-2, show="B"),
     ]:  # fmt: skip
         assert decode_session_command(encode(cmd)) == cmd
     for agent_cmd in [control.StartWorker(spec=JitSpec(session_id="s")),

@@ -1,10 +1,15 @@
 """The Nomad provider against a fake Nomad (:mod:`tests.fakes.nomad_api`).
 
-No Nomad binary can be installed where these tests run, so the fake is built from Nomad's
-documented HTTP API and serves it on loopback; the provider talks to it with httpx exactly as
-to Nomad. The fake registers the jobs from ``deploy/nomad`` (parsed with python-hcl2), so a
-dispatch whose meta the job file does not allow fails here as it would on Nomad. The tests
-check the exact requests of a launch, a scale and a stop, and the token, namespace and region.
+The real Nomad binary cannot be installed here: it is in none of the package registries this
+project's machines reach (and from 1.7 on it is not open-source), and nothing else can be
+downloaded. So the most faithful stand-in there is: a fake built from Nomad's documented HTTP
+API, served on loopback, that the provider talks to with httpx exactly as to Nomad. The fake
+registers the jobs as ``tessera deploy nomad --namespace media`` renders them from
+``deploy/nomad`` (parsed with python-hcl2: their namespace, parameterized meta and scaling
+blocks), so a dispatch whose meta the job file does not allow, or one into another namespace,
+fails here as it would on Nomad. The tests check the exact requests of a launch, a scale and a
+stop, and the token, namespace and region. (What the job files run is checked against Tessera
+itself in ``tests/test_nomad_jobs.py``.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from pipeline.cli.deploy import render_job
 from pipeline.config import instances as instance_settings
 from pipeline.errors import InstanceError
 from pipeline.instances.base import (
@@ -35,11 +41,14 @@ QUERY = "namespace=media&region=eu"
 
 
 @pytest_asyncio.fixture
-async def nomad() -> AsyncIterator[FakeNomad]:
+async def nomad(tmp_path: Path) -> AsyncIterator[FakeNomad]:
     fake = FakeNomad(token=TOKEN, namespaces=("default", "media"))
     for name in ("instance", "grabber", "stitcher", "jit"):
-        job = job_from_hcl(JOBS / f"{name}.nomad.hcl")
-        job.namespace = "media"
+        rendered = tmp_path / f"{name}.nomad.hcl"
+        source = (JOBS / rendered.name).read_text()
+        rendered.write_text(render_job(source, {"namespace": "media"}))
+        job = job_from_hcl(rendered)
+        assert job.namespace == "media"
         fake.register(job)
     await fake.start()
     try:

@@ -69,7 +69,8 @@ SUBSCRIBE: dict[str, set[str]] = {
     "ctl.mosaic.fp1": {"stitcher"},
     "ctl.agent.i1": {"agent"},
     "events.mosaic.fp1": set(),
-    "hb.worker.w1": set(),
+    "hb.worker.w1": {"controller"},  # live beats, beside the stream (a cluster's elections)
+    "hb.instance.i1": {"controller"},
     "segments.fp1": set(),
     "audit.mosaic-create": set(),  # read through stream AUDIT, never subscribed
     "_INBOX.gateway.reply1": {"gateway"},

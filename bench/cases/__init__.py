@@ -14,4 +14,8 @@ CASES = (
     "monitoring",
     "tile_economy",
     "jit_longgop",
+    "jit_compare",
+    "worker_costs",
+    "tile_transport",
+    "cluster",
 )

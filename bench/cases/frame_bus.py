@@ -11,9 +11,12 @@ same through raw core NATS (subjects no stream captures). Interleaved FRAMES, ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from bench.core import ROOT, Context, Result, fmt, median
@@ -83,6 +86,22 @@ async def one(url: str, server_pid: int, prefix: str, seconds: float, rate: floa
     }
 
 
+@contextlib.asynccontextmanager
+async def bus_server(folder: Path) -> AsyncIterator[tuple[str, int]]:
+    """A nats-server of its own in ``folder``, with Tessera's streams (``FRAMES`` captures
+    ``frames.>``): its URL and pid (for its CPU); stopped on the way out."""
+    server = EmbeddedNats(store_dir=folder / "store")
+    await server.start()
+    try:
+        nc = await connect(server.url, name="bench-provision")
+        await provision(nc.jetstream())
+        await nc.close()
+        assert server.pid is not None
+        yield server.url, server.pid
+    finally:
+        await server.stop()
+
+
 async def _run(ctx: Context) -> list[Result]:
     rounds = ctx.pick(1, 3)
     burst = ctx.pick(1.5, 4.0)
@@ -90,17 +109,11 @@ async def _run(ctx: Context) -> list[Result]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         kind: {"throughput": [], "cost": []} for kind in PREFIXES
     }
-    server = EmbeddedNats(store_dir=ctx.work_dir / "bus" / "store")
-    await server.start()
-    try:
-        nc = await connect(server.url, name="bench-provision")
-        await provision(nc.jetstream())
-        await nc.close()
-        assert server.pid is not None
+    async with bus_server(ctx.work_dir / "bus") as (url, pid):
         for r in range(rounds):
             for kind, prefix in PREFIXES.items():
-                fast = await one(server.url, server.pid, prefix, burst, 0.0, 1)
-                cost = await one(server.url, server.pid, prefix, paced, MOSAIC_FPS, 16)
+                fast = await one(url, pid, prefix, burst, 0.0, 1)
+                cost = await one(url, pid, prefix, paced, MOSAIC_FPS, 16)
                 runs[kind]["throughput"].append(fast)
                 runs[kind]["cost"].append(cost)
                 ctx.progress(
@@ -108,8 +121,6 @@ async def _run(ctx: Context) -> list[Result]:
                     f"({fast['lost']} of {fast['sent']} lost); at {MOSAIC_FPS} frames/s "
                     f"{cost['cpu_per_s']:.3f} CPU-s/s"
                 )
-    finally:
-        await server.stop()
     mosaic = ctx.shared.get("mosaic_cost", {}).get(16, {}).get("tessera")
     results = []
     frames_fps = [r["fps"] for r in runs["FRAMES"]["throughput"]]

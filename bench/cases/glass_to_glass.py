@@ -29,6 +29,7 @@ from bench.camera import CameraServer
 from bench.core import Context, Result, fmt, median, percentile
 from bench.play import Pictures, follow_pictures
 from bench.stack import StackHost, Watchers, until
+from pipeline.frames.tilecodec import TileDecoder
 from pipeline.messages.frames import unpack_frame
 from pipeline.nats import subjects
 from pipeline.sources.synthetic import read_stamp
@@ -64,10 +65,13 @@ async def _run(ctx: Context) -> list[Result]:
             fp = await host.create(pattern, size=f"{SIZE[0]}x{SIZE[1]}")
             watchers.fps.add(fp)
             sources = mosaicrun.sources_of(pattern, SIZE)
+            jpeg = TileDecoder()
 
             async def on_frame(msg: Msg) -> None:
                 header, pixels = unpack_frame(msg.data)
                 w, h = header.width, header.height
+                if header.encoding == "jpeg":  # frames on NATS are JPEG by default
+                    pixels = jpeg.decode(pixels, w, h).data
                 luma = np.frombuffer(pixels, np.uint8, count=w * h).reshape(h, w)
                 stamp = read_stamp(np.flipud(luma))
                 if stamp is not None:

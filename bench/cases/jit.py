@@ -42,18 +42,18 @@ def run(ctx: Context) -> list[Result]:
     return asyncio.run(_run(ctx))
 
 
-def media(cache_dir: Path) -> Path:
-    """The 720p numbered file (made once, cached)."""
+def media(cache_dir: Path, frames: int = FRAMES) -> Path:
+    """The 720p numbered file of ``frames`` frames (made once, cached)."""
     from fractions import Fraction
 
     from tests.jitmedia import make_video
 
     folder = cache_dir / "jit"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"numbered-{SIZE[0]}x{SIZE[1]}-gop{GOP}-{FRAMES}.mp4"
+    path = folder / f"numbered-{SIZE[0]}x{SIZE[1]}-gop{GOP}-{frames}.mp4"
     if not path.exists():
         partial = path.with_name("partial-" + path.name)
-        make_video(partial, frames=FRAMES, rate=Fraction(25), width=SIZE[0], height=SIZE[1],
+        make_video(partial, frames=frames, rate=Fraction(25), width=SIZE[0], height=SIZE[1],
                    gop=GOP)  # fmt: skip
         partial.rename(path)
     return path

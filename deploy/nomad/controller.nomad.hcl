@@ -1,5 +1,6 @@
-# Tessera's controller: projects EVENTS into state, reconciles wanted and running work, and
-# launches and reaps instances (here: Nomad dispatches of tessera-instance).
+# Tessera's controller (`tessera controller`): projects EVENTS into state, reconciles wanted
+# and running work, places it on the agents, and launches and reaps instances (with the
+# provider nomad: dispatches of tessera-instance). No HTTP: that is tessera-gateway.
 #
 #   nomad job run deploy/nomad/controller.nomad.hcl
 #
@@ -15,7 +16,20 @@ variable "image" {
   default = "tessera:latest"
 }
 
+# nomad: the agents that run (the system job tessera-agent), plus tessera-instance dispatches
+# when they are full; agents: only the agents that run, nothing dispatched.
+variable "instance_provider" {
+  type    = string
+  default = "nomad"
+}
+
+variable "namespace" {
+  type    = string
+  default = "default"
+}
+
 job "tessera-controller" {
+  namespace   = var.namespace
   datacenters = var.datacenters
   type        = "service"
 
@@ -71,19 +85,31 @@ job "tessera-controller" {
         env = true
       }
 
+      # NATS_URL: every server of the cluster, from Nomad's service discovery (the client
+      # fails over between them). A running process keeps its connection when the list
+      # changes (noop); a restarted one takes the current list.
       template {
         destination = "local/nats.env"
         env         = true
         change_mode = "noop"
         data        = <<-EOT
-          {{- range $i, $s := nomadService "tessera-nats" }}{{ if eq $i 0 }}
-          NATS_URL=nats://{{ $s.Address }}:{{ $s.Port }}
-          {{- end }}{{ end }}
+          NATS_URL={{ range $i, $s := nomadService "tessera-nats" }}{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}{{ end }}
+        EOT
+      }
+
+      # The NATS passwords of the roles this job connects as (TESSERA_NATS_USERS), from the
+      # Nomad Variable only this job reads (tessera deploy nomad writes it).
+      template {
+        destination = "secrets/nats-users.json"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/tessera-controller" }}{{ .users.Value }}{{ end }}
         EOT
       }
 
       env {
-        JIT_INSTANCE_PROVIDER_CLASS_PATH = "nomad"
+        TESSERA_NATS_USERS               = "${NOMAD_SECRETS_DIR}/nats-users.json"
+        JIT_INSTANCE_PROVIDER_CLASS_PATH = var.instance_provider
         NOMAD_ADDR                       = "http://${attr.unique.network.ip-address}:4646"
         TESSERA_NOMAD_INSTANCE_JOB       = "tessera-instance"
         TESSERA_OWNER_ID                 = "tessera-${NOMAD_NAMESPACE}"

@@ -1,4 +1,5 @@
-# Tessera's HTTP gateway: /create, /play, /session, viewer pages, /healthz.
+# Tessera's HTTP gateway (`tessera gateway`): /create, /play, /session, viewer pages,
+# /healthz; /readyz once the controller's projector says it has caught up.
 #
 #   nomad job run deploy/nomad/gateway.nomad.hcl
 #
@@ -14,7 +15,13 @@ variable "image" {
   default = "tessera:latest"
 }
 
+variable "namespace" {
+  type    = string
+  default = "default"
+}
+
 job "tessera-gateway" {
+  namespace   = var.namespace
   datacenters = var.datacenters
   type        = "service"
 
@@ -83,21 +90,41 @@ job "tessera-gateway" {
         ports      = ["http"]
       }
 
-      # NATS_URL from Nomad service discovery. One server is enough: the client learns the
-      # rest of the cluster from it. A running gateway keeps its connection when the list
-      # changes (noop); a restarted one picks a current server.
+      # NATS_URL: every server of the cluster, from Nomad's service discovery (the client
+      # fails over between them). A running process keeps its connection when the list
+      # changes (noop); a restarted one takes the current list.
       template {
         destination = "local/nats.env"
         env         = true
         change_mode = "noop"
         data        = <<-EOT
-          {{- range $i, $s := nomadService "tessera-nats" }}{{ if eq $i 0 }}
-          NATS_URL=nats://{{ $s.Address }}:{{ $s.Port }}
-          {{- end }}{{ end }}
+          NATS_URL={{ range $i, $s := nomadService "tessera-nats" }}{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}{{ end }}
+        EOT
+      }
+
+      # The NATS passwords of the roles this job connects as (TESSERA_NATS_USERS), from the
+      # Nomad Variable only this job reads (tessera deploy nomad writes it).
+      template {
+        destination = "secrets/nats-users.json"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/tessera-gateway" }}{{ .users.Value }}{{ end }}
+        EOT
+      }
+
+      # The API token of POST /session and the admin API (TESSERA_API_TOKEN): the same in
+      # every gateway of the cluster, from this job's Nomad Variable.
+      template {
+        destination = "secrets/gateway.env"
+        env         = true
+        change_mode = "restart"
+        data        = <<-EOT
+          TESSERA_API_TOKEN={{ with nomadVar "nomad/jobs/tessera-gateway" }}{{ .api_token.Value }}{{ end }}
         EOT
       }
 
       env {
+        TESSERA_NATS_USERS       = "${NOMAD_SECRETS_DIR}/nats-users.json"
         JIT_ORCHESTRATOR_HOST    = "0.0.0.0"
         JIT_ORCHESTRATOR_PORT    = "8080"
         TESSERA_PUBLIC           = "1"

@@ -16,7 +16,13 @@ variable "image" {
   default = "tessera:latest"
 }
 
+variable "namespace" {
+  type    = string
+  default = "default"
+}
+
 job "tessera-instance" {
+  namespace   = var.namespace
   datacenters = var.datacenters
   type        = "batch"
 
@@ -80,18 +86,30 @@ job "tessera-instance" {
         network_mode = "host"
       }
 
+      # NATS_URL: every server of the cluster, from Nomad's service discovery (the client
+      # fails over between them). A running process keeps its connection when the list
+      # changes (noop); a restarted one takes the current list.
       template {
         destination = "local/nats.env"
         env         = true
         change_mode = "noop"
         data        = <<-EOT
-          {{- range $i, $s := nomadService "tessera-nats" }}{{ if eq $i 0 }}
-          NATS_URL=nats://{{ $s.Address }}:{{ $s.Port }}
-          {{- end }}{{ end }}
+          NATS_URL={{ range $i, $s := nomadService "tessera-nats" }}{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}{{ end }}
+        EOT
+      }
+
+      # The NATS passwords of the roles this job connects as (TESSERA_NATS_USERS), from the
+      # Nomad Variable only this job reads (tessera deploy nomad writes it).
+      template {
+        destination = "secrets/nats-users.json"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/tessera-instance" }}{{ .users.Value }}{{ end }}
         EOT
       }
 
       env {
+        TESSERA_NATS_USERS        = "${NOMAD_SECRETS_DIR}/nats-users.json"
         TESSERA_INSTANCE_ID       = "${NOMAD_META_tessera_instance_id}"
         TESSERA_CAPACITY_JIT      = "${NOMAD_META_tessera_capacity_jit}"
         TESSERA_CAPACITY_GRABBER  = "${NOMAD_META_tessera_capacity_grabber}"

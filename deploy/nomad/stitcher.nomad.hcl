@@ -17,7 +17,13 @@ variable "image" {
   default = "tessera:latest"
 }
 
+variable "namespace" {
+  type    = string
+  default = "default"
+}
+
 job "tessera-stitcher" {
+  namespace   = var.namespace
   datacenters = var.datacenters
   type        = "service"
 
@@ -82,18 +88,30 @@ job "tessera-stitcher" {
         network_mode = "host"
       }
 
+      # NATS_URL: every server of the cluster, from Nomad's service discovery (the client
+      # fails over between them). A running process keeps its connection when the list
+      # changes (noop); a restarted one takes the current list.
       template {
         destination = "local/nats.env"
         env         = true
         change_mode = "noop"
         data        = <<-EOT
-          {{- range $i, $s := nomadService "tessera-nats" }}{{ if eq $i 0 }}
-          NATS_URL=nats://{{ $s.Address }}:{{ $s.Port }}
-          {{- end }}{{ end }}
+          NATS_URL={{ range $i, $s := nomadService "tessera-nats" }}{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}{{ end }}
+        EOT
+      }
+
+      # The NATS passwords of the roles this job connects as (TESSERA_NATS_USERS), from the
+      # Nomad Variable only this job reads (tessera deploy nomad writes it).
+      template {
+        destination = "secrets/nats-users.json"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/tessera-stitcher" }}{{ .users.Value }}{{ end }}
         EOT
       }
 
       env {
+        TESSERA_NATS_USERS        = "${NOMAD_SECRETS_DIR}/nats-users.json"
         TESSERA_INSTANCE_ID       = "stitcher-${NOMAD_ALLOC_ID}"
         JIT_INSTANCE_AGENT_HOST   = "0.0.0.0"
         JIT_INSTANCE_AGENT_PORT   = "${NOMAD_PORT_status}"

@@ -390,6 +390,12 @@ async function startSession(event) {
   const error = byId("session-error");
   error.textContent = "";
   const inputs = [{ url: byId("video-url").value.trim() }];
+  const body = { inputs };
+  const videoB = byId("video-b-url").value.trim();
+  if (videoB) {
+    inputs.push({ url: videoB }); // an A/B compare: the second input is video B
+    body.compare = byId("compare-mode").value;
+  }
   for (const row of document.querySelectorAll(".audio-input")) {
     const url = row.querySelector(".audio-url").value.trim();
     const channels = Number.parseInt(row.querySelector(".audio-channels").value, 10);
@@ -399,7 +405,7 @@ async function startSession(event) {
   const button = byId("start-session");
   button.disabled = true;
   try {
-    const view = await post("/session", { inputs });
+    const view = await post("/session", body);
     window.location.assign(`/session/${view.id}/view`);
     return;
   } catch (exc) {

@@ -9,7 +9,16 @@
 // those labels, and the worker finds its frame.
 
 import { ApiError, json } from "./api.js";
+import {
+  compareKeys,
+  compareReport,
+  compareStats,
+  sessionName,
+  startCompare,
+  videoCount,
+} from "./compare.js";
 import { byId, el, fileName } from "./dom.js";
+import { showFrames } from "./frameid.js";
 import { complete, fromFrame, learnRate, toFrame } from "./timecode.js";
 import { SessionLink, plainPath, signedPrefix } from "./whep.js";
 
@@ -18,6 +27,7 @@ import { SessionLink, plainPath, signedPrefix } from "./whep.js";
 const sid = plainPath().split("/")[2];
 const sessionPath = `${signedPrefix()}/session/${sid}`;
 const video = byId("video");
+const onScreen = showFrames(video, byId("shown")); // the frame on screen, by RTP timestamp
 const POLL_MS = 2000;
 const REFRESH_AFTER_MS = 1000;
 const MAX_RATE = 16;
@@ -105,6 +115,7 @@ function onReport(report) {
   state.timecode = report.timecode;
   state.playing = report.playing;
   state.reportAt = performance.now();
+  compareReport(report);
   learn();
   draw();
 }
@@ -258,7 +269,7 @@ async function submitSeek(event) {
 /** One option per pair of channels across the audio inputs (in order), then each alone. */
 function audioOptions(inputs) {
   const channels = [];
-  inputs.slice(1).forEach((input, i) => {
+  inputs.forEach((input, i) => {
     const count = input.channel_count ?? 2; // unknown: most files are stereo
     const name = input.id || fileName(input.url) || `audio ${i + 1}`;
     for (let c = 0; c < count; c++) channels.push({ name, c });
@@ -278,7 +289,7 @@ function audioOptions(inputs) {
 
 function showAudio(view) {
   const select = byId("audio");
-  const options = audioOptions(view.inputs);
+  const options = audioOptions(view.inputs.slice(videoCount(view)));
   if (!options.length) {
     select.replaceChildren(el("option", {}, "No audio"));
     select.disabled = true;
@@ -451,17 +462,19 @@ async function refresh() {
   const first = state.view === null;
   state.view = view;
   if (first) {
-    const name = fileName(view.inputs[0]?.url ?? "");
+    const name = sessionName(view);
     byId("file-name").textContent = name;
-    byId("file-name").title = view.inputs[0]?.url ?? "";
+    byId("file-name").title = view.inputs.slice(0, videoCount(view)).map((i) => i.url).join("\n");
     document.title = `${name} · Review · Tessera`;
     showAudio(view);
+    startCompare(view, command); // a session of two videos: the A/B controls
   }
   const stats = view.stats;
   if (stats) {
     if (stats.frame_count) state.frameCount = stats.frame_count;
     if (stats.rate) state.rate = stats.rate;
     learnRouting(stats);
+    compareStats(stats);
     // A report says whether it plays; without one for a while (paused, or the end reached),
     // the worker's heartbeat does.
     if (performance.now() - state.reportAt > POLL_MS) state.playing = stats.playing;
@@ -495,6 +508,7 @@ async function connect() {
   connection("warn", "connecting");
   const mine = new SessionLink(state.view);
   link = mine;
+  onScreen.follow(mine);
   const stream = new MediaStream();
   mine.addEventListener("report", (event) => onReport(event.detail));
   mine.addEventListener("open", () => ensurePicture(mine));
@@ -521,13 +535,14 @@ async function connect() {
  * The worker sends the current frame as a viewer connects, which can be before the control
  * channel is open (its report is then lost) or before the browser can show it. So when, a
  * moment after the channel opens, there is still no report or no picture and nothing plays,
- * ask for the current frame again: a step of 0 frames.
+ * ask for the current frame again: a step of 0 frames. Also while the frame on screen is not
+ * known yet (frameid.js: a second picture sent while paused tells it).
  */
 async function ensurePicture(mine) {
   for (let attempt = 0; attempt < 3; attempt++) {
     await sleep(REFRESH_AFTER_MS);
     if (link !== mine || !mine.open) return;
-    const pictured = state.reportAt > 0 && video.videoWidth > 0;
+    const pictured = state.reportAt > 0 && video.videoWidth > 0 && onScreen.known;
     if (pictured || state.playing) return;
     await command({ type: "step", delta: 0 });
   }
@@ -591,6 +606,7 @@ const KEYS = {
   m: () => toggleMute(),
   r: () => toggleMatrix(),
   "?": () => toggleHelp(),
+  ...compareKeys,
 };
 
 document.addEventListener("keydown", (event) => {

@@ -8,7 +8,7 @@
 // - command({type: "seek", frame: 120}): sent on the channel as {"type": "seek/1", ...} and
 //   answered in order by {"type": "reply/1", ok, error, position}; without an open channel it
 //   goes to the session's control URL over HTTP instead.
-// - Events: "report" (detail: a frame-report/1: frame, timecode, pts, playing), "track"
+// - Events: "report" (detail: a frame-report/1: frame, timecode, pts, playing, rtp), "track"
 //   (detail: a MediaStreamTrack), "state" (detail: the peer connection's state), "open" (the
 //   channel), "starting" (the session is not ready yet).
 

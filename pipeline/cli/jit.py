@@ -44,6 +44,8 @@ OPTIONS: tuple[tuple[str, str, type], ...] = (
     ("--channels", "channels", int),
     ("--cho", "cho", int),
     ("--duration", "duration", int),
+    ("--compare", "compare", str),
+    ("--compare-offset", "compare_offset", int),
 )
 
 
@@ -56,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="URL [channel_count=N] [id=X]",
-        help="inputs: the first is the video, the others audio; each URL may be followed by "
+        help="inputs: the first is the video (with --compare side-by-side|wipe|difference, the "
+        "first two: A and B), the others audio; each URL may be followed by "
         "channel_count=N and id=X (repeat -i or list several URLs)",
     )
     for flag, field, kind in OPTIONS:

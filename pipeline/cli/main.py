@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import cluster as clustercli
+from pipeline.cli import deploy as deploycli
 from pipeline.cli import events as eventscli
 from pipeline.cli import jit as jitcli
 from pipeline.cli import sign as signcli
@@ -28,7 +30,8 @@ from pipeline.config.flags import given_flags
 from pipeline.config.settings import Config
 from pipeline.errors import TesseraError
 from pipeline.instances import agent as agent_mod
-from pipeline.nats.connect import connect, resolve_url
+from pipeline.nats.connect import connect, resolve_url, server_info
+from pipeline.nats.topology import replicas_for
 from pipeline.runtime import logs
 from pipeline.runtime.service import run_command, run_until_signal
 from pipeline.workers import run as worker_mod
@@ -64,6 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(up)
     instance_settings.add_arguments(up)
     up.set_defaults(run=_cmd_up)
+
+    controller = sub.add_parser(
+        "controller",
+        help="run the control plane only (projector, controller, instances) against NATS_URL",
+        description="Run the control plane of a Tessera on several machines: the JetStream "
+        "topology, the projector, the controller and where workers run (child processes, or, "
+        "with --instance-provider, instances: `agents` places work on the agents that run by "
+        "themselves). No gateway: run `tessera gateway` for that. Needs NATS_URL (a cluster).",
+    )
+    config_mod.add_arguments(controller)
+    instance_settings.add_arguments(controller)
+    controller.set_defaults(run=_cmd_controller)
+
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the HTTP gateway only, against NATS_URL",
+        description="Run the HTTP gateway of a Tessera on several machines (as many as you "
+        "like): /create, /play, /session and the pages, reading what `tessera controller` "
+        "projects. /readyz follows the projector's heartbeat. Needs NATS_URL (a cluster).",
+    )
+    config_mod.add_arguments(gateway)
+    gateway.set_defaults(run=_cmd_gateway)
 
     demo = sub.add_parser(
         "demo",
@@ -151,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     agent_mod.add_arguments(agent)
     agent.set_defaults(run=agent_mod.run)
 
+    clustercli.add_parser(sub)  # `tessera cluster`: the several-machine topology, here
+    deploycli.add_parser(sub)  # `tessera deploy`: the Nomad jobs, a NATS server's config
     signcli.add_parser(sub)  # `tessera sign`: signed play and review URLs
     tokenscli.add_parser(sub)  # `tessera tokens`: scoped API tokens
     worker = worker_mod.add_parser(sub)
@@ -184,6 +211,53 @@ async def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         )
 
     await run_until_signal(stack, on_started=started, force=stack.kill)
+    return 0
+
+
+def _needs_nats_url(config: Config, command: str) -> str:
+    if not config.nats_url:
+        raise TesseraError(
+            f"tessera {command} needs NATS_URL (or --nats-url): the NATS cluster it shares with "
+            "the other machines; `tessera up` runs everything on one machine with its own NATS"
+        )
+    return config.nats_url
+
+
+async def _cmd_controller(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.cli.controlplane import ControlPlane
+    from pipeline.nats.auth import redact
+
+    url = _needs_nats_url(config, "controller")
+    instances = _instances(args)
+    plane = ControlPlane(
+        config,
+        url_for=lambda role: resolve_url(config, role),
+        nats_url=url,
+        instances=instances,
+    )
+
+    def started() -> None:
+        where = "child processes" if instances is None else f"{instances.provider} instances"
+        print(
+            f"Tessera controller is up: NATS {redact(url)}, workers on {where}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+
+    await run_until_signal(plane, on_started=started)
+    return 0
+
+
+async def _cmd_gateway(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.cli.gatewayservice import GatewayService
+
+    _needs_nats_url(config, "gateway")
+    service = GatewayService(config, resolve_url(config, "gateway"))
+
+    def started() -> None:
+        print(f"Tessera gateway is up: {service.url}\nPress Ctrl-C to stop.", flush=True)
+
+    await run_until_signal(service, on_started=started)
     return 0
 
 
@@ -241,7 +315,8 @@ async def _cmd_events_replay(config: Config, args: argparse.Namespace) -> int:
     nc = await connect(resolve_url(config), name="tessera-events-replay")
     bar = Progress("replay")
     try:
-        applied = await replay(nc, nc.jetstream(), progress=bar.update)
+        replicas = replicas_for(server_info(nc), config.nats_replicas)
+        applied = await replay(nc, nc.jetstream(), progress=bar.update, replicas=replicas)
     finally:
         bar.close()
         await nc.close()

@@ -26,16 +26,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.config import declare, loading, parsers
 from pipeline.config import flags as cli_flags
 from pipeline.config.declare import setting
 from pipeline.errors import ConfigError
 
-SHORT_NAMES = ("local", "docker", "ec2", "nomad")
+SHORT_NAMES = ("local", "docker", "ec2", "nomad", "agents")
 """Providers Tessera ships, by the short name ``--instance-provider`` accepts."""
 
 DEV_IMAGE = "tessera:dev"
@@ -95,6 +95,25 @@ def _capacity(text: str) -> int:
     return value
 
 
+def _ceiling(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise ValueError("must be a share above 0 and at most 1 (0.85: fill 85 %)")
+    return value
+
+
+T = TypeVar("T")
+
+
+def _or_detected(parse: Callable[[str], T]) -> Callable[[str], T | None]:
+    """``parse``, or None for a blank value (the agent then advertises what it detects)."""
+
+    def parse_or_none(text: str) -> T | None:
+        return parse(text) if text.strip() else None
+
+    return parse_or_none
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     """Every instance setting. Build it with :func:`load` or :func:`from_namespace`."""
@@ -105,7 +124,8 @@ class InstanceConfig:
         flag="--instance-provider",
         also_flags=("--instance-provider-path",),
         parse=_provider,
-        help="who launches instances: local, docker, ec2, nomad, or package.module:Class",
+        help="who launches instances: local, docker, ec2, nomad, agents (none: agents that "
+        "run by themselves register), or package.module:Class",
         group="instances",
     )
     instance_nats_url: str | None = setting(
@@ -170,6 +190,15 @@ class InstanceConfig:
         help="seconds without an agent heartbeat before its instance is replaced",
         group="instances",
     )
+    placement_ceiling: float = setting(
+        0.85,
+        env="TESSERA_PLACEMENT_CEILING",
+        flag="--placement-ceiling",
+        parse=_ceiling,
+        help="share of an agent's advertised cores and memory the controller fills with "
+        "workers (by their measured cost; the rest is headroom)",
+        group="instances",
+    )
     # --- the agent on each instance --------------------------------------------------------
     instance_id: str | None = setting(
         None,
@@ -193,6 +222,24 @@ class InstanceConfig:
         flag="--agent-port",
         parse=parsers.port,
         help="port of the agent's HTTP status server (0: a free port)",
+        group="agent",
+    )
+    agent_cores: float | None = setting(
+        None,
+        env="TESSERA_AGENT_CORES",
+        flag="--agent-cores",
+        parse=_or_detected(parsers.positive_float),
+        help="CPU cores this agent's workers may use, as it advertises them for placement",
+        shown="detected (CPU affinity, cgroup cpu.max)",
+        group="agent",
+    )
+    agent_memory_mb: int | None = setting(
+        None,
+        env="TESSERA_AGENT_MEMORY_MB",
+        flag="--agent-memory-mb",
+        parse=_or_detected(parsers.positive_int),
+        help="memory (MiB) this agent's workers may use, as it advertises it for placement",
+        shown="detected (/proc/meminfo, cgroup memory.max)",
         group="agent",
     )
     capacity_jit: int = setting(

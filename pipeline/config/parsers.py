@@ -31,6 +31,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def replicas(text: str) -> int:
+    """JetStream copies per stream: 1 to 5, or 0 for "as many as the cluster has, up to 3"."""
+    value = int(text)
+    if not 0 <= value <= 5:
+        raise ValueError("must be 0 (auto: up to 3, as the cluster allows) or 1 to 5")
+    return value
+
+
 def crf(text: str) -> int:
     """A libx264 constant rate factor."""
     value = int(text)

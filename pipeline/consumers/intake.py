@@ -13,6 +13,12 @@ source (newest wins):
   sent there a second would only cost the server and this process a copy), and it is taken
   again within two checks of the slot stopping.
 
+Frames come raw (the planes) or, from grabbers on other machines, as JPEG
+(:mod:`pipeline.frames.tilecodec`): a JPEG frame is kept as it came, once its header says it is
+a 4:2:0 picture of the tile's size (a few µs; anything else is dropped, logged and counted),
+and decoded only if a picture shows it, in the render thread
+(:mod:`~pipeline.consumers.jpegtiles`).
+
 Start-up order matters (:meth:`FrameIntake.start`): subscribe to every ``frames.<sid>`` first,
 then seed each source that has no frame yet, so a new stitcher shows every running source at
 once and a live frame that raced the seed is never replaced by an older one.
@@ -32,11 +38,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from pipeline.consumers.jpegtiles import DropLog
 from pipeline.consumers.newest import NewestFrame, fits_tile
 from pipeline.errors import MessageError
 from pipeline.frames.slot import SlotReader
+from pipeline.frames.tilecodec import TileCodecError, jpeg_size
 from pipeline.messages.frames import FrameHeader, unpack_frame
 from pipeline.nats import subjects
 from pipeline.nats.topology import FRAMES
@@ -123,6 +131,7 @@ class FrameIntake:
         """Frames replaced by a newer one before any picture showed them."""
         self.bad = 0
         """Frame messages that could not be used (undecodable, or not this tile's size)."""
+        self._drops = DropLog("bad JPEG tile frame dropped")
 
     @property
     def subscribed(self) -> frozenset[str]:
@@ -219,6 +228,11 @@ class FrameIntake:
                 raw = await self._js.get_last_msg(FRAMES.name, subject)
             except NotFoundError:
                 continue
+            except (nats.errors.Error, APIError) as exc:
+                # FRAMES keeps one copy: on a cluster whose server holding it is down, there is
+                # no seed to be had; the sources' next frames come by core NATS all the same.
+                log.warning("no seed frames: %s", str(exc) or type(exc).__name__)
+                return
             if not raw.data:
                 continue
             age = 0.0
@@ -239,8 +253,23 @@ class FrameIntake:
         if not fits_tile(header, len(pixels), source.width, source.height):
             self.bad += 1
             return
+        if header.encoding == "jpeg":
+            try:
+                size = jpeg_size(pixels)
+            except TileCodecError as exc:
+                self._refuse(header.source_id, str(exc))
+                return
+            if size != (source.width, source.height):
+                self._refuse(header.source_id, f"a {size[0]}x{size[1]} JPEG for a "
+                             f"{source.width}x{source.height} tile")  # fmt: skip
+                return
         if source.newest.newer(header, seed=seed):
             self._take(source.newest, header, pixels, arrived)
+
+    def _refuse(self, sid: str, reason: str) -> None:
+        """Count a JPEG frame that cannot be a picture of its tile, and say why."""
+        self.bad += 1
+        self._drops.say(sid, reason)
 
     def _take(
         self, newest: NewestFrame, header: FrameHeader, pixels: memoryview, arrived: float

@@ -3,7 +3,9 @@
 A stitcher keeps one :class:`NewestFrame` per source (tiles that show the same source share
 it). A frame that arrives is taken when it fits the tile (:func:`fits_tile`) and is not older
 than the one held (:meth:`NewestFrame.newer`); the one it replaces, if no picture showed it,
-is counted as replaced. A live mosaic wants the newest frame, not all of them.
+is counted as replaced. A live mosaic wants the newest frame, not all of them. A frame is held as
+it came, raw planes or JPEG: a JPEG one is decoded only if a picture shows it
+(:mod:`~pipeline.consumers.jpegtiles`), so the frames replaced here are never decoded.
 
 At each tick :func:`tile_views` decides what every tile shows: no frame yet → "waiting" while
 the stitcher is warming up (its first ``dead_after`` seconds), the dead tile after that; a
@@ -22,9 +24,14 @@ from pipeline.messages.frames import FrameHeader
 
 
 def fits_tile(header: FrameHeader, size: int, width: int, height: int) -> bool:
-    """Whether a frame message with ``size`` bytes of pixels is a raw ``width`` x ``height``
-    picture that the compositor can draw."""
-    if (header.width, header.height) != (width, height) or header.encoding != "raw":
+    """Whether a frame message with ``size`` bytes of pixels is a ``width`` x ``height``
+    picture that the compositor can draw: raw planes of that size, or a yuv420p JPEG (its own
+    header is checked where it arrives, its pixels where it is composed)."""
+    if (header.width, header.height) != (width, height):
+        return False
+    if header.encoding == "jpeg":
+        return header.pix_fmt == "yuv420p" and size > 0
+    if header.encoding != "raw":
         return False
     expected = width * height * 3 // 2 if header.pix_fmt == "yuv420p" else width * height
     return size == expected

@@ -32,7 +32,6 @@ import datetime
 import logging
 from collections.abc import Callable
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -42,6 +41,7 @@ from pipeline.errors import TesseraError
 from pipeline.messages.codec import encode
 from pipeline.messages.segments import SegmentNotice
 from pipeline.nats import subjects
+from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.topology import PARTS
 from pipeline.segments import manifest
 from pipeline.segments.llhls import LowLatencyPlaylist
@@ -49,7 +49,6 @@ from pipeline.segments.uris import init_uri, part_uri, segment_uri
 
 log = logging.getLogger("tessera.stitcher")
 
-_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 PUBLISH_TIMEOUT = 1.0
 """Seconds to wait for JetStream's acknowledgement of one part (then once more)."""
 
@@ -189,7 +188,7 @@ class PartPublisher:
             try:
                 await self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT)
                 return True
-            except _NATS_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 if attempt == 2:
                     self.errors += 1
                     log.warning("part not stored",
@@ -204,7 +203,7 @@ class PartPublisher:
             raise PartPublisherError(f"mosaic {self.fp}: no bytes for init {exc}") from exc
         try:
             await self._kv.put(self.fp, value)
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             self.errors += 1
             log.warning("playlist not written", extra={"fp": self.fp, "error": repr(exc)})
             return False
@@ -223,7 +222,7 @@ class PartPublisher:
         )
         try:
             await self._js.publish(subjects.segments(self.fp), encode(notice))
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             self.errors += 1
             log.warning("segment notice not sent",
                         extra={"fp": self.fp, "seq": msn, "error": repr(exc)})  # fmt: skip
@@ -239,7 +238,7 @@ class PartPublisher:
         segment: it can only change if a nats-server lost its memory store)."""
         try:
             created = await self._parts_created()
-        except _NATS_ERRORS:
+        except NATS_ERRORS:
             return False  # cannot tell now: keep the run; the next segment checks again
         if created == self._created:
             return False

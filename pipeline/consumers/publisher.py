@@ -15,7 +15,6 @@ import collections
 import logging
 from collections.abc import Callable
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -25,11 +24,10 @@ from pipeline.consumers.render import RenderedSegment
 from pipeline.messages.codec import encode
 from pipeline.messages.segments import SegmentNotice
 from pipeline.nats import subjects
+from pipeline.nats.connect import NATS_ERRORS
 from pipeline.segments.playlist import PlaylistWindow, SegmentEntry, segment_uri
 
 log = logging.getLogger("tessera.stitcher")
-
-_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 
 class SegmentPublisher:
@@ -79,7 +77,7 @@ class SegmentPublisher:
         key = f"{self.fp}/{segment_uri(segment.index)}"
         try:
             await self._obj.put(key, segment.data)
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             self.errors += 1
             log.warning("segment not stored", extra={"key": key, "error": repr(exc)})
             return
@@ -95,7 +93,7 @@ class SegmentPublisher:
         )
         try:
             await self._kv.put(self.fp, self.window.render().encode())
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             self.errors += 1
             log.warning("playlist not written", extra={"fp": self.fp, "error": repr(exc)})
             return
@@ -113,7 +111,7 @@ class SegmentPublisher:
         )
         try:
             await self._js.publish(subjects.segments(self.fp), encode(notice))
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             self.errors += 1
             log.warning("segment notice not sent", extra={"key": key, "error": repr(exc)})
         await self._expire()
@@ -129,7 +127,7 @@ class SegmentPublisher:
             await self._obj.get_info(key)
         except NotFoundError:
             return False
-        except _NATS_ERRORS:
+        except NATS_ERRORS:
             return True  # cannot tell now: keep the run; the next segment checks again
         return True
 
@@ -143,5 +141,5 @@ class SegmentPublisher:
                 await self._obj.delete(key)
             except NotFoundError:
                 pass  # expired by the bucket's TTL already
-            except _NATS_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 log.debug("segment not deleted", extra={"key": key, "error": repr(exc)})

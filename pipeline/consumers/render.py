@@ -3,9 +3,11 @@ it completed (MPEG-TS segments or CMAF parts) with the times the playlist and th
 notices need, and the encoded frame itself for outputs that send frames one by one (WHEP).
 
 It runs entirely in the stitcher's single executor thread (PyAV and numpy release the GIL for
-the heavy parts), one call per clock tick: :meth:`MosaicRenderer.render`. Keeping this apart
-from the asyncio service keeps the service about scheduling and I/O only, and lets the
-CPU-bound path be measured and tested without NATS.
+the heavy parts), one call per clock tick: :meth:`MosaicRenderer.render`; that is also where
+tiles that came as JPEG are decoded, each frame once and only when a picture shows it
+(:mod:`~pipeline.consumers.jpegtiles`). Keeping this apart from the asyncio service keeps the
+service about scheduling and I/O only, and lets the CPU-bound path be measured and tested
+without NATS.
 
 One libx264 encode feeds every output: its packets are muxed into MPEG-TS segments (``ts``) or
 CMAF parts (``cmaf``), and the same bytes go out as :class:`EncodedFrame` s.
@@ -33,6 +35,7 @@ from pipeline.consumers.encoder import (
     H264Encoder,
     TsMuxer,
 )
+from pipeline.consumers.jpegtiles import JpegTiles
 from pipeline.consumers.opus import EncodedSound, OpusEncoder
 from pipeline.messages.events import Tile
 from pipeline.state.layouts import GRID
@@ -115,8 +118,12 @@ class MosaicRenderer:
             else TsMuxer(settings, audio=track)
         )
         self.encoder = H264Encoder(settings, first_index)
+        self.jpeg = JpegTiles()
+        """The tiles' JPEG frames (frames that crossed machines), decoded as pictures show
+        them."""
         self.last_ms = 0.0
-        """Milliseconds the last :meth:`render` took (compose + encode + mux)."""
+        """Milliseconds the last :meth:`render` took (JPEG tiles' decode + compose + encode +
+        mux)."""
         self.last_audio_ms = 0.0
         """Milliseconds of that the sound took (resample + AAC encode, and Opus if asked)."""
         self._opus: OpusEncoder | None = None
@@ -148,6 +155,7 @@ class MosaicRenderer:
         ``opus``, the same sound as Opus for WebRTC viewers); return it and what it
         completed."""
         began = time.perf_counter()
+        views = self.jpeg.decoded(views)
         unit = self._unit(self.encoder.next_pts)
         oldest = min(
             (v.header.wall for v in views if v.kind is TileKind.LIVE and v.header is not None),
@@ -196,6 +204,7 @@ class MosaicRenderer:
         """Drop the unfinished segment or part and release the encoder. Safe to call twice."""
         self.encoder.close()
         self.muxer.close()
+        self.jpeg.close()
         if self.sound is not None:
             self.sound.close()
         if self._opus is not None:

@@ -537,6 +537,7 @@ class Stitcher:
         """What the stitcher reports in its heartbeat. ``segment_bytes`` is the size of the
         newest segment; ``encode_ms`` a moving average of compose + encode per picture."""
         publisher = self._publisher
+        renderer = self._renderer
         return StitcherStats(
             fps=round(self._meter.fps(self._clock()), 2),
             late_frames=self._late,
@@ -547,7 +548,8 @@ class Stitcher:
             media_sequence=publisher.media_sequence,
             tiles=len(self.mosaic.tiles),
             replaced_frames=self._intake.replaced,
-            bad_frames=self._intake.bad,
+            # Refused where they came, and JPEG frames that did not decode (render thread).
+            bad_frames=self._intake.bad + (renderer.jpeg.bad if renderer is not None else 0),
             publish_errors=publisher.errors,
             hls=self.hls_format,
             parts=publisher.parts if isinstance(publisher, PartPublisher) else 0,

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
@@ -43,16 +43,19 @@ from pipeline.messages.events import (
     WorkerStopped,
 )
 from pipeline.messages.heartbeats import ViewerHeartbeat, WorkerHeartbeat
-from pipeline.messages.workers import WorkerSpec
+from pipeline.messages.workers import StitcherSpec, WorkerSpec
+from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append
 from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
 from pipeline.runtime.tasks import Tasks
+from pipeline.state.costs import Demand, cost_of
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.reconcile import (
     Running,
     SessionFact,
     SessionTiming,
     Timing,
+    affinity,
     jit_spec,
     plan,
     session_plan,
@@ -61,7 +64,6 @@ from pipeline.state.stored import decode_entry
 
 log = logging.getLogger("tessera.controller")
 
-_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 SLOT_GRACE = 30.0
 """Seconds a claimed admission slot may wait for its session to appear in the state."""
@@ -112,6 +114,9 @@ class Controller:
         self.beats: dict[str, float] = {}
         self.failures: dict[str, tuple[int, float]] = {}
         self.watched: frozenset[str] = frozenset()
+        self.near: dict[str, frozenset[str]] = {}
+        """Worker id → the workers it should run beside (as of the last pass): see
+        :meth:`demand`."""
         self._wake = asyncio.Event()
         self._tasks = Tasks("controller")
         self._watches = Tasks("controller")
@@ -119,6 +124,7 @@ class Controller:
         reconnection (while the reconcile task, one of ``_tasks``, goes on)."""
         self._watchers: list[Any] = []
         self._hb_sub: JetStreamContext.PushSubscription | None = None
+        self._live_sub: Subscription | None = None
         self._lock = asyncio.Lock()
         self._reconnects = 0
         """The connection's reconnect count when the inputs were last followed."""
@@ -152,6 +158,7 @@ class Controller:
             while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
                 self._on_entry(bucket, entry.key, entry.value)
             self._watches.spawn(self._watch(bucket, watcher), name=f"watch {bucket}")
+        self._live_sub = await self._nc.subscribe("hb.>", cb=self._on_live_heartbeat)
         self._hb_sub = await self._js.subscribe(
             "hb.>",
             stream=HEARTBEATS.name,
@@ -162,10 +169,11 @@ class Controller:
 
     async def _unfollow(self) -> None:
         await self._watches.close()
-        sub, self._hb_sub = self._hb_sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        for sub in (self._hb_sub, self._live_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._hb_sub = self._live_sub = None
         watchers, self._watchers = self._watchers, []
         for watcher in watchers:
             with contextlib.suppress(Exception):
@@ -191,6 +199,13 @@ class Controller:
         await self._unfollow()
         if running:
             log.info("controller stopped")
+
+    def demand(self, spec: WorkerSpec) -> Demand:
+        """What placing ``spec`` needs beyond its kind (the instance pool's hook): its cost (a
+        stitcher's from its mosaic's size and tiles) and the workers it should run beside (a
+        grabber the stitchers that read its source, a stitcher its grabbers)."""
+        mosaic = self.mosaics.get(spec.fp) if isinstance(spec, StitcherSpec) else None
+        return Demand(cost_of(spec, mosaic), self.near.get(spec.worker_id, frozenset()))
 
     def poke(self) -> None:
         """Reconcile now rather than at the next tick."""
@@ -218,14 +233,24 @@ class Controller:
             self.poke()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
+        """A beat from ``HEARTBEATS``: the stored ones at (re)start, then live ones."""
+        pending = msg.metadata.num_pending if msg.metadata else 0
+        self._fold_heartbeat(msg, stored=pending > 0)
+
+    async def _on_live_heartbeat(self, msg: Msg) -> None:
+        """A beat as it was sent (core NATS): it arrives while a NATS cluster elects a new
+        leader for ``HEARTBEATS`` (seconds without deliveries from the stream)."""
+        self._fold_heartbeat(msg, stored=False)
+
+    def _fold_heartbeat(self, msg: Msg, *, stored: bool) -> None:
         try:
             beat = decode_heartbeat(msg.data, msg.subject)
         except MessageError:
             return
-        pending = msg.metadata.num_pending if msg.metadata else 0
-        # Beats already stored when we subscribed carry their own time; live ones ours.
+        # Beats already stored when we subscribed carry their own time; live ones ours. A beat
+        # that comes twice (stream and core) or late only ever moves a time forward (max).
         now = self._clock()
-        stored = pending > 0 or now - beat.at > 2 * self.poll_interval
+        stored = stored or now - beat.at > 2 * self.poll_interval
         when = min(beat.at, now) if stored else now
         match beat:
             case ViewerHeartbeat(scope="mosaic", id=fp):
@@ -255,14 +280,14 @@ class Controller:
             if self._nc.stats["reconnects"] != self._reconnects:
                 try:
                     await self._refollow()
-                except (TesseraError, *_NATS_ERRORS) as exc:
+                except (TesseraError, *NATS_ERRORS) as exc:
                     log.warning("cannot follow again yet; retrying", extra={"error": repr(exc)})
                     continue
             try:
                 await self.reconcile()
             except TesseraError as exc:
                 log.error("reconcile failed; retrying", extra={"error": str(exc)})
-            except _NATS_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 # NATS went away mid-pass, or is not ready yet after a restart: the next pass
                 # decides again from what is running. (Letting it out would end the loop, and
                 # with it every restart of a crashed worker.)
@@ -282,6 +307,7 @@ class Controller:
                 timing=self.timing,
             )
             self.watched = decision.watched
+            self.near = affinity(self.mosaics, decision.watched)
             self.passes += 1
             sessions = session_plan(
                 sessions=self.sessions,

@@ -48,6 +48,7 @@ from nats.js.errors import (
     APIError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
 )
@@ -83,6 +84,10 @@ _PASSING = (
     NoRespondersError,
     ServiceUnavailableError,
 )
+
+
+# A fetch that found no consumer leader (JetStream answers 503, or nobody answers at all).
+_LEADERLESS = (NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 
 
 async def consumer_start_seq(js: JetStreamContext) -> int:
@@ -216,6 +221,7 @@ class Projector:
             await self._advanced.wait_for(lambda: self.position >= seq)
 
     async def _run(self) -> None:
+        unavailable = 0.1
         while True:
             assert self._sub is not None
             awaited = self._redelivering
@@ -223,6 +229,13 @@ class Projector:
                 msgs = await self._sub.fetch(
                     1 if awaited is not None else self.batch, timeout=self.fetch_timeout
                 )
+            except _LEADERLESS as exc:
+                # The consumer has no leader for now (the cluster server holding it died, an
+                # election is under way): ask again shortly; nothing was fetched.
+                log.warning("events not available; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(unavailable * (0.5 + random.random()))
+                unavailable = min(unavailable * 2, 2.0)
+                continue
             except (NatsTimeoutError, TimeoutError):
                 if awaited is not None:
                     # The NAKed event did not come back: start again at it (its count too).
@@ -232,6 +245,7 @@ class Projector:
                     self.caught_up.set()
                     self._heartbeat.poke()
                 continue
+            unavailable = 0.1
             if awaited is not None:
                 await self._redelivered(msgs[0], awaited)
             else:

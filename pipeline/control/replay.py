@@ -42,8 +42,10 @@ async def replay(
     *,
     progress: Callable[[int, int], None] | None = None,
     alive_within: float = 5.0,
+    replicas: int = 1,
 ) -> int:
-    """Wipe and rebuild every projection; return the number of events folded."""
+    """Wipe and rebuild every projection (its buckets at ``replicas`` copies); return the
+    number of events folded."""
     if await projector_alive(js, alive_within):
         raise ProjectionError(
             "a projector is running (heartbeat is fresh): stop `tessera up` before a replay"
@@ -57,7 +59,7 @@ async def replay(
             await js.delete_stream(spec.stream_name)
         except NotFoundError:
             pass
-    await provision(js)
+    await provision(js, replicas)
     info = await js.stream_info(EVENTS.name)
     last = int(info.state.last_seq)
     total = int(info.state.messages)

@@ -7,8 +7,11 @@ instance's capacity per worker kind, and tells the controller how it is doing.
   starting a running worker or stopping a stopped one is a no-op that answers ``ok`` (the
   controller may repeat itself after a crash).
 - Every ``heartbeat_interval`` s (and at once after a change) an :class:`InstanceHeartbeat`
-  goes to ``hb.instance.<instance_id>``: capacity, used, workers, started_at, idle_since. The
-  first beat is the agent's registration: the controller treats the instance as ready.
+  goes to ``hb.instance.<instance_id>``: capacity, used, workers, started_at, idle_since, and
+  the cores and memory its workers may use (:mod:`.resources`, or ``TESSERA_AGENT_CORES`` /
+  ``TESSERA_AGENT_MEMORY_MB``), which the controller fills by the workers' measured costs
+  (:mod:`pipeline.state.costs`). The first beat is the agent's registration: the controller
+  treats the instance as ready.
 - ``GET /status`` on the agent's HTTP port answers the same as JSON (the original agent's
   polling interface, handy with ``curl``).
 
@@ -43,6 +46,7 @@ from starlette.routing import Route
 from pipeline.config.settings import Config
 from pipeline.errors import MessageError, TesseraError
 from pipeline.instances.ready import ready_line
+from pipeline.instances.resources import detect
 from pipeline.messages.codec import decode_agent_command, encode
 from pipeline.messages.control import CommandReply, StartWorker, StopWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
@@ -94,11 +98,17 @@ class Agent:
         worker_env: dict[str, str] | None = None,
         grace: float = 5.0,
         shutdown_timeout: float = 5.0,
+        cores: float = 0.0,
+        memory_mb: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
         self.instance_id = subjects.token(instance_id)
         self.capacity = {kind: n for kind, n in capacity.items() if n > 0}
+        self.cores = cores
+        """Cores its workers may use, as advertised (0: not said)."""
+        self.memory_mb = memory_mb
+        """Memory its workers may use, MiB, as advertised (0: not said)."""
         self._clock = clock
         if worker_launcher is None:
             from pipeline.workers.processes import LocalProvider
@@ -160,7 +170,13 @@ class Agent:
         await self._beats.start()
         log.info(
             "agent started",
-            extra={"instance": self.instance_id, "status": self.status_url, **self.capacity},
+            extra={
+                "instance": self.instance_id,
+                "status": self.status_url,
+                "cores": self.cores,
+                "memory_mb": self.memory_mb,
+                **self.capacity,
+            },
         )
 
     async def stop(self) -> None:
@@ -199,14 +215,18 @@ class Agent:
     def heartbeat(self) -> InstanceHeartbeat:
         """The agent's heartbeat now."""
         self._refresh_idle()
+        running = self.launcher.running()
         return InstanceHeartbeat(
             at=self._clock(),
             instance_id=self.instance_id,
             capacity=dict(self.capacity),
             used=self.used(),
-            workers=tuple(sorted(self.launcher.running())),
+            workers=tuple(sorted(running)),
+            specs=tuple(running[wid].spec for wid in sorted(running)),
             started_at=self.started_at,
             idle_since=self.idle_since,
+            cores=self.cores,
+            memory_mb=self.memory_mb,
         )
 
     def status(self) -> dict[str, Any]:
@@ -231,6 +251,8 @@ class Agent:
             "idle_since": self.idle_since,
             "idle_s": None if self.idle_since is None else round(now - self.idle_since, 3),
             "capacity": dict(self.capacity),
+            "cores": self.cores,
+            "memory_mb": self.memory_mb,
             "used": beat.used,
             "workers": workers,
             "commands": self.commands,
@@ -349,6 +371,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
 
     icfg = instance_settings.from_namespace(args)
     instance_id = icfg.instance_id or default_instance_id()
+    found = detect()
     url = resolve_url(config, "agent")
     nc = await connect(url, name=f"agent-{instance_id}", role="agent", forever=True)
     try:
@@ -364,6 +387,8 @@ async def run(config: Config, args: argparse.Namespace) -> int:
             worker_env={**os.environ, **to_env(config)},
             grace=config.shutdown_timeout / 3,
             shutdown_timeout=config.shutdown_timeout / 3,
+            cores=icfg.agent_cores or found.cores,
+            memory_mb=icfg.agent_memory_mb or found.memory_mb,
         )
 
         def started() -> None:

@@ -148,6 +148,7 @@ SHORT_NAMES: dict[str, str] = {
     "docker": "pipeline.instances.docker:DockerProvider",
     "ec2": "pipeline.instances.ec2:Ec2Provider",
     "nomad": "pipeline.instances.nomad:NomadProvider",
+    "agents": "pipeline.instances.external:RegisteredAgents",
 }
 """``--instance-provider`` short names and the classes they stand for."""
 

@@ -8,11 +8,12 @@ each instance. Values in, values out: tested without a server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pipeline.instances.reaping import InstanceView
 from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
+from pipeline.state.costs import ZERO, Cost
 
 
 @dataclass(frozen=True)
@@ -93,4 +94,34 @@ def in_flight(
             add(where.instance_id, where.spec.kind)
     for iid, kind in waiting.values():
         add(iid, kind)
+    return out
+
+
+def load_of(
+    placed: Mapping[str, Placed],
+    waiting: Mapping[str, tuple[str, str]],
+    views: Mapping[str, InstanceView],
+    specs: Mapping[str, WorkerSpec],
+    cost: Callable[[WorkerSpec], Cost],
+) -> dict[str, Cost]:
+    """Per instance, the cost of every worker it runs (its beats list them), was sent (not
+    listed yet) or is promised (``waiting``: worker id → (instance id, kind)), each once.
+
+    ``specs``: the specs of workers this pool knows (a worker only a beat names is priced by
+    :func:`spec_from_id`; one of an unknown kind costs nothing here, as it is not ours).
+    """
+    where: dict[str, str] = {}
+    for iid, view in views.items():
+        for wid in view.workers:
+            where[wid] = iid
+    for wid, at in placed.items():
+        where.setdefault(wid, at.instance_id)
+    for wid, (iid, _) in waiting.items():
+        where.setdefault(wid, iid)
+    out: dict[str, Cost] = {}
+    for wid, iid in where.items():
+        known = placed.get(wid)
+        spec = known.spec if known is not None else specs.get(wid) or spec_from_id(wid)
+        if spec is not None:
+            out[iid] = out.get(iid, ZERO) + cost(spec)
     return out

@@ -4,11 +4,20 @@
 (``running``, ``start_worker``, ``stop_worker``) but runs each worker on an *instance* that an
 :class:`~pipeline.instances.base.InstanceProvider` launched, through that instance's agent:
 
-- **Where a worker goes** is decided by :func:`reaping.place` (pure): the ready instance with
-  the least room left for its kind gets a ``StartWorker`` (:mod:`.control`); if only an
-  instance still starting has room, the worker waits for it; otherwise a new instance is
-  launched. Waiting is not failing: :class:`~pipeline.instances.base.WorkerPending` tells the
-  controller to ask again on its next pass.
+- **Where a worker goes** is decided by :func:`reaping.place` (pure): an instance whose
+  per-kind capacity and advertised cores and memory (up to ``TESSERA_PLACEMENT_CEILING``) take
+  the worker's measured cost, preferring the one that runs its neighbours (:attr:`demand`, the
+  controller's hook: a grabber goes beside the stitchers that read its source), then the ready
+  one with the least room left, gets a ``StartWorker`` (:mod:`.control`); if only an instance
+  still starting has room, the worker waits for it; otherwise a new instance is launched.
+  Waiting is not failing: :class:`~pipeline.instances.base.WorkerPending` tells the controller
+  to ask again on its next pass. A provider that launches nothing (``launches = False`` on it,
+  as the ``agents`` provider), or whose launch just raised :class:`CapacityError` (for a
+  while), makes a worker no agent has room for a :class:`CapacityError` that names every
+  agent's room and the provider's advice: a failure, which the controller backs off.
+- **The room** the pool counts is published as a :class:`PlacementHeartbeat` on
+  ``hb.service.placement.<owner id>`` every ``room_interval`` s and at once after a change, so
+  that the gateway can refuse a mosaic or session that no agent has room for.
 - **Launching** records ``InstanceLaunched`` *before* calling the provider, with the new
   instance id as the launch token. A controller that crashes in between finds the event when
   it starts again and repeats the launch under the same id, which the provider turns into the
@@ -36,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -43,6 +53,7 @@ from typing import TYPE_CHECKING
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
@@ -56,15 +67,29 @@ from pipeline.instances.base import (
     new_instance_id,
 )
 from pipeline.instances.control import start_worker_on, stop_worker_on
-from pipeline.instances.placed import Placed, in_flight, spec_from_id, vanished
-from pipeline.instances.reaping import InstanceView, Policy, decide, launched, observe, place
+from pipeline.instances.placed import Placed, in_flight, load_of, spec_from_id, vanished
+from pipeline.instances.reaping import (
+    InstanceView,
+    Policy,
+    Want,
+    agent_rooms,
+    decide,
+    launched,
+    no_room,
+    observe,
+    place,
+)
 from pipeline.messages.codec import decode_event, decode_heartbeat
 from pipeline.messages.events import InstanceLaunched, InstanceReady, InstanceTerminated
-from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.heartbeats import InstanceHeartbeat, PlacementHeartbeat
 from pipeline.messages.workers import WorkerSpec
+from pipeline.nats import subjects
+from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append, matching_count
+from pipeline.nats.heartbeat import Heartbeater
 from pipeline.nats.topology import EVENTS, HEARTBEATS
 from pipeline.runtime.tasks import Tasks, cancel_and_wait
+from pipeline.state.costs import Cost, Demand, demand_of
 from pipeline.state.evolve import evolve
 from pipeline.state.model import InstanceState
 from pipeline.state.reconcile import Running
@@ -77,6 +102,8 @@ log = logging.getLogger("tessera.instances.pool")
 
 INSTANCE_EVENTS = "events.instance.*"
 INSTANCE_BEATS = "hb.instance.*"
+UNPLACED_FOR = 60.0
+"""Seconds a worker no agent had room for is reported so (unless asked for again)."""
 
 
 # --- reading the facts -----------------------------------------------------------------------
@@ -138,6 +165,7 @@ class InstancePool:
         settle: float = 2.0,
         command_timeout: float = 5.0,
         launch_grace: float = 10.0,
+        room_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
@@ -145,6 +173,15 @@ class InstancePool:
         self.provider = provider
         self.policy = Policy.from_config(config)
         self.capacity = dict(config.capacity)
+        self.ceiling = config.placement_ceiling
+        self.demand: Callable[[WorkerSpec], Demand] = demand_of
+        """What placing a worker needs beyond its kind: its cost and its neighbours. The
+        controller sets its own (:meth:`Controller.demand`: it knows which mosaics show which
+        sources); without it, costs come from the specs alone and nothing is kept together."""
+        self._launches_instances = bool(getattr(provider, "launches", True))
+        self._no_launch_until = float("-inf")
+        self.unplaced: dict[str, tuple[str, float]] = {}
+        """Workers no agent had room for (and no launch could bring): the reason, and when."""
         self.interval = config.instance_poll_interval
         self.on_exit = on_exit
         self.settle = settle
@@ -168,13 +205,28 @@ class InstancePool:
         """The provider's launch calls, each in a task so that a slow API never holds a pass."""
         self._launches: dict[str, asyncio.Task[None]] = {}
         """The launch call under way for each instance id (a task of :attr:`_launching`)."""
-        self._launch_error: str | None = None
+        self._launch_error: InstanceError | None = None
         self._sub: JetStreamContext.PushSubscription | None = None
+        self._live: Subscription | None = None
+        self._beat_at: dict[str, float] = {}  # instance -> ``at`` of its newest beat folded
         self._wake = asyncio.Event()
         self._stored = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self.status = "new"
         self.ticks = 0
+        owner = re.sub(r"[^A-Za-z0-9_-]", "-", config.owner_id)[:128] or "tessera"
+        self._room_beats = Heartbeater(
+            nc,
+            subjects.service_heartbeat("placement", owner),
+            self.room_beat,
+            interval=room_interval,
+        )
+
+    @property
+    def can_launch(self) -> bool:
+        """The provider may launch another instance now (False for one that launches nothing,
+        and for a while after a launch it refused for want of room)."""
+        return self._launches_instances and self._clock() >= self._no_launch_until
 
     @property
     def launching(self) -> frozenset[str]:
@@ -197,6 +249,10 @@ class InstancePool:
             return
         self.status = "starting"
         await self._load()
+        # Live beats by core NATS as well as from the stream: on a cluster, the stream's
+        # deliveries pause while it elects a new leader (seconds), and agents must not look
+        # silent meanwhile (their workers would all be started again elsewhere).
+        self._live = await self._nc.subscribe(INSTANCE_BEATS, cb=self._on_live_beat)
         self._sub = await self._js.subscribe(
             INSTANCE_BEATS,
             stream=HEARTBEATS.name,
@@ -209,6 +265,7 @@ class InstancePool:
         for request in relaunch:
             self._spawn_launch(request)
         self._passes.spawn(self._run(), name="passes")
+        await self._room_beats.start()
         self.status = "running"
         log.info(
             "instance pool started",
@@ -222,11 +279,14 @@ class InstancePool:
                 self.status = "stopped"
             return
         self.status = "stopped"
+        await self._room_beats.stop()
         await self._passes.close()
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        subs = (self._sub, self._live)
+        self._sub = self._live = None
+        for sub in subs:
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
         launches = list(self._launches.values())
         if launches:
             # A half-made launch call may leave an instance we cannot see: let it finish.
@@ -264,6 +324,12 @@ class InstancePool:
                 await self.tick()
             except TesseraError as exc:
                 log.error("instance pass failed; retrying", extra={"error": str(exc)})
+            except NATS_ERRORS as exc:
+                # NATS is away, or a cluster is electing a leader: the next pass looks again.
+                # (Letting it out would end the loop, and with it every failover.)
+                log.warning(
+                    "instance pass interrupted by NATS; retrying", extra={"error": repr(exc)}
+                )
 
     def poke(self) -> None:
         """Look at the instances now rather than at the next interval."""
@@ -297,15 +363,31 @@ class InstancePool:
         except TimeoutError:
             log.warning("stored instance beats not read in time; going on without them")
 
+    async def _on_live_beat(self, msg: Msg) -> None:
+        beat = self._newer_beat(msg)
+        if beat is not None:
+            self.fold(beat, self._clock())
+
+    def _newer_beat(self, msg: Msg) -> InstanceHeartbeat | None:
+        """The agent beat in ``msg`` if it is newer than the last one folded for its agent
+        (each comes twice, by the stream and by core NATS, and the stream's may come late)."""
+        try:
+            beat = decode_heartbeat(msg.data, msg.subject)
+        except MessageError:
+            return None
+        if not isinstance(beat, InstanceHeartbeat):
+            return None
+        if beat.at <= self._beat_at.get(beat.instance_id, float("-inf")):
+            return None
+        self._beat_at[beat.instance_id] = beat.at
+        return beat
+
     async def _on_beat(self, msg: Msg) -> None:
         pending = msg.metadata.num_pending if msg.metadata else 0
         if pending == 0:
             self._stored.set()
-        try:
-            beat = decode_heartbeat(msg.data, msg.subject)
-        except MessageError:
-            return
-        if not isinstance(beat, InstanceHeartbeat):
+        beat = self._newer_beat(msg)
+        if beat is None:
             return
         now = self._clock()
         # Beats stored before we subscribed carry their own time; live ones arrive now.
@@ -321,6 +403,7 @@ class InstancePool:
         self.views[iid] = view
         if view.managed and iid not in self._ready_recorded:
             self.poke()  # its first beat: record it ready now, not at the next interval
+        told = {spec.worker_id: spec for spec in beat.specs}
         for wid in beat.workers:
             where = self.placed.get(wid)
             if where is not None:
@@ -331,7 +414,7 @@ class InstancePool:
             if stopped is not None and received_at < stopped + self.settle:
                 continue  # a beat sent before the stop took effect
             # Running, but not started by us (a restart of this controller): adopt it.
-            spec = self._specs.get(wid) or spec_from_id(wid)
+            spec = self._specs.get(wid) or told.get(wid) or spec_from_id(wid)
             if spec is None:
                 continue  # a kind this Tessera does not run: not ours to place or stop
             self.placed[wid] = Placed(spec, iid, received_at, received_at)
@@ -349,8 +432,9 @@ class InstancePool:
         """Start ``spec`` on an instance with room; returns 0 (no local pid).
 
         Raises :class:`WorkerPending` while it waits for an instance (one is launched if none
-        will have room), :class:`CapacityError` if no instance may ever run its kind, and
-        :class:`InstanceError` if the agent could not be asked or a launch failed.
+        will have room), :class:`CapacityError` if no instance may ever run its kind, or no
+        agent has room and the provider cannot launch one, and :class:`InstanceError` if the
+        agent could not be asked or a launch failed.
         """
         wid = spec.worker_id
         self._specs[wid] = spec
@@ -359,16 +443,24 @@ class InstancePool:
         now = self._clock()
         self._waiting.pop(wid, None)
         self._expire_waiting(now)
-        waiting = {w: (iid, kind) for w, (iid, kind, _) in self._waiting.items()}
+        waiting = self._waiting_kinds()
+        pending = in_flight(self.placed, waiting, self.views)
+        load = self._work_cost(waiting)
+        demand = self.demand(spec)
+        want = Want(wid, spec.kind, demand.cost, demand.near)
         placement = place(
-            [(wid, spec.kind)],
+            [want],
             self.views.values(),
             self.capacity,
             now,
             self.policy,
-            in_flight(self.placed, waiting, self.views),
+            pending,
+            load=load,
+            where=self._where(),
+            ceiling=self.ceiling,
         )
-        if wid in placement.impossible:
+        can_launch = self.can_launch
+        if wid in placement.impossible and can_launch:
             env = f"TESSERA_CAPACITY_{spec.kind.upper()}"
             raise CapacityError(
                 f"no instance may run {spec.kind} workers ({wid}): set {env} above 0"
@@ -382,25 +474,90 @@ class InstancePool:
             at = self._clock()
             self.placed[wid] = Placed(spec, target, at, at)
             self._stopped.pop(wid, None)
+            self._placed_now(wid)
             log.info("worker sent", extra={"worker": wid, "instance": target})
             return 0
         target = placement.wait.get(wid)
         if target is None:
-            if self._launch_error is not None:
-                error, self._launch_error = self._launch_error, None
-                raise LaunchError(f"no instance for {wid}: the last launch failed: {error}")
+            failure, self._launch_error = self._launch_error, None
+            if not can_launch:
+                agents = agent_rooms(self.views.values(), now, self.policy, pending, load)
+                reason = no_room(want, agents, self.ceiling, await self._advice(spec, failure))
+                self.unplaced[wid] = (reason, now)
+                self._room_beats.poke()
+                raise CapacityError(reason)
+            if failure is not None:
+                raise LaunchError(f"no instance for {wid}: the last launch failed: {failure}")
             target = await self._launch(spec.kind)
         self._waiting[wid] = (target, spec.kind, now)
+        self._placed_now(wid)
         raise WorkerPending(f"{wid} waits for instance {target} to be ready")
+
+    async def _advice(self, spec: WorkerSpec, failure: InstanceError | None) -> str:
+        """What would make room, in the provider's words: its refusal to launch (asked of a
+        provider that launches nothing: the ``agents`` one says to start another agent)."""
+        if failure is None and not self._launches_instances:
+            try:
+                await self.provider.launch(LaunchRequest(new_instance_id(), {}, spec.kind))
+            except CapacityError as exc:
+                failure = exc
+        return str(failure) if failure is not None else ""
+
+    def _placed_now(self, wid: str) -> None:
+        """``wid`` has a place (sent, or promised): not unplaced any more; tell the gateway."""
+        self.unplaced.pop(wid, None)
+        self._room_beats.poke()
+
+    def _waiting_kinds(self) -> dict[str, tuple[str, str]]:
+        return {w: (iid, kind) for w, (iid, kind, _) in self._waiting.items()}
+
+    def _where(self) -> dict[str, str]:
+        """Worker id → the instance it runs on, was sent to, or waits for."""
+        where = {wid: p.instance_id for wid, p in self.placed.items()}
+        where.update((wid, iid) for wid, (iid, _, _) in self._waiting.items())
+        return where
+
+    def _work_cost(self, waiting: dict[str, tuple[str, str]]) -> dict[str, Cost]:
+        """Per instance, what its workers (running, sent, promised) cost."""
+        return load_of(self.placed, waiting, self.views, self._specs, lambda s: self.demand(s).cost)
+
+    def room_beat(self) -> PlacementHeartbeat:
+        """The room this pool counts on its agents now (its heartbeat)."""
+        now = self._clock()
+        waiting = self._waiting_kinds()
+        pending = in_flight(self.placed, waiting, self.views)
+        agents = agent_rooms(
+            self.views.values(), now, self.policy, pending, self._work_cost(waiting)
+        )
+        # The controller asks again while it wants a worker (backing off up to 30 s): a reason
+        # not renewed for a minute is about a worker nobody wants any more.
+        self.unplaced = {
+            w: (why, at)
+            for w, (why, at) in self.unplaced.items()
+            if w not in self.placed and now - at <= UNPLACED_FOR
+        }
+        unplaced = sorted(self.unplaced, key=lambda w: self.unplaced[w][1])
+        return PlacementHeartbeat(
+            at=now,
+            provider=self.provider.name,
+            can_launch=self.can_launch,
+            ceiling=self.ceiling,
+            agents=agents,
+            every=self._room_beats.interval,
+            unplaced=tuple(unplaced),
+            reason=self.unplaced[unplaced[-1]][0] if unplaced else "",
+        )
 
     async def stop_worker(self, worker_id: str, reason: str = "not-needed") -> int | None:
         """Ask the worker's agent to stop it; None (its exit code is not known here)."""
         self._waiting.pop(worker_id, None)
+        self.unplaced.pop(worker_id, None)
         where = self.placed.get(worker_id)
         if where is None:
             return None
         self._stopped[worker_id] = self._clock()
         del self.placed[worker_id]
+        self._room_beats.poke()
         try:
             await stop_worker_on(self._nc, where.instance_id, worker_id, reason)
         except InstanceError as exc:
@@ -435,7 +592,12 @@ class InstancePool:
             info = await self.provider.launch(request)
         except InstanceError as exc:
             self._launches.pop(iid, None)
-            self._launch_error = str(exc)
+            self._launch_error = exc
+            if isinstance(exc, CapacityError):
+                # No room to launch one (no free container port, ...): place on the instances
+                # there are, and say so when they are full, for a while.
+                wait = max(self.interval, self.policy.heartbeat_timeout)
+                self._no_launch_until = self._clock() + wait
             log.error("cannot launch instance", extra={"instance": iid, "error": str(exc)})
             await self._end(iid, "launch-failed", terminate=False)
             return
@@ -462,7 +624,7 @@ class InstancePool:
         self._stopped = {w: t for w, t in self._stopped.items() if now - t < self.settle}
 
         decision = decide(owned, self.views, now, self.policy)
-        waiting = {w: (iid, kind) for w, (iid, kind, _) in self._waiting.items()}
+        waiting = self._waiting_kinds()
         busy = in_flight(self.placed, waiting, self.views)
         ends: list[tuple[str, str, bool]] = []
         for reap in decision.terminate:

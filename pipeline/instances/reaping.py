@@ -19,9 +19,17 @@ Rules:
 - An instance the provider says we own but the controller does not know, launched more than
   ``ready_timeout`` s ago, is an orphan (a launch whose record was lost in a crash, or a
   previous controller's) and is terminated (``orphaned``).
-- Placement packs: a worker goes to the ready instance with the *least* free room for its
-  kind (so others empty out and are reaped), else to a starting instance that will have room,
-  else to a new instance; several new workers share new instances up to their capacity.
+- Placement fits a worker where both its kind's capacity (workers per kind) and the agent's
+  advertised cores and memory allow: the workers an agent runs, was sent and is promised, by
+  their measured costs (:mod:`pipeline.state.costs`), plus the new one, stay within
+  ``ceiling`` of what it advertises (an agent that advertises none is held to the per-kind
+  capacity alone). Never past either.
+- Placement keeps work together: a worker goes to the instance running (or getting) most of
+  the workers it should sit beside (its ``near``: a grabber's stitchers, a stitcher's
+  grabbers), then packs: the ready instance with the *least* free room for its kind (so others
+  empty out and are reaped), else a starting instance that will have room (its cores are not
+  known until it beats: the per-kind capacity decides), else a new instance; several new
+  workers share new instances up to their capacity.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.instances.base import InstanceInfo
-from pipeline.messages.heartbeats import InstanceHeartbeat
+from pipeline.messages.heartbeats import AgentRoom, InstanceHeartbeat
+from pipeline.state.costs import ZERO, Cost, budget_of, choose, describe
 
 if TYPE_CHECKING:
     from pipeline.config.instances import InstanceConfig
@@ -75,6 +84,10 @@ class InstanceView:
     managed: bool = True
     """Launched by this controller's provider (False: an agent that showed up by itself,
     such as Nomad's system job on every node; those are never terminated, only forgotten)."""
+    cores: float = 0.0
+    """Cores its agent advertises (0: none said, or not ready)."""
+    memory_mb: int = 0
+    """Memory its agent advertises, MiB (0: none said, or not ready)."""
 
     @property
     def ready(self) -> bool:
@@ -113,6 +126,8 @@ def observe(view: InstanceView | None, beat: InstanceHeartbeat, received_at: flo
         workers=tuple(beat.workers),
         last_beat=received_at,
         idle_since=idle_since,
+        cores=beat.cores,
+        memory_mb=beat.memory_mb,
     )
 
 
@@ -229,6 +244,17 @@ def totals(views: Iterable[InstanceView]) -> dict[str, Room]:
 
 
 @dataclass(frozen=True)
+class Want:
+    """One worker to place: its id and kind, what it costs, and the workers (by id) it should
+    run beside."""
+
+    worker_id: str
+    kind: str
+    cost: Cost = ZERO
+    near: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where new workers go."""
 
@@ -248,57 +274,101 @@ def usable(view: InstanceView, now: float, policy: Policy) -> bool:
     return reason is None or reason == "idle"
 
 
+def agent_rooms(
+    views: Iterable[InstanceView],
+    now: float,
+    policy: Policy,
+    pending: Mapping[str, Mapping[str, int]] | None = None,
+    load: Mapping[str, Cost] | None = None,
+) -> tuple[AgentRoom, ...]:
+    """Every usable instance as placement counts it, by instance id.
+
+    ``pending``: per instance, workers per kind sent or promised to it that its beats do not
+    show yet. ``load``: per instance, the cost of every worker it runs, was sent or is promised.
+    """
+    pending = pending or {}
+    load = load or {}
+    out = []
+    for view in sorted(views, key=lambda v: v.instance_id):
+        if not usable(view, now, policy):
+            continue
+        used = load.get(view.instance_id, ZERO)
+        room = rooms(view, pending.get(view.instance_id))
+        out.append(
+            AgentRoom(
+                instance_id=view.instance_id,
+                ready=view.ready,
+                cores=view.cores,
+                memory_mb=view.memory_mb,
+                cores_used=round(used.cores, 4),
+                memory_used_mb=round(used.memory_mb, 1),
+                capacity={kind: r.total for kind, r in room.items() if r.total > 0},
+                used={kind: r.used for kind, r in room.items() if r.used > 0},
+            )
+        )
+    return tuple(out)
+
+
 def place(
-    workers: Sequence[tuple[str, str]],
+    workers: Sequence[Want | tuple[str, str]],
     views: Iterable[InstanceView],
     new_capacity: Mapping[str, int],
     now: float,
     policy: Policy,
     pending: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    load: Mapping[str, Cost] | None = None,
+    where: Mapping[str, str] | None = None,
+    ceiling: float = 1.0,
 ) -> Placement:
-    """Place ``workers`` (``(worker_id, kind)`` pairs, in order) on instances.
+    """Place ``workers`` (:class:`Want`, or ``(worker_id, kind)`` pairs costing nothing), in
+    order, on instances.
 
     ``new_capacity``: the capacity a newly launched instance would have. ``pending``: per
-    instance, workers already sent to it that its heartbeats do not show yet.
+    instance, workers already sent to it that its heartbeats do not show yet. ``load``: per
+    instance, the cost of all its workers, those pending included. ``where``: worker id →
+    instance it runs on, was sent to or waits for (to find a worker's neighbours). ``ceiling``:
+    the share of an agent's advertised cores and memory that may be filled.
     """
-    pending = pending or {}
-    free: dict[str, dict[str, int]] = {}
-    ready_ids: list[str] = []
-    starting_ids: list[str] = []
-    for view in sorted(views, key=lambda v: v.instance_id):
-        if not usable(view, now, policy):
-            continue
-        free[view.instance_id] = {
-            kind: room.free for kind, room in rooms(view, pending.get(view.instance_id)).items()
-        }
-        (ready_ids if view.ready else starting_ids).append(view.instance_id)
+    views = [v for v in views if usable(v, now, policy)]
+    agents = agent_rooms(views, now, policy, pending, load)
+    budgets = {room.instance_id: budget_of(room, ceiling) for room in agents}
+    ready_ids = [room.instance_id for room in agents if room.ready]
+    starting_ids = [room.instance_id for room in agents if not room.ready]
+    located = dict(where or {})
     assign: dict[str, str] = {}
     wait: dict[str, str] = {}
     new: list[tuple[dict[str, int], list[str]]] = []
     impossible: list[str] = []
-    for worker_id, kind in workers:
-        target = _tightest(kind, ready_ids, free)
+    for item in workers:
+        want = item if isinstance(item, Want) else Want(*item)
+        wid, kind, cost = want.worker_id, want.kind, want.cost
+        near: dict[str, int] = {}
+        for other in want.near:
+            if (iid := located.get(other)) is not None:
+                near[iid] = near.get(iid, 0) + 1
+        target = choose(kind, cost, budgets, ready_ids, near)
         if target is not None:
-            free[target][kind] -= 1
-            assign[worker_id] = target
+            budgets[target] = budgets[target].take(kind, cost)
+            assign[wid] = located[wid] = target
             continue
-        target = _tightest(kind, starting_ids, free)
+        target = choose(kind, cost, budgets, starting_ids, near)
         if target is not None:
-            free[target][kind] -= 1
-            wait[worker_id] = target
+            budgets[target] = budgets[target].take(kind, cost)
+            wait[wid] = located[wid] = target
             continue
         if new_capacity.get(kind, 0) <= 0:
-            impossible.append(worker_id)
+            impossible.append(wid)
             continue
         for room, members in new:
             if room.get(kind, 0) > 0:
                 room[kind] -= 1
-                members.append(worker_id)
+                members.append(wid)
                 break
         else:
             room = dict(new_capacity)
             room[kind] -= 1
-            new.append((room, [worker_id]))
+            new.append((room, [wid]))
     return Placement(
         assign=assign,
         wait=wait,
@@ -307,11 +377,10 @@ def place(
     )
 
 
-def _tightest(kind: str, ids: Sequence[str], free: Mapping[str, Mapping[str, int]]) -> str | None:
-    """The instance among ``ids`` with the least room (but some) for ``kind``."""
-    best: str | None = None
-    for iid in ids:
-        room = free[iid].get(kind, 0)
-        if room > 0 and (best is None or room < free[best].get(kind, 0)):
-            best = iid
-    return best
+def no_room(want: Want, agents: Sequence[AgentRoom], ceiling: float, advice: str = "") -> str:
+    """Why ``want`` fits on no agent, in one line that names each agent's room and the fix
+    (``advice``, the provider's words, when it has some)."""
+    return (
+        f"no agent has room for {want.worker_id} ({want.kind}, {want.cost}): "
+        f"{describe(agents, ceiling)}; {advice or 'add an agent, or stop some work'}"
+    )

@@ -18,6 +18,7 @@ from typing import Literal
 
 import msgspec
 
+from pipeline.messages.events import CompareMode
 from pipeline.messages.workers import WorkerSpec
 
 
@@ -101,8 +102,37 @@ class RouteChannels(msgspec.Struct, frozen=True, kw_only=True, tag="route-channe
     input: int = 0
 
 
+CompareShow = Literal["both", "A", "B"]
+"""What an A/B compare session shows: both videos composed by the mode, or one of them."""
+
+
+class CompareState(msgspec.Struct, frozen=True, kw_only=True):
+    """How an A/B compare session composes its picture (see
+    :mod:`pipeline.producers.jit.compare`)."""
+
+    mode: CompareMode = "side-by-side"
+    split: float = 0.5
+    """Where the wipe's edge is, 0 (left edge) to 1 (right edge) of the picture: A left of it,
+    B right of it."""
+    offset: int = 0
+    """Frames B is ahead of A: B's frame n + offset goes with A's frame n (at the same frame
+    rate; see ``compare.frame_of_b``)."""
+    show: CompareShow = "both"
+
+
+class Compare(msgspec.Struct, frozen=True, kw_only=True, tag="compare/1"):
+    """Change an A/B compare session's picture, while playing: each field given replaces its
+    value in :class:`CompareState` (None keeps it). Refused by a session of one video, and for
+    a ``split`` outside 0-1 or an ``offset`` beyond ``compare.MAX_OFFSET`` frames."""
+
+    mode: CompareMode | None = None
+    split: float | None = None
+    offset: int | None = None
+    show: CompareShow | None = None
+
+
 SessionCommand = (
-    Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels | RouteChannels
+    Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels | RouteChannels | Compare
 )
 AgentCommand = StartWorker | StopWorker
 
@@ -125,6 +155,9 @@ class CommandReply(msgspec.Struct, frozen=True, kw_only=True, tag="reply/1"):
     routes: Routes | None = None
     """The routing matrix in force after a ``channels/1`` or ``route-channels/1`` command
     (refused or not); None for other commands."""
+    compare: CompareState | None = None
+    """An A/B compare session's settings in force after a ``compare/1`` command (refused or
+    not); None for other commands and sessions of one video."""
 
 
 class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1"):
@@ -137,6 +170,15 @@ class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1
     ``frame``; counted from ``00:00:00:00`` when the file records none."""
     pts: float
     playing: bool
+    rtp: int | None = None
+    """The picture's timestamp on the 90 kHz video clock, modulo 2**32: its RTP timestamp at
+    every viewer less the random origin that viewer's RTP sender adds (constant per viewer:
+    a viewer learns it from one picture it shows, then knows each picture's frame from its
+    RTP timestamp). Added with a default: None from a worker that does not say."""
+    frame_b: int | None = None
+    """In an A/B compare, the frame of B in the picture beside ``frame``; None when the
+    picture shows no frame of B (one video, ``show: "A"``, or B has no such frame: its side
+    is black)."""
 
 
 class SignalOffer(msgspec.Struct, frozen=True, kw_only=True, tag="offer/1"):

@@ -100,8 +100,14 @@ class AlarmCleared(_Event, frozen=True, tag="alarm.cleared/1"):
 # --- JIT sessions ----------------------------------------------------------------------------
 
 
+CompareMode = Literal["side-by-side", "wipe", "difference"]
+"""How an A/B compare session composes its two videos into one picture
+(:mod:`pipeline.producers.jit.compare`)."""
+
+
 class SessionInput(msgspec.Struct, frozen=True):
-    """One input of a session: the first is the video, the others audio."""
+    """One input of a session: the first is the video, the others audio (in an A/B compare,
+    the first two are the videos A and B)."""
 
     url: str
     channel_count: int | None = None
@@ -127,6 +133,12 @@ class SessionOptions(msgspec.Struct, frozen=True):
     bitrate: int | None = None
     channels: int | None = None
     cho: int = 0
+    compare: CompareMode | Literal[""] = ""
+    """An A/B compare session: the first two inputs are the videos A and B, played
+    frame-locked and composed into one picture this way; "" (the default) one video."""
+    compare_offset: int = 0
+    """In an A/B compare: frames B is ahead of A (B's frame n + offset goes with A's frame n);
+    changed while playing with ``compare/1``."""
 
 
 class SessionRequested(_Event, frozen=True, tag="session.requested/1"):

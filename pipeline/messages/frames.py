@@ -2,7 +2,8 @@
 
 A frame message is ``<u32 header length, big endian><msgpack FrameHeader><pixels>``. The header
 is tiny and the pixels are large, so they are not wrapped in one msgpack value: unpacking hands
-out a :class:`memoryview` of the pixels without copying them.
+out a :class:`memoryview` of the pixels without copying them. The pixels are the packed planes,
+or their JPEG (``encoding``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class FrameHeader(msgspec.Struct, frozen=True, kw_only=True, tag="frame/1"):
     width: int
     height: int
     pix_fmt: Literal["yuv420p", "gray"] = "yuv420p"
-    encoding: Literal["raw", "zstd"] = "raw"
+    encoding: Literal["raw", "zstd", "jpeg"] = "raw"
+    """How the pixels are carried: ``raw`` (the packed planes), ``jpeg`` (a 4:2:0 JPEG of the
+    yuv420p planes, :mod:`pipeline.frames.tilecodec`: frames that cross machines); ``zstd`` is
+    reserved (no writer makes it, readers refuse it)."""
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -4,7 +4,9 @@ age of the last heartbeat on a subject.
 - ``hb.viewer.<scope>.<id>``: :class:`ViewerHeartbeat`, someone watches a mosaic or session.
 - ``hb.worker.<id>``: :class:`WorkerHeartbeat`, with per-kind stats.
 - ``hb.instance.<id>``: :class:`InstanceHeartbeat`, an agent's capacity and workers.
-- ``hb.service.<service>.<id>``: :class:`ServiceHeartbeat`, control-plane services.
+- ``hb.service.<service>.<id>``: :class:`ServiceHeartbeat`, control-plane services; and
+  ``hb.service.placement.<owner id>``: :class:`PlacementHeartbeat`, the room the controller's
+  instance pool has left on its agents.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
+from pipeline.messages.control import CompareState
+from pipeline.messages.workers import WorkerSpec
 
 
 class _Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -128,6 +133,11 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     routes: tuple[tuple[tuple[int, float], ...], ...] = ()
     """The audio routing matrix in force: for each output channel (L, R), its
     ``(source channel, gain)`` pairs (see ``RouteChannels``)."""
+    compare: CompareState | None = None
+    """An A/B compare session's settings in force (mode, split, offset, show); None for a
+    session of one video."""
+    frame_count_b: int = 0
+    """In an A/B compare, the frames in video B; 0 while unknown or with one video."""
 
 
 Stats = GrabberStats | StitcherStats | JitStats
@@ -145,7 +155,8 @@ class WorkerHeartbeat(_Heartbeat, frozen=True, tag="hb.worker/1"):
 
 
 class InstanceHeartbeat(_Heartbeat, frozen=True, tag="hb.instance/1"):
-    """An agent is alive: capacity per worker kind, what it runs, since when."""
+    """An agent is alive: capacity per worker kind, what it runs, since when, and the cores
+    and memory its machine gives its workers."""
 
     instance_id: str
     capacity: dict[str, int] = msgspec.field(default_factory=dict)
@@ -153,6 +164,55 @@ class InstanceHeartbeat(_Heartbeat, frozen=True, tag="hb.instance/1"):
     workers: tuple[str, ...] = ()
     started_at: float = 0.0
     idle_since: float | None = None
+    cores: float = 0.0
+    """CPU cores the agent's workers may use (detected, or ``TESSERA_AGENT_CORES``); 0: not
+    said (an older agent), and placement counts only workers per kind there."""
+    memory_mb: int = 0
+    """Memory its workers may use, MiB (detected, or ``TESSERA_AGENT_MEMORY_MB``); 0: not said."""
+    specs: tuple[WorkerSpec, ...] = ()
+    """The whole spec of each worker it runs, as its start command carried it: a restarted
+    controller adopts them as they are instead of restarting them as changed (a worker id
+    does not say a grabber's URL or tile size)."""
+
+
+class AgentRoom(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent as the controller's placement counts it: what it advertises and what the
+    workers it runs, was sent or is promised cost (:mod:`pipeline.state.costs`)."""
+
+    instance_id: str
+    ready: bool = True
+    """False: launched and not heard from yet (its cores and memory are not known)."""
+    cores: float = 0.0
+    """Advertised cores (0: not advertised: no limit but the per-kind capacity)."""
+    memory_mb: int = 0
+    """Advertised memory, MiB (0: not advertised)."""
+    cores_used: float = 0.0
+    memory_used_mb: float = 0.0
+    capacity: dict[str, int] = msgspec.field(default_factory=dict)
+    """Workers of each kind it may run."""
+    used: dict[str, int] = msgspec.field(default_factory=dict)
+    """Workers of each kind it runs, was sent or is promised."""
+
+
+class PlacementHeartbeat(_Heartbeat, frozen=True, tag="hb.placement/1"):
+    """The controller's instance pool: the room left on every agent it may place workers on,
+    and whether its provider can launch another instance when none has room. Read by the
+    gateway, which answers ``503`` with the reason when a new mosaic or session cannot be
+    placed (``gateway/capacity.py``)."""
+
+    provider: str
+    can_launch: bool = True
+    """False: the provider launches nothing (agents register themselves): a full cluster stays
+    full until someone adds an agent."""
+    ceiling: float = 1.0
+    """The share of an agent's cores and memory placement fills (``TESSERA_PLACEMENT_CEILING``)."""
+    agents: tuple[AgentRoom, ...] = ()
+    every: float = 1.0
+    """Seconds between beats: one older than a few of these is stale (the controller stopped)."""
+    unplaced: tuple[str, ...] = ()
+    """Workers the controller wants that no agent has room for, and no launch could bring."""
+    reason: str = ""
+    """Why the last of them found no room."""
 
 
 class ServiceHeartbeat(_Heartbeat, frozen=True, tag="hb.service/1"):
@@ -166,4 +226,6 @@ class ServiceHeartbeat(_Heartbeat, frozen=True, tag="hb.service/1"):
     """False in the last beat of a service that stopped gracefully."""
 
 
-Heartbeat = ViewerHeartbeat | WorkerHeartbeat | InstanceHeartbeat | ServiceHeartbeat
+Heartbeat = (
+    ViewerHeartbeat | WorkerHeartbeat | InstanceHeartbeat | ServiceHeartbeat | PlacementHeartbeat
+)

@@ -98,7 +98,9 @@ def permissions(role: str) -> Permissions:
                     "hb.service.>",
                     "ctl.agent.>",
                 ),
-                subscribe=(inbox,),
+                # Live heartbeats by core NATS too: on a cluster, a HEARTBEATS leader election
+                # (seconds) must not look like every worker and agent going silent.
+                subscribe=(inbox, "hb.>"),
             )
         case "gateway":
             return Permissions(

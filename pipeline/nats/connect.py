@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -21,6 +22,10 @@ from pipeline.errors import NatsUnavailableError
 from pipeline.nats import auth as natsauth
 
 log = logging.getLogger("tessera.bus")
+
+NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+"""What a NATS call raises while NATS is away or a cluster elects a leader: a service loop
+catches these, logs, and tries again on its next pass instead of ending."""
 
 
 def resolve_url(config: Config, role: str = "admin") -> str:
@@ -89,8 +94,11 @@ async def connect(
                 log.error("after reconnecting: %s", exc)
 
     try:
+        bare, user, password = _credentials(url)
         nc = await nats.connect(
-            url,
+            bare,
+            user=user,
+            password=password,
             name=name,
             connect_timeout=2,
             allow_reconnect=True,
@@ -116,6 +124,38 @@ async def connect(
     if forever:
         nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+def server_info(nc: Client) -> dict[str, Any]:
+    """The INFO the connected server sent (its name, cluster, the cluster's client URLs).
+    nats-py keeps it in a private attribute; this is the one place that reads it."""
+    info = getattr(nc, "_server_info", None)
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def servers(url: str) -> list[str]:
+    """The server URLs of ``url``: one, or several comma-separated (a cluster's servers, as
+    ``NATS_URL`` takes them); nats-py wants them as a list."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
+def _credentials(url: str) -> tuple[list[str], str | None, str | None]:
+    """The server URLs without their user and password, and the user and password (of the
+    first URL that names them; a token stays in its URL). Given as options, nats-py sends them
+    to every server, including those the cluster announces, which a user inside each URL would
+    not reach (``authentication error`` on each discovered server)."""
+    bare: list[str] = []
+    user: str | None = None
+    password: str | None = None
+    for one in servers(url):
+        parts = urlsplit(one)
+        if parts.username is None or parts.password is None:
+            bare.append(one)  # no user, or a token (``nats://token@host``): as it is
+            continue
+        if user is None:
+            user, password = unquote(parts.username), unquote(parts.password)
+        bare.append(urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])))
+    return bare, user, password
 
 
 async def _log_error(exc: Exception) -> None:

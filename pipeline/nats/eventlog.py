@@ -17,7 +17,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from pipeline.errors import TesseraError
 from pipeline.messages.codec import encode
@@ -26,6 +26,15 @@ from pipeline.nats import subjects
 from pipeline.nats.topology import EVENTS
 
 log = logging.getLogger("tessera.events")
+
+# No acknowledgement: lost, or no stream leader to give one (an election in a cluster).
+_UNANSWERED = (
+    NatsTimeoutError,
+    NoRespondersError,
+    TimeoutError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 
 # JetStream's error code for "wrong last sequence" (the expected-sequence check failed).
 _WRONG_LAST_SEQUENCE = 10071
@@ -51,10 +60,14 @@ async def append(
     *,
     msg_id: str | None = None,
     expect_first: bool = False,
-    attempts: int = 5,
+    attempts: int = 8,
     ack_timeout: float = 2.0,
 ) -> PubAck:
-    """Append ``event``; retried with backoff on a lost ack, deduplicated by ``msg_id``."""
+    """Append ``event``; retried with backoff on a lost ack, deduplicated by ``msg_id``.
+
+    The default tries back off over ~7 s (plus ``ack_timeout`` for each try nobody answered):
+    long enough for a NATS cluster to elect a new leader for ``EVENTS`` after the server that
+    led it died, while JetStream answers 503 or nobody answers at once."""
     subject = subject_of(event)
     headers = {"Nats-Msg-Id": msg_id or uuid.uuid4().hex}
     if expect_first:
@@ -64,11 +77,7 @@ async def append(
     for attempt in range(1, attempts + 1):
         try:
             ack = await js.publish(subject, payload, timeout=ack_timeout, headers=headers)
-        except APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
-                raise AlreadyExists(f"{subject} already has events") from exc
-            raise AppendError(f"cannot append to {subject}: {exc.description}") from exc
-        except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
+        except _UNANSWERED as exc:
             if attempt == attempts:
                 raise AppendError(
                     f"cannot append to {subject}: no ack after {attempts} tries ({exc!r})"
@@ -77,6 +86,10 @@ async def append(
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
             continue
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise AlreadyExists(f"{subject} already has events") from exc
+            raise AppendError(f"cannot append to {subject}: {exc.description}") from exc
         log.debug("appended", extra={"subject": subject, "seq": ack.seq})
         return ack
     raise AssertionError("unreachable")

@@ -20,6 +20,7 @@ import shutil
 import sys
 import sysconfig
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,8 @@ log = logging.getLogger("tessera.nats")
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
+# Logged while the other servers of a cluster start (or one is down): expected, retried.
+_ROUTE_DIAL = "Error trying to connect to route"
 
 
 def find_binary(configured: str | None = None) -> str:
@@ -56,20 +59,69 @@ def find_binary(configured: str | None = None) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """This server's place in a JetStream cluster: its name, where it listens for the other
+    servers' routes, and their route URLs (``nats-route://host:port``).
+
+    Routes authenticate with ``route_password`` (user ``route``): a server that does not know it
+    cannot join. Every server of one cluster gets the same name and password.
+    """
+
+    server_name: str
+    listen: str
+    """``host:port`` the cluster port binds."""
+    routes: tuple[str, ...]
+    route_password: str
+    name: str = "tessera"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_cluster(cluster: ClusterConfig) -> str:
+    """The ``server_name`` and ``cluster`` blocks of a clustered server. Pure."""
+    routes = "".join(
+        f"    {_quoted(with_credentials(route, 'route', cluster.route_password))}\n"
+        for route in cluster.routes
+    )
+    return (
+        f"server_name: {_quoted(cluster.server_name)}\n"
+        "cluster {\n"
+        f"  name: {_quoted(cluster.name)}\n"
+        f"  listen: {_quoted(cluster.listen)}\n"
+        "  authorization {\n"
+        '    user: "route"\n'
+        f"    password: {_quoted(cluster.route_password)}\n"
+        "  }\n"
+        "  routes: [\n" + routes + "  ]\n"
+        "}\n"
+    )
+
+
 def render_config(
-    *, store_dir: Path, max_payload: int, extra: str = "", passwords: dict[str, str] | None = None
+    *,
+    store_dir: Path,
+    max_payload: int,
+    extra: str = "",
+    passwords: dict[str, str] | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> str:
     """The server config file. Pure; host and port are given as flags. With ``passwords``
-    (role -> password), one user per role with its permissions and no anonymous access."""
+    (role -> password), one user per role with its permissions and no anonymous access; with
+    ``cluster``, this server is one node of a JetStream cluster."""
     # sync_interval "always": an event acknowledged by JetStream is on disk, so it survives a
     # kill -9 of nats-server (the event log is the only source of truth).
-    store = str(store_dir).replace("\\", "\\\\").replace('"', '\\"')
     return (
         f"max_payload: {max_payload}\n"
         "jetstream {\n"
-        f'  store_dir: "{store}"\n'
+        f"  store_dir: {_quoted(str(store_dir))}\n"
         "  sync_interval: always\n"
-        "}\n" + (render_authorization(passwords) if passwords is not None else "") + extra
+        "}\n"
+        + (render_cluster(cluster) if cluster is not None else "")
+        + (render_authorization(passwords) if passwords is not None else "")
+        + extra
     )
 
 
@@ -88,6 +140,8 @@ class EmbeddedNats:
         stop_timeout: float = 5.0,
         extra_config: str = "",
         passwords: dict[str, str] | None = None,
+        cluster: ClusterConfig | None = None,
+        monitor_port: int | None = None,
         logger: logging.Logger = log,
     ) -> None:
         self.store_dir = store_dir
@@ -99,6 +153,10 @@ class EmbeddedNats:
         self.stop_timeout = stop_timeout
         self.extra_config = extra_config
         self.passwords = passwords
+        self.cluster = cluster
+        self.monitor_port = monitor_port
+        """Serve nats-server's monitoring endpoints (``/connz``, ``/jsz``) on this loopback
+        port (benchmarks read bytes per connection there); None: not served."""
         self._log = logger
         """Role -> password (:mod:`pipeline.nats.auth`); None: anonymous access, no roles."""
         self._proc: asyncio.subprocess.Process | None = None
@@ -135,12 +193,15 @@ class EmbeddedNats:
             return self.url
         binary = find_binary(self._binary)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir.parent / "nats-server.conf"
+        name = f"nats-server-{self.cluster.server_name}" if self.cluster else "nats-server"
+        conf = self.store_dir.parent / f"{name}.conf"
         text = render_config(
             store_dir=self.store_dir,
             max_payload=self.max_payload,
-            extra=self.extra_config,
+            extra=self.extra_config
+            + (f'http: "{self.host}:{self.monitor_port}"\n' if self.monitor_port else ""),
             passwords=self.passwords,
+            cluster=self.cluster,
         )
         # The file holds the role passwords: readable by this user only.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -187,7 +248,7 @@ class EmbeddedNats:
         while line_bytes := await proc.stderr.readline():
             line = line_bytes.decode(errors="replace").rstrip()
             self._tail.append(line)
-            if "[ERR]" in line or "[FTL]" in line:
+            if ("[ERR]" in line or "[FTL]" in line) and _ROUTE_DIAL not in line:
                 self._log.warning("nats-server: %s", line.split("] ", 2)[-1])
             else:
                 self._log.debug("nats-server: %s", line)

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -39,7 +40,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError, ServerError
+from nats.js.errors import NotFoundError, ServerError, ServiceUnavailableError
 
 from pipeline.errors import TopologyError
 
@@ -64,9 +65,14 @@ class StreamSpec:
     duplicate_window: float = 120.0
     allow_direct: bool = False
     discard: DiscardPolicy = DiscardPolicy.OLD
+    max_replicas: int = 5
+    """At most this many copies in a cluster, whatever :func:`provision` is asked for."""
+    essential: bool = True
+    """False: Tessera runs without it for a while (its one server is down); provisioning warns
+    instead of failing."""
 
-    def config(self) -> StreamConfig:
-        """The nats-py stream config for this spec."""
+    def config(self, replicas: int = 1) -> StreamConfig:
+        """The nats-py stream config for this spec, at ``replicas`` copies (or its maximum)."""
         return StreamConfig(
             name=self.name,
             description=self.description,
@@ -79,7 +85,7 @@ class StreamSpec:
             duplicate_window=self.duplicate_window,
             allow_direct=self.allow_direct,
             discard=self.discard,
-            num_replicas=1,
+            num_replicas=max(1, min(replicas, self.max_replicas)),
         )
 
 
@@ -127,6 +133,12 @@ FRAMES = StreamSpec(
     max_bytes=1024 * 1024 * 1024,
     duplicate_window=1.0,
     allow_direct=True,
+    # Frames are the one stream kept on one server in a cluster: every tile frame would
+    # otherwise cross the routes twice more (~17 Mbit/s per 320x180 tile, raw), and a frame
+    # lost with its server is replaced by the next one 40 ms later. Subscribers get frames by
+    # core NATS, which does not need the stream; a stitcher seeds from it when it can.
+    max_replicas=1,
+    essential=False,
 )
 SEGMENT_NOTICES = StreamSpec(
     name="SEGMENTS",
@@ -216,6 +228,8 @@ def _enum(value: Any) -> str:
 def _updates(want: StreamConfig, have: StreamConfig) -> list[str]:
     """Limits that differ and may be changed in place."""
     changes = []
+    if (have.num_replicas or 1) != (want.num_replicas or 1):
+        changes.append(f"replicas {have.num_replicas or 1} -> {want.num_replicas or 1}")
     if _norm_age(have.max_age) != _norm_age(want.max_age):
         changes.append(f"max_age {_norm_age(have.max_age):g}s -> {_norm_age(want.max_age):g}s")
     for name in ("max_msgs_per_subject", "max_bytes", "duplicate_window"):
@@ -246,12 +260,13 @@ async def _ensure_stream(js: JetStreamContext, want: StreamConfig) -> str:
         max_msgs_per_subject=want.max_msgs_per_subject,
         max_bytes=want.max_bytes,
         duplicate_window=want.duplicate_window,
+        num_replicas=want.num_replicas,
     )
     await js.update_stream(merged)
     return f"updated stream {want.name}: {', '.join(changes)}"
 
 
-async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> str:
+async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int = 1) -> str:
     try:
         info = await js.stream_info(spec.stream_name)
     except NotFoundError:
@@ -264,6 +279,7 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> str:
                 storage=spec.storage,
                 ttl=spec.ttl or None,
                 history=1,
+                replicas=replicas,
             )
         else:
             await js.create_object_store(
@@ -271,6 +287,7 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> str:
                 description=spec.description,
                 storage=spec.storage,
                 ttl=spec.ttl or None,
+                replicas=replicas,
             )
         return f"created {spec.kind} bucket {spec.name}"
     have = info.config
@@ -284,6 +301,10 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec) -> str:
             f"{spec.kind} bucket {spec.name} exists with {'; '.join(problems)}: remove it "
             f"(`nats stream rm {spec.stream_name}`) or point Tessera at another NATS (NATS_URL)"
         )
+    copies = have.num_replicas or 1
+    if copies != replicas:
+        await js.update_stream(have.evolve(num_replicas=replicas))
+        return f"updated {spec.kind} bucket {spec.name}: replicas {copies} -> {replicas}"
     return ""
 
 
@@ -303,14 +324,46 @@ async def _retrying(make: Callable[[], Awaitable[str]], name: str) -> str:
     raise AssertionError("unreachable")
 
 
-async def provision(js: JetStreamContext) -> list[str]:
-    """Create or check every stream and bucket; return what was done (empty: nothing)."""
+async def _answered(make: Callable[[], Awaitable[str]], name: str) -> str:
+    """:func:`_retrying`, with no answer from JetStream (a cluster without a leader for this
+    stream, or without a majority) as a TopologyError naming the stream and the likely cause."""
+    try:
+        return await _retrying(make, name)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError):
+        raise TopologyError(
+            f"NATS did not answer about {name}: is JetStream up, and are most of the cluster's "
+            "servers (the ones holding it) running?"
+        ) from None
+
+
+def replicas_for(server_info: dict[str, Any], configured: int = 0) -> int:
+    """Copies per stream: ``configured`` when set (1-5), else 3 when the server belongs to a
+    cluster of 3 or more (its INFO names a cluster and lists the servers' client URLs), else 1.
+    Three is what survives one server's loss with a majority left; more only costs."""
+    if configured > 0:
+        return configured
+    if not server_info.get("cluster"):
+        return 1
+    return max(1, min(3, len(server_info.get("connect_urls") or ())))
+
+
+async def provision(js: JetStreamContext, replicas: int = 1) -> list[str]:
+    """Create or check every stream and bucket, each at ``replicas`` copies (at most its
+    spec's maximum; 3 on a 3-server cluster, 1 on one server); return what was done (empty:
+    nothing). Copies are changed in place where they differ."""
     actions = []
     for stream in STREAMS:
-        config = stream.config()
-        actions.append(await _retrying(functools.partial(_ensure_stream, js, config), stream.name))
+        config = stream.config(replicas)
+        make = functools.partial(_ensure_stream, js, config)
+        try:
+            actions.append(await _answered(make, stream.name))
+        except TopologyError as exc:
+            if stream.essential:
+                raise
+            log.warning("%s; going on without it", exc)
     for bucket in BUCKETS:
-        actions.append(await _retrying(functools.partial(_ensure_bucket, js, bucket), bucket.name))
+        make = functools.partial(_ensure_bucket, js, bucket, replicas)
+        actions.append(await _answered(make, bucket.name))
     done = [a for a in actions if a]
     for action in done:
         log.info(action)

@@ -2,7 +2,9 @@
 
 There is one grabber per unique source, a URL at one tile size
 (:func:`pipeline.state.mosaic.source_id`), however many mosaics show it. It publishes packed yuv420p
-tiles (:mod:`pipeline.messages.frames`) with core NATS on ``frames.<source_id>``; the
+tiles (:mod:`pipeline.messages.frames`), or their JPEG (``frame_encoding="jpeg"``, for
+stitchers on other machines: a tenth of the bytes, :mod:`pipeline.frames.tilecodec`, encoded in
+the thread that hands the frame on), with core NATS on ``frames.<source_id>``; the
 ``FRAMES`` stream keeps the newest few, so a stitcher that starts later still gets a picture at
 once. Waiting for a JetStream ack per frame would only add latency to the hot path.
 
@@ -51,13 +53,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import nats.errors
 import numpy as np
 from nats.aio.client import Client
 
 from pipeline.errors import ConfigError
+from pipeline.frames import tilecodec
 from pipeline.frames.slot import SlotWriter
 from pipeline.messages.audio import AudioHeader, pack_audio
 from pipeline.messages.frames import FrameHeader, pack_frame
@@ -116,15 +120,21 @@ class Grabber:
         frame_slot: Path | None = None,
         on_stuck: Callable[[str], None] | None = None,
         monitoring: bool = True,
+        frame_encoding: Literal["raw", "jpeg"] = "raw",
+        jpeg_quality: int = tilecodec.QUALITY,
     ) -> None:
         """``monitoring``: decode the source's audio (levels, chunks for mosaic audio) and
-        raise alarms; without it the grabber only makes frames (``TESSERA_MONITORING``)."""
+        raise alarms; without it the grabber only makes frames (``TESSERA_MONITORING``).
+        ``frame_encoding``: what the frames on NATS carry, the planes or their JPEG at
+        ``jpeg_quality`` (``TESSERA_FRAME_ENCODING``; the shared-memory slot is always raw)."""
         subjects.token(source_id)
         subjects.token(worker_id)
         if not fps > 0:
             raise ValueError(f"fps must be greater than 0, not {fps}")
         if open_timeout <= 0 or read_timeout <= 0:
             raise ValueError("open_timeout and read_timeout must be greater than 0")
+        if not 1 <= jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be 1 to 100, not {jpeg_quality}")
         self._nc = nc
         self.source_id = source_id
         self.url = url
@@ -174,6 +184,8 @@ class Grabber:
         self._want_sub: Any = None
         self._probe: PictureProbe | None = PictureProbe() if monitoring else None
         self.monitoring = monitoring
+        self.frame_encoding = frame_encoding
+        self.jpeg_quality = jpeg_quality
         self.frame_slot = frame_slot
         """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
         carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
@@ -204,6 +216,8 @@ class Grabber:
         self._last_seed = 0.0
         # Written by the loop only.
         self.published = 0
+        self.published_bytes = 0
+        """Bytes of frame messages published (what the frames cost the network)."""
         self.dropped = 0
         self._publish_error = ""
         self._rate_mark = (time.monotonic(), 0, 0)
@@ -375,7 +389,16 @@ class Grabber:
             if header.wall - self._last_seed < SEED_INTERVAL:
                 return
             self._last_seed = header.wall
-        self._to_loop(self._offer, pack_frame(header, pixels))
+        self._to_loop(self._offer, self._pack(header, pixels))
+
+    def _pack(self, header: FrameHeader, pixels: Pixels) -> bytes:
+        """The frame message (decode or release thread): the planes, or their JPEG. A JPEG
+        that would be larger than the planes (noise at a high quality) is not sent."""
+        if self.frame_encoding == "jpeg":
+            data = tilecodec.encode(pixels, header.width, header.height, self.jpeg_quality)
+            if len(data) < len(pixels):
+                return pack_frame(msgspec.structs.replace(header, encoding="jpeg"), data)
+        return pack_frame(header, pixels)
 
     def _emit_audio(self, pcm: Pcm, seq: int) -> None:
         """Hand one chunk of samples on (decode or release thread) to NATS through the loop."""
@@ -458,6 +481,7 @@ class Grabber:
                     self._publish_error = reason
             else:
                 self.published += 1
+                self.published_bytes += len(payload)
                 self._publish_error = ""
 
     async def _audio_wanted(self, msg: Any) -> None:

@@ -27,6 +27,26 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+class Parts:
+    """A service made of parts that ``_start()`` starts in order: ``start()`` runs it and, if
+    it fails anywhere, ``stop()`` (which stops whatever had started) before raising, so no part
+    is left running. Subclasses define ``_start`` and a ``stop`` safe to call twice."""
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Start everything; on a failure, stop what started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+
 async def run_until_signal(
     service: Service,
     *,

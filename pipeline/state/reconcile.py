@@ -22,7 +22,7 @@ Rules (mosaics):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
@@ -67,27 +67,55 @@ def watched(
     return frozenset(fp for fp in mosaics if now - viewers.get(fp, float("-inf")) < idle)
 
 
-def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str, WorkerSpec]:
-    """The workers the watched mosaics ``fps`` need, by worker id."""
-    grabbers: dict[str, tuple[str, int, int, int]] = {}
-    out: dict[str, WorkerSpec] = {}
+def _reads(
+    mosaics: Mapping[str, MosaicState], fps: frozenset[str]
+) -> Iterator[tuple[StitcherSpec, MosaicState, GrabberSpec]]:
+    """For every tile of the watched mosaics ``fps``: the stitcher that makes its picture, its
+    mosaic, and the grabber that pulls it (at that mosaic's rate)."""
     leaders = outputs(mosaics)
     for fp in sorted(fps):
         mosaic = mosaics[fp]
         # Mosaics that differ only in their titles show one picture: one stitcher, the
         # earliest's, makes it for all of them (pipeline.state.mosaic.outputs).
         stitcher = StitcherSpec(fp=leaders.get(fp, fp))
-        out[stitcher.worker_id] = stitcher
         # Each tile at its own size: a focus mosaic's large tile is a pull of its own.
         for tile, rect in zip(mosaic.tiles, layout_of(mosaic).rects, strict=True):
             sid = source_id(tile.url, rect.w, rect.h)
-            known = grabbers.get(sid)
-            rate = max(mosaic.fps, known[3]) if known else mosaic.fps
-            grabbers[sid] = (tile.url, rect.w, rect.h, rate)
-    for sid, (url, w, h, rate) in grabbers.items():
-        spec = GrabberSpec(source_id=sid, url=url, width=w, height=h, fps=float(rate))
-        out[spec.worker_id] = spec
+            grabber = GrabberSpec(
+                source_id=sid, url=tile.url, width=rect.w, height=rect.h, fps=float(mosaic.fps)
+            )
+            yield stitcher, mosaic, grabber
+
+
+def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str, WorkerSpec]:
+    """The workers the watched mosaics ``fps`` need, by worker id."""
+    grabbers: dict[str, GrabberSpec] = {}
+    out: dict[str, WorkerSpec] = {}
+    for stitcher, _, grabber in _reads(mosaics, fps):
+        out[stitcher.worker_id] = stitcher
+        known = grabbers.get(grabber.worker_id)
+        if known is None or known.fps < grabber.fps:
+            # One pull per source, at the highest rate any mosaic needs.
+            grabbers[grabber.worker_id] = grabber
+    out.update(grabbers)
     return out
+
+
+def affinity(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str, frozenset[str]]:
+    """For every worker the watched mosaics ``fps`` need, the workers it should run beside (by
+    worker id): a grabber, the stitchers that read its source (its frames then never cross
+    machines); a stitcher, the grabbers of its tiles. What placement keeps together."""
+    near: dict[str, set[str]] = {}
+    for stitcher, _, grabber in _reads(mosaics, fps):
+        near.setdefault(grabber.worker_id, set()).add(stitcher.worker_id)
+        near.setdefault(stitcher.worker_id, set()).add(grabber.worker_id)
+    return {wid: frozenset(others) for wid, others in near.items()}
+
+
+def start_order(spec: WorkerSpec) -> tuple[int, str]:
+    """The order new workers are started in: stitchers first, so that placement can put each
+    grabber beside the stitcher that reads it; then sessions and grabbers, by id."""
+    return (0 if spec.kind == "stitcher" else 1, spec.worker_id)
 
 
 def backoff(failures: int, timing: Timing) -> float:
@@ -138,7 +166,7 @@ def plan(
         if now - last < backoff(count, timing):
             continue
         start.append(spec)
-    return Plan(start=tuple(start), stop=tuple(stop), watched=fps)
+    return Plan(start=tuple(sorted(start, key=start_order)), stop=tuple(stop), watched=fps)
 
 
 # --- JIT sessions ------------------------------------------------------------------------------

@@ -74,6 +74,12 @@ def job_from_hcl(path: Path) -> Job:
     with path.open() as f:
         doc = load(f, serialization_options=options)
     ((name, body),) = doc["job"][0].items()
+    # Its namespace, a literal or one of the file's variables (with its default, as `nomad job
+    # run` without -var would take it).
+    defaults = {k: v.get("default") for e in doc.get("variable", []) for k, v in e.items()}
+    namespace = str(body.get("namespace", "default"))
+    if namespace.startswith("${var.") and namespace.endswith("}"):
+        namespace = str(defaults[namespace[len("${var.") : -1]])
     params = (body.get("parameterized") or [None])[0]
     groups = {}
     for entry in body.get("group", []):
@@ -86,6 +92,7 @@ def job_from_hcl(path: Path) -> Job:
     return Job(
         id=name,
         type=body.get("type", "service"),
+        namespace=namespace,
         parameterized=params,
         meta=dict((body.get("meta") or [{}])[0]),
         groups=groups,

@@ -72,6 +72,8 @@ class Picture:
     frame: int
     pts: int
     data: npt.NDArray[np.uint8]
+    frame_b: int | None = None
+    """In an A/B compare, the frame of B composed beside ``frame`` (None: none is shown)."""
 
     @property
     def width(self) -> int:

@@ -181,6 +181,14 @@ class Playback:
             self.pending = self.position
             self.version += 1
 
+    def redraw(self) -> None:
+        """The pictures change though the frames do not (an A/B compare's mode, split or
+        offset): pictures made before are stale (the version changes), and a paused session
+        sends its current frame again."""
+        if not self.playing and self.pending is None:
+            self.pending = self.position
+        self.version += 1
+
     def halt(self) -> None:
         """Stop playing and forget a pending frame: what was due cannot be read."""
         self.playing = False

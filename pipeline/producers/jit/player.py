@@ -5,9 +5,11 @@ Two tasks, running only while a viewer is connected:
 - **video**: asks :class:`~pipeline.producers.jit.playback.Playback` what frame is due and
   when, has the video thread decode it (the next one is requested as soon as the current one
   is sent, so decoding overlaps the wait), and at its time hands it to every viewer's track
-  with a :class:`~pipeline.messages.control.FrameReport` on their control channels. A decode
-  that finishes after a command changed what is due (``Playback.version``) is dropped, and a
-  seek or step empties the viewers' queues: the first frame sent after ``Seek(n)`` is ``n``.
+  with a :class:`~pipeline.messages.control.FrameReport` on their control channels (with the
+  picture's stamp on the session's 90 kHz clock, :mod:`~pipeline.producers.jit.rtpclock`: how
+  the page knows a frame from its RTP timestamp). A decode that finishes after a command
+  changed what is due (``Playback.version``) is dropped, and a seek or step empties the
+  viewers' queues: the first frame sent after ``Seek(n)`` is ``n``.
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
   routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
@@ -35,10 +37,11 @@ import numpy.typing as npt
 from pipeline.messages.codec import encode
 from pipeline.messages.control import FrameReport
 from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Mixer, Samples, silence
-from pipeline.producers.jit.decoder import Picture, VideoReader
+from pipeline.producers.jit.decoder import Picture
 from pipeline.producers.jit.errors import ReadError
 from pipeline.producers.jit.playback import Due, Playback
 from pipeline.producers.jit.routing import ChannelMatrix, selection_matrix
+from pipeline.producers.jit.rtpclock import VideoClock, rtp_of
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
@@ -55,6 +58,16 @@ AUDIO_PERIOD = FRAME_SAMPLES / RATE
 MAX_AUDIO_LAG = 0.2
 """Seconds the audio clock may fall behind before it restarts at "now" instead of bursting."""
 FPS_WINDOW = 2.0
+
+
+class FrameSource(Protocol):
+    """What the player reads pictures from: a :class:`~.decoder.VideoReader`, or an A/B compare's
+    :class:`~pipeline.producers.jit.abreader.ABReader` (A's frames with B's composed in)."""
+
+    @property
+    def time_base(self) -> Fraction: ...
+
+    def read(self, n: int) -> Picture | None: ...
 
 
 class Viewer(Protocol):
@@ -76,7 +89,7 @@ class Player:
         self,
         *,
         playback: Playback,
-        video: VideoReader,
+        video: FrameSource,
         video_thread: MediaThread,
         audio: AudioReader,
         audio_thread: MediaThread,
@@ -100,10 +113,12 @@ class Player:
         self._wake = asyncio.Event()
         self._present = asyncio.Event()
         self._tasks = Tasks("jit player")
-        self._prefetch: tuple[int, asyncio.Future[Picture | None]] | None = None
+        self._prefetch: tuple[tuple[int, int], asyncio.Future[Picture | None]] | None = None
         self._sent_times: deque[float] = deque(maxlen=512)
         self.frames = 0
         self._shown: Picture | None = None
+        self._shown_pts = 0
+        self._video_clock = VideoClock()
         self.last_report = ""
         """The last FrameReport sent (JSON): a control channel that opens late gets it."""
         self.read_errors = 0
@@ -126,7 +141,9 @@ class Player:
         playback = self.playback
         if shown is not None and not playback.playing and playback.pending is None:
             if shown.frame == playback.position:
-                viewer.video.offer(shown.data, self._clock())
+                # With the pts it went out with: the report its control channel gets on
+                # opening names that pts, and on a new track any pts comes first.
+                viewer.video.offer(shown.data, self._shown_pts)
                 return
         playback.refresh()
         self.wake()
@@ -201,10 +218,13 @@ class Player:
         if prefetch is not None:
             prefetch[1].cancel()
 
-    def _request(self, frame: int) -> asyncio.Future[Picture | None]:
-        if self._prefetch is None or self._prefetch[0] != frame:
+    def _request(self, due: Due) -> asyncio.Future[Picture | None]:
+        # Keyed by the version too: a command that changes the picture but not the frame (an
+        # A/B compare's mode or offset, ``Playback.redraw``) makes a prefetch stale.
+        key = (due.frame, due.version)
+        if self._prefetch is None or self._prefetch[0] != key:
             self._drop_prefetch()
-            self._prefetch = (frame, self._video_thread.submit(self._video.read, frame))
+            self._prefetch = (key, self._video_thread.submit(self._video.read, due.frame))
         return self._prefetch[1]
 
     async def _wait(self, seconds: float | None) -> None:
@@ -225,7 +245,7 @@ class Player:
             if due is None:
                 await self._wait(None)
                 continue
-            future = self._request(due.frame)
+            future = self._request(due)
             if due.at > now:
                 await self._wait(due.at - now)
                 continue
@@ -249,7 +269,7 @@ class Player:
             self._send(picture, due)
             following = self.playback.due(self._clock())
             if following is not None:
-                self._request(following.frame)
+                self._request(following)
 
     def _read_failed(self, exc: ReadError) -> None:
         self.read_errors += 1
@@ -268,20 +288,26 @@ class Player:
         self.playback.sent(due)
         self.frames += 1
         self._sent_times.append(now)
+        # A one-shot frame goes out now; a scheduled one is stamped from its schedule (anchor
+        # and exact offset), so a run's pts step by 90000/fps (to the 100 µs: rtpclock).
+        if due.tick is None:
+            pts = self._video_clock.stamp(now)
+        else:
+            pts = self._video_clock.stamp(due.anchor, due.offset)
         report = FrameReport(
             frame=picture.frame,
             timecode=self.timecodes.label(picture.frame),
             pts=float(picture.pts * self.time_base),
             playing=self.playback.playing,
+            rtp=rtp_of(pts),
+            frame_b=picture.frame_b,
         )
         text = encode(report).decode()
         self.last_report = text
         self._shown = picture
-        # A one-shot frame goes out now; a scheduled one carries its schedule (anchor and
-        # exact offset), so its pts steps by exactly 90000/fps.
-        anchor, offset = (due.anchor, due.offset) if due.tick is not None else (now, Fraction(0))
+        self._shown_pts = pts
         for viewer in list(self.viewers):
-            viewer.video.offer(picture.data, anchor, offset)
+            viewer.video.offer(picture.data, pts)
             viewer.send_text(text)
 
     # -- audio ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ queue is as deep as the player's own pipelining: one prefetch and one request).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -31,6 +32,14 @@ class MediaThread:
         if self._executor is None:
             raise RuntimeError(f"thread {self.name} is closed")
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: object) -> concurrent.futures.Future[T]:
+        """Run ``fn(*args)`` in the thread, asked from another thread rather than the event
+        loop: another media thread that needs this one's work done beside its own (an A/B
+        compare's video thread reading B's frame while it decodes A's)."""
+        if self._executor is None:
+            raise RuntimeError(f"thread {self.name} is closed")
+        return self._executor.submit(fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the thread and return its result."""

@@ -4,9 +4,9 @@ There is one session clock (the player) and one track pair per viewer: the playe
 track what to send, and the track's ``recv()`` (called by aiortc's RTP sender, which then
 encodes in an executor) waits for it. The tracks only stamp timestamps:
 
-- video: 90 kHz pts from the player's schedule, so consecutive frames of a 25 fps file are
-  3600 apart and of a 29.97 one 3003 (the receiver's jitter buffer and lip sync read them);
-  a paused session sends nothing, and the next frame's pts tells the wall time that passed;
+- video: the 90 kHz pts the player stamped on the picture
+  (:class:`~pipeline.producers.jit.rtpclock.VideoClock`: one clock for the session, so a
+  picture's frame report can name its timestamp to every viewer);
 - audio: 48 kHz pts counting the samples sent (20 ms frames, never paused: silence is sent).
 
 Each track has a small queue; when a viewer's encoder falls behind, the oldest item is
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-from fractions import Fraction
 from typing import Generic, TypeVar
 
 import av
@@ -28,9 +27,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from pipeline.producers.jit.audio import audio_frame
 from pipeline.producers.jit.convert import Yuv, to_frame
+from pipeline.producers.jit.rtpclock import VIDEO_CLOCK
 
-VIDEO_CLOCK = 90000
-"""RTP clock rate of video (RFC 3551): pts are in 1/90000 s."""
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 VIDEO_QUEUE = 5
 """Pictures a video track may hold: 200 ms at 25 fps, enough to ride out a stalled encoder or
@@ -80,20 +78,18 @@ class SessionVideoTrack(VideoStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: DropOldestQueue[tuple[Yuv, float, Fraction]] = DropOldestQueue(VIDEO_QUEUE)
-        self._origin: float | None = None
-        self._last_pts = -1
+        self._queue: DropOldestQueue[tuple[Yuv, int]] = DropOldestQueue(VIDEO_QUEUE)
 
     @property
     def dropped(self) -> int:
         """Pictures dropped because this viewer's encoder was behind."""
         return self._queue.dropped
 
-    def offer(self, data: Yuv, anchor: float, offset: Fraction = Fraction(0)) -> None:
-        """Send picture ``data``, scheduled ``offset`` (exact) seconds after the monotonic
-        time ``anchor``."""
+    def offer(self, data: Yuv, pts: int) -> None:
+        """Send picture ``data`` stamped ``pts`` (90 kHz, from the session's clock: greater
+        than the pts of every picture offered before)."""
         if self.readyState == "live":
-            self._queue.put((data, anchor, offset))
+            self._queue.put((data, pts))
 
     def flush(self) -> None:
         """Forget pictures not yet taken by the encoder (a seek made them stale)."""
@@ -107,15 +103,7 @@ class SessionVideoTrack(VideoStreamTrack):
         item = await self._queue.get()
         if item is None:
             raise MediaStreamError
-        data, anchor, offset = item
-        if self._origin is None:
-            self._origin = anchor
-        # The anchor is rounded once and the exact offset once, so frames of one schedule are
-        # exactly 90000/fps apart (3600 at 25 fps, 3003 at 29.97); max() keeps pts strictly
-        # increasing when two pictures share a time (a seek right after a frame).
-        base = round((anchor - self._origin) * VIDEO_CLOCK)
-        pts = max(self._last_pts + 1, base + round(offset * VIDEO_CLOCK))
-        self._last_pts = pts
+        data, pts = item
         # A copy of the picture into a new frame (memcpy-cheap): each encoder owns its frame.
         frame = to_frame(data)
         frame.pts = pts

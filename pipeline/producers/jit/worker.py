@@ -1,7 +1,8 @@
 """The JIT worker: one per session, decoding its files just in time for WebRTC viewers.
 
 Lifecycle: :meth:`JitWorker.start` opens and probes the inputs in the worker's media threads
-(``jit-video-<session>`` for the video input, ``jit-audio-<session>`` for the audio ones), then
+(``jit-video-<session>`` for the video input, ``jit-audio-<session>`` for the audio ones;
+``jit-video-b-<session>`` for B in an A/B compare, whose first two inputs are videos), then
 subscribes the session's subjects and reports ``ready``. An input that cannot be used appends
 ``SessionFailed`` (cause: ``"input 2: no audio stream"``) to ``EVENTS`` and raises
 :class:`~pipeline.producers.jit.errors.JitInputError`, with nothing left running.
@@ -20,6 +21,10 @@ Subjects (all request/reply, relayed by the gateway):
 - ``ctl.session.<session>``: playback commands, answered with ``CommandReply``. The same
   commands arrive as JSON text on a viewer's ``control`` data channel and are answered there;
   each frame sent is reported there with a ``FrameReport``.
+
+An A/B compare session (``SessionOptions.compare``) plays A and reads B's frame locked to each
+of A's (:mod:`~pipeline.producers.jit.abreader`), so every command acts on both; ``Compare``
+(``compare/1``) changes how they are composed while playing.
 
 Frames are numbered from 0 and labelled with the source time code: the start time code the
 video file records (:mod:`~pipeline.producers.jit.sourcetc`; reported as
@@ -45,6 +50,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av.container
 import msgspec
 import nats.errors
 from aiortc import RTCPeerConnection
@@ -57,6 +63,8 @@ from pipeline.errors import MessageError, TesseraError
 from pipeline.messages.codec import decode_session_command, decode_signal_request, encode
 from pipeline.messages.control import (
     CommandReply,
+    Compare,
+    CompareState,
     Pause,
     Play,
     RouteChannels,
@@ -76,6 +84,8 @@ from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartb
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import append
 from pipeline.nats.heartbeat import Heartbeater
+from pipeline.producers.jit import compare
+from pipeline.producers.jit.abreader import ABReader
 from pipeline.producers.jit.audio import AudioInput, AudioReader
 from pipeline.producers.jit.channels import ChannelLayout
 from pipeline.producers.jit.decoder import VideoReader
@@ -170,6 +180,9 @@ class JitWorker:
         self._video_thread: MediaThread | None = None
         self._audio_thread: MediaThread | None = None
         self._video: VideoReader | None = None
+        self._video_b_thread: MediaThread | None = None
+        self._video_b: VideoReader | None = None
+        self._ab: ABReader | None = None
         self._audio: AudioReader | None = None
         self._audio_inputs: list[AudioInput] = []
         self.layout = ChannelLayout(())
@@ -232,18 +245,25 @@ class JitWorker:
         at the same time; the error of the lowest input number wins."""
         if not self.inputs:
             raise JitInputError(1, "missing: a session needs a video file as its first input")
+        if self.options.compare and len(self.inputs) < 2:
+            raise JitInputError(2, "missing: an A/B compare needs video B as its second input")
         self._video_thread = MediaThread(f"jit-video-{self.session_id}")
         self._audio_thread = MediaThread(f"jit-audio-{self.session_id}")
-        results = await asyncio.gather(
-            self._video_thread.run(self._open_video),
-            self._audio_thread.run(self._open_audio),
-            return_exceptions=True,
-        )
+        opening = [self._video_thread.run(self._open_video)]
+        if self.options.compare:
+            self._video_b_thread = MediaThread(f"jit-video-b-{self.session_id}")
+            opening.append(self._video_b_thread.run(self._open_video_b))
+        opening.append(self._audio_thread.run(self._open_audio))
+        results = await asyncio.gather(*opening, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         video, audio = self._video, self._audio
         assert video is not None and audio is not None
+        settings = compare.initial(self.options)
+        if settings is not None:
+            assert self._video_b is not None and self._video_b_thread is not None
+            self._ab = ABReader(video, self._video_b, self._video_b_thread, settings)
         self.layout = audio.layout
         selection = self.layout.default_selection(self.options.channels, self.options.cho)
         rate = playback_rate(self.options, video.rate)
@@ -252,7 +272,7 @@ class JitWorker:
         self.player = Player(
             playback=self.playback,
             timecodes=self.timecodes,
-            video=video,
+            video=self._ab or video,
             video_thread=self._video_thread,
             audio=audio,
             audio_thread=self._audio_thread,
@@ -264,18 +284,25 @@ class JitWorker:
 
     def _open_video(self) -> None:
         container = open_input(self.inputs[0].url, 1, self.access)
-        try:
-            self._video = VideoReader(container, self.options, index=1)
-        except BaseException:
-            container.close()
-            raise
+        self._video = self._reader(container, 1)
         # Checked at the rate frames are labelled at (the session's override, if any).
         rate = playback_rate(self.options, self._video.rate)
         stream = container.streams.video[0]  # the stream the reader reads
         self._start_timecode = read_start_timecode(container, stream, rate, index=1)
 
+    def _open_video_b(self) -> None:
+        self._video_b = self._reader(open_input(self.inputs[1].url, 2, self.access), 2)
+
+    def _reader(self, container: av.container.InputContainer, index: int) -> VideoReader:
+        try:
+            return VideoReader(container, self.options, index=index)
+        except BaseException:
+            container.close()
+            raise
+
     def _open_audio(self) -> None:
-        for index, item in enumerate(self.inputs[1:], start=2):
+        videos = 2 if self.options.compare else 1
+        for index, item in enumerate(self.inputs[videos:], start=videos + 1):
             container = open_input(item.url, index, self.access)
             try:
                 audio = AudioInput(container, index=index, channel_count=item.channel_count)
@@ -287,6 +314,11 @@ class JitWorker:
 
     def _close_video(self) -> None:
         video, self._video = self._video, None
+        if video is not None:
+            video.close()
+
+    def _close_video_b(self) -> None:
+        video, self._video_b = self._video_b, None
         if video is not None:
             video.close()
 
@@ -309,6 +341,9 @@ class JitWorker:
         end the threads."""
         if self._video_thread is not None:
             await self._video_thread.close(self._close_video)
+        # After A's: a read in A's thread may be waiting for B's frame.
+        if self._video_b_thread is not None:
+            await self._video_b_thread.close(self._close_video_b)
         if self._audio_thread is not None:
             await self._audio_thread.close(self._close_audio)
 
@@ -374,6 +409,8 @@ class JitWorker:
             channel_inputs=self.layout.channel_inputs,
             channel_names=self.layout.channel_names,
             routes=player.matrix.routes,
+            compare=self._ab.settings if self._ab is not None else None,
+            frame_count_b=(self._ab.b.frame_count or 0) if self._ab is not None else 0,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -419,17 +456,42 @@ class JitWorker:
                     player.select(self.layout.check(channels))
                 case RouteChannels():
                     player.route(self._matrix_of(command))
+                case Compare():
+                    self._compare(command)
         except CommandError as exc:
             return CommandReply(
                 ok=False,
                 error=str(exc),
                 position=playback.position,
                 routes=self._routes_after(command),
+                compare=self._compare_after(command),
             )
         player.wake()
-        if isinstance(command, Play | Pause | SelectChannels | RouteChannels):
-            self._heartbeater.poke()  # the page shows the routing from the stats
-        return CommandReply(ok=True, position=playback.position, routes=self._routes_after(command))
+        if isinstance(command, Play | Pause | SelectChannels | RouteChannels | Compare):
+            self._heartbeater.poke()  # the page shows routing and compare from the stats
+        return CommandReply(
+            ok=True,
+            position=playback.position,
+            routes=self._routes_after(command),
+            compare=self._compare_after(command),
+        )
+
+    def _compare(self, command: Compare) -> None:
+        """Compose A and B as ``command`` says from the next picture (the current one is sent
+        again when paused); CommandError when this is not an A/B compare, or for a bad value."""
+        if self._ab is None or self.playback is None:
+            raise CommandError(
+                "not an A/B compare session: start one with two videos and compare "
+                '("side-by-side", "wipe" or "difference") in POST /session'
+            )
+        self._ab.settings = compare.updated(self._ab.settings, command)
+        self.playback.redraw()
+
+    def _compare_after(self, command: SessionCommand) -> CompareState | None:
+        """The compare settings in force, in the reply to a Compare (None for the others)."""
+        if self._ab is None or not isinstance(command, Compare):
+            return None
+        return self._ab.settings
 
     def _routes_after(self, command: SessionCommand) -> Routes | None:
         """The routing in force, in the reply to a channel command (None for the others)."""
