@@ -168,6 +168,10 @@ def permissions(role: str) -> Permissions:
                     "hb.worker.*",
                     "hb.viewer.session.*",  # a peer that is connected is a viewer
                     *_read_kv("sessions"),
+                    # A session's worker started again (its machine died) reads where its
+                    # predecessor was from its last beat (a token wildcard cannot say "jit-"
+                    # only: any worker's last beat, whose stats are no secret).
+                    f"{_API}.DIRECT.GET.HEARTBEATS.hb.worker.*",
                 ),
                 subscribe=(inbox, "ctl.session.*", "ctl.signal.*"),
                 allow_responses=True,

@@ -58,9 +58,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from pipeline.errors import MessageError, TesseraError
-from pipeline.messages.codec import decode_session_command, decode_signal_request, encode
+from pipeline.messages.codec import (
+    decode_heartbeat,
+    decode_session_command,
+    decode_signal_request,
+    encode,
+)
 from pipeline.messages.control import (
     CommandReply,
     Compare,
@@ -84,6 +90,7 @@ from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartb
 from pipeline.nats import subjects
 from pipeline.nats.eventlog import append
 from pipeline.nats.heartbeat import Heartbeater
+from pipeline.nats.topology import HEARTBEATS
 from pipeline.producers.jit import compare
 from pipeline.producers.jit.abreader import ABReader
 from pipeline.producers.jit.audio import AudioInput, AudioReader
@@ -167,6 +174,8 @@ class JitWorker:
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
         self.status = "new"
+        self._started_wall = time.time()
+        """When this worker was made (Unix time): a beat from before it is a predecessor's."""
         self.ready = False
         self._heartbeater = Heartbeater(
             nc, subjects.worker_heartbeat(worker_id), self._beat, interval=heartbeat_interval
@@ -204,6 +213,8 @@ class JitWorker:
         if self.status != "new":
             return
         self.status = "starting"
+        # Before this worker's own first beat replaces it: where a predecessor was.
+        predecessor = await self._predecessor()
         await self._heartbeater.start()
         try:
             await self._open()
@@ -222,6 +233,8 @@ class JitWorker:
         assert self.player is not None
         self.status = "ready"
         try:
+            if predecessor is not None:
+                self._resume(predecessor)
             self.player.start()
             self._tasks.spawn(self._housekeeping(), name="housekeeping")
             for subject, callback in (
@@ -238,6 +251,38 @@ class JitWorker:
         log.info(
             "jit session ready",
             extra={"session": self.session_id, "worker": self.worker_id},
+        )
+
+    async def _predecessor(self) -> JitStats | None:
+        """What this session's previous worker last reported, if one ran: a worker started
+        again after its process or its machine died finds its predecessor's last heartbeat in
+        ``HEARTBEATS`` (None at a first start, or when it cannot be read)."""
+        subject = subjects.worker_heartbeat(self.worker_id)
+        try:
+            raw = await self._js.get_last_msg(HEARTBEATS.name, subject, direct=True)
+            beat = decode_heartbeat(raw.data or b"", subject)
+        except (NotFoundError, MessageError, nats.errors.Error, TimeoutError):
+            return None
+        if not isinstance(beat, WorkerHeartbeat) or not isinstance(beat.stats, JitStats):
+            return None
+        return beat.stats if beat.at < self._started_wall else None
+
+    def _resume(self, stats: JitStats) -> None:
+        """Pick up where the predecessor was: seek to the frame it reported, playing if it
+        played. The viewer's page reconnects by itself and finds the picture it left."""
+        assert self.playback is not None
+        if stats.position <= 0:
+            return
+        now = time.monotonic()
+        try:
+            self.playback.seek(stats.position, now)
+        except CommandError:
+            return  # a position this file does not have
+        if stats.playing:
+            self.playback.play(now)
+        log.info(
+            "jit session resumed where its previous worker was",
+            extra={"session": self.session_id, "frame": stats.position, "playing": stats.playing},
         )
 
     async def _open(self) -> None:
