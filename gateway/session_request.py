@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from pipeline.messages.events import SessionInput, SessionOptions
-from pipeline.producers.jit.compare import MAX_OFFSET
+from pipeline.messages.events import MAX_COMPARE_OFFSET, SessionInput, SessionOptions
 
 MAX_INPUTS = 16
 MAX_SIDE = 7680
@@ -136,7 +135,7 @@ def _check_compare(o: SessionOptions, inputs: list[SessionInput]) -> None:
             "inputs[1].channel_count: with compare, the second input is video B, not audio "
             "(give its sound as an audio input after it)"
         )
-    _range("compare_offset", o.compare_offset, -MAX_OFFSET, MAX_OFFSET)
+    _range("compare_offset", o.compare_offset, -MAX_COMPARE_OFFSET, MAX_COMPARE_OFFSET)
 
 
 def _range(name: str, value: int | None, low: int, high: int) -> None:

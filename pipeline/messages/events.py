@@ -114,6 +114,11 @@ class SessionInput(msgspec.Struct, frozen=True):
     id: str | None = None
 
 
+MAX_COMPARE_OFFSET = 1_000_000
+"""Frames B of an A/B compare may be ahead of or behind A (11 hours at 25 fps): beyond it, a
+typo. The gateway refuses more in a request, the worker in a ``compare/1`` command."""
+
+
 class SessionOptions(msgspec.Struct, frozen=True):
     """The JIT options of the original program, with its defaults (None: from the input)."""
 

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.messages.control import Compare, CompareState
-from pipeline.messages.events import SessionOptions
+from pipeline.messages.events import MAX_COMPARE_OFFSET, SessionOptions
 from pipeline.producers.jit.errors import CommandError
 from pipeline.producers.jit.picture import even
 from pipeline.state.layouts import Rect
@@ -49,8 +49,7 @@ from pipeline.state.layouts import Rect
 Yuv = npt.NDArray[np.uint8]
 Plane = npt.NDArray[np.uint8]
 
-MAX_OFFSET = 1_000_000
-"""Frames B may be ahead of or behind A (11 hours at 25 fps): beyond it, a typo."""
+MAX_OFFSET = MAX_COMPARE_OFFSET
 DIFFERENCE_GAIN = 4
 """How much the difference view amplifies: a difference of 55 levels (of 255) is white, so a
 re-encode's faint noise shows as dark grey and a changed picture as white."""
