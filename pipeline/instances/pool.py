@@ -318,7 +318,7 @@ class InstancePool:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), self._next_pass())
             self._wake.clear()
             try:
                 await self.tick()
@@ -330,6 +330,20 @@ class InstancePool:
                 log.warning(
                     "instance pass interrupted by NATS; retrying", extra={"error": repr(exc)}
                 )
+
+    def _next_pass(self) -> float:
+        """Seconds until the next pass: the poll interval, or sooner when an agent's heartbeat
+        deadline falls before it, so that a silent agent's workers move at its deadline and
+        not up to a whole interval later (failover time, bench case 15)."""
+        now = self._clock()
+        deadlines = [
+            view.last_beat + self.policy.heartbeat_timeout - now
+            for view in self.views.values()
+            if view.last_beat is not None
+        ]
+        # A little past the deadline (the pass must see it passed), and never a busy loop.
+        soonest = min((d + 0.05 for d in deadlines if d > -0.05), default=self.interval)
+        return max(0.05, min(self.interval, soonest))
 
     def poke(self) -> None:
         """Look at the instances now rather than at the next interval."""
