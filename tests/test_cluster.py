@@ -220,10 +220,20 @@ async def test_a_nats_server_and_the_control_plane_can_die_without_losing_anythi
             assert leader is not None and leader.leader is not None
             index = int(leader.leader.rsplit("-", 1)[1]) - 1
             cluster.nats.kill(index)
-            await asyncio.sleep(6.0)
+            acked_before = len(probe.acked)
+
+            async def new_leader_takes_appends() -> bool:
+                try:
+                    info = (await js.stream_info(EVENTS.name)).cluster
+                except Exception:  # noqa: BLE001 - no leader yet
+                    return False
+                moved = info is not None and info.leader not in (None, f"nats-{index + 1}")
+                return moved and len(probe.acked) > acked_before + 10
+
+            await until(new_leader_takes_appends, 90, "a new EVENTS leader taking appends")
         lost = await probe.lost()
         print(f"{len(probe.acked)} events acknowledged across the kill of nats-{index + 1}")
-        assert len(probe.acked) > 50 and not lost, f"lost acknowledged events: {lost[:5]}"
+        assert not lost, f"lost acknowledged events: {lost[:5]}"
 
         # Every segment that was listed before the kill and is still listed can be fetched,
         # and so can every segment listed now.

@@ -105,7 +105,19 @@ async def test_killing_the_server_that_leads_events_loses_no_acknowledged_event(
             for seq in acked:
                 msg = await js.get_msg(EVENTS.name, seq)
                 assert msg.subject.startswith("events.instance.")
-            # The killed server comes back and catches up.
+            # The killed server comes back and catches up with what it missed.
             await cluster.restart(killed)
+            name = f"nats-{killed + 1}"
+            for _ in range(120):
+                try:
+                    info = await js.stream_info(EVENTS.name)
+                except Exception:  # noqa: BLE001 - asked again
+                    info = None
+                peers = (info.cluster.replicas or []) if info and info.cluster else []
+                if any(peer.name == name and peer.current for peer in peers):
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                raise AssertionError(f"{name} did not catch up within 60 s")
         finally:
             await nc.close()

@@ -93,7 +93,7 @@ class ControlPlane(Parts):
         )
         self.js = self.nc.jetstream()
         self.replicas = replicas_for(server_info(self.nc), config.nats_replicas)
-        await provision(self.js, self.replicas)
+        await provision(self.js, self.replicas, shrink=self.config.nats_replicas > 0)
         self.projector = Projector(self.nc, self.js, heartbeat_interval=config.heartbeat_interval)
         await self.projector.start()
         runner: LocalProvider | InstancePool
@@ -153,7 +153,7 @@ class ControlPlane(Parts):
         # A restarted nats-server lost its memory streams (frames, segments, playlists):
         # provisioning is idempotent, so do it again on every reconnect.
         if self.js is not None:
-            await provision(self.js, self.replicas)
+            await provision(self.js, self.replicas, shrink=self.config.nats_replicas > 0)
 
     async def stop(self) -> None:
         """Stop in reverse order of start. Safe to call twice."""

@@ -192,9 +192,9 @@ def _secret_file(path: Path) -> str:
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: private first
     with os.fdopen(fd, "w") as out:
         out.write(text)
-    os.chmod(path, 0o600)
 
 
 def load_secrets(folder: Path, users: Path | None = None) -> Secrets:

@@ -292,6 +292,8 @@ class Controller:
                 # decides again from what is running. (Letting it out would end the loop, and
                 # with it every restart of a crashed worker.)
                 log.warning("reconcile interrupted by NATS; retrying", extra={"error": repr(exc)})
+            except Exception:  # noqa: BLE001 - a bug must not end every future restart
+                log.exception("reconcile failed unexpectedly; retrying at the next pass")
 
     async def reconcile(self) -> None:
         """One pass: decide and apply."""

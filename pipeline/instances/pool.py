@@ -330,6 +330,8 @@ class InstancePool:
                 log.warning(
                     "instance pass interrupted by NATS; retrying", extra={"error": repr(exc)}
                 )
+            except Exception:  # noqa: BLE001 - a bug or a provider's raw error: not the end
+                log.exception("instance pass failed unexpectedly; retrying at the next pass")
 
     def _next_pass(self) -> float:
         """Seconds until the next pass: the poll interval, or sooner when an agent's heartbeat

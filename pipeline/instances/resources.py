@@ -40,13 +40,19 @@ def quota_v2(text: str) -> float | None:
     parts = text.split()
     if len(parts) != 2 or parts[0] == "max":
         return None
-    quota, period = float(parts[0]), float(parts[1])
+    try:
+        quota, period = float(parts[0]), float(parts[1])
+    except ValueError:
+        return None  # a file we do not understand: no limit, rather than no agent
     return quota / period if quota > 0 and period > 0 else None
 
 
 def quota_v1(quota: str, period: str) -> float | None:
     """Cores a cgroup v1 CFS quota allows (``-1``: none)."""
-    q, p = float(quota.strip()), float(period.strip())
+    try:
+        q, p = float(quota.strip()), float(period.strip())
+    except ValueError:
+        return None  # a file we do not understand: no limit, rather than no agent
     return q / p if q > 0 and p > 0 else None
 
 

@@ -21,7 +21,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError
 
@@ -256,7 +256,9 @@ def with_credentials(url: str, user: str, password: str) -> str:
     out = []
     for one in url.split(","):
         parts = urlsplit(one.strip())
-        out.append(urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}")))
+        # Quoted: a password with "@", "/" or ":" must not end the user part early.
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        out.append(urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}")))
     return ",".join(out)
 
 

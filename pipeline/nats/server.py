@@ -205,9 +205,9 @@ class EmbeddedNats:
         )
         # The file holds the role passwords: readable by this user only.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: private first
         with os.fdopen(fd, "w") as out:
             out.write(text)
-        os.chmod(conf, 0o600)
         port = str(self.port) if self.port else "-1"
         argv = [binary, "-c", str(conf), "-a", self.host, "-p", port]
         self._log.debug("starting nats-server", extra={"argv": " ".join(argv)})

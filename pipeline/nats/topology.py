@@ -239,13 +239,16 @@ def _updates(want: StreamConfig, have: StreamConfig) -> list[str]:
     return changes
 
 
-async def _ensure_stream(js: JetStreamContext, want: StreamConfig) -> str:
+async def _ensure_stream(js: JetStreamContext, want: StreamConfig, shrink: bool = True) -> str:
     assert want.name is not None
     try:
         info = await js.stream_info(want.name)
     except NotFoundError:
         await js.add_stream(want)
         return f"created stream {want.name}"
+    have = info.config.num_replicas or 1
+    if not shrink and have > (want.num_replicas or 1):
+        want = want.evolve(num_replicas=have)
     problems = _conflicts(want, info.config)
     if problems:
         raise TopologyError(
@@ -266,7 +269,9 @@ async def _ensure_stream(js: JetStreamContext, want: StreamConfig) -> str:
     return f"updated stream {want.name}: {', '.join(changes)}"
 
 
-async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int = 1) -> str:
+async def _ensure_bucket(
+    js: JetStreamContext, spec: BucketSpec, replicas: int = 1, shrink: bool = True
+) -> str:
     try:
         info = await js.stream_info(spec.stream_name)
     except NotFoundError:
@@ -302,7 +307,7 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int =
             f"(`nats stream rm {spec.stream_name}`) or point Tessera at another NATS (NATS_URL)"
         )
     copies = have.num_replicas or 1
-    if copies != replicas:
+    if copies != replicas and (shrink or copies < replicas):
         await js.update_stream(have.evolve(num_replicas=replicas))
         return f"updated {spec.kind} bucket {spec.name}: replicas {copies} -> {replicas}"
     return ""
@@ -347,14 +352,16 @@ def replicas_for(server_info: dict[str, Any], configured: int = 0) -> int:
     return max(1, min(3, len(server_info.get("connect_urls") or ())))
 
 
-async def provision(js: JetStreamContext, replicas: int = 1) -> list[str]:
+async def provision(js: JetStreamContext, replicas: int = 1, *, shrink: bool = True) -> list[str]:
     """Create or check every stream and bucket, each at ``replicas`` copies (at most its
     spec's maximum; 3 on a 3-server cluster, 1 on one server); return what was done (empty:
-    nothing). Copies are changed in place where they differ."""
+    nothing). Copies are changed in place where they differ; with ``shrink=False`` only ever
+    raised (``replicas`` guessed from a server that may not see all its peers yet must not
+    take copies away)."""
     actions = []
     for stream in STREAMS:
         config = stream.config(replicas)
-        make = functools.partial(_ensure_stream, js, config)
+        make = functools.partial(_ensure_stream, js, config, shrink)
         try:
             actions.append(await _answered(make, stream.name))
         except TopologyError as exc:
@@ -362,7 +369,7 @@ async def provision(js: JetStreamContext, replicas: int = 1) -> list[str]:
                 raise
             log.warning("%s; going on without it", exc)
     for bucket in BUCKETS:
-        make = functools.partial(_ensure_bucket, js, bucket, replicas)
+        make = functools.partial(_ensure_bucket, js, bucket, replicas, shrink)
         actions.append(await _answered(make, bucket.name))
     done = [a for a in actions if a]
     for action in done:

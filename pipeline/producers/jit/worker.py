@@ -174,8 +174,9 @@ class JitWorker:
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
         self.status = "new"
-        self._started_wall = time.time()
-        """When this worker was made (Unix time): a beat from before it is a predecessor's."""
+        self._inherited: JitStats | None = None
+        """A predecessor's last stats, reported until this worker has its own (so that it
+        dying while it opens the files does not lose the position for the next one)."""
         self.ready = False
         self._heartbeater = Heartbeater(
             nc, subjects.worker_heartbeat(worker_id), self._beat, interval=heartbeat_interval
@@ -214,7 +215,7 @@ class JitWorker:
             return
         self.status = "starting"
         # Before this worker's own first beat replaces it: where a predecessor was.
-        predecessor = await self._predecessor()
+        predecessor = self._inherited = await self._predecessor()
         await self._heartbeater.start()
         try:
             await self._open()
@@ -265,7 +266,9 @@ class JitWorker:
             return None
         if not isinstance(beat, WorkerHeartbeat) or not isinstance(beat.stats, JitStats):
             return None
-        return beat.stats if beat.at < self._started_wall else None
+        # Read before this worker's first beat: any beat found is a predecessor's (comparing
+        # its time with ours would trust two machines' clocks to agree).
+        return beat.stats
 
     def _resume(self, stats: JitStats) -> None:
         """Pick up where the predecessor was: seek to the frame it reported, playing if it
@@ -437,7 +440,7 @@ class JitWorker:
         """What the worker reports in its heartbeat."""
         playback, player = self.playback, self.player
         if playback is None or player is None:
-            return JitStats()
+            return self._inherited or JitStats()
         return JitStats(
             position=playback.position,
             playing=playback.playing,
