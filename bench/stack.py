@@ -33,6 +33,7 @@ from pipeline.messages.codec import decode_heartbeat
 from pipeline.messages.heartbeats import GrabberStats, StitcherStats, WorkerHeartbeat
 from pipeline.nats.connect import connect
 from pipeline.runtime.procs import die_with_parent, stop_process
+from pipeline.state.mosaic import key_of_source
 
 START_TIMEOUT = 40.0
 STOP_TIMEOUT = 25.0
@@ -85,7 +86,9 @@ class Beats:
         return None
 
     def grabber(self, source_id: str) -> GrabberStats | None:
-        beat = self.of("grabber", source_id)
+        """The stats of the grabber that makes ``source_id`` (a source id or key: one grabber
+        per URL, whatever its tile sizes)."""
+        beat = self.of("grabber", key_of_source(source_id))
         return beat.stats if beat is not None and isinstance(beat.stats, GrabberStats) else None
 
     def stitcher(self, fp: str) -> StitcherStats | None:

@@ -56,6 +56,11 @@ def _frames(path: Path, count: int, times: dict[str, float]) -> Iterator[av.Vide
                 yield frame
 
 
+def decoded(path: Path, count: int) -> Iterator[av.VideoFrame]:
+    """The first ``count`` frames of ``path``, decoded as a grabber decodes (untimed)."""
+    return _frames(path, count, {"demux": 0.0, "decode": 0.0})
+
+
 def grabber_stages(
     path: Path, tile: tuple[int, int], count: int
 ) -> tuple[dict[str, float], list[bytes]]:

@@ -67,6 +67,9 @@ class PipelineCollector(Collector):
         src_var = g("tessera_source_rendition_info",
                     "1 for the HLS variant a source's grabber chose for its tile",
                     labels=["source", "rendition"])  # fmt: skip
+        src_size = g("tessera_source_tile_size_info",
+                     "1 for each tile size a source's grabber makes (one decode for all)",
+                     labels=["source", "size"])  # fmt: skip
         mos_fps = g("tessera_mosaic_stitch_fps", "Frames/s a mosaic composes", labels=["mosaic"])
         mos_late = c("tessera_mosaic_late_frames", "Mosaic ticks skipped late", labels=["mosaic"])
         mos_enc = g("tessera_mosaic_encode_ms", "Compose+encode ms per frame", labels=["mosaic"])
@@ -96,6 +99,8 @@ class PipelineCollector(Collector):
                     src_err.add_metric([t], stats.decode_errors)
                     if stats.rendition:
                         src_var.add_metric([t, stats.rendition], 1.0)
+                    for tile in stats.sizes:
+                        src_size.add_metric([t, tile], 1.0)
                 elif isinstance(stats, StitcherStats):
                     mos_fps.add_metric([t], stats.fps)
                     mos_late.add_metric([t], stats.late_frames)
@@ -120,7 +125,8 @@ class PipelineCollector(Collector):
         for name, (n, b) in sorted(self.streams.items()):
             msgs.add_metric([name], n)
             size.add_metric([name], b)
-        yield from (src_in, src_out, src_up, src_rec, src_err, src_var, mos_fps, mos_late, mos_enc)
+        yield from (src_in, src_out, src_up, src_rec, src_err, src_var, src_size)
+        yield from (mos_fps, mos_late, mos_enc)
         yield from (mos_seg, mos_bytes, mos_dead, mos_parts, mos_rtc, mos_drop)
         yield from (ses_fps, ses_view, ses_seek, inst_cap)
         yield from (inst_used, age, msgs, size)

@@ -200,10 +200,9 @@ async def test_the_worker_gets_exactly_the_spec_the_controller_sent(
     rate), with no string form on the way."""
     service, launcher, _ = agent
     spec = GrabberSpec(
-        source_id="src1-64x36",
+        key="src1",
         url="rtsp://user:p%40ss@cam.example:554/live?channel=1&subtype=0",
-        width=64,
-        height=36,
+        sizes=((64, 36), (32, 18)),
         fps=12.5,
     )
     await start_worker_on(nc, service.instance_id, spec)
@@ -271,7 +270,7 @@ async def test_two_local_agents_place_replace_and_leave_nothing(
         assert all(v.managed for v in views())
 
         # A grabber needs a place: only agent-b has room for grabbers.
-        spec = GrabberSpec(source_id="src1", url=refused_url(), width=64, height=36, fps=5)
+        spec = GrabberSpec(key="src1", url=refused_url(), sizes=((64, 36),), fps=5)
         placement = place([(spec.worker_id, "grabber")], views(), {}, time.time(), policy)
         assert placement.assign == {spec.worker_id: "agent-b"}
         await start_worker_on(nc, "agent-b", spec)

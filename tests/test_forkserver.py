@@ -93,16 +93,14 @@ def zombies() -> list[int]:
 
 
 def grabber(n: int) -> GrabberSpec:
-    return GrabberSpec(
-        source_id=f"fs{os.getpid()}x{n}", url=refused_url(), width=320, height=180, fps=25
-    )
+    return GrabberSpec(key=f"fs{os.getpid()}x{n}", url=refused_url(), sizes=((320, 180),), fps=25)
 
 
 # --- the spec on its way, without processes ---------------------------------------------------
 
 SPECS: list[WorkerSpec] = [
     GrabberSpec(
-        source_id="abc-320x180", url="rtsp://u:p@cam/x?a=1&b=two words", width=320, height=180,
+        key="abc", url="rtsp://u:p@cam/x?a=1&b=two words", sizes=((320, 180), (160, 90)),
         fps=12.5,
     ),
     StitcherSpec(fp="f" * 32),
@@ -134,8 +132,8 @@ def test_a_worker_typed_by_a_person_is_the_same_spec() -> None:
     grabber_spec = SPECS[0]
     assert isinstance(grabber_spec, GrabberSpec)
     typed = [
-        "worker", "grabber", grabber_spec.source_id, "--url", grabber_spec.url,
-        "--width", "320", "--height", "180", "--fps", "12.5",
+        "worker", "grabber", grabber_spec.key, "--url", grabber_spec.url,
+        "--size", "160x90", "--size", "320x180", "--fps", "12.5",
     ]  # fmt: skip
     assert _worker_command(typed) == grabber_spec
     assert _worker_command(["worker", "stitcher", "f" * 32]) == SPECS[1]

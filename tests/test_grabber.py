@@ -32,7 +32,7 @@ from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
 from pipeline.messages.workers import GrabberSpec
 from pipeline.nats import subjects
 from pipeline.producers.decode import GrabberState
-from pipeline.producers.grabber import Grabber
+from pipeline.producers.grabber import Grabber, TileOut
 from pipeline.producers.scale import BLACK, TileScaler
 from pipeline.producers.timing import (
     Backoff,
@@ -45,7 +45,7 @@ from pipeline.producers.timing import (
 )
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
-from pipeline.state.mosaic import source_id
+from pipeline.state.mosaic import key_of_source, source_id
 
 COLOUR = (200, 60, 30)
 # Mean Y/U/V of a flat area of a grabbed tile vs the exact BT.601 limited-range value of the
@@ -214,7 +214,7 @@ async def test_frames_have_the_tile_size_and_the_source_colour(
 
     await until(lambda: bool(seen.beats) and seen.stats.fps_out > 0, 5, "a heartbeat with rates")
     beat = seen.beats[-1]
-    assert (beat.kind, beat.target, beat.ready) == ("grabber", grabber.source_id, True)
+    assert (beat.kind, beat.target, beat.ready) == ("grabber", grabber.key, True)
     assert seen.stats.connected and seen.stats.state == "connected"
     # Decoding runs up to a second ahead in bursts (the release thread paces the output), so
     # the decode rate settles at the source's once that second is decoded.
@@ -408,7 +408,7 @@ async def test_stop_leaves_no_thread_and_is_safe_twice(nc: Client, server: Sourc
 
 async def test_tiles_too_big_for_nats_are_refused_at_start(nc: Client) -> None:
     # The test server's max_payload is 8 MiB; a 3840x2160 tile is 12.4 MB.
-    spec = GrabberSpec(source_id="huge", url="http://127.0.0.1:9/x", width=3840, height=2160)
+    spec = GrabberSpec(key="huge", url="http://127.0.0.1:9/x", sizes=((3840, 2160), (320, 180)))
     grabber = Grabber.from_spec(spec, nc=nc, worker_id="w-huge", policy=SourcePolicy.local())
     with pytest.raises(ConfigError, match="over the NATS max_payload"):
         await grabber.start()
@@ -540,3 +540,98 @@ def test_stale_guard_drops_repeats_after_a_reconnect_but_not_a_restart() -> None
     assert guard.fresh(101.04), "newer than anything shown: live again"
     assert guard.fresh(0.0), "far back: an encoder restart, not a repeat"
     assert guard.fresh(0.04)
+
+
+# -- several tile sizes from one decode -----------------------------------------------------------
+
+
+async def test_one_grabber_makes_every_tile_size_from_one_decode(
+    nc: Client, server: SourceServer, grabbers: list[Grabber]
+) -> None:
+    """320x180, 160x90 and a square 64x64 of one source: one decode thread, each size on its
+    own subject (the same frames: the same sequence numbers), the right colour and bars in
+    each; the heartbeat's target is the source key and its stats name the sizes."""
+    url = server.url("colour")
+    sizes = ((320, 180), (160, 90), (64, 64))
+    sids = [source_id(url, w, h) for w, h in sizes]
+    key = key_of_source(sids[0])
+    seen = [await watch(nc, sid, f"grabber-{key}") for sid in sids]
+    before = own_threads()
+    grabber = Grabber(
+        nc=nc,
+        source_id=sids[0],
+        url=url,
+        width=320,
+        height=180,
+        fps=25.0,
+        worker_id=f"grabber-{key}",
+        policy=SourcePolicy.local(),
+        also=[TileOut(sid, w, h) for sid, (w, h) in zip(sids[1:], sizes[1:], strict=True)],
+        key=key,
+        **FAST,  # type: ignore[arg-type]
+    )
+    grabbers.append(grabber)
+    await grabber.start()
+    await until(lambda: all(s.frame_count() >= 10 for s in seen), 10, "frames of every size")
+    assert sorted(t.name for t in own_threads() - before) == [
+        f"grabber-{sids[0]}",
+        f"release-{sids[0]}",
+    ], "one decode (and release) thread for all sizes"
+    seqs = []
+    for watched, sid, (w, h) in zip(seen, sids, sizes, strict=True):
+        _, header, pixels = watched.frames[-1]
+        assert (header.source_id, header.width, header.height) == (sid, w, h)
+        assert len(pixels) == w * h * 3 // 2
+        seqs.append({f[1].seq for f in watched.frames})
+        y, u, v = planes(header, pixels)
+        top = 16 if (w, h) == (64, 64) else h // 8  # in the picture's upper part
+        assert_colour(y[top : top + 4], u[top // 2 : top // 2 + 2], v[top // 2 : top // 2 + 2],
+                      COLOUR)  # fmt: skip
+    # The square tile is letterboxed: 64x36 of picture, black bars above and below.
+    _, header, pixels = seen[2].frames[-1]
+    y, _, _ = planes(header, pixels)
+    assert (y[:12] == BLACK[0]).all() and (y[-12:] == BLACK[0]).all()
+    assert len(seqs[0] & seqs[1] & seqs[2]) >= 5, "the same frames in every size"
+    await until(lambda: bool(seen[0].beats) and seen[0].stats.fps_out > 0, 5, "a heartbeat")
+    beat = seen[0].beats[-1]
+    assert (beat.target, beat.worker_id) == (key, f"grabber-{key}")
+    assert seen[0].stats.sizes == ("320x180", "160x90", "64x64")
+
+
+def textured(width: int, height: int) -> av.VideoFrame:
+    """A picture with detail at every scale (gradients and a checkerboard), yuv420p."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    luma = 16 + (xx * 219 // width + ((xx // 8 + yy // 8) % 2) * 40) % 220
+    data = np.empty((height * 3 // 2, width), np.uint8)
+    data[:height] = luma
+    chroma = data[height:].reshape(2, height // 2, width // 2)
+    chroma[0] = 128 + (yy[::2, ::2] * 60 // height)
+    chroma[1] = 100 + (xx[::2, ::2] * 50 // width)
+    return av.VideoFrame.from_ndarray(data, format="yuv420p")
+
+
+def psnr(a: bytes | memoryview, b: bytes | memoryview) -> float:
+    x = np.frombuffer(a, np.uint8).astype(np.float64)
+    y = np.frombuffer(b, np.uint8).astype(np.float64)
+    mse = float(((x - y) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def test_a_smaller_tile_scaled_from_the_larger_one_matches_one_scaled_from_the_source() -> None:
+    """The smaller sizes are scaled from the largest tile's picture (cheaper: bench case 11):
+    the same placement, and within a rounding of the tile scaled from the decoded picture."""
+    source = textured(1280, 720)
+    large = TileScaler(320, 180)
+    large.scale(source)
+    assert large.picture is not None and (large.picture.width, large.picture.height) == (320, 180)
+    for w, h in ((160, 90), (64, 64), (240, 180)):
+        direct, via = TileScaler(w, h), TileScaler(w, h)
+        want = bytes(direct.scale(source))
+        got = bytes(via.scale(source, via=large.picture))
+        assert via.placement == direct.placement
+        assert psnr(got, want) > 38, (w, h, psnr(got, want))
+    # A tile whose picture needs more pixels than the larger tile's has: from the source.
+    square = TileScaler(320, 320)
+    square.scale(source)  # its picture: 320x180
+    wide, alone = TileScaler(400, 226), TileScaler(400, 226)
+    assert bytes(wide.scale(source, via=square.picture)) == bytes(alone.scale(source))

@@ -51,7 +51,7 @@ from pipeline.instances.reaping import (
 from pipeline.messages.codec import decode_agent_command, encode
 from pipeline.messages.control import StartWorker
 from pipeline.messages.heartbeats import InstanceHeartbeat
-from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec, tile_sizes
 
 POLICY = Policy(max_idle=600, max_up=14400, ready_timeout=120, heartbeat_timeout=15)
 CAPACITY = {"jit": 2, "grabber": 4, "stitcher": 1}
@@ -243,10 +243,11 @@ _TARGETS = st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)
 _SPECS: st.SearchStrategy[WorkerSpec] = st.one_of(
     st.builds(
         GrabberSpec,
-        source_id=_TARGETS,
+        key=_TARGETS,
         url=st.text(max_size=60),
-        width=st.integers(2, 4096),
-        height=st.integers(2, 4096),
+        sizes=st.lists(st.tuples(st.integers(2, 4096), st.integers(2, 4096)), max_size=4).map(
+            tile_sizes
+        ),
         fps=st.floats(0.1, 240),
     ),
     st.builds(StitcherSpec, fp=_TARGETS),

@@ -1,17 +1,30 @@
 """Issue 19 part 4: long GOPs at review speed. The reader's byte-bounded cache keeps what a seek
 decoded on the way to its frame, so stepping backwards through a 250-frame GOP decodes from the
-keyframe once per cache-full, and every frame is still exactly the one asked for."""
+keyframe once per cache-full, and every frame is still exactly the one asked for. The seek
+proxy (intra-only JPEG, built in the background) gives a seek's frame at once: its pictures are
+the frames asked for, it stays within its bound, and a session sends a seek's proxy picture,
+then the exact one (or only the exact one where the proxy has no such frame yet)."""
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import random
+import threading
+import time
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
+from nats.aio.client import Client
 
-from pipeline.messages.events import SessionOptions
-from pipeline.producers.jit.decoder import Picture, VideoReader
+from pipeline.messages.control import FrameReport, Seek
+from pipeline.messages.events import SessionInput, SessionOptions
+from pipeline.producers.jit import player, proxyplan
+from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader
 from pipeline.producers.jit.framecache import (
     MIN_FRAMES,
     FrameCache,
@@ -19,8 +32,16 @@ from pipeline.producers.jit.framecache import (
     frames_for,
 )
 from pipeline.producers.jit.inputs import InputAccess, open_input
+from pipeline.producers.jit.proxy import MIN_WORK, ProxyBuilder, ProxyReader, ProxyStore
+from pipeline.producers.jit.worker import JitWorker
 from pipeline.sources.policy import SourcePolicy
+from tests import test_jit_worker
 from tests.jitmedia import make_video, read_frame_number
+from tests.test_jit_worker import Viewer, watch
+
+# The worker tests' fixtures: a started session, and aiortc completing frames as browsers do.
+session = test_jit_worker.session
+browser_like_jitter_buffer = test_jit_worker.browser_like_jitter_buffer
 
 FRAMES = 300
 GOP = 250
@@ -166,3 +187,289 @@ def test_stepping_forward_then_back_stays_exact(longgop: Path) -> None:
         assert video.cache_peak_bytes <= video.cache_budget
     finally:
         video.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_seek_skips_unreferenced_frames_and_its_pictures_are_the_same_bits(
+    longgop: Path, threads: int
+) -> None:
+    options = SessionOptions(threads=threads, thread_type="frame")
+    sought, walked = reader(longgop, 16, options), reader(longgop, 16, options)
+    try:
+        target = 240
+        picture = sought.read(target)
+        assert picture is not None and number_of(picture) == target
+        # From the keyframe at 0: the B-frames no frame refers to are not decoded before
+        # the 16 frames the cache keeps (225-240), and all from there are.
+        assert sought.decoded < target
+        for n in range(target - 15, target + 1):
+            assert n in sought._cache, n
+        truth = [walked.read(n) for n in range(target + 1)]
+        assert walked.decoded >= target + 1  # decoded forwards, every frame
+        for n in range(target - 15, target + 1):
+            again = sought.read(n)
+            assert again is not None and truth[n] is not None
+            assert np.array_equal(again.data, truth[n].data), n
+        assert number_of(sought.read(target + 5)) == target + 5
+    finally:
+        sought.close()
+        walked.close()
+
+
+def test_a_read_called_off_leaves_the_reader_exact(longgop: Path) -> None:
+    video = reader(longgop, 8)
+    try:
+        calls = 0
+
+        def stop() -> bool:
+            nonlocal calls
+            calls += 1
+            return calls > 5
+
+        with pytest.raises(ReadInterrupted):
+            video.read(200, stop)  # a seek from the keyframe at 0, called off after 6 frames
+        assert not video.cached(200)
+        for n in (200, 201, 150, 3):
+            assert number_of(video.read(n)) == n
+    finally:
+        video.close()
+
+
+# -- the seek proxy: its plan ------------------------------------------------------------------
+
+
+def test_the_plan_builds_the_playhead_first_then_ahead_then_behind() -> None:
+    order: list[int] = []
+    built: dict[int, int] = {}
+    previous = None
+    while (step := proxyplan.next_step(built, 8, 3, previous, 10**9, 0)).build is not None:
+        order.append(step.build)
+        built[step.build] = 100
+        previous = step.build
+    # On from the chunk just made while it is at most one farther than the best: 3 4 5, then
+    # 2 (cost 1) against 6 (cost 3), ...
+    assert order == [3, 4, 5, 2, 6, 7, 1, 0]
+    assert proxyplan.cost(2, 3) == 1 and proxyplan.cost(1, 3) == 3
+
+
+def test_the_plan_makes_room_by_dropping_the_farthest_chunks_only() -> None:
+    built = {0: 100, 1: 100, 2: 100}
+    # The playhead moved to chunk 6: chunk 6 is built after dropping 0 (farthest), not more.
+    assert proxyplan.next_step(built, 8, 6, None, 300, 100) == proxyplan.Step(6, (0,))
+    # Room for nothing nearer than what is there: wait.
+    assert proxyplan.next_step(built, 8, 1, 2, 300, 100) == proxyplan.Step(None)
+    # Too big even alone: nothing is dropped for it.
+    assert proxyplan.next_step(built, 8, 6, None, 300, 1000) == proxyplan.Step(None)
+    assert proxyplan.next_step({0: 1, 1: 1}, 2, 0, 1, 10, 1) == proxyplan.Step(None)
+
+
+def test_proxy_sizes() -> None:
+    assert proxyplan.proxy_size(1920, 1080) == (960, 540)
+    assert proxyplan.proxy_size(3840, 2160) == (1920, 1080)
+    assert proxyplan.proxy_size(20, 10) == (16, 16)
+    assert proxyplan.chunk_frames(Fraction(30000, 1001)) == 300
+    assert proxyplan.chunk_count(300, 250) == 2
+
+
+# -- the seek proxy on a 250-frame GOP -----------------------------------------------------------
+
+
+def builder_of(path: Path, folder: Path, budget: int, playhead: list[int]) -> ProxyBuilder:
+    access = InputAccess(SourcePolicy.local(), media_roots=(path.parent,))
+    store = ProxyStore(folder, budget)
+    return ProxyBuilder(
+        store,
+        lambda: VideoReader(open_input(str(path), 1, access), SessionOptions(), cache_bytes=0),
+        frame_count=FRAMES,
+        rate=Fraction(25),
+        size=(320, 180),
+        playhead=lambda: playhead[0],
+        name="jit-proxy-build-test",
+        min_work=0,  # a 320x180 file seeks fast: build its proxy all the same
+    )
+
+
+def test_every_proxy_picture_is_the_frame_asked_for(longgop: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "proxy"
+    builder = builder_of(longgop, folder, 2**30, [0])
+    exact = reader(longgop, 8)
+    try:
+        builder.start()
+        assert builder.wait_done(60) and builder.stats.status == "done", builder.error
+        store = builder.store
+        assert store.frames == FRAMES and store.built().keys() == {0, 1}
+        assert sum(p.stat().st_size for p in folder.iterdir()) == store.bytes
+        proxy = ProxyReader(store, (320, 180))
+        rng = random.Random(4)
+        for n in [*rng.sample(range(FRAMES), 25), 0, GOP - 1, GOP, FRAMES - 1]:
+            picture = proxy.read(n)
+            assert picture is not None and not picture.exact
+            assert picture.frame == n and number_of(picture) == n
+            assert picture.data.shape == (270, 320)
+            truth = exact.read(n)
+            assert truth is not None and truth.exact and picture.pts == truth.pts
+        assert proxy.read(FRAMES) is None
+    finally:
+        builder.stop()
+        exact.close()
+        builder.store.close()
+    assert not folder.exists()
+    builder.store.close()  # twice
+
+
+def test_short_gops_get_no_proxy(longgop: Path, tmp_path: Path) -> None:
+    video = reader(longgop, 8)
+    try:
+        assert video.longest_gop(500) == GOP
+        assert video.longest_gop(100) == 100  # no second keyframe in 100 frames
+        assert number_of(video.read(7)) == 7  # the scan leaves the reader exact
+    finally:
+        video.close()
+    # 250 frames of 320x180 are 7 frames of 1080p: a seek is cheap, no proxy is built.
+    builder = builder_of(longgop, tmp_path / "p", 2**30, [0])
+    builder.min_work = MIN_WORK
+    try:
+        builder.start()
+        assert builder.wait_done(30) and builder.stats.status == "skipped"
+        assert builder.work == pytest.approx(GOP * 320 * 180 / (1920 * 1080))
+        assert builder.store.frames == 0
+    finally:
+        builder.stop()
+        builder.store.close()
+
+
+def test_a_proxy_too_big_for_its_bound_covers_the_playhead_and_follows_it(
+    longgop: Path, tmp_path: Path
+) -> None:
+    # Measure a chunk, then allow a little more than one (less than one and a chunk's
+    # estimate, 110 % of the chunks made so far).
+    probe = builder_of(longgop, tmp_path / "probe", 2**30, [0])
+    probe.start()
+    assert probe.wait_done(60)
+    chunk0 = probe.store.built()[0]
+    probe.stop()
+    probe.store.close()
+
+    playhead = [10]
+    builder = builder_of(longgop, tmp_path / "bounded", chunk0 * 6 // 5, playhead)
+    store = builder.store
+    try:
+        builder.start()
+        assert builder.wait_done(60) and builder.stats.status == "full"
+        assert store.built().keys() == {0} and store.peak_bytes <= store.budget
+        assert store.has(0) and store.has(GOP - 1) and not store.has(GOP)
+        # The playhead moves into the second chunk: the first is dropped to make room for it.
+        playhead[0] = 280
+        deadline = time.monotonic() + 60
+        while not (store.has(280) and store.built().keys() == {1}):
+            assert time.monotonic() < deadline, store.built()
+            time.sleep(0.05)
+        assert not store.has(0) and store.evicted == 1 and store.peak_bytes <= store.budget
+        assert len(list(store.folder.iterdir())) == 1
+    finally:
+        builder.stop()
+        store.close()
+
+
+def test_the_builder_waits_while_the_session_plays(longgop: Path, tmp_path: Path) -> None:
+    store = ProxyStore(tmp_path / "p", 2**30)
+    playing = threading.Event()
+    playing.set()
+    access = InputAccess(SourcePolicy.local(), media_roots=(longgop.parent,))
+    builder = ProxyBuilder(
+        store,
+        lambda: VideoReader(open_input(str(longgop), 1, access), SessionOptions()),
+        frame_count=FRAMES,
+        rate=Fraction(25),
+        size=(320, 180),
+        playhead=lambda: 0,
+        busy=playing.is_set,
+        min_work=0,
+    )
+    try:
+        builder.start()
+        deadline = time.monotonic() + 10
+        while builder.stats.status != "playing":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert store.frames == 0
+        playing.clear()
+        assert builder.wait_done(60) and store.frames == FRAMES
+    finally:
+        builder.stop()
+        store.close()
+
+
+# -- the seek proxy in a session, over WebRTC ----------------------------------------------------
+
+
+@pytest.fixture
+def media(longgop: Path) -> SimpleNamespace:
+    return SimpleNamespace(root=longgop.parent)
+
+
+async def settled(worker: JitWorker, status: str) -> None:
+    deadline = time.monotonic() + 60
+    while worker.stats().proxy != status:
+        assert time.monotonic() < deadline, worker.stats()
+        await asyncio.sleep(0.05)
+
+
+async def seek_reports(viewer: Viewer, target: int) -> list[FrameReport]:
+    """Seek; the reports that came until the exact picture of ``target`` was shown."""
+    frames, reports = len(viewer.frames), len(viewer.reports)
+    reply = await viewer.send(Seek(frame=target))
+    assert reply.ok, reply.error
+
+    def exact_shown() -> bool:
+        # Its exact report, and as many pictures as reports (a picture per report).
+        done = any(r.exact for _, r in viewer.reports[reports:])
+        return done and len(viewer.frames) - frames >= len(viewer.reports) - reports
+
+    await viewer.until(exact_shown, 10, f"the exact picture of frame {target}")
+    assert viewer.numbers(frames) and set(viewer.numbers(frames)) == {target}
+    return [r for _, r in viewer.reports[reports:]]
+
+
+async def test_a_seek_sends_the_proxy_picture_of_its_frame_then_the_exact_one(
+    nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This small file decodes a GOP in tens of ms: send the proxy picture whenever it can be.
+    monkeypatch.setattr(player, "PROXY_GRACE", 0.0)
+    proxies = tmp_path / "proxies"
+    worker = await session(SessionInput(str(longgop)), proxy_root=proxies, proxy_min_work=0)
+    folder = proxies / worker.session_id
+    await settled(worker, "done")
+    assert worker.stats().proxy_frames == FRAMES and any(folder.iterdir())
+    viewer, _ = await watch(nc, session, worker)
+    # Each a decode from a keyframe: 200 from 0, 280 from 250, 240 from 0 (the cache has
+    # 0-200 and 250-280).
+    for target in (200, 280, 240):
+        reports = await seek_reports(viewer, target)
+        assert {r.frame for r in reports} == {target}
+        assert [r.exact for r in reports] in ([False, True], [True]), reports
+    assert worker.player is not None and worker.player.proxy_pictures >= 1
+    assert worker.stats().proxy_pictures == worker.player.proxy_pictures
+    # A step within the cache is exact at once.
+    reports = await seek_reports(viewer, 239)
+    assert [r.exact for r in reports] == [True]
+    await worker.stop()
+    assert not folder.exists()
+    assert proxies.exists() and not any(proxies.iterdir())
+
+
+async def test_without_room_for_a_proxy_a_seek_decodes_as_before(
+    nc: Client, session: Any, longgop: Path, tmp_path: Path
+) -> None:
+    proxies = tmp_path / "proxies"
+    worker = await session(
+        SessionInput(str(longgop)), proxy_root=proxies, proxy_bytes=1, proxy_min_work=0
+    )
+    await settled(worker, "full")
+    assert worker.stats().proxy_frames == 0
+    assert not any((proxies / worker.session_id).iterdir())
+    viewer, _ = await watch(nc, session, worker)
+    reports = await seek_reports(viewer, 200)
+    assert [(r.frame, r.exact) for r in reports] == [(200, True)]
+    await worker.stop()
+    assert not (proxies / worker.session_id).exists()

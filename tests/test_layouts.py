@@ -280,21 +280,22 @@ def _state(urls: list[str], kind: str, fp: str = "f" * 32) -> MosaicState:
     return MosaicState(fp=fp, tiles=tiles, width=1280, height=720, fps=25, layout=kind)
 
 
-def test_the_big_tile_gets_a_grabber_at_its_size() -> None:
+def test_the_big_tile_gets_its_size_from_its_grabber() -> None:
     urls = [f"http://cams/{c}.m3u8" for c in "ABCDEF"]
     focus = _state(urls, FOCUS)
     want = desired({focus.fp: focus}, frozenset({focus.fp}))
-    grabbers = {(s.url, s.width, s.height) for s in want.values() if isinstance(s, GrabberSpec)}
-    assert (urls[0], 852, 480) in grabbers
-    assert {(u, 426, 240) for u in urls[1:]} <= grabbers and len(grabbers) == 6
+    grabbers = {s.url: s.sizes for s in want.values() if isinstance(s, GrabberSpec)}
+    assert grabbers[urls[0]] == ((852, 480),)
+    assert all(grabbers[u] == ((426, 240),) for u in urls[1:]) and len(grabbers) == 6
     assert source_ids(focus)[0] == source_id(urls[0], 852, 480)
-    # The same URL large in one mosaic and small in another (or twice in one) is two pulls.
+    # The same URL large in one mosaic and small in another (or twice in one) is one pull
+    # that makes each size, the largest first.
     twice = _state([urls[0], *urls[1:5], urls[0]], FOCUS, "e" * 32)
     grid = _state(urls, GRID, "d" * 32)
     want = desired({m.fp: m for m in (twice, grid)}, frozenset({twice.fp, grid.fp}))
-    sizes = {(s.width, s.height) for s in want.values()
-             if isinstance(s, GrabberSpec) and s.url == urls[0]}  # fmt: skip
-    assert sizes == {(852, 480), (426, 240), (426, 360)}
+    pulls = [s for s in want.values() if isinstance(s, GrabberSpec) and s.url == urls[0]]
+    assert len(pulls) == 1
+    assert pulls[0].sizes == ((852, 480), (426, 360), (426, 240))
 
 
 def test_the_compositor_draws_the_big_tile_and_the_small_ones() -> None:

@@ -161,7 +161,7 @@ def test_heartbeats_and_control_round_trip() -> None:
 
 
 SPECS: list[WorkerSpec] = [
-    GrabberSpec(source_id="abc-320x180", url="rtsp://u:p@cam/1?a=b c", width=320, height=180,
+    GrabberSpec(key="abc", url="rtsp://u:p@cam/1?a=b c", sizes=((320, 180), (160, 90)),
                 fps=12.5),
     StitcherSpec(fp="f" * 32),
     JitSpec(session_id="s1"),
@@ -196,7 +196,7 @@ def test_worker_spec_tags_are_unique_and_start_worker_is_version_2() -> None:
     fps=st.floats(min_value=0.1, max_value=240, allow_nan=False),
 )
 def test_any_grabber_spec_round_trips(url: str, width: int, height: int, fps: float) -> None:
-    spec = GrabberSpec(source_id="x-1x1", url=url, width=width, height=height, fps=fps)
+    spec = GrabberSpec(key="x", url=url, sizes=((width, height),), fps=fps)
     assert decode_worker_spec(encode(spec)) == spec
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fractions
 import io
+import itertools
 import os
 import sys
 import time
@@ -25,14 +26,18 @@ import m3u8
 import numpy as np
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pipeline.cli.up import Stack
 from pipeline.config.settings import load
 from pipeline.messages.workers import GrabberSpec, StitcherSpec
+from pipeline.nats import subjects
 from pipeline.nats.server import EmbeddedNats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.layouts import Rect, layout
+from pipeline.state.mosaic import source_id
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 
@@ -429,13 +434,13 @@ async def test_a_focus_mosaic_shows_the_first_source_large_and_the_others_small(
                 Rect(big.x + big.w // 2, big.y + big.h // 2, big.w // 2, big.h // 4),
             ):
                 assert near(rect_colour(picture, half), palette["p0"])  # fmt: skip
-            # Tile 0's grabber pulls at the big tile's size, the others at the small one's.
+            # Tile 0's grabber makes the big tile's size, the others the small one's.
             sizes = {
-                r.spec.url.split("/")[-2]: (r.spec.width, r.spec.height)
+                r.spec.url.split("/")[-2]: r.spec.sizes
                 for r in stack.provider.running().values()
                 if isinstance(r.spec, GrabberSpec)
             }
-            assert sizes == {n: (big if n == "p0" else small[0]).size for n in names}
+            assert sizes == {n: ((big if n == "p0" else small[0]).size,) for n in names}
     finally:
         await stack.stop()
         server.stop()
@@ -479,3 +484,100 @@ async def test_mosaics_that_differ_only_in_their_titles_share_one_stitcher(rig: 
     a = await rig.http.get(f"/play/{fp_first}/{uri}")
     b = await rig.http.get(f"/play/{fp_second}/{uri}")
     assert a.status_code == b.status_code == 200 and a.content == b.content
+
+
+async def test_two_sizes_of_the_same_sources_share_one_grabber_each(rig: Rig, nc: Client) -> None:
+    """Two mosaics of the same four sources at two tile sizes (640x360 → 320x180 tiles, 320x180
+    → 160x90): one grabber per source making both sizes (one fetch of each segment), both
+    pictures right. The second size restarts the grabbers: the first mosaic's tiles miss a
+    moment of frames, never long enough to go dead. When the small mosaic is no longer watched
+    its size is dropped (the grabbers restart with the one size left) and the big one plays
+    on."""
+    names = list(COLOURS)
+    port = rig.sources.port
+    pattern = f"http://127.0.0.1:{port}/{{{','.join(names)}}}[n]/index.m3u8"
+    made: dict[str, str] = {}
+    watching: dict[str, str] = {}
+
+    async def create(size: str) -> None:
+        created = await rig.http.get("/create", params={"urls": pattern, "size": size})
+        assert created.status_code == 302
+        made[size] = watching[size] = created.headers["location"]
+
+    async def watch() -> None:
+        while True:
+            for url in list(watching.values()):
+                await rig.http.get(url)
+            await asyncio.sleep(0.5)
+
+    def grabbers() -> dict[str, tuple[tuple[int, int], ...]]:
+        assert rig.stack.provider is not None
+        return {
+            r.spec.url.split("/")[-2]: r.spec.sizes
+            for r in rig.stack.provider.running().values()
+            if isinstance(r.spec, GrabberSpec)
+        }
+
+    async def plays(size: str) -> bool:
+        _, picture = await newest_picture(rig.http, made[size])
+        if picture.size == 0:
+            return False
+        w, h = (int(x) for x in size.split("x"))
+        assert picture.shape == (h, w, 3)
+        return all(near(tile_colour(picture, i, 4), COLOURS[n]) for i, n in enumerate(names))
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await create("640x360")
+
+        async def big_alone() -> bool:
+            return grabbers() == {n: ((320, 180),) for n in names} and await plays("640x360")
+
+        await until(big_alone, 40, "the big mosaic, one size per grabber")
+        # The big mosaic's frames of one source (with shm, NATS carries a seed a second).
+        red = f"http://127.0.0.1:{port}/red/index.m3u8"
+        arrived: list[float] = []
+
+        async def on_frame(msg: Msg) -> None:
+            arrived.append(time.monotonic())
+
+        sub = await nc.subscribe(subjects.frames(source_id(red, 320, 180)), cb=on_frame)
+        await create("320x180")
+        both = {n: ((320, 180), (160, 90)) for n in names}
+
+        async def shared() -> bool:
+            return grabbers() == both and await plays("640x360") and await plays("320x180")
+
+        await until(shared, 40, "one grabber per source making both sizes, both mosaics right")
+        await asyncio.sleep(1.5)
+        await sub.unsubscribe()
+        gap = max(b - a for a, b in itertools.pairwise(arrived))
+        print(f"the big mosaic's longest wait for a frame while its grabber restarted: {gap:.2f} s")
+        assert gap < 5.0, f"a tile went without frames for {gap:.1f} s: dead"
+        # One decode per source: over a few seconds, each new segment is fetched once (two
+        # grabbers per source would fetch each twice).
+        before = rig.sources.requests()
+        await asyncio.sleep(3.0)
+        after = rig.sources.requests()
+        fetched = {p: n - before.get(p, 0) for p, n in after.items() if p.endswith(".ts")}
+        fetched = {p: n for p, n in fetched.items() if n}
+        assert {p.split("/")[1] for p in fetched} == set(names), fetched
+        assert max(fetched.values()) == 1, f"a segment fetched twice: {fetched}"
+        assert grabbers() == both, "the sizes changed while the mosaics did not"
+        # /metrics and the grabbers' beats name the sizes.
+        text = (await rig.http.get("/metrics")).text
+        sizes = [line for line in text.splitlines()
+                 if line.startswith("tessera_source_tile_size_info{")]  # fmt: skip
+        assert len(sizes) == 8 and sum('size="160x90"' in line for line in sizes) == 4
+
+        del watching["320x180"]  # nobody watches the small mosaic any more
+
+        async def one_size() -> bool:
+            return grabbers() == {n: ((320, 180),) for n in names}
+
+        await until(one_size, 20, "the small size dropped from every grabber")
+        await until(lambda: plays("640x360"), 20, "the big mosaic playing on")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

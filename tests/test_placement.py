@@ -241,7 +241,7 @@ async def test_mosaics_fill_agents_by_cost_beside_their_stitchers_then_503(
                 assert session.json()["error"].startswith("no agent has room for 1 jit")
 
             # The pool itself refuses one more worker, naming the room and the provider's fix.
-            spec = GrabberSpec(source_id="extra", url=refused_url(), width=160, height=90)
+            spec = GrabberSpec(key="extra", url=refused_url(), sizes=((160, 90),))
             with pytest.raises(CapacityError) as full:
                 await pool.start_worker(spec)
             text = str(full.value)
@@ -283,7 +283,7 @@ async def test_a_provider_out_of_room_makes_placement_say_so(
     while the pool places on what it has, and a worker with no room fails with the reason."""
     icfg = instance_settings.load(env={"JIT_INSTANCE_POLL_INTERVAL": "3600"})
     pool = InstancePool(nc, js, NoPorts(), icfg)
-    spec = GrabberSpec(source_id="s1", url=refused_url(), width=320, height=180)
+    spec = GrabberSpec(key="s1", url=refused_url(), sizes=((320, 180),))
     try:
         assert pool.can_launch
         with pytest.raises(WorkerPending, match="waits for instance"):

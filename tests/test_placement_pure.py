@@ -48,8 +48,8 @@ from pipeline.nats import subjects
 from pipeline.state import costs
 from pipeline.state.costs import JIT, Budget, Cost, budget_of, cost_of, refusal, unfit
 from pipeline.state.model import MosaicState
-from pipeline.state.mosaic import MosaicConfig, fingerprint, source_id
-from pipeline.state.reconcile import Timing, affinity, plan
+from pipeline.state.mosaic import MosaicConfig, fingerprint
+from pipeline.state.reconcile import Timing, affinity, grabber_id, plan
 
 POLICY = Policy(max_idle=600, max_up=14400, ready_timeout=120, heartbeat_timeout=15)
 NOW = 1000.0
@@ -85,9 +85,13 @@ def test_costs_follow_the_measured_figures_and_grow_with_size() -> None:
     assert costs.stitcher_cost(1280, 720, 25, 4).cores < hd.cores
     # Specs: a grabber by its tile, one known only by id at the default tile; a stitcher by its
     # mosaic, or the default 720p/16 without one; a session as one playing.
-    spec = GrabberSpec(source_id="s", url="http://a", width=640, height=360, fps=25.0)
+    spec = GrabberSpec(key="s", url="http://a", sizes=((640, 360),), fps=25.0)
     assert cost_of(spec) == costs.grabber_cost(640, 360, 25)
-    adopted = GrabberSpec(source_id="s", url="", width=0, height=0, fps=0.0)
+    # Several sizes of one source: one decode (the base once), the tile pixels of each.
+    two = GrabberSpec(key="s", url="http://a", sizes=((640, 360), (320, 180)), fps=25.0)
+    assert cost_of(two) == costs.grabber_cost(640, 360, 25, (320, 180))
+    assert cost_of(spec).cores < cost_of(two).cores < 2 * costs.grabber_cost(320, 180, 25).cores
+    adopted = GrabberSpec(key="s", url="", sizes=(), fps=0.0)
     assert cost_of(adopted) == small
     big = mosaic("f" * 32, ["http://a"] * 16, (1920, 1080))
     assert cost_of(StitcherSpec(fp="f" * 32), big) == full_hd
@@ -247,7 +251,7 @@ def test_affinity_pairs_grabbers_with_the_stitchers_that_read_them() -> None:
 
 
 def test_load_counts_every_worker_once_where_it_is() -> None:
-    g = GrabberSpec(source_id="g1", url="http://a", width=320, height=180, fps=25.0)
+    g = GrabberSpec(key="g1", url="http://a", sizes=((320, 180),), fps=25.0)
     view = observe(launched("a", {"grabber": 4}, NOW),
                    InstanceHeartbeat(at=NOW, instance_id="a", workers=("grabber-g1", "jit-x")),
                    NOW)  # fmt: skip
@@ -310,7 +314,7 @@ def test_the_gateway_refuses_what_no_agent_has_room_for() -> None:
     assert capacity.refuse_session() is not None and "1 jit" in (capacity.refuse_session() or "")
     # Grabbers that already run need no room: with most of them running, the rest fit.
     for tile in tiles[: 16 - fit]:
-        wid = f"grabber-{source_id(tile.url, 320, 180)}"
+        wid = grabber_id(tile.url)
         hb = WorkerHeartbeat(at=time.time(), worker_id=wid, kind="grabber", target="t",
                              stats=GrabberStats())  # fmt: skip
         beats.latest[subjects.worker_heartbeat(wid)] = (hb, time.time())

@@ -100,9 +100,9 @@ def test_vanished_workers_and_work_in_flight() -> None:
     # sessions; a grabber's options are not in its id, so its spec never equals a wanted one.
     assert spec_from_id("jit-s1") == jit
     assert spec_from_id(f"stitcher-{'f' * 32}") == StitcherSpec(fp="f" * 32)
-    adopted = spec_from_id("grabber-ab12-320x180")
-    assert isinstance(adopted, GrabberSpec) and adopted.worker_id == "grabber-ab12-320x180"
-    assert adopted.url == "" and (adopted.width, adopted.height) == (0, 0)
+    adopted = spec_from_id("grabber-ab12")
+    assert isinstance(adopted, GrabberSpec) and adopted.worker_id == "grabber-ab12"
+    assert adopted.url == "" and adopted.sizes == ()
     assert spec_from_id("painter-x") is None
 
 

@@ -8,15 +8,18 @@ from hypothesis import strategies as st
 
 from pipeline.messages.codec import decode_worker_spec, encode
 from pipeline.messages.events import Tile
-from pipeline.messages.workers import GrabberSpec, StitcherSpec
+from pipeline.messages.workers import GrabberSpec, StitcherSpec, tile_sizes
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.mosaic import (
     MosaicConfig,
     config_of,
     fingerprint,
+    layout_of,
     outputs,
     picture_key,
     source_id,
+    source_ids,
+    source_key,
 )
 from pipeline.state.reconcile import (
     Plan,
@@ -24,8 +27,10 @@ from pipeline.state.reconcile import (
     SessionFact,
     SessionTiming,
     Timing,
+    affinity,
     backoff,
     desired,
+    grabber_id,
     jit_spec,
     plan,
     session_plan,
@@ -43,7 +48,8 @@ def mosaic(*names: str) -> MosaicState:
 AD = mosaic("A", "B", "C", "D")
 CF = mosaic("C", "D", "E", "F")
 MOSAICS = {AD.fp: AD, CF.fp: CF}
-SRC = {n: source_id(f"http://cams/{n}.m3u8", 640, 360) for n in "ABCDEF"}
+SRC = {n: source_key(f"http://cams/{n}.m3u8") for n in "ABCDEF"}
+"""The source keys: a grabber works on a URL (its target), whatever its tile sizes."""
 
 
 class World:
@@ -176,9 +182,11 @@ def test_backoff_is_capped_and_grows(failures: int) -> None:
 def test_worker_ids_are_stable() -> None:
     spec = StitcherSpec(fp=AD.fp)
     assert spec.worker_id == f"stitcher-{AD.fp}"
-    grabber = GrabberSpec(source_id=SRC["A"], url="http://cams/A.m3u8", width=640, height=360)
+    url = "http://cams/A.m3u8"
+    grabber = GrabberSpec(key=SRC["A"], url=url, sizes=((640, 360), (320, 180)))
     assert (grabber.kind, grabber.target) == ("grabber", SRC["A"])
-    assert grabber.worker_id == f"grabber-{SRC['A']}"
+    assert grabber.worker_id == f"grabber-{SRC['A']}" == grabber_id(url)
+    assert grabber.source_ids == (source_id(url, 640, 360), source_id(url, 320, 180))
 
 
 def test_a_worker_whose_spec_changed_is_restarted_and_an_equal_one_is_not() -> None:
@@ -191,10 +199,7 @@ def test_a_worker_whose_spec_changed_is_restarted_and_an_equal_one_is_not() -> N
     grabber = next(s for s in first.start if isinstance(s, GrabberSpec))
     travelled = decode_worker_spec(encode(grabber))
     assert travelled == grabber and travelled is not grabber
-    slower = GrabberSpec(
-        source_id=grabber.source_id, url=grabber.url, width=grabber.width,
-        height=grabber.height, fps=10,
-    )  # fmt: skip
+    slower = msgspec.structs.replace(grabber, fps=10)
     running = {s.worker_id: Running(s, 0.0) for s in first.start}
     running[grabber.worker_id] = Running(travelled, 0.0)
     beats = {wid: 1.0 for wid in running}
@@ -292,12 +297,103 @@ def test_one_stitcher_the_earliest_ones_for_every_title() -> None:
     want = desired(mosaics, frozenset({b.fp}))  # only the second title is watched
     stitchers = [s.fp for s in want.values() if isinstance(s, StitcherSpec)]
     assert stitchers == [a.fp]
-    assert {s.source_id for s in want.values() if isinstance(s, GrabberSpec)} == {
-        SRC[n] for n in "ABCD"
-    }
+    assert {s.key for s in want.values() if isinstance(s, GrabberSpec)} == {SRC[n] for n in "ABCD"}
     both = desired(mosaics, frozenset({a.fp, b.fp, other.fp}))
     assert sorted(s.fp for s in both.values() if isinstance(s, StitcherSpec)) == sorted(
         [a.fp, other.fp]
     )
     # A mosaic created earlier (another gateway's, projected later) leads from then on.
     assert outputs({**mosaics, c.fp: c})[b.fp] == c.fp
+
+
+# -- one grabber per URL, whatever its tile sizes ------------------------------------------------
+
+
+def sized(base: MosaicState, fp: str, width: int, height: int, **changed: object) -> MosaicState:
+    return msgspec.structs.replace(base, fp=fp, width=width, height=height, **changed)
+
+
+def grabbers_of(want: dict[str, object]) -> dict[str, GrabberSpec]:
+    return {s.key: s for s in want.values() if isinstance(s, GrabberSpec)}
+
+
+def test_one_grabber_per_url_makes_every_tile_size_the_mosaics_show() -> None:
+    big = sized(AD, "a" * 32, 1280, 720)  # 2x2 of A-D: 640x360 tiles
+    small = sized(CF, "b" * 32, 640, 360, fps=10)  # 2x2 of C-F: 320x180 tiles
+    want = grabbers_of(desired({big.fp: big, small.fp: small}, frozenset({big.fp, small.fp})))
+    assert set(want) == {SRC[n] for n in "ABCDEF"}, "one grabber per URL: 6, not 8"
+    assert want[SRC["A"]].sizes == ((640, 360),) and want[SRC["E"]].sizes == ((320, 180),)
+    for shared in "CD":
+        spec = want[SRC[shared]]
+        url = f"http://cams/{shared}.m3u8"
+        # Largest first (it picks the rendition), each size on the source id its stitcher reads.
+        assert spec.sizes == ((640, 360), (320, 180)) and spec.fps == 25.0
+        assert spec.source_ids == (source_id(url, 640, 360), source_id(url, 320, 180))
+        assert spec.worker_id == grabber_id(url)
+    # What the stitchers read is what the grabbers make.
+    made = {sid for spec in want.values() for sid in spec.source_ids}
+    assert made == set(source_ids(big)) | set(source_ids(small))
+
+
+def test_a_focus_mosaic_shows_one_url_at_two_sizes_with_one_grabber() -> None:
+    tiles = (AD.tiles[0], *AD.tiles[1:], AD.tiles[0])  # A large, and A again small
+    focus = MosaicState(fp="c" * 32, tiles=tiles, width=1280, height=720, fps=25,
+                        layout="focus")  # fmt: skip
+    want = grabbers_of(desired({focus.fp: focus}, frozenset({focus.fp})))
+    rects = layout_of(focus).rects
+    assert len(want) == 4
+    assert want[SRC["A"]].sizes == ((rects[0].w, rects[0].h), (rects[-1].w, rects[-1].h))
+
+
+def test_a_size_is_dropped_when_its_mosaic_stops_and_the_grabber_restarts_for_it() -> None:
+    """Two mosaics of C and D at two sizes: one grabber each for C and D, both sizes. When the
+    smaller mosaic is no longer watched, the grabbers are restarted ("changed") with the one
+    size left; A and B (only the big mosaic's) are untouched."""
+    big = sized(AD, "a" * 32, 1280, 720)
+    small = sized(CF, "b" * 32, 640, 360)
+    mosaics = {big.fp: big, small.fp: small}
+    viewers = {big.fp: 0.0, small.fp: 0.0}
+    first = plan(mosaics=mosaics, viewers=viewers, beats={}, running={}, failures={}, now=0.0,
+                 timing=TIMING)  # fmt: skip
+    running = {s.worker_id: Running(s, 0.0) for s in first.start}
+    c = grabber_id("http://cams/C.m3u8")
+    spec_c = running[c].spec
+    assert isinstance(spec_c, GrabberSpec) and len(spec_c.sizes) == 2
+    now = TIMING.idle_timeout + 1.0
+    viewers[big.fp] = now  # the small one's viewers left
+    beats = {wid: now for wid in running}
+    after = plan(mosaics=mosaics, viewers=viewers, beats=beats, running=running, failures={},
+                 now=now, timing=TIMING)  # fmt: skip
+    stops = dict(after.stop)
+    assert stops[c] == stops[grabber_id("http://cams/D.m3u8")] == "changed"
+    assert stops["stitcher-" + small.fp] == "not-needed"
+    for gone in "EF":
+        assert stops[grabber_id(f"http://cams/{gone}.m3u8")] == "not-needed"
+    for kept in "AB":
+        assert grabber_id(f"http://cams/{kept}.m3u8") not in stops
+    for wid in stops:
+        del running[wid]
+    again = plan(mosaics=mosaics, viewers=viewers, beats=beats, running=running, failures={},
+                 now=now + 0.5, timing=TIMING)  # fmt: skip
+    restarted = {s.worker_id: s for s in again.start}
+    spec = restarted[c]
+    assert isinstance(spec, GrabberSpec) and spec.sizes == ((640, 360),)
+
+
+def test_affinity_keeps_a_shared_grabber_beside_both_stitchers() -> None:
+    big = sized(AD, "a" * 32, 1280, 720)
+    small = sized(CF, "b" * 32, 640, 360)
+    near = affinity({big.fp: big, small.fp: small}, frozenset({big.fp, small.fp}))
+    assert near[grabber_id("http://cams/C.m3u8")] == {"stitcher-" + big.fp,
+                                                      "stitcher-" + small.fp}  # fmt: skip
+    assert grabber_id("http://cams/E.m3u8") in near["stitcher-" + small.fp]
+
+
+@given(st.lists(st.tuples(st.integers(1, 64), st.integers(1, 64)).map(
+    lambda s: (2 * s[0], 2 * s[1])), min_size=1, max_size=6))  # fmt: skip
+def test_tile_sizes_are_canonical(sizes: list[tuple[int, int]]) -> None:
+    canon = tile_sizes(sizes)
+    assert canon == tile_sizes(reversed(sizes)) == tile_sizes(canon)
+    assert set(canon) == set(sizes) and len(canon) == len(set(sizes))
+    areas = [w * h for w, h in canon]
+    assert areas == sorted(areas, reverse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -308,17 +308,24 @@ def open_and_look(url: str, fit: tuple[int, int] | None) -> tuple[list[str], tup
     return told, size
 
 
-def test_a_grabber_fetches_only_the_rendition_that_fits_its_tile(server: SourceServer) -> None:
-    frames: list[tuple[FrameHeader, bytes]] = []
-    enough = threading.Event()
+def planes(pixels: bytes, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a packed yuv420p tile."""
+    flat = np.frombuffer(pixels, np.uint8)
+    y = flat[: w * h].reshape(h, w)
+    u = flat[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
+    v = flat[w * h * 5 // 4 :].reshape(h // 2, w // 2)
+    return y, u, v
 
-    def emit(header: FrameHeader, pixels: Pixels) -> None:
-        frames.append((header, bytes(pixels)))
-        if len(frames) >= 3:
-            enough.set()
 
-    decoder = DecodeThread(
-        source_id="ladder",
+def ladder(
+    server: SourceServer,
+    source_id: str,
+    emit: Callable[[FrameHeader, Pixels], None],
+    also: Sequence[tuple[str, int, int]] = (),
+) -> DecodeThread:
+    """A decode thread of the master playlist for a 320x180 tile (and the sizes ``also``)."""
+    return DecodeThread(
+        source_id=source_id,
         url=server.file_url("master.m3u8"),
         width=320,
         height=180,
@@ -332,7 +339,20 @@ def test_a_grabber_fetches_only_the_rendition_that_fits_its_tile(server: SourceS
         emit=emit,
         changed=lambda: None,
         ended=lambda: None,
+        also=also,
     )
+
+
+def test_a_grabber_fetches_only_the_rendition_that_fits_its_tile(server: SourceServer) -> None:
+    frames: list[tuple[FrameHeader, bytes]] = []
+    enough = threading.Event()
+
+    def emit(header: FrameHeader, pixels: Pixels) -> None:
+        frames.append((header, bytes(pixels)))
+        if len(frames) >= 3:
+            enough.set()
+
+    decoder = ladder(server, "ladder", emit)
     decoder.start()
     try:
         assert enough.wait(10), f"3 frames within 10 s (last error: {decoder.last_error!r})"
@@ -344,11 +364,45 @@ def test_a_grabber_fetches_only_the_rendition_that_fits_its_tile(server: SourceS
     assert_only(server, (320, 180))
     for header, pixels in frames:
         assert (header.width, header.height) == (320, 180)
-        flat = np.frombuffer(pixels, np.uint8)
-        y = flat[: 320 * 180].reshape(180, 320)
-        u = flat[320 * 180 : 320 * 180 * 5 // 4].reshape(90, 160)
-        v = flat[320 * 180 * 5 // 4 :].reshape(90, 160)
-        assert_colour(y, u, v, RENDITIONS[(320, 180)][0])
+        assert_colour(*planes(pixels, 320, 180), RENDITIONS[(320, 180)][0])
+
+
+def test_a_grabber_of_several_tile_sizes_fits_the_box_that_holds_them_all(
+    server: SourceServer,
+) -> None:
+    """320x180, a wide 400x120 and 160x90 of one master: one decode of the variant that fills
+    400x180 (640x360; 320x180 would be too narrow for the wide tile), only its segments
+    fetched, every size made from it."""
+    sizes = [("big", 320, 180), ("wide", 400, 120), ("small", 160, 90)]
+    frames: dict[str, list[tuple[FrameHeader, bytes]]] = {sid: [] for sid, _, _ in sizes}
+    enough = threading.Event()
+
+    def emit(header: FrameHeader, pixels: Pixels) -> None:
+        frames[header.source_id].append((header, bytes(pixels)))
+        if all(len(got) >= 3 for got in frames.values()):
+            enough.set()
+
+    decoder = ladder(server, "big", emit, also=sizes[1:])
+    assert decoder.box == (400, 180)
+    decoder.start()
+    try:
+        assert enough.wait(10), f"frames within 10 s (last error: {decoder.last_error!r})"
+    finally:
+        decoder.stop()
+        decoder.join()
+    assert decoder.rendition.startswith("640x360 ")
+    assert_only(server, (640, 360))
+    for sid, w, h in sizes:
+        header, pixels = frames[sid][-1]
+        assert (header.width, header.height) == (w, h)
+        y, u, v = planes(pixels, w, h)
+        # The wide tile's picture (212x120) is centred between black bars: look inside it.
+        x0 = (w - h * 16 // 9) // 4 * 2 + 4 if sid == "wide" else 0
+        x1 = w - x0
+        assert_colour(y[:, x0:x1], u[:, x0 // 2 : x1 // 2], v[:, x0 // 2 : x1 // 2],
+                      RENDITIONS[(640, 360)][0])  # fmt: skip
+    seqs = [{header.seq for header, _ in got} for got in frames.values()]
+    assert seqs[0] & seqs[1] & seqs[2], "the same frames in every size"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from bench.play import PlaylistPoller, decode
 from bench.stack import StackHost, Watchers
 from pipeline.messages.heartbeats import GrabberStats, StitcherStats
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
+from pipeline.state.mosaic import key_of_source
 
 NAME = "cold_start"
 TITLE = "3. Cold start (/create → all tiles live)"
@@ -61,7 +62,8 @@ async def one_start(
     """Create a mosaic and time it; return the timings (seconds from /create)."""
     t0_wall, t0 = time.time(), time.monotonic()
     fp = await host.create(pattern, title=title, size=f"{SIZE[0]}x{SIZE[1]}")
-    sources = mosaicrun.sources_of(pattern, SIZE)
+    # Grabbers work on source keys (one per URL, whatever the tile size).
+    sources = [key_of_source(sid) for sid in mosaicrun.sources_of(pattern, SIZE)]
     poller = PlaylistPoller(host, fp)
     pending: list[Any] = []
     spawned: dict[int, float] = {}

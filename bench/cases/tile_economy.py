@@ -21,11 +21,22 @@ an output speed of at least 0.97× (given the best-fit variants: its strongest s
 figure is the largest count that kept real time; the CPU of each is in the details.
 
 **A second tile size** (``second_size_own_fit_ms``, ``second_size_scale_down_ms``, no target):
-a URL shown at 320x180 in one mosaic and at 160x90 in another has two grabbers today, each
-fitting its own rendition (both pick the 320x180 variant: the smallest that fills either tile);
-scaling the larger grabber's tiles down instead would leave out the second demux and decode.
-Both per frame, by :func:`bench.stages.grabber_stages` on a segment of that variant: the own
-fit is demux + decode + scale + pack, the scale-down scale + pack of the same frames.
+a URL shown at 320x180 in one mosaic and at 160x90 in another had two grabbers, each fitting
+its own rendition (both pick the 320x180 variant: the smallest that fills either tile); one
+grabber per URL now makes both sizes from one demux and decode. Both per frame, by
+:func:`bench.stages.grabber_stages` on a segment of that variant: the own fit is demux +
+decode + scale + pack, the scale-down scale + pack of the same frames.
+
+**Where the smaller size is scaled from** (``second_size_via_tile_ms``, no target): the
+smaller tiles of a grabber are scaled from the largest tile's picture, not from the decoded
+one: per frame, the 160x90 scale from a 720p picture against from its 320x180 tile (a 720p
+camera shown at both sizes), with the PSNR between the two tiles (the note; from the tile is
+kept when it is cheaper and the two stay within rounding, ≥ 38 dB).
+
+**Two mosaics of different sizes** (``two_sizes_cpu_ratio``, no target): the same 16 masters
+in a 1280x720 mosaic (320x180 tiles) and a 640x360 one (160x90 tiles), together (16 grabbers
+making both sizes) against the sum of each alone: what running them apart costs, which is what
+the grabber per URL and size of before did (both sizes pick the 320x180 variant).
 
 **Shared mosaics** (``k4_mosaics_cpu_ratio``, target ≤ 1.1): four mosaics of the same 16 tiles
 and size (four ``/create`` calls that differ only in their titles: four fingerprints, four
@@ -37,21 +48,28 @@ pages, one picture) against one. They share the earliest one's stitcher
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from bench import mosaicrun
 from bench.cases.mosaic_cost import PRESET, ffmpeg_inputs_sample
 from bench.core import Context, Result, fmt, median
 from bench.media import Master, masters
 from bench.stack import StackHost, Watchers
-from bench.stages import WARMUP, grabber_stages
+from bench.stages import WARMUP, decoded, grabber_stages
+from pipeline.producers.scale import TileScaler
 from pipeline.sources.synthetic import SourceServer
 from pipeline.state.layouts import layout
 
 NAME = "tile_economy"
 TITLE = "11. Tile economy: renditions, the largest wall, shared mosaics"
 SIZE = (1280, 720)
+SMALL = (640, 360)
+"""The second mosaic of ``_two_sizes``: the same 16 tiles at 160x90."""
 TILES = 16
 WALLS = (16, 36, 64)
 REALTIME = 0.97
@@ -106,7 +124,9 @@ async def _run(ctx: Context) -> list[Result]:
             results += await _ratios(ctx, rig)
             results += await _walls(ctx, rig)
             results += await _shared(ctx, host, watchers, server.port, names[:TILES])
+            results += await _two_sizes(ctx, rig)
     results += _second_size(made)
+    results += _scale_via(made)
     return results
 
 
@@ -292,8 +312,90 @@ def _second_size(made: list[Master]) -> list[Result]:
     split = ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
     note = (f"own fit {own:.3f} ms a frame ({split}) against {down:.3f} ms to scale the larger "
             f"tile down: {own / down:.1f}× the CPU, and the variant's segments fetched twice; "
-            "not built yet: a grabber per URL and tile size")  # fmt: skip
+            "built: one grabber per URL makes every size")  # fmt: skip
     return [
         Result(NAME, "second_size_own_fit_ms", own, "ms/frame", note=note, details=stages),
         Result(NAME, "second_size_scale_down_ms", down, "ms/frame", note="scale + pack only"),
     ]
+
+
+async def _two_sizes(ctx: Context, rig: Rig) -> list[Result]:
+    """The same 16 sources at two tile sizes: two mosaics together against each alone."""
+    host, watchers = rig.host, rig.watchers
+    window = ctx.pick(4.0, 6.0)
+    warmup = ctx.pick(2.0, 3.0)
+    rounds = ctx.pick(1, 2)
+    mosaic = pattern(rig.port, rig.names[:TILES])
+    small = {"size": f"{SMALL[0]}x{SMALL[1]}"}
+    ratios, alone, together = [], [], []
+    sizes: set[tuple[str, ...]] = set()
+    grabbers = 0
+    for r in range(rounds):
+        big_one = await mosaicrun.measure(host, watchers, [(mosaic, "big")], window=window,
+                                          warmup=warmup, size=SIZE)  # fmt: skip
+        small_one = await mosaicrun.measure(host, watchers, [(mosaic, "small")], window=window,
+                                            warmup=warmup, size=SMALL)  # fmt: skip
+        fps: list[str] = []
+        try:
+            fps, _ = await mosaicrun.start(host, watchers, [(mosaic, "big"), (mosaic, "small")],
+                                           size=SIZE, queries=[{}, small])  # fmt: skip
+            both = await mosaicrun.sample(host, fps, window=window, warmup=warmup)
+            for sid in mosaicrun.sources_of(mosaic, SIZE):
+                stats = host.beats.grabber(sid)
+                sizes.add(stats.sizes if stats is not None else ())
+        finally:
+            await mosaicrun.stop(host, watchers, fps)
+        grabbers = both.processes.get("grabber", 0)
+        apart = big_one.cpu + small_one.cpu
+        alone.append(apart)
+        together.append(both.cpu)
+        ratios.append(both.cpu / apart)
+        ctx.progress(f"round {r + 1}/{rounds}: 1280x720 alone {big_one.cpu:.3f}, 640x360 alone "
+                     f"{small_one.cpu:.3f}, both together {both.cpu:.3f} CPU-s/s ({grabbers} "
+                     f"grabbers, sizes {sorted(sizes)})")  # fmt: skip
+    note = (f"both together {fmt(median(together))} CPU-s/s against {fmt(median(alone))} for "
+            f"each alone (summed): {grabbers} grabbers made "
+            f"{', '.join(' + '.join(x) for x in sorted(sizes))}")  # fmt: skip
+    return [
+        Result(NAME, "two_sizes_cpu_ratio", median(ratios), "× apart", note=note,
+               details={"together": together, "apart": alone, "grabbers": grabbers,
+                        "sizes": sorted(sizes)})
+    ]  # fmt: skip
+
+
+def _scale_via(made: list[Master], count: int = 50 - WARMUP) -> list[Result]:
+    """Per frame of a 720p picture: its 160x90 tile scaled from the picture against from its
+    320x180 tile, and how far apart the two tiles are (PSNR)."""
+    segment = made[0].files[made[0].variants[(1280, 720)].replace(".m3u8", "_0.ts")]
+    first, direct, via = TileScaler(320, 180), TileScaler(160, 90), TileScaler(160, 90)
+    spent = {"first": 0.0, "from_picture": 0.0, "from_tile": 0.0}
+    errors: list[float] = []
+    timed = 0
+    for index, frame in enumerate(decoded(segment, count + WARMUP)):
+        if index == WARMUP:
+            spent.update(dict.fromkeys(spent, 0.0))
+            errors.clear()
+        began = time.thread_time()
+        first.scale(frame)
+        spent["first"] += time.thread_time() - began
+        began = time.thread_time()
+        want = bytes(direct.scale(frame))
+        spent["from_picture"] += time.thread_time() - began
+        began = time.thread_time()
+        got = bytes(via.scale(frame, via=first.picture))
+        spent["from_tile"] += time.thread_time() - began
+        a = np.frombuffer(want, np.uint8).astype(np.float64)
+        b = np.frombuffer(got, np.uint8).astype(np.float64)
+        errors.append(float(((a - b) ** 2).mean()))
+        timed += index >= WARMUP
+    ms = {k: v * 1000 / max(1, timed) for k, v in spent.items()}
+    mse = sum(errors) / max(1, len(errors))
+    db = float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+    ratio = ms["from_picture"] / ms["from_tile"]
+    note = (f"160x90 from the 720p picture {ms['from_picture']:.3f} ms, from the 320x180 tile "
+            f"{ms['from_tile']:.3f} ms a frame ({ratio:.1f}×; the 320x180 itself "
+            f"{ms['first']:.3f} ms); the two tiles {db:.1f} dB PSNR apart")  # fmt: skip
+    return [
+        Result(NAME, "second_size_via_tile_ms", ms["from_tile"], "ms/frame", note=note,
+               details={**ms, "psnr_db": db, "frames": timed}),
+    ]  # fmt: skip

@@ -36,6 +36,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const state = {
   view: null, // the SessionView
   frame: null, // the frame shown (last report)
+  exact: true, // false while that frame's picture is the seek proxy's
   timecode: "",
   playing: false,
   rate: 1,
@@ -97,6 +98,9 @@ function draw() {
     drawPending = false;
     const { frame, frameCount } = state;
     byId("frame").textContent = frame === null ? "–" : String(frame);
+    // A seek proxy's picture (a quick JPEG of the frame) until the exact one is decoded.
+    byId("frame").classList.toggle("proxy", !state.exact);
+    byId("frame").title = state.exact ? "" : "proxy picture: the exact one is being decoded";
     byId("timecode").textContent = state.timecode || "--:--:--:--";
     byId("frame-count").textContent = frameCount ? String(frameCount) : "–";
     byId("last-frame").textContent = frameCount ? String(frameCount - 1) : "–";
@@ -112,6 +116,7 @@ function draw() {
 
 function onReport(report) {
   state.frame = report.frame;
+  state.exact = report.exact !== false;
   state.timecode = report.timecode;
   state.playing = report.playing;
   state.reportAt = performance.now();

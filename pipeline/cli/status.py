@@ -136,7 +136,8 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
         )  # fmt: skip
 
     sources = Table(title="Sources", title_justify="left")
-    for col in ("source", "state", "fps in/out", "decode", "reconnects", "alarms", "last error"):
+    for col in ("source", "state", "tiles", "fps in/out", "decode", "reconnects", "alarms",
+                "last error"):  # fmt: skip
         sources.add_column(col)
     for w in sorted((w for w in running if w.kind == "grabber"), key=lambda w: w.target):
         beat = snap.beats.get(subjects.worker_heartbeat(w.worker_id))
@@ -148,11 +149,13 @@ def render(snap: Snapshot, stale_after: float = 10.0) -> Group:
                 health = "[red]reconnecting[/]"
             alarms = ", ".join(stats.alarms) or "-"
             decode = ", ".join(x for x in (stats.rendition, stats.reduced) if x) or "-"
-            sources.add_row(w.target, health, rates, decode, str(stats.reconnects),
+            tiles = ", ".join(stats.sizes) or "-"
+            sources.add_row(w.target, health, tiles, rates, decode, str(stats.reconnects),
                             f"[red]{alarms}[/]" if stats.alarms else alarms,
                             stats.last_error or "-")  # fmt: skip
         else:
-            sources.add_row(w.target, _health(now, beat, stale_after), "-", "-", "-", "-", "-")
+            sources.add_row(w.target, _health(now, beat, stale_after), "-", "-", "-", "-", "-",
+                            "-")  # fmt: skip
 
     sessions = Table(title=f"Sessions ({len(snap.sessions)})", title_justify="left")
     for col in ("id", "state", "video", "viewer", "position", "since", "reason"):

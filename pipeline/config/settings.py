@@ -411,6 +411,24 @@ class Config:
         help="seconds a session's TURN credentials stay valid",
         group="sessions",
     )
+    jit_proxy: bool = setting(
+        True,
+        env="TESSERA_JIT_PROXY",
+        flag="--jit-proxy",
+        parse=parsers.boolean,
+        help="sessions build a seek proxy (intra-only JPEG at half size, under "
+        "<data dir>/proxies) while paused, so a seek into a long GOP shows its frame at once",
+        group="sessions",
+    )
+    jit_proxy_mib: int = setting(
+        4096,
+        env="TESSERA_JIT_PROXY_MIB",
+        flag="--jit-proxy-mib",
+        parse=parsers.positive_int,
+        help="disk a session's seek proxy may take, in MiB (about an hour of 1080p at 4096); "
+        "past it, the part around the playhead",
+        group="sessions",
+    )
     worker_start: str = setting(
         "fork",
         env="TESSERA_WORKER_START",

@@ -35,14 +35,14 @@ def spec_from_id(worker_id: str) -> WorkerSpec | None:
     lists that this pool did not start (it was started before the controller restarted).
 
     Exact for stitchers and JIT sessions: their target is their whole spec. A grabber's id
-    holds no URL, tile size or rate, so its spec here has none (an empty URL, a 0x0 tile):
+    holds no URL, tile size or rate, so its spec here has none (an empty URL, no tile size):
     never equal to a wanted spec, the controller restarts it as "changed" with the right ones.
     None for a kind this Tessera does not know.
     """
     kind, _, target = worker_id.partition("-")
     match kind:
         case "grabber":
-            return GrabberSpec(source_id=target, url="", width=0, height=0, fps=0.0)
+            return GrabberSpec(key=target, url="", sizes=(), fps=0.0)
         case "stitcher":
             return StitcherSpec(fp=target)
         case "jit":

@@ -179,6 +179,10 @@ class FrameReport(msgspec.Struct, frozen=True, kw_only=True, tag="frame-report/1
     """In an A/B compare, the frame of B in the picture beside ``frame``; None when the
     picture shows no frame of B (one video, ``show: "A"``, or B has no such frame: its side
     is black)."""
+    exact: bool = True
+    """False for a seek proxy's picture of ``frame`` (a quick JPEG of the frame at a reduced
+    size, sent while its exact picture is decoded from a keyframe); that exact picture follows
+    with a report of its own, unless a command comes first. Added with a default."""
 
 
 class SignalOffer(msgspec.Struct, frozen=True, kw_only=True, tag="offer/1"):

@@ -63,6 +63,9 @@ class GrabberStats(msgspec.Struct, frozen=True, tag="grabber/1"):
     reduced: str = ""
     """How the decode is cut to the tile: ``lowres 1/4`` (decoded at a quarter of the size),
     ``non-ref skipped`` (frames the fps cap drops are not decoded), both, or ""."""
+    sizes: tuple[str, ...] = ()
+    """The tile sizes the grabber makes of its source (``320x180``, largest first), each
+    published on its own ``frames.<source_id>``; () from an older grabber."""
 
 
 class StitcherStats(msgspec.Struct, frozen=True, tag="stitcher/1"):
@@ -112,7 +115,8 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     rate: float = 1.0
     """Playback rate (1.0: real time)."""
     frames: int = 0
-    """Video frames sent since the worker started (once per frame, whatever the viewers)."""
+    """Video pictures sent since the worker started (once per picture, whatever the viewers;
+    a seek's proxy picture and its exact one are two)."""
     frame_count: int = 0
     """Frames in the video (its exclusive end); 0 while unknown."""
     late_frames: int = 0
@@ -138,6 +142,17 @@ class JitStats(msgspec.Struct, frozen=True, tag="jit/1"):
     session of one video."""
     frame_count_b: int = 0
     """In an A/B compare, the frames in video B; 0 while unknown or with one video."""
+    proxy: str = ""
+    """The seek proxy's builder: ``building``, ``playing`` (it waits while the session
+    plays), ``done``, ``full`` (the disk bound is reached: it covers the chunks nearest the
+    playhead), ``skipped`` (GOPs short enough for seeks to be cheap without one), ``failed``,
+    ``stopped``; ``""`` without a proxy."""
+    proxy_frames: int = 0
+    """Frames the seek proxy has now."""
+    proxy_bytes: int = 0
+    """Bytes of the seek proxy on disk now."""
+    proxy_pictures: int = 0
+    """Proxy pictures sent (each a seek's or step's first picture, before its exact one)."""
 
 
 Stats = GrabberStats | StitcherStats | JitStats

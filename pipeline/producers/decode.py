@@ -4,10 +4,13 @@ frame on; reconnect, forever, until told to stop.
 The :class:`DecodeThread` (``grabber-<source_id>``) owns the PyAV container, the decoder and
 the scaler. It opens the URL (:func:`~pipeline.sources.opener.open_input`: policy, allow-lists,
 timeouts), demuxes, decodes, drops frames over the fps cap *before* scaling and paces by
-timestamps (:class:`~pipeline.producers.timing.FramePacer`), scales into the tile
-(:class:`~pipeline.producers.scale.TileScaler`) and hands the frame on through the grabber's
-``emit``: at once, or for a paced source through the
-:class:`~pipeline.producers.release.Releaser`, which hands it on when it is due. It never
+timestamps (:class:`~pipeline.producers.timing.FramePacer`), scales into each of its tile
+sizes (a :class:`~pipeline.producers.scale.TileScaler` each: the first, the largest, from the
+decoded picture, the others from the first one's picture where it has the pixels they need)
+and hands the frame on through the grabber's ``emit``, once per size: at once, or for a paced
+source through the :class:`~pipeline.producers.release.Releaser`, which hands it on when it is
+due. The rendition of a master playlist and the ``lowres`` factor are chosen for the box that
+holds every size, so one decode serves them all. It never
 touches the event loop itself: the grabber's callbacks do (``loop.call_soon_threadsafe``).
 
 Audio: when the source has an audio stream, its first is demuxed and decoded beside the video
@@ -49,8 +52,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -136,8 +140,9 @@ class _Result:
 class DecodeThread:
     """Decodes one source into tile frames in a thread of its own; see the module docstring.
 
-    ``emit(header, pixels)`` hands a frame on (called from this thread or the release thread;
-    the pixels are only valid during the call), ``changed()`` says that :attr:`connected` or
+    ``emit(header, pixels)`` hands a frame on at one tile size (called from this thread or the
+    release thread, once per size, the first size first; ``header.source_id`` says which; the
+    pixels are only valid during the call), ``changed()`` says that :attr:`connected` or
     :attr:`last_error` changed, ``ended()`` that the thread's work is over: all three are
     called off the event loop. The counters are written by the thread and read by the loop.
     """
@@ -161,7 +166,10 @@ class DecodeThread:
         ended: Callable[[], None],
         levels: LevelsSink | None = None,
         audio: AudioSink | None = None,
+        also: Sequence[tuple[str, int, int]] = (),
     ) -> None:
+        """``source_id``, ``width``, ``height``: the first tile size (give the largest first);
+        ``also``: further ``(source_id, width, height)`` sizes of the same frames."""
         self.source_id = source_id
         self.url = url
         self.width = width
@@ -177,7 +185,16 @@ class DecodeThread:
         self._levels = levels
         self._audio_out = audio
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-        self._scaler = TileScaler(width, height)  # validates the tile size
+        self._tiles = tuple(
+            (sid, TileScaler(w, h))  # validates the tile size
+            for sid, w, h in ((source_id, width, height), *also)
+        )
+        self._scaler = self._tiles[0][1]
+        self.box = (
+            max(scaler.width for _, scaler in self._tiles),
+            max(scaler.height for _, scaler in self._tiles),
+        )
+        """The smallest box holding every tile size: what the rendition and ``lowres`` fit."""
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._stale = StaleGuard()
         self._audio_stale = StaleGuard()
@@ -228,8 +245,8 @@ class DecodeThread:
 
     @property
     def frame_size(self) -> int:
-        """Bytes of one packed tile."""
-        return self._scaler.frame_size
+        """Bytes of one packed tile of the largest size."""
+        return max(scaler.frame_size for _, scaler in self._tiles)
 
     @property
     def alive(self) -> bool:
@@ -339,7 +356,7 @@ class DecodeThread:
                 open_timeout=self.open_timeout,
                 read_timeout=self.read_timeout,
                 cancelled=self._stopping.is_set,
-                fit=(self.width, self.height),
+                fit=self.box,
                 chosen=self._chose,
             )
         except SourceRefused as exc:
@@ -366,7 +383,7 @@ class DecodeThread:
         # Decode no more than the tile shows: at a fraction of the size where the codec can
         # (MPEG-2, MJPEG, ...), and without the frames the fps cap would drop anyway where
         # nothing depends on them (a 50 fps source in a 25 fps mosaic).
-        lowres = lowres_factor(ctx.name, ctx.width, ctx.height, self.width, self.height)
+        lowres = lowres_factor(ctx.name, ctx.width, ctx.height, *self.box)
         if lowres:
             options["lowres"] = str(lowres)
         ctx.options = options
@@ -455,16 +472,27 @@ class DecodeThread:
             self._release = Releaser(
                 self._emit_released,
                 self._stopping,
-                self._scaler.frame_size,
+                [scaler.frame_size for _, scaler in self._tiles],
                 f"release-{self.source_id}",
             )
         return self._release
 
     def _emit_released(self, header: FrameHeader, pixels: Pixels) -> None:
-        """A paced frame is due (release thread): hand it on, and the readings due by now."""
+        """A paced frame is due (release thread): hand it on, and (after its last size) the
+        readings due by now."""
         self._emit(header, pixels)
-        if self._held:
+        if self._held and header.source_id == self._tiles[-1][0]:
             self._release_levels(time.monotonic())
+
+    def _scale(self, frame: av.VideoFrame, sar: Fraction | None) -> list[memoryview]:
+        """``frame`` in each tile size: the first from the decoded picture, the others from the
+        first one's picture when it has the pixels they need (cheaper than from a picture of
+        the source's size; bench case 11), else from the decoded picture too."""
+        first = self._scaler
+        tiles = [first.scale(frame, sar)]
+        for _, scaler in self._tiles[1:]:
+            tiles.append(scaler.scale(frame, sar, via=first.picture))
+        return tiles
 
     def _hold(self, due: float, hand_on: Callable[[], None]) -> None:
         with self._held_lock:
@@ -621,23 +649,28 @@ class _Connection:
             d._set_connected()
         # Scale now, while the decoded picture is still in the CPU's caches, not after the
         # pacing wait (measured: 0.43 ms a frame after the wait; see bench case 1).
-        pixels = d._scaler.scale(frame, self.ctx.sample_aspect_ratio)
+        tiles = d._scale(frame, self.ctx.sample_aspect_ratio)
         if self.pacer.pace:
             self.kept = (self.pacer.last_t, self.pacer.due)
-        header = FrameHeader(
-            source_id=d.source_id,
-            seq=d.handed,
-            pts=float(self.pacer.last_t),
-            wall=wall,
-            width=d.width,
-            height=d.height,
-        )
+        pts = float(self.pacer.last_t)
+        headers = [
+            FrameHeader(
+                source_id=sid,
+                seq=d.handed,
+                pts=pts,
+                wall=wall,
+                width=scaler.width,
+                height=scaler.height,
+            )
+            for sid, scaler in d._tiles
+        ]
         d.handed += 1
         if self.pacer.pace:
-            d._releaser().put(self.pacer.due, header, pixels)
+            d._releaser().put(self.pacer.due, headers, tiles)
             d.busy_since = time.monotonic()  # a wait for a frame's time is on purpose
             return not d._stopping.is_set()
-        d._emit(header, pixels)
+        for header, pixels in zip(headers, tiles, strict=True):
+            d._emit(header, pixels)
         return True
 
     def result(self, end: _End, reason: str = "") -> _Result:

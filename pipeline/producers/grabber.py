@@ -1,10 +1,13 @@
-"""The grabber: one live source, decoded, fitted to its tile and published as frames.
+"""The grabber: one live source, decoded, fitted to its tiles and published as frames.
 
-There is one grabber per unique source, a URL at one tile size
-(:func:`pipeline.state.mosaic.source_id`), however many mosaics show it. It publishes packed yuv420p
+There is one grabber per source URL, however many mosaics show it and at whatever tile sizes:
+it decodes the source once and makes a tile of each size the mosaics want (each size has its
+source id, :func:`pipeline.state.mosaic.source_id`, its subject and its shared-memory slot, so
+a stitcher reads the size it shows and nothing else). It publishes packed yuv420p
 tiles (:mod:`pipeline.messages.frames`), or their JPEG (``frame_encoding="jpeg"``, for
 stitchers on other machines: a tenth of the bytes, :mod:`pipeline.frames.tilecodec`, encoded in
-the thread that hands the frame on), with core NATS on ``frames.<source_id>``; the
+the thread that hands the frame on, each size its own), with core NATS on
+``frames.<source_id>``; the
 ``FRAMES`` stream keeps the newest few, so a stitcher that starts later still gets a picture at
 once. Waiting for a JetStream ack per frame would only add latency to the hot path.
 
@@ -16,28 +19,34 @@ Moving parts:
   (:class:`~pipeline.producers.release.Releaser`, ``release-<source_id>``) hands each frame on
   when it is due. A frame handed on goes into the shared-memory slot when there is one (see
   :mod:`pipeline.frames.slot`), and to NATS through the event loop (``loop.call_soon_threadsafe``).
-- a **publisher task** takes packed frames from a queue of 2; when the queue is full the
-  oldest frame is dropped and counted (a live mosaic wants the newest frame, not all of them).
+- a **publisher task** takes packed frames from a queue of 2 per tile size; when the queue is
+  full the oldest frame is dropped and counted (a live mosaic wants the newest frame, not all
+  of them).
 - a source with audio has it metered in the decode thread (see
   :mod:`pipeline.producers.levels`); each reading, about ten a second, waits in a deque of
   :data:`LEVELS_QUEUE_SIZE` (oldest dropped) for the alarm watch's next tick, which publishes
   what waits as :class:`~pipeline.messages.levels.SourceLevels` with core NATS on
-  ``levels.<source_id>`` (not stored in a stream: the newest reading is what matters). One
+  ``levels.<source_id>`` of each tile size (not stored in a stream: the newest reading is what
+  matters; a stitcher reads the subjects of the sizes it shows). One
   wake-up of the loop serves the watch and the readings, and they leave in one write: a queue
   and a task of their own cost a grabber more than the watch (measured, bench case 10).
 - the source's audio, decoded, goes out as s16 chunks (:mod:`pipeline.messages.audio`) with core
   NATS on ``audio.<source_id>`` for a stitcher that plays it, through a queue of
   :data:`AUDIO_QUEUE_SIZE` (oldest dropped when full) — only while one says it does (on
-  ``ctl.audio.<source_id>``, within :data:`AUDIO_WANTED_FOR` s): 47 chunks a second that nobody
-  plays would cost every source CPU and the bus bandwidth for one tile's sound.
-- **alarms**: every picture handed on is measured for black and freeze in the thread that hands
-  it on (:class:`~pipeline.monitoring.watch.PictureProbe`, tens of microseconds a tile), every
+  ``ctl.audio.<source_id>``, within :data:`AUDIO_WANTED_FOR` s), and only to the sizes asked
+  for: 47 chunks a second that nobody plays would cost every source CPU and the bus bandwidth
+  for one tile's sound.
+- **alarms**: every picture handed on (at the first, largest, tile size: once per frame, not
+  per size) is measured for black and freeze in the thread that hands it on
+  (:class:`~pipeline.monitoring.watch.PictureProbe`, tens of microseconds a tile), every
   reading for silence and loudness, and the
   :class:`~pipeline.producers.alarming.AlarmReporter` raises and clears the source's alarms as
-  events on ``events.source.<key>``, checking for lost pictures and audio on a tick of its own.
+  events on ``events.source.<key>`` (once per source: one grabber per URL), checking for lost
+  pictures and audio on a tick of its own.
 - a **watchdog task** reports a decode thread that stopped making progress (``on_stuck``).
 - a :class:`~pipeline.nats.heartbeat.Heartbeater` on ``hb.worker.<worker_id>`` with
-  :class:`~pipeline.messages.heartbeats.GrabberStats`; a state change beats at once.
+  :class:`~pipeline.messages.heartbeats.GrabberStats` (the target is the source key, the stats
+  name the sizes); a state change beats at once.
 
 Stopping: the decode thread ends at its next check of the stop flag, and every blocking FFmpeg
 call is bounded by a timeout (see :mod:`pipeline.producers.decode`). ``stop()`` therefore
@@ -51,7 +60,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,7 +93,8 @@ from pipeline.state.mosaic import key_of_source
 log = logging.getLogger("tessera.grabber")
 
 QUEUE_SIZE = 2
-"""Packed frames waiting for the publisher: the newest, and the one being replaced."""
+"""Packed frames per tile size waiting for the publisher: the newest, and the one being
+replaced."""
 LEVELS_QUEUE_SIZE = 10
 """Audio readings waiting for the levels publisher: a second of them (NATS being slow)."""
 AUDIO_WANTED_FOR = 3.0
@@ -96,8 +107,36 @@ SEED_INTERVAL = 1.0
 picture for a stitcher elsewhere or a late one)."""
 
 
+@dataclass(frozen=True)
+class TileOut:
+    """One more tile size a grabber makes of its source: published on ``frames.<source_id>``
+    (and ``levels.``, ``audio.``), and written to ``slot`` when there is one."""
+
+    source_id: str
+    width: int
+    height: int
+    slot: Path | None = None
+
+
+class _Out:
+    """What the grabber keeps per tile size: its subjects, slot and audio listeners."""
+
+    def __init__(self, nc: Client, tile: TileOut) -> None:
+        self.tile = tile
+        self.frames = subjects.frames(tile.source_id)
+        self.levels = subjects.levels(tile.source_id)
+        self.wanted = subjects.audio_wanted(tile.source_id)
+        self.audio = _SideChannel(nc, subjects.audio(tile.source_id), AUDIO_QUEUE_SIZE)
+        """Decoded audio to ``audio.<source_id>``."""
+        self.wanted_until = 0.0
+        """Until when (monotonic) a stitcher of this size wants the decoded audio."""
+        self.slot: SlotWriter | None = None
+        self.last_seed = 0.0
+
+
 class Grabber:
-    """Grabs one source into ``frames.<source_id>``. ``await start()``, ``await stop()``."""
+    """Grabs one source into ``frames.<source_id>`` of each tile size. ``await start()``,
+    ``await stop()``."""
 
     def __init__(
         self,
@@ -122,13 +161,21 @@ class Grabber:
         monitoring: bool = True,
         frame_encoding: Literal["raw", "jpeg"] = "raw",
         jpeg_quality: int = tilecodec.QUALITY,
+        also: Sequence[TileOut] = (),
+        key: str = "",
     ) -> None:
-        """``monitoring``: decode the source's audio (levels, chunks for mosaic audio) and
-        raise alarms; without it the grabber only makes frames (``TESSERA_MONITORING``).
-        ``frame_encoding``: what the frames on NATS carry, the planes or their JPEG at
-        ``jpeg_quality`` (``TESSERA_FRAME_ENCODING``; the shared-memory slot is always raw)."""
+        """``source_id``, ``width``, ``height`` and ``frame_slot``: the first tile size (the
+        largest); ``also``: more sizes of the same source. ``key``: the source key, what the
+        grabber works on (its heartbeat's target, its alarms'); "" means the key
+        ``source_id`` starts with. ``monitoring``: decode the source's audio (levels, chunks
+        for mosaic audio) and raise alarms; without it the grabber only makes frames
+        (``TESSERA_MONITORING``). ``frame_encoding``: what the frames on NATS carry, the
+        planes or their JPEG at ``jpeg_quality`` (``TESSERA_FRAME_ENCODING``; the
+        shared-memory slot is always raw)."""
         subjects.token(source_id)
         subjects.token(worker_id)
+        for more in also:
+            subjects.token(more.source_id)
         if not fps > 0:
             raise ValueError(f"fps must be greater than 0, not {fps}")
         if open_timeout <= 0 or read_timeout <= 0:
@@ -137,9 +184,16 @@ class Grabber:
             raise ValueError(f"jpeg_quality must be 1 to 100, not {jpeg_quality}")
         self._nc = nc
         self.source_id = source_id
+        """The first (largest) tile size's source id."""
+        self.key = key or key_of_source(source_id)
+        subjects.token(self.key)
         self.url = url
         self.width = width
         self.height = height
+        self.tiles = (TileOut(source_id, width, height, frame_slot), *also)
+        """Every tile size made, the first first."""
+        self._outs = [_Out(nc, tile) for tile in self.tiles]
+        self._by_source = {out.tile.source_id: out for out in self._outs}
         self.fps = fps
         self.worker_id = worker_id
         self.instance_id = instance_id
@@ -164,13 +218,13 @@ class Grabber:
             ended=lambda: self._to_loop(self._thread_done),
             levels=self._emit_levels if monitoring else None,
             audio=self._emit_audio if monitoring else None,
+            also=[(t.source_id, t.width, t.height) for t in also],
         )
         """The decode thread; its counters (``reconnects``, ``loops``, ``stale``, ...) are the
         grabber's."""
-        self._subject = subjects.frames(source_id)
         self.alarms = AlarmReporter(
             js=nc.jetstream(),
-            key=key_of_source(source_id),
+            key=self.key,
             url=redact(url),
             fps=fps,
             worker_id=worker_id,
@@ -178,18 +232,20 @@ class Grabber:
             on_tick=self._send_levels,
         )
         """The source's alarms (raised and cleared as events)."""
-        self._levels_pending: deque[bytes] = deque(maxlen=LEVELS_QUEUE_SIZE)
-        """Encoded readings waiting for the tick (any thread appends, the loop takes)."""
-        self._wanted_until = 0.0
-        self._want_sub: Any = None
+        self._levels_pending: deque[tuple[str, bytes]] = deque(
+            maxlen=LEVELS_QUEUE_SIZE * len(self._outs)
+        )
+        """(subject, encoded reading) waiting for the tick (any thread appends, the loop
+        takes)."""
+        self._want_subs: list[Any] = []
         self._probe: PictureProbe | None = PictureProbe() if monitoring else None
         self.monitoring = monitoring
         self.frame_encoding = frame_encoding
         self.jpeg_quality = jpeg_quality
         self.frame_slot = frame_slot
-        """Where frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
-        carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
-        self._slot: SlotWriter | None = None
+        """Where the first size's frames also go in shared memory (:mod:`pipeline.frames.slot`;
+        the others' in their :attr:`TileOut.slot`); NATS then only carries a seed frame per
+        :data:`SEED_INTERVAL`. None: every frame on NATS."""
         self.on_stuck = on_stuck
         """Called (on the event loop) when the decode thread made no progress for
         :attr:`stuck_after` s: every FFmpeg call and read has a timeout, so that is a hang
@@ -202,22 +258,23 @@ class Grabber:
         self._done: asyncio.Future[None] | None = None
         """Resolved when the decode thread's work has returned (what ``stop()`` waits for)."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._levels_subject = subjects.levels(source_id)
+        self._queue: asyncio.Queue[tuple[_Out, bytes]] = asyncio.Queue(
+            maxsize=QUEUE_SIZE * len(self._outs)
+        )
         self.levels_sent = 0
         self.levels_dropped = 0
         """Readings not sent: the deque was full (the loop stalled) or NATS refused them."""
-        self.audio_out = _SideChannel(nc, subjects.audio(source_id), AUDIO_QUEUE_SIZE)
-        """Decoded audio to ``audio.<source_id>``."""
-        self._tasks = Tasks(f"grabber {source_id}")
+        self._tasks = Tasks(f"grabber {self.key}")
         # Written by the one thread that hands frames on (decode, or release when paced).
         self.packed = 0
+        """Frames handed on (counted at the first size)."""
         self.slot_written = 0
-        self._last_seed = 0.0
+        """Frames written to the first size's slot."""
         # Written by the loop only.
         self.published = 0
+        """Frames of the first size published on NATS (every size is handed on alike)."""
         self.published_bytes = 0
-        """Bytes of frame messages published (what the frames cost the network)."""
+        """Bytes of frame messages published, every size (what the frames cost the network)."""
         self.dropped = 0
         self._publish_error = ""
         self._rate_mark = (time.monotonic(), 0, 0)
@@ -229,15 +286,26 @@ class Grabber:
     ) -> Grabber:
         """The grabber a worker spec describes; ``options`` are the constructor's other keyword
         arguments (timing, frame slot, watchdog)."""
+        """``frame_slots``: the shared-memory slot of a source id, None for none (in
+        ``options``; by default none)."""
+        if not spec.sizes:
+            raise ConfigError(f"grabber {spec.key} has no tile size: give at least one")
+        slots: Callable[[str], Path | None] = options.pop("frame_slots", lambda _: None)
+        (width, height), *more = spec.sizes
+        first, *others = spec.source_ids
+        also = [TileOut(sid, w, h, slots(sid)) for sid, (w, h) in zip(others, more, strict=True)]
         return cls(
             nc=nc,
-            source_id=spec.source_id,
+            source_id=first,
             url=spec.url,
-            width=spec.width,
-            height=spec.height,
+            width=width,
+            height=height,
             fps=spec.fps,
             worker_id=worker_id,
             policy=policy,
+            frame_slot=slots(first),
+            also=also,
+            key=spec.key,
             **options,
         )
 
@@ -250,30 +318,38 @@ class Grabber:
         limit = self._nc.max_payload
         size = self.decoder.frame_size + 256  # 256: room for the frame header
         if limit and size > limit:
+            big = max(self.tiles, key=lambda t: t.width * t.height)
             raise ConfigError(
-                f"tile {self.width}x{self.height} makes {size}-byte frames, over the NATS "
+                f"tile {big.width}x{big.height} makes {size}-byte frames, over the NATS "
                 f"max_payload of {limit} bytes: use smaller tiles or raise max_payload "
                 "(TESSERA_NATS_MAX_PAYLOAD)"
             )
-        if self.frame_slot is not None:
-            self._slot = SlotWriter(self.frame_slot, self.width, self.height)
+        for out in self._outs:
+            tile = out.tile
+            if tile.slot is not None:
+                out.slot = SlotWriter(tile.slot, tile.width, tile.height)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._done = loop.create_future()
         self._tasks.spawn(self._publish_loop(), name="publish")
-        self._tasks.spawn(self.audio_out.run(), name="audio")
+        for out in self._outs:
+            self._tasks.spawn(out.audio.run(), name=f"audio {out.tile.source_id}")
         if self.monitoring:
             await self.alarms.start()
-            self._want_sub = await self._nc.subscribe(
-                subjects.audio_wanted(self.source_id), cb=self._audio_wanted
-            )
+            for out in self._outs:
+                self._want_subs.append(await self._nc.subscribe(out.wanted, cb=self._audio_wanted))
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
         await self._heartbeater.start()
         log.info(
             "grabber started",
-            extra={"source": self.source_id, "url": redact(self.url), "worker": self.worker_id},
+            extra={
+                "source": self.key,
+                "url": redact(self.url),
+                "worker": self.worker_id,
+                "sizes": self.sizes,
+            },
         )
 
     async def stop(self) -> None:
@@ -294,22 +370,23 @@ class Grabber:
         except TimeoutError:
             log.warning(
                 "grabber thread still busy after stop; it ends at its next timeout",
-                extra={"source": self.source_id, "waited": deadline},
+                extra={"source": self.key, "waited": deadline},
             )
         else:
             self.decoder.join()  # it has returned from its work: only its exit remains
         await self.alarms.stop()
-        want, self._want_sub = self._want_sub, None
-        if want is not None:
+        wants, self._want_subs = self._want_subs, []
+        for want in wants:
             with contextlib.suppress(nats.errors.Error):
                 await want.unsubscribe()
         await self._tasks.close()
-        slot, self._slot = self._slot, None
-        if slot is not None and not self.decoder.alive:
-            slot.close()  # (a thread still busy keeps it: it may write once more)
+        for out in self._outs:
+            slot, out.slot = out.slot, None
+            if slot is not None and not self.decoder.alive:
+                slot.close()  # (a thread still busy keeps it: it may write once more)
         self.decoder.stopped()
         await self._heartbeater.stop(last=self._beat())
-        log.info("grabber stopped", extra={"source": self.source_id})
+        log.info("grabber stopped", extra={"source": self.key})
 
     async def __aenter__(self) -> Grabber:
         await self.start()
@@ -319,6 +396,11 @@ class Grabber:
         await self.stop()
 
     # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The tile sizes made, ``WxH``, the first first."""
+        return tuple(f"{t.width}x{t.height}" for t in self.tiles)
 
     @property
     def status(self) -> GrabberState:
@@ -356,6 +438,7 @@ class Grabber:
             alarms_raised=self.alarms.raised,
             rendition=d.rendition,
             reduced=d.reduced,
+            sizes=self.sizes,
         )
 
     def _beat(self) -> WorkerHeartbeat:
@@ -363,7 +446,7 @@ class Grabber:
             at=time.time(),
             worker_id=self.worker_id,
             kind="grabber",
-            target=self.source_id,
+            target=self.key,
             instance_id=self.instance_id,
             ready=self.decoder.connected,
             stats=self.stats(),
@@ -372,24 +455,29 @@ class Grabber:
     # -- frames handed on -----------------------------------------------------------------------
 
     def _emit(self, header: FrameHeader, pixels: Pixels) -> None:
-        """Hand one frame on (decode or release thread): into the slot at once, and to NATS
-        (all of them, or with a slot one seed per :data:`SEED_INTERVAL`) through the loop."""
-        self.packed += 1
-        # Alarm measurements while the picture is in this thread's hands (and caches); the
-        # verdicts are the loop's.
-        if self._probe is not None:
+        """Hand one frame on at one tile size (decode or release thread): into its slot at
+        once, and to NATS (all of them, or with a slot one seed per :data:`SEED_INTERVAL`)
+        through the loop."""
+        out = self._by_source[header.source_id]
+        first = out is self._outs[0]
+        if first:
+            self.packed += 1
+        # Alarm measurements while the picture is in this thread's hands (and caches), once
+        # per frame (at the first size); the verdicts are the loop's.
+        if first and self._probe is not None:
             w, h = header.width, header.height
             y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
             dark, difference, since = self._probe.measure(header.pts, y)
             self.alarms.picture(header.pts, time.time(), dark, difference, since)
-        slot = self._slot
+        slot = out.slot
         if slot is not None:
             slot.write(header.seq, header.pts, header.wall, pixels)
-            self.slot_written += 1
-            if header.wall - self._last_seed < SEED_INTERVAL:
+            if first:
+                self.slot_written += 1
+            if header.wall - out.last_seed < SEED_INTERVAL:
                 return
-            self._last_seed = header.wall
-        self._to_loop(self._offer, self._pack(header, pixels))
+            out.last_seed = header.wall
+        self._to_loop(self._offer, out, self._pack(header, pixels))
 
     def _pack(self, header: FrameHeader, pixels: Pixels) -> bytes:
         """The frame message (decode or release thread): the planes, or their JPEG. A JPEG
@@ -401,18 +489,23 @@ class Grabber:
         return pack_frame(header, pixels)
 
     def _emit_audio(self, pcm: Pcm, seq: int) -> None:
-        """Hand one chunk of samples on (decode or release thread) to NATS through the loop."""
-        header = AudioHeader(
-            source_id=self.source_id,
-            seq=seq,
-            pts=pcm.pts,
-            wall=time.time(),
-            rate=pcm.rate,
-            channels=pcm.channels,
-            layout=pcm.layout,
-            samples=pcm.samples,
-        )
-        self._to_loop(self.audio_out.offer, pack_audio(header, pcm.data))
+        """Hand one chunk of samples on (decode or release thread) to NATS through the loop,
+        on the subject of each tile size whose stitcher asked for it lately."""
+        now, wall = time.monotonic(), time.time()
+        for out in self._outs:
+            if out.wanted_until < now:
+                continue
+            header = AudioHeader(
+                source_id=out.tile.source_id,
+                seq=seq,
+                pts=pcm.pts,
+                wall=wall,
+                rate=pcm.rate,
+                channels=pcm.channels,
+                layout=pcm.layout,
+                samples=pcm.samples,
+            )
+            self._to_loop(out.audio.offer, pack_audio(header, pcm.data))
 
     def _emit_levels(self, reading: Reading, seq: int, wall: float) -> None:
         """Hand one audio reading on (decode or release thread) to NATS through the loop."""
@@ -431,22 +524,25 @@ class Grabber:
             layout=reading.layout,
         )
         # Sent at the alarm watch's next tick (at most 0.1 s later), with what else waits:
-        # waking the loop for each reading cost as much as the meter's numpy.
+        # waking the loop for each reading cost as much as the meter's numpy. One message per
+        # tile size: its stitchers read its subject (ten small messages a second each).
         pending = self._levels_pending
-        if len(pending) == pending.maxlen:
-            self.levels_dropped += 1
-        pending.append(encode_levels(message))
+        for out in self._outs:
+            if len(pending) == pending.maxlen:
+                self.levels_dropped += 1
+            sized = msgspec.structs.replace(message, source_id=out.tile.source_id)
+            pending.append((out.levels, encode_levels(sized)))
 
     async def _send_levels(self) -> None:
         """Send the readings handed on since the last tick (on the loop, at the tick)."""
         pending = self._levels_pending
         while pending:
-            payload = pending.popleft()
+            subject, payload = pending.popleft()
             try:
-                await self._nc.publish(self._levels_subject, payload)
+                await self._nc.publish(subject, payload)
             except nats.errors.Error as exc:
                 self.levels_dropped += 1
-                log.debug("levels not sent: %s", exc, extra={"source": self.source_id})
+                log.debug("levels not sent: %s", exc, extra={"source": self.key})
             else:
                 self.levels_sent += 1
 
@@ -460,39 +556,46 @@ class Grabber:
 
     # -- the loop side --------------------------------------------------------------------------
 
-    def _offer(self, payload: bytes) -> None:
+    def _offer(self, out: _Out, payload: bytes) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
-        self._queue.put_nowait(payload)
+        self._queue.put_nowait((out, payload))
 
     async def _publish_loop(self) -> None:
+        first = self._outs[0]
         while True:
-            payload = await self._queue.get()
+            out, payload = await self._queue.get()
             try:
-                await self._nc.publish(self._subject, payload)
+                await self._nc.publish(out.frames, payload)
             except nats.errors.Error as exc:
                 # Not connected to NATS, or over its limits: this frame is lost, the next one
                 # may go through. Logged once per different reason.
                 self.dropped += 1
                 reason = f"publish failed: {exc}"
                 if reason != self._publish_error:
-                    log.warning(reason, extra={"source": self.source_id})
+                    log.warning(reason, extra={"source": self.key})
                     self._publish_error = reason
             else:
-                self.published += 1
+                if out is first:
+                    self.published += 1
                 self.published_bytes += len(payload)
                 self._publish_error = ""
 
     async def _audio_wanted(self, msg: Any) -> None:
-        """A stitcher plays this source's audio: send it for the next few seconds."""
-        self._wanted_until = time.monotonic() + AUDIO_WANTED_FOR
+        """A stitcher plays this source's audio at one tile size: send it on that size's
+        subject for the next few seconds."""
+        out = next((o for o in self._outs if o.wanted == msg.subject), None)
+        if out is None:
+            return
+        out.wanted_until = time.monotonic() + AUDIO_WANTED_FOR
         self.decoder.audio_wanted = True
 
     async def _watch_thread(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.decoder.audio_wanted and time.monotonic() > self._wanted_until:
+            now = time.monotonic()
+            if self.decoder.audio_wanted and all(o.wanted_until < now for o in self._outs):
                 self.decoder.audio_wanted = False  # nobody asked lately
             since = self.decoder.busy_since
             if since is None or time.monotonic() - since < self.stuck_after:
@@ -500,7 +603,7 @@ class Grabber:
             log.error(
                 "decode thread stuck: no progress for %.0f s",
                 time.monotonic() - since,
-                extra={"source": self.source_id, "url": redact(self.url)},
+                extra={"source": self.key, "url": redact(self.url)},
             )
             if self.on_stuck is not None:
                 self.on_stuck(f"decode thread stuck for {self.stuck_after:g} s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from pipeline.messages.frames import FrameHeader
@@ -22,7 +22,7 @@ AHEAD = 25
 """Paced frames the decode thread may decode and scale ahead of their time (1 s at 25 fps): it
 then decodes in bursts of ``AHEAD // 2`` with warm caches instead of waking for every frame
 (measured, 720p -> 320x180: 2.47 ms of thread CPU a frame waking per frame, 2.04 with 8
-ahead, 1.98 with 25). Memory: 25 tile frames (2 MB at 320x180)."""
+ahead, 1.98 with 25). Memory: 25 tile frames of each size (2 MB at 320x180)."""
 
 Pixels: TypeAlias = bytes | bytearray | memoryview
 """A packed yuv420p tile."""
@@ -31,30 +31,34 @@ Pixels: TypeAlias = bytes | bytearray | memoryview
 class Releaser:
     """Hands paced frames on at their due time, from a thread of its own.
 
-    The decode thread puts ``(due, header, pixels)`` (copied into a buffer of the releaser's
-    own) and may run up to :data:`AHEAD` frames ahead; the releaser thread sleeps until each
-    frame is due and emits it. ``drain()`` drops what is queued (a new connection, a stop).
-    Both threads end when ``stopping`` is set."""
+    The decode thread puts ``(due, headers, tiles)`` (one frame as a tile of each size of
+    ``frame_sizes``, copied into a buffer of the releaser's own) and may run up to
+    :data:`AHEAD` frames ahead; the releaser thread sleeps until each frame is due and emits
+    its tiles, in order. ``drain()`` drops what is queued (a new connection, a stop). Both
+    threads end when ``stopping`` is set."""
 
     def __init__(
         self,
         emit: Callable[[FrameHeader, Pixels], None],
         stopping: threading.Event,
-        frame_size: int,
+        frame_sizes: Sequence[int],
         name: str,
     ) -> None:
         self._emit = emit
         self._stopping = stopping
-        self._queue: queue.Queue[tuple[float, FrameHeader, bytearray]] = queue.Queue(AHEAD)
+        self._sizes = tuple(frame_sizes)
+        self._queue: queue.Queue[tuple[float, Sequence[FrameHeader], bytearray]] = queue.Queue(
+            AHEAD
+        )
         pool = AHEAD + 2  # queued, one being emitted, one being filled
         self._free: queue.Queue[bytearray] = queue.Queue(pool)  # a fixed pool, recycled
         for _ in range(pool):
-            self._free.put(bytearray(frame_size))
+            self._free.put(bytearray(sum(self._sizes)))
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, due: float, header: FrameHeader, pixels: bytes | memoryview) -> None:
-        """Queue a frame (decode thread); waits while :data:`AHEAD` are queued."""
+    def put(self, due: float, headers: Sequence[FrameHeader], tiles: Sequence[Pixels]) -> None:
+        """Queue a frame's tiles (decode thread); waits while :data:`AHEAD` are queued."""
         buf: bytearray | None = None
         while buf is None:
             if self._stopping.is_set():
@@ -63,13 +67,16 @@ class Releaser:
                 buf = self._free.get(timeout=0.2)
             except queue.Empty:
                 continue
-        buf[:] = pixels
+        start = 0
+        for size, pixels in zip(self._sizes, tiles, strict=True):
+            buf[start : start + size] = pixels
+            start += size
         while True:
             if self._stopping.is_set():
                 self._free.put(buf)
                 return
             try:
-                self._queue.put((due, header, buf), timeout=0.2)
+                self._queue.put((due, headers, buf), timeout=0.2)
                 break
             except queue.Full:
                 continue
@@ -90,12 +97,16 @@ class Releaser:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                due, header, buf = self._queue.get(timeout=0.2)
+                due, headers, buf = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             wait = due - time.monotonic()
             if wait <= 0 or not self._stopping.wait(wait):
-                self._emit(header, buf)
+                with memoryview(buf) as view:
+                    start = 0
+                    for size, header in zip(self._sizes, headers, strict=True):
+                        self._emit(header, view[start : start + size])
+                        start += size
             self._free.put(buf)
 
     def join(self) -> None:

@@ -42,7 +42,10 @@ and never below what was measured):
   before it is opened; the 720p camera is the case measured), then scales and publishes the
   tile: :data:`GRABBER_BASE` plus :data:`GRABBER_PER_MPX` per million tile pixels a second.
   Its fps cap matters little: the decode is most of it, and frames over the cap are still
-  decoded (unless not referenced).
+  decoded (unless not referenced). A grabber that makes several tile sizes of its source
+  decodes it once and scales each frame to each size: the base once, the tile pixels of
+  every size (a 160x90 size scaled from the 320x180 tile measured 0.06 ms a frame, bench
+  case 11; with its pack and publish the line's share is about right).
 - A *stitcher* composes and encodes its output (its pixels a second: 1080p costs 2.25× 720p in
   the encoder) and takes in each tile's frames: :data:`STITCHER_BASE`, plus
   :data:`STITCHER_PER_MPX` per million output pixels a second, plus :data:`STITCHER_PER_TILE`.
@@ -100,9 +103,11 @@ def _scaled(unit: Cost, amount: float) -> Cost:
     return Cost(unit.cores * amount, unit.memory_mb * amount)
 
 
-def grabber_cost(width: int, height: int, fps: float) -> Cost:
-    """One grabber of a camera-like source into a ``width`` x ``height`` tile at ``fps``."""
-    return GRABBER_BASE + _scaled(GRABBER_PER_MPX, width * height * fps / 1e6)
+def grabber_cost(width: int, height: int, fps: float, *more: tuple[int, int]) -> Cost:
+    """One grabber of a camera-like source into a ``width`` x ``height`` tile at ``fps``, and
+    into tiles of the ``more`` sizes (width, height) too."""
+    pixels = sum(w * h for w, h in ((width, height), *more))
+    return GRABBER_BASE + _scaled(GRABBER_PER_MPX, pixels * fps / 1e6)
 
 
 def stitcher_cost(width: int, height: int, fps: float, tiles: int) -> Cost:
@@ -114,8 +119,8 @@ def stitcher_cost(width: int, height: int, fps: float, tiles: int) -> Cost:
 def cost_of(spec: WorkerSpec, mosaic: MosaicState | None = None) -> Cost:
     """What ``spec`` costs; ``mosaic``: a stitcher's mosaic (priced as the default without)."""
     match spec:
-        case GrabberSpec(width=w, height=h, fps=fps) if w > 0 and h > 0:
-            return grabber_cost(w, h, fps or DEFAULT_TILE[2])
+        case GrabberSpec(sizes=((w, h), *more), fps=fps) if w > 0 and h > 0:
+            return grabber_cost(w, h, fps or DEFAULT_TILE[2], *more)
         case GrabberSpec():
             return grabber_cost(*DEFAULT_TILE)
         case StitcherSpec():

@@ -10,11 +10,12 @@
 - The **layout** (:mod:`pipeline.state.layouts`, :func:`layout_of`) is a grid by default,
   near-square (``cols = ceil(sqrt(n))``) unless ``cols`` is given, or, with ``layout=focus``,
   one large tile and small ones around it: tiles may differ in size.
-- A **source id** names one pull of one URL at one tile size: every mosaic that shows the same
-  URL at the same tile size shares one grabber and one ``frames.<source_id>`` subject (a focus
-  mosaic's large tile is a pull of its own, at its size). The **source key**
-  (:func:`source_key`, the id without the size) names the URL alone: alarms are the URL's,
-  whatever size its tiles are.
+- A **source id** names one URL at one tile size: every mosaic that shows the same URL at the
+  same tile size reads one ``frames.<source_id>`` subject (and slot). The **source key**
+  (:func:`source_key`, the id without the size) names the URL alone: one grabber per key
+  decodes the URL once and publishes each tile size the watched mosaics show it at on that
+  size's source id (a focus mosaic's large tile, another mosaic's smaller tiles); alarms are
+  the URL's too, whatever size its tiles are.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Protocol
 import msgspec
 
 from pipeline.messages.events import MosaicCreated, Tile
+from pipeline.messages.workers import tile_source_id
 from pipeline.monitoring.alarms import canonical, parse_alarms
 from pipeline.state.layouts import Layout, canonical_layout, layout
 from pipeline.state.model import MosaicState
@@ -229,9 +231,9 @@ def source_key(url: str) -> str:
 
 
 def source_id(url: str, tile_width: int, tile_height: int) -> str:
-    """The id of the pull of ``url`` scaled to ``tile_width`` x ``tile_height``:
-    ``<source key>-<W>x<H>``."""
-    return f"{source_key(url)}-{tile_width}x{tile_height}"
+    """The id of ``url``'s tiles of ``tile_width`` x ``tile_height``: ``<source key>-<W>x<H>``
+    (:func:`~pipeline.messages.workers.tile_source_id`)."""
+    return tile_source_id(source_key(url), tile_width, tile_height)
 
 
 def key_of_source(source_id: str) -> str:

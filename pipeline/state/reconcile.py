@@ -9,11 +9,15 @@ Rules (mosaics):
 - A mosaic is **watched** while its last viewer heartbeat is younger than ``idle_timeout``.
 - Each watched mosaic wants one stitcher: its own, or, when mosaics differ only in their
   titles (one picture, :func:`~pipeline.state.mosaic.outputs`), the earliest one's, which then
-  makes the stream for all of them; each unique source (URL at one tile size: the tiles
-  of a focus layout differ in size) of the watched mosaics wants one grabber, however many
-  mosaics show it, at the highest fps any of them needs.
+  makes the stream for all of them; each source URL of the watched mosaics wants one
+  grabber, however many mosaics show it, at the highest fps any of them needs, making every
+  tile size they show it at (the tiles of a focus layout differ in size, and so do those of
+  mosaics of other sizes or grids): it decodes the URL once and scales each frame to each size.
 - A running worker nobody wants is stopped; one whose spec is not equal to the wanted one
-  (another fps, say) is stopped as "changed" and started again with the new spec. A wanted
+  (another fps, a tile size more or less) is stopped as "changed" and started again with the
+  new spec: a grabber is not reconfigured in place, its other tiles go without frames for a
+  moment (at most 1.6 s in tests/test_mosaic_e2e.py; the stitchers keep showing their last
+  ones, a tile is dead only after 5 s). A wanted
   worker that is not running is started, unless it failed recently: restarts back off
   exponentially (``restart_backoff``).
 - A running worker whose heartbeat is older than ``heartbeat_timeout`` (after a start grace of
@@ -25,9 +29,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
+from pipeline.messages.events import Tile
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec, tile_sizes
+from pipeline.state.layouts import Rect
 from pipeline.state.model import MosaicState, SessionState
-from pipeline.state.mosaic import layout_of, outputs, source_id
+from pipeline.state.mosaic import layout_of, outputs, source_key
 
 MOSAIC_KINDS = ("grabber", "stitcher")
 
@@ -69,35 +75,38 @@ def watched(
 
 def _reads(
     mosaics: Mapping[str, MosaicState], fps: frozenset[str]
-) -> Iterator[tuple[StitcherSpec, MosaicState, GrabberSpec]]:
+) -> Iterator[tuple[StitcherSpec, MosaicState, Tile, Rect]]:
     """For every tile of the watched mosaics ``fps``: the stitcher that makes its picture, its
-    mosaic, and the grabber that pulls it (at that mosaic's rate)."""
+    mosaic, the tile and its rectangle."""
     leaders = outputs(mosaics)
     for fp in sorted(fps):
         mosaic = mosaics[fp]
         # Mosaics that differ only in their titles show one picture: one stitcher, the
         # earliest's, makes it for all of them (pipeline.state.mosaic.outputs).
         stitcher = StitcherSpec(fp=leaders.get(fp, fp))
-        # Each tile at its own size: a focus mosaic's large tile is a pull of its own.
         for tile, rect in zip(mosaic.tiles, layout_of(mosaic).rects, strict=True):
-            sid = source_id(tile.url, rect.w, rect.h)
-            grabber = GrabberSpec(
-                source_id=sid, url=tile.url, width=rect.w, height=rect.h, fps=float(mosaic.fps)
-            )
-            yield stitcher, mosaic, grabber
+            yield stitcher, mosaic, tile, rect
+
+
+def grabber_id(url: str) -> str:
+    """The worker id of the grabber of ``url``: one per URL, whatever its tile sizes."""
+    return f"grabber-{source_key(url)}"
 
 
 def desired(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[str, WorkerSpec]:
     """The workers the watched mosaics ``fps`` need, by worker id."""
-    grabbers: dict[str, GrabberSpec] = {}
+    pulls: dict[str, tuple[set[tuple[int, int]], float]] = {}
     out: dict[str, WorkerSpec] = {}
-    for stitcher, _, grabber in _reads(mosaics, fps):
+    for stitcher, mosaic, tile, rect in _reads(mosaics, fps):
         out[stitcher.worker_id] = stitcher
-        known = grabbers.get(grabber.worker_id)
-        if known is None or known.fps < grabber.fps:
-            # One pull per source, at the highest rate any mosaic needs.
-            grabbers[grabber.worker_id] = grabber
-    out.update(grabbers)
+        # One pull per URL, at the highest rate any mosaic needs, into every tile size any
+        # shows it at (a focus mosaic's large tile, another mosaic's smaller ones).
+        sizes, rate = pulls.get(tile.url, (set(), 0.0))
+        sizes.add((rect.w, rect.h))
+        pulls[tile.url] = (sizes, max(rate, float(mosaic.fps)))
+    for url, (sizes, rate) in pulls.items():
+        grabber = GrabberSpec(key=source_key(url), url=url, sizes=tile_sizes(sizes), fps=rate)
+        out[grabber.worker_id] = grabber
     return out
 
 
@@ -106,9 +115,10 @@ def affinity(mosaics: Mapping[str, MosaicState], fps: frozenset[str]) -> dict[st
     worker id): a grabber, the stitchers that read its source (its frames then never cross
     machines); a stitcher, the grabbers of its tiles. What placement keeps together."""
     near: dict[str, set[str]] = {}
-    for stitcher, _, grabber in _reads(mosaics, fps):
-        near.setdefault(grabber.worker_id, set()).add(stitcher.worker_id)
-        near.setdefault(stitcher.worker_id, set()).add(grabber.worker_id)
+    for stitcher, _, tile, _ in _reads(mosaics, fps):
+        grabber = grabber_id(tile.url)
+        near.setdefault(grabber, set()).add(stitcher.worker_id)
+        near.setdefault(stitcher.worker_id, set()).add(grabber)
     return {wid: frozenset(others) for wid, others in near.items()}
 
 

@@ -6,7 +6,7 @@ it decoded from the provider's request, and a spawned worker is ``python -m pipe
 --spec JSON``, decoded once here. People can type the same worker by kind, which builds the
 same spec (it helps when debugging one source):
 
-- ``tessera worker grabber <source_id> --url U --width W --height H --fps F``
+- ``tessera worker grabber <source key> --url U --size WxH [--size WxH ...] --fps F``
 - ``tessera worker stitcher <fp>`` (the mosaic is read from projected state)
 - ``tessera worker jit <session_id>`` (the session request is read from projected state)
 
@@ -30,7 +30,7 @@ from pipeline.config import settings as config_mod
 from pipeline.config.settings import Config
 from pipeline.errors import ConfigError, TesseraError
 from pipeline.messages.codec import decode_worker_spec
-from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec
+from pipeline.messages.workers import GrabberSpec, JitSpec, StitcherSpec, WorkerSpec, tile_sizes
 from pipeline.nats.connect import connect, resolve_url
 from pipeline.nats.subjects import token
 from pipeline.runtime import logs
@@ -54,10 +54,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     kinds = worker.add_subparsers(dest="kind", metavar="KIND")
     grabber = kinds.add_parser("grabber", help="pull one source into tile frames")
-    grabber.add_argument("target", metavar="SOURCE_ID")
+    grabber.add_argument("target", metavar="KEY", help="the source key (frames.<KEY>-<W>x<H>)")
     grabber.add_argument("--url", required=True)
-    grabber.add_argument("--width", type=int, required=True)
-    grabber.add_argument("--height", type=int, required=True)
+    grabber.add_argument(
+        "--size",
+        metavar="WxH",
+        action="append",
+        required=True,
+        type=_size,
+        help="a tile size to make (again for each more size)",
+    )
     grabber.add_argument("--fps", type=float, default=25.0)
     stitcher = kinds.add_parser("stitcher", help="compose one mosaic into HLS")
     stitcher.add_argument("target", metavar="FP")
@@ -75,17 +81,21 @@ def spec_from_args(args: argparse.Namespace) -> WorkerSpec:
     match args.kind:
         case "grabber":
             return GrabberSpec(
-                source_id=args.target,
-                url=args.url,
-                width=args.width,
-                height=args.height,
-                fps=args.fps,
+                key=args.target, url=args.url, sizes=tile_sizes(args.size), fps=args.fps
             )
         case "stitcher":
             return StitcherSpec(fp=args.target)
         case "jit":
             return JitSpec(session_id=args.target)
     raise ConfigError("tessera worker needs a KIND (grabber, stitcher or jit) or --spec JSON")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``WxH`` → (W, H)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"a tile size is WxH, like 320x180, not {text!r}")
+    return int(width), int(height)
 
 
 async def command(config: Config, args: argparse.Namespace) -> int:
@@ -110,7 +120,7 @@ async def _grabber(config: Config, spec: GrabberSpec, nc: Client) -> Service:
         heartbeat_interval=config.heartbeat_interval,
         open_timeout=config.source_open_timeout,
         read_timeout=config.source_read_timeout,
-        frame_slot=_frame_slot(config, nc, spec.source_id),
+        frame_slots=lambda sid: _frame_slot(config, nc, sid),
         on_stuck=_exit_stuck,
         monitoring=config.monitoring,
         frame_encoding=frame_encoding(config),
@@ -199,6 +209,8 @@ async def _jit(config: Config, spec: JitSpec, nc: Client) -> Service:
         s3_endpoint_url=config.s3_endpoint_url,
         ice_servers=(turn.ice_server(sid),) if (turn := turn_config(config)) else (),
         heartbeat_interval=config.heartbeat_interval,
+        proxy_root=config.data_dir / "proxies" if config.jit_proxy else None,
+        proxy_bytes=config.jit_proxy_mib * 2**20,
     )
 
 

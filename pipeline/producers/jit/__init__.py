@@ -19,6 +19,8 @@ Modules (pure ones first; they import no asyncio, NATS or PyAV):
 - :mod:`.decoder`: the frame-accurate video reader; :mod:`.convert`: frames to BT.709
   yuv420p pictures; :mod:`.audio`: audio inputs read at a sample position, and mixing.
 - :mod:`.abreader`: an A/B compare's two videos read frame-locked and composed.
+- :mod:`.proxyplan`: what the seek proxy builds next and drops (pure); :mod:`.proxy`: the seek
+  proxy itself (intra-only JPEG on disk: its store, builder and reader).
 - :mod:`.threads`: the media threads that own PyAV objects.
 - :mod:`.tracks`: the aiortc tracks a viewer receives; :mod:`.peers`: a viewer's peer
   connection; :mod:`.player`: the session clock feeding every viewer.

@@ -18,6 +18,7 @@ is not decoded: toggling to it costs one read of it.
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from fractions import Fraction
 
 from pipeline.messages.control import CompareState
@@ -27,10 +28,12 @@ from pipeline.producers.jit.threads import MediaThread
 from pipeline.state.layouts import Rect
 
 
-def _read(video: VideoReader, n: int, size: Rect) -> Picture | None:
+def _read(
+    video: VideoReader, n: int, size: Rect, stop: Callable[[], bool] | None = None
+) -> Picture | None:
     """Frame ``n`` of ``video`` converted to ``size`` (in the video's own thread)."""
     video.converter.width, video.converter.height = size.w, size.h
-    return video.read(n)
+    return video.read(n, stop)
 
 
 class ABReader:
@@ -62,20 +65,21 @@ class ABReader:
         offset = (settings or self.settings).offset
         return compare.frame_of_b(n, self.a.rate, self.b.rate, offset)
 
-    def read(self, n: int) -> Picture | None:
-        """A's frame ``n`` with B's beside it, composed; None when A has no frame ``n``."""
+    def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
+        """A's frame ``n`` with B's beside it, composed; None when A has no frame ``n``.
+        ``stop`` calls both reads off (:class:`~.decoder.ReadInterrupted`)."""
         settings = self.settings
         where = compare.layout(settings, self.size, self._aspect_a, self._aspect_b)
         m = self.frame_of_b(n, settings)
         pending: concurrent.futures.Future[Picture | None] | None = None
         end = self._b_end
         if where.b is not None and m >= 0 and (end is None or m < end):
-            pending = self._b_thread.call(_read, self.b, m, where.b)
+            pending = self._b_thread.call(_read, self.b, m, where.b, stop)
         a: Picture | None = None
         try:
             # A is read when shown, and when its end is not known yet (only a read finds it).
             if where.a is not None or self.a.frame_count is None:
-                a = _read(self.a, n, where.a or Rect(0, 0, *self.size))
+                a = _read(self.a, n, where.a or Rect(0, 0, *self.size), stop)
                 if a is None:
                     return None
                 frame, pts = a.frame, a.pts

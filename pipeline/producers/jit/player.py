@@ -9,7 +9,13 @@ Two tasks, running only while a viewer is connected:
   picture's stamp on the session's 90 kHz clock, :mod:`~pipeline.producers.jit.rtpclock`: how
   the page knows a frame from its RTP timestamp). A decode that finishes after a command
   changed what is due (``Playback.version``) is dropped, and a seek or step empties the
-  viewers' queues: the first frame sent after ``Seek(n)`` is ``n``.
+  viewers' queues: the first frame sent after ``Seek(n)`` is ``n``. A decode for an older
+  version is called off between two frames (``stop``), so the next one does not wait for it.
+  With a seek proxy (:mod:`~pipeline.producers.jit.proxy`), a frame due while paused (a seek,
+  a step) whose exact picture is not cached and not decoded within :data:`PROXY_GRACE` is
+  first sent as the proxy's picture of that frame (its report says ``exact: false``), read in
+  the proxy thread while the video thread decodes, then again as the exact picture once
+  decoded (``exact: true``), unless a command came first.
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
   routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
@@ -37,9 +43,10 @@ import numpy.typing as npt
 from pipeline.messages.codec import encode
 from pipeline.messages.control import FrameReport
 from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Mixer, Samples, silence
-from pipeline.producers.jit.decoder import Picture
+from pipeline.producers.jit.decoder import Picture, ReadInterrupted
 from pipeline.producers.jit.errors import ReadError
 from pipeline.producers.jit.playback import Due, Playback
+from pipeline.producers.jit.proxy import ProxyReader
 from pipeline.producers.jit.routing import ChannelMatrix, selection_matrix
 from pipeline.producers.jit.rtpclock import VideoClock, rtp_of
 from pipeline.producers.jit.threads import MediaThread
@@ -58,6 +65,10 @@ AUDIO_PERIOD = FRAME_SAMPLES / RATE
 MAX_AUDIO_LAG = 0.2
 """Seconds the audio clock may fall behind before it restarts at "now" instead of bursting."""
 FPS_WINDOW = 2.0
+PROXY_GRACE = 0.025
+"""Seconds an exact picture that is not cached has before the seek proxy's picture of its
+frame is sent first: a step forward at 1080p (~20 ms) is shown exact, once; a seek, a step
+onto a keyframe or any step at UHD (75 ms a frame) shows the proxy's at once."""
 
 
 class FrameSource(Protocol):
@@ -67,7 +78,7 @@ class FrameSource(Protocol):
     @property
     def time_base(self) -> Fraction: ...
 
-    def read(self, n: int) -> Picture | None: ...
+    def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None: ...
 
 
 class Viewer(Protocol):
@@ -96,6 +107,9 @@ class Player:
         selection: tuple[int, ...],
         timecodes: Timecodes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        proxy: ProxyReader | None = None,
+        proxy_thread: MediaThread | None = None,
+        cached: Callable[[int], bool] = lambda n: True,
     ) -> None:
         self.playback = playback
         self.timecodes = timecodes or Timecodes(playback.fps)
@@ -127,6 +141,13 @@ class Player:
         self._abuf: Samples = np.zeros((audio.layout.total, 0), dtype=np.float32)
         self._abuf_start = 0
         self._audio_failing = False
+        self._proxy = proxy if proxy_thread is not None else None
+        self._proxy_thread = proxy_thread
+        self._cached = cached
+        """Whether the exact picture of a frame is at hand (then no proxy picture is read)."""
+        self.proxy_pictures = 0
+        """Proxy pictures sent (each followed by its exact picture, or by a command)."""
+        self._stopping = False
 
     # -- control (called on the loop, never blocks) -------------------------------------------
 
@@ -208,6 +229,7 @@ class Player:
 
     async def stop(self) -> None:
         """Stop both tasks. Safe to call twice; the threads are the caller's to close."""
+        self._stopping = True  # a decode under way ends at its next frame
         await self._tasks.close()
         self._drop_prefetch()
 
@@ -224,8 +246,48 @@ class Player:
         key = (due.frame, due.version)
         if self._prefetch is None or self._prefetch[0] != key:
             self._drop_prefetch()
-            self._prefetch = (key, self._video_thread.submit(self._video.read, due.frame))
+            version = due.version
+
+            def stale() -> bool:  # asked in the video thread between decoded frames
+                return self._stopping or self.playback.version != version
+
+            self._prefetch = (key, self._video_thread.submit(self._video.read, due.frame, stale))
         return self._prefetch[1]
+
+    def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
+        return (
+            due.tick is None
+            and self._proxy is not None
+            and not exact.done()
+            and self._proxy.has(due.frame)
+            and not self._cached(due.frame)
+        )
+
+    async def _show_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> None:
+        """Unless the exact picture comes within :data:`PROXY_GRACE`, send ``due``'s proxy
+        picture (read meanwhile), then wait until the exact one is decoded or a command
+        changed what is due."""
+        assert self._proxy is not None and self._proxy_thread is not None
+        quick = self._proxy_thread.submit(self._proxy.read, due.frame)
+        await asyncio.wait({exact}, timeout=PROXY_GRACE)
+        if not exact.done():
+            # Whichever is first: an exact picture that comes before the proxy's is sent alone.
+            await asyncio.wait({exact, quick}, return_when=asyncio.FIRST_COMPLETED)
+        if exact.done():
+            quick.cancel()  # its result is dropped (a read under way finishes)
+            return
+        try:
+            picture = quick.result()
+        except Exception:  # noqa: BLE001 - the proxy only saves time: the exact one follows
+            log.warning("proxy picture %d failed", due.frame, exc_info=True)
+            return
+        if picture is None or exact.done() or due.version != self.playback.version:
+            return
+        self._send(picture, due)
+        self.proxy_pictures += 1
+        exact.add_done_callback(lambda _: self.wake())
+        while not exact.done() and due.version == self.playback.version:
+            await self._wait(None)
 
     async def _wait(self, seconds: float | None) -> None:
         try:
@@ -249,8 +311,15 @@ class Player:
             if due.at > now:
                 await self._wait(due.at - now)
                 continue
+            if self._wants_proxy(due, future):
+                await self._show_proxy(due, future)
+                if due.version != self.playback.version:
+                    continue  # a newer command: its own proxy picture goes out at once
             try:
                 picture = await future
+            except ReadInterrupted:
+                self._prefetch = None
+                continue  # called off by a newer command
             except ReadError as exc:
                 self._prefetch = None
                 self._read_failed(exc)
@@ -301,6 +370,7 @@ class Player:
             playing=self.playback.playing,
             rtp=rtp_of(pts),
             frame_b=picture.frame_b,
+            exact=picture.exact,
         )
         text = encode(report).decode()
         self.last_report = text

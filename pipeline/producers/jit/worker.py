@@ -37,6 +37,12 @@ connected, which is what keeps the session from being reaped as idle.
 
 A viewer that does not connect within ``connect_timeout`` of its answer is dropped, as is one
 whose connection fails or closes.
+
+With a ``proxy_root``, a session of one video whose length is known and whose GOPs make seeks
+slow (``proxy_min_work``) builds a seek proxy (:mod:`~pipeline.producers.jit.proxy`) in
+``<proxy_root>/<session>`` while it is paused, at most ``proxy_bytes``, and removes it when it
+stops; its pictures are read in
+``jit-proxy-<session>``, and built in ``jit-proxy-build-<session>`` at the lowest priority.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ from pipeline.nats import subjects
 from pipeline.nats.eventlog import append
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.nats.topology import HEARTBEATS
-from pipeline.producers.jit import compare
+from pipeline.producers.jit import compare, proxy
 from pipeline.producers.jit.abreader import ABReader
 from pipeline.producers.jit.audio import AudioInput, AudioReader
 from pipeline.producers.jit.channels import ChannelLayout
@@ -101,6 +107,7 @@ from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.peers import Peer
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
+from pipeline.producers.jit.proxy import BUILD_THREADS, ProxyBuilder, ProxyReader, ProxyStore
 from pipeline.producers.jit.routing import ChannelMatrix, check_routes, preset_matrix
 from pipeline.producers.jit.sourcetc import read_start_timecode
 from pipeline.producers.jit.threads import MediaThread
@@ -117,6 +124,9 @@ MAX_VIEWERS = 8
 CONNECT_TIMEOUT = 30.0
 """Seconds a viewer has, after its answer, to connect (ICE and DTLS)."""
 STOP_PEER_TIMEOUT = 5.0
+PROXY_BYTES = 4 * 1024**3
+"""Disk a session's seek proxy may take: about an hour of 1080p, 20 minutes of UHD (the
+proxy is half the output size each side, JPEG at q 5; bench case 12 measures it)."""
 
 
 def playback_rate(options: SessionOptions, stream_rate: Fraction) -> Fraction:
@@ -153,6 +163,9 @@ class JitWorker:
         instance_id: str = "",
         max_viewers: int = MAX_VIEWERS,
         connect_timeout: float = CONNECT_TIMEOUT,
+        proxy_root: Path | None = None,
+        proxy_bytes: int = PROXY_BYTES,
+        proxy_min_work: float = proxy.MIN_WORK,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -173,6 +186,13 @@ class JitWorker:
         self.heartbeat_interval = heartbeat_interval
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
+        self.proxy_root = proxy_root
+        self.proxy_bytes = proxy_bytes
+        self.proxy_min_work = proxy_min_work
+        self._proxy_thread: MediaThread | None = None
+        self._proxy_store: ProxyStore | None = None
+        self._proxy: ProxyReader | None = None
+        self._proxy_builder: ProxyBuilder | None = None
         self.status = "new"
         self._inherited: JitStats | None = None
         """A predecessor's last stats, reported until this worker has its own (so that it
@@ -317,6 +337,7 @@ class JitWorker:
         rate = playback_rate(self.options, video.rate)
         self.timecodes = Timecodes(rate, self._start_timecode)
         self.playback = Playback(rate, video.frame_count)
+        await self._open_proxy(video, self.playback)
         self.player = Player(
             playback=self.playback,
             timecodes=self.timecodes,
@@ -325,7 +346,56 @@ class JitWorker:
             audio=audio,
             audio_thread=self._audio_thread,
             selection=selection,
+            proxy=self._proxy,
+            proxy_thread=self._proxy_thread,
+            cached=video.cached,
         )
+        if self._proxy_builder is not None:
+            self._proxy_builder.start()
+
+    async def _open_proxy(self, video: VideoReader, playback: Playback) -> None:
+        """Make the seek proxy's store (in its thread: a leftover is removed first) and its
+        builder, when this session has one: one video, of known length."""
+        if (
+            self.proxy_root is None
+            or self.proxy_bytes <= 0
+            or self.options.compare
+            or video.frame_count is None
+        ):
+            return
+        self._proxy_thread = MediaThread(f"jit-proxy-{self.session_id}")
+        folder = self.proxy_root / self.session_id
+        try:
+            store = await self._proxy_thread.run(ProxyStore, folder, self.proxy_bytes)
+        except OSError as exc:  # a proxy only saves time: seek without one
+            log.warning("no seek proxy: %s", exc, extra={"session": self.session_id})
+            return
+        self._proxy_store = store
+        size = (video.converter.width, video.converter.height)
+        self._proxy = ProxyReader(store, size)
+        self._proxy_builder = ProxyBuilder(
+            store,
+            self._open_proxy_source,
+            frame_count=video.frame_count,
+            rate=video.rate,
+            size=size,
+            # Plain reads of the playback's fields, from the builder's thread.
+            playhead=lambda: playback.position,
+            busy=lambda: playback.playing,
+            name=f"jit-proxy-build-{self.session_id}",
+            min_work=self.proxy_min_work,
+        )
+
+    def _open_proxy_source(self) -> VideoReader:
+        """The builder's own reader of the video (in the builder's thread): frame threads,
+        and no cache (it reads forwards)."""
+        options = msgspec.structs.replace(self.options, threads=BUILD_THREADS, thread_type="frame")
+        container = open_input(self.inputs[0].url, 1, self.access)
+        try:
+            return VideoReader(container, options, index=1, cache_bytes=0)
+        except BaseException:
+            container.close()
+            raise
 
     # These four run in the media threads. What they open is kept on the worker at once, so
     # that a start() cancelled mid-open still closes it (the close runs after, in the thread).
@@ -385,8 +455,16 @@ class JitWorker:
             log.error("cannot record the session failure: %s", exc)
 
     async def _close_media(self) -> None:
-        """Close the readers in their own threads (after anything still running there), then
-        end the threads."""
+        """Stop the proxy builder, close the readers in their own threads (after anything
+        still running there), end the threads, and remove the proxy."""
+        builder, self._proxy_builder = self._proxy_builder, None
+        if builder is not None:
+            await asyncio.to_thread(builder.stop)
+        if self._proxy_thread is not None:
+            await self._proxy_thread.close()
+        store, self._proxy_store = self._proxy_store, None
+        if store is not None:
+            await asyncio.to_thread(store.close)
         if self._video_thread is not None:
             await self._video_thread.close(self._close_video)
         # After A's: a read in A's thread may be waiting for B's frame.
@@ -459,6 +537,10 @@ class JitWorker:
             routes=player.matrix.routes,
             compare=self._ab.settings if self._ab is not None else None,
             frame_count_b=(self._ab.b.frame_count or 0) if self._ab is not None else 0,
+            proxy=self._proxy_builder.stats.status if self._proxy_builder is not None else "",
+            proxy_frames=self._proxy_store.frames if self._proxy_store is not None else 0,
+            proxy_bytes=self._proxy_store.bytes if self._proxy_store is not None else 0,
+            proxy_pictures=player.proxy_pictures,
         )
 
     def _beat(self) -> WorkerHeartbeat:
