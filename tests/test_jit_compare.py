@@ -47,8 +47,8 @@ from pipeline.messages.heartbeats import JitStats
 from pipeline.producers.jit import compare
 from pipeline.producers.jit.abreader import ABReader
 from pipeline.producers.jit.compare import Layout
-from pipeline.producers.jit.decoder import VideoReader
-from pipeline.producers.jit.errors import CommandError, JitInputError
+from pipeline.producers.jit.decoder import Picture, VideoReader
+from pipeline.producers.jit.errors import CommandError, JitInputError, ReadError
 from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.threads import MediaThread
@@ -321,6 +321,47 @@ async def test_the_reader_locks_b_of_another_rate_and_shape(files: Files) -> Non
             finally:
                 await threads[0].run(a.close)
                 await threads[1].run(b.close)
+    finally:
+        await threads[0].close()
+        await threads[1].close()
+    assert not jit_threads()
+
+
+async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access = InputAccess(SourcePolicy.local(), media_roots=(files.root,))
+    threads = [MediaThread("jit-video-test"), MediaThread("jit-video-b-test")]
+
+    def opened(path: Path, index: int) -> VideoReader:
+        return VideoReader(open_input(str(path), index, access), SessionOptions(), index=index)
+
+    try:
+        a = await threads[0].run(opened, files.a, 1)
+        b = await threads[1].run(opened, files.a, 2)
+        real = b.read
+
+        def broken(n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
+            if n == 9:
+                raise ReadError("input 2: corrupt data at frame 9")
+            return real(n, stop)
+
+        monkeypatch.setattr(b, "read", broken)
+        try:
+            reader = ABReader(a, b, threads[1], CompareState())
+            for n in (8, 9, 10):
+                picture = await threads[0].run(reader.read, n)
+                assert picture is not None and picture.frame == n
+                luma = picture.data[:H]
+                if n == 9:
+                    assert halves(luma)[0] == 9 and picture.frame_b is None
+                    assert luma[HALF_BAND[1]].max() == compare.BLACK
+                else:
+                    assert halves(luma) == (n, n) and picture.frame_b == n
+            assert reader.b_errors == 1
+        finally:
+            await threads[0].run(a.close)
+            await threads[1].run(b.close)
     finally:
         await threads[0].close()
         await threads[1].close()

@@ -18,14 +18,19 @@ is not decoded: toggling to it costs one read of it.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 
 from pipeline.messages.control import CompareState
 from pipeline.producers.jit import compare
 from pipeline.producers.jit.decoder import Picture, VideoReader
+from pipeline.producers.jit.errors import ReadError
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.state.layouts import Rect
+
+log = logging.getLogger("tessera.jit.compare")
 
 
 def _read(
@@ -57,6 +62,8 @@ class ABReader:
         self._aspect_a = Fraction(*self.size)
         self._aspect_b = Fraction(b.converter.width, b.converter.height)
         self._b_end = b.frame_count
+        self.b_errors = 0
+        """Frames of B that could not be read (drawn black)."""
         """B's exclusive end: its frame count, or learnt from a read that found no frame
         (so that a B of unknown length is not searched to its end at every frame past it)."""
 
@@ -64,6 +71,29 @@ class ABReader:
         """B's frame beside A's frame ``n`` (with ``settings``, by default those in force)."""
         offset = (settings or self.settings).offset
         return compare.frame_of_b(n, self.a.rate, self.b.rate, offset)
+
+    def _collect_b(
+        self, pending: concurrent.futures.Future[Picture | None] | None, m: int, *, failing: bool
+    ) -> Picture | None:
+        """B's picture, once its read is done (waited for even when A failed, so that B's
+        thread is never left mid-read). A frame of B that cannot be read is drawn black, as
+        a missing one is: B's trouble never stops A (``b_errors`` counts them). While A's own
+        error is on its way out, B's result or error does not replace it."""
+        if pending is None:
+            return None
+        try:
+            b = pending.result()
+        except ReadError as exc:
+            self.b_errors += 1
+            log.warning("video B: frame %d cannot be read, drawn black: %s", m, exc)
+            return None
+        except BaseException:
+            if failing:
+                return None
+            raise
+        if b is None:
+            self._b_end = m if self._b_end is None else min(self._b_end, m)
+        return b
 
     def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
         """A's frame ``n`` with B's beside it, composed; None when A has no frame ``n``.
@@ -88,9 +118,7 @@ class ABReader:
             else:
                 return None
         finally:
-            b = pending.result() if pending is not None else None
-            if pending is not None and b is None:
-                self._b_end = m if self._b_end is None else min(self._b_end, m)
+            b = self._collect_b(pending, m, failing=sys.exc_info()[1] is not None)
         shown_a = a.data if a is not None and where.a is not None else None
         data = compare.compose(where, shown_a, None if b is None else b.data)
         return Picture(frame=frame, pts=pts, data=data, frame_b=None if b is None else m)
