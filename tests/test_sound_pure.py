@@ -276,6 +276,16 @@ def peak_hz(samples: npt.NDArray[np.float32]) -> float:
     return float(np.argmax(spectrum) * RATE / samples.size)
 
 
+def tone_amplitude(samples: npt.NDArray[np.float32], hz: float) -> float:
+    """Amplitude of the ``hz`` sine in ``samples`` (Hann-windowed spectrum at its bin): a
+    click or a few milliseconds of silence (a chunk late on a busy machine, rung by the AAC
+    coder) barely move it, where they move the sample peak."""
+    window = np.hanning(samples.size)
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * window))
+    k = int(round(hz * samples.size / RATE))
+    return float(2 * spectrum[k - 1 : k + 2].max() / window.sum())
+
+
 def onset(samples: npt.NDArray[np.float32], level: float = 0.05) -> int:
     """Index of the first sample whose 5 ms RMS reaches ``level``."""
     window = 240

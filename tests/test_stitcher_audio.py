@@ -48,7 +48,7 @@ from pipeline.nats import subjects
 from pipeline.runtime.tasks import cancel_and_wait
 from tests.gatewayhttp import gateway_http
 from tests.test_mosaic_whep import chromium_like, offer_over_nats
-from tests.test_sound_pure import onset, peak_hz
+from tests.test_sound_pure import onset, peak_hz, tone_amplitude
 from tests.test_stitcher import FPS, NAMES, TH, TW, WAIT, mosaic, running, shows, sid, yuv
 
 if TYPE_CHECKING:
@@ -466,5 +466,7 @@ async def test_a_grabbers_sound_reaches_the_mosaic(
     assert decoded.sound.size == pytest.approx(decoded.video_seconds * RATE, abs=1024)
     tail = decoded.sound[-RATE:]
     assert peak_hz(tail) == pytest.approx(1000, abs=4)
-    # -6 dBFS in front left, plus the centre at -3 dB: 0.5 * (1 + 0.707) peak.
-    assert float(np.abs(tail).max()) == pytest.approx(0.5 * (1 + 2**-0.5), rel=0.1)
+    # -6 dBFS in front left, plus the centre at -3 dB: 0.5 * (1 + 0.707). Measured as the
+    # tone's amplitude, not the sample peak: a chunk late on a busy machine leaves a few ms
+    # of silence whose edges the AAC coder rings (a peak of 1.39 was seen once under load).
+    assert tone_amplitude(tail, 1000) == pytest.approx(0.5 * (1 + 2**-0.5), rel=0.1)
