@@ -66,6 +66,12 @@ vendor:
 test *ARGS: check
     python3 -m pytest {{ARGS}}
 
+# (Marker `cluster`: three nats-servers, the control plane and agents here, killed in turn.)
+# The several-machine tests, ~1.5 min, apart from the default suite's 15-minute budget.
+[group('develop')]
+test-cluster *ARGS:
+    python3 -m pytest -m cluster {{ARGS}}
+
 # --- run -------------------------------------------------------------------------------------
 
 # Everything on this machine: embedded NATS, gateway, controller, workers.
