@@ -21,8 +21,10 @@ from pipeline.control.projector import Projector
 from pipeline.messages.audio import unpack_audio
 from pipeline.messages.codec import decode_event
 from pipeline.messages.events import AlarmCleared, AlarmRaised
+from pipeline.monitoring.alarms import AlarmKind
 from pipeline.nats import eventlog, subjects
 from pipeline.nats.topology import ALARMS, EVENTS
+from pipeline.producers.alarming import AlarmReporter
 from pipeline.producers.grabber import Grabber
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import SourceServer
@@ -210,3 +212,35 @@ async def test_a_looped_source_raises_on_every_pass_and_audio_flows_only_when_wa
     assert stored == len(seen) >= 6, "an alarm of a later pass was dropped as a duplicate"
     onsets = [e.onset for e in seen if isinstance(e, AlarmRaised)]
     assert onsets[:3] == [pytest.approx(onsets[0])] * 3
+
+
+async def test_pictures_measured_ahead_count_when_shown(grabber_nc: Client) -> None:
+    """A paced grabber measures each tile where it scales it, up to a second before the frame
+    is handed on: the watch takes a picture only once its wall time has come, and pictures of a
+    lost connection that never came are forgotten (its tiles' alarms are what was shown)."""
+    now = [1000.0]
+    reporter = AlarmReporter(
+        js=grabber_nc.jetstream(), key="k" * 20, url="http://x/", fps=25.0, worker_id="w",
+        wall=lambda: now[0], tick=0.01,
+    )  # fmt: skip
+    black = bytes(320 * 180) + bytes([128]) * (320 * 90)
+    await reporter.start()
+    try:
+        # Black pictures for 2 s of source time, to be shown 5 s from now.
+        for i in range(50):
+            reporter.measure(i / 25, now[0] + 5 + i / 25, black, 320, 180)
+        await asyncio.sleep(0.2)
+        assert reporter.raised == 0, "a picture was taken before its time"
+        now[0] += 5.8  # 0.8 s of them shown: black for longer than the 0.5 s debounce
+        await until(lambda: reporter.raised == 1, within=5, what="black raised")
+        assert reporter.watch.active == {AlarmKind.BLACK}
+        reporter.unshown(now[0])  # the connection is lost: the rest never shows
+        now[0] += 1.0
+        await asyncio.sleep(0.2)
+        # Had the rest been taken, black would still be active; without them the source is
+        # lost (no picture for more than the gap) and black ends with it.
+        now[0] += 2.0
+        await until(lambda: AlarmKind.LOST in reporter.watch.active, within=5, what="lost")
+        assert AlarmKind.BLACK not in reporter.watch.active
+    finally:
+        await reporter.stop(drain=0.5)

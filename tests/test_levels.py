@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import TesseraError
-from pipeline.producers.levels import FLOOR_DB, AudioMeter, LevelsError, Reading
+from pipeline.producers.levels import FLOOR_DB, AudioMeter, LevelsError, Reading, combine
 
 RATE = 48000
 SINE_RMS = 20 * math.log10(math.sqrt(2))  # 3.0103 dB: a sine's RMS is its peak / sqrt(2)
@@ -101,6 +101,44 @@ def test_six_channels_one_loud() -> None:
         assert r.rms_db[2] == pytest.approx(-6.0 - SINE_RMS, abs=LEVEL_TOL)
         others = r.peak_db[:2] + r.peak_db[3:] + r.rms_db[:2] + r.rms_db[3:]
         assert set(others) == {FLOOR_DB}
+
+
+def test_readings_combined_are_the_reading_of_their_whole_time() -> None:
+    # What a grabber sends per tick: its 100 ms readings combined. Two at a time, they read as
+    # a meter with 200 ms windows reads the same samples (levels that change between windows
+    # and within one).
+    def signal() -> Iterator[av.AudioFrame]:
+        yield from tone([-20.0, None], 0.35)
+        yield from tone([-6.0, -30.0], 0.45, start=round(0.35 * RATE))
+        yield from tone([None, -12.0], 0.4, start=round(0.8 * RATE))
+
+    short = feed(AudioMeter(), signal())
+    long = feed(AudioMeter(window=0.2), signal())
+    assert len(short) == 12 and len(long) == 6
+    for i, whole in enumerate(long):
+        both = combine(short[2 * i : 2 * i + 2])
+        assert both.t == pytest.approx(whole.t)
+        assert both.samples == whole.samples == 9600
+        assert both.peak_db == pytest.approx(whole.peak_db, abs=0.01)
+        assert both.rms_db == pytest.approx(whole.rms_db, abs=0.01)
+        assert both.short_term_lufs == short[2 * i + 1].short_term_lufs
+        assert both.momentary_lufs == short[2 * i + 1].momentary_lufs
+    # A window of tone and one of silence: the tone's peak, half its power.
+    silence = feed(AudioMeter(), tone([None, None], 0.1))[0]
+    tone_then_silence = combine([short[1], silence])
+    assert tone_then_silence.peak_db[0] == pytest.approx(-20.0, abs=LEVEL_TOL)
+    assert tone_then_silence.rms_db[0] == pytest.approx(-20.0 - SINE_RMS - 3.0103, abs=LEVEL_TOL)
+    assert combine(short[3:4]) is short[3]
+    with pytest.raises(ValueError):
+        combine([])
+
+
+def test_combined_readings_keep_to_the_newest_layout() -> None:
+    stereo = feed(AudioMeter(), tone([-10.0, -10.0], 0.1))[0]
+    mono = feed(AudioMeter(), tone([-30.0], 0.1))[0]
+    both = combine([stereo, mono])
+    assert (both.channels, both.layout, both.samples) == (1, "mono", 4800)
+    assert both.peak_db == mono.peak_db and both.rms_db == pytest.approx(mono.rms_db)
 
 
 def test_silence_reads_the_floor() -> None:

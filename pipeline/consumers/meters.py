@@ -1,15 +1,16 @@
 """What each tile's audio meter shows at a tick, from its source's level readings: pure.
 
-A grabber sends a :class:`~pipeline.messages.levels.SourceLevels` reading about ten times a
-second (the sample peak of each channel over 100 ms). The stitcher feeds every reading to one
-:class:`MeterBook` as it arrives (:meth:`MeterBook.feed`) and asks it, at each tick, for the
-:class:`Meter` of each tile's source (:meth:`MeterBook.meter`), which the compositor draws.
+A grabber sends a :class:`~pipeline.messages.levels.SourceLevels` message about five times a
+second (the sample peak of each channel over its 100 ms windows since the last). The stitcher
+feeds every reading to one :class:`MeterBook` as it arrives (:meth:`MeterBook.feed`) and asks
+it, at each tick, for the :class:`Meter` of each tile's source (:meth:`MeterBook.meter`), which
+the compositor draws.
 
 Ballistics, chosen to look like the broadcast peak programme meters operators know:
 
 - **the bar**: instant attack, then a return of 20 dB in 1.7 s (:data:`RELEASE_DB_PER_S`, the
   return time of IEC 60268-10 type I, the DIN/Nordic PPM), so a bar does not flicker between
-  readings 100 ms apart and a transient stays readable;
+  messages 200 ms apart and a transient stays readable;
 - **the peak hold**: the highest recent peak, held for :data:`HOLD_SECONDS` and then falling
   at :data:`HOLD_FALL_DB_PER_S`; never shown below the bar.
 
@@ -34,7 +35,7 @@ MAX_CHANNELS = 8
 FLOOR_DB = -120.0
 """Digital silence, as grabbers report it."""
 STALE_AFTER = 1.0
-"""Seconds without a reading after which a source has no meter (readings come every 0.1 s)."""
+"""Seconds without a reading after which a source has no meter (messages come every 0.2 s)."""
 RELEASE_DB_PER_S = 20.0 / 1.7
 """How fast a bar falls after a peak: IEC 60268-10 type I, 20 dB in 1.7 s."""
 HOLD_SECONDS = 1.5

@@ -1,11 +1,13 @@
 """Audio levels on core NATS, subject ``levels.<source_id>``: what a grabber's audio meter
-(:mod:`pipeline.producers.levels`) measured, about ten times a second per source with audio.
+(:mod:`pipeline.producers.levels`) measured, about five times a second per source with audio
+(each message the meter's 100 ms readings since the last one, combined:
+:func:`pipeline.producers.levels.combine`).
 
 JSON, like the events and heartbeats (:mod:`pipeline.messages.codec`), not msgpack like frames:
-a reading is small (about 250 bytes for stereo, 400 for 5.1) and comes ten times a second, so
+a reading is small (about 250 bytes for stereo, 400 for 5.1) and comes five times a second, so
 the format costs microseconds either way, and JSON can be read with ``nats sub 'levels.>'``.
 Frames are binary only because of their pixels. Not stored in a stream: a meter or a detector
-wants the newest reading, and one lost is replaced 100 ms later.
+wants the newest reading, and one lost is replaced 200 ms later.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ from pipeline.errors import MessageError
 
 
 class SourceLevels(msgspec.Struct, frozen=True, kw_only=True, tag="levels/1"):
-    """One window (100 ms) of a source's audio: per-channel levels and the programme's
-    loudness."""
+    """A source's audio since the grabber's last message (its 100 ms readings combined, about
+    200 ms): per-channel levels and the programme's loudness."""
 
     source_id: str
     seq: int
     """Readings of this grabber so far, from 0; grows across reconnects."""
     t: float
-    """Source time of the end of the window, seconds (the frames' ``pts`` clock)."""
+    """Source time of the end of the newest window, seconds (the frames' ``pts`` clock)."""
     wall: float
     """Wall-clock time the grabber measured it, Unix seconds (like a frame's ``wall``)."""
     peak_db: tuple[float, ...]
-    """Sample peak per channel, dBFS, in the layout's channel order, to 0.1 dB; -120 is
-    digital silence."""
+    """Sample peak per channel over the windows, dBFS, in the layout's channel order, to
+    0.1 dB; -120 is digital silence."""
     rms_db: tuple[float, ...]
-    """RMS per channel over the window, dBFS (a full-scale sine: -3.0), to 0.1 dB."""
+    """RMS per channel over the windows, dBFS (a full-scale sine: -3.0), to 0.1 dB."""
     momentary_lufs: float | None = None
     """EBU R128 momentary loudness (400 ms) of all channels, LUFS to 0.1; None until known."""
     short_term_lufs: float | None = None

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import av
@@ -94,6 +94,19 @@ LevelsSink = Callable[[Reading, int, float], None]
 """``levels(reading, seq, wall)``: hands one audio reading on (decode or release thread)."""
 AudioSink = Callable[[Pcm, int], None]
 """``audio(chunk, seq)``: hands one chunk of decoded samples on (decode or release thread)."""
+
+
+class PictureSink(Protocol):
+    """Where a decode thread has its tiles measured (the grabber's alarms)."""
+
+    def measure(self, t: float, wall: float, pixels: Pixels, width: int, height: int) -> None:
+        """Measure the first size's tile of the frame at source time ``t``, to be shown at
+        ``wall`` (now, or later for a paced source); called in the decode thread right after
+        the frame was scaled."""
+
+    def unshown(self, wall: float) -> None:
+        """The frames measured for after ``wall`` will not be handed on (a lost connection)."""
+
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtmp", "rtmps"})
 """Sources that arrive at their own pace and never end: not paced, never looped."""
@@ -166,10 +179,12 @@ class DecodeThread:
         ended: Callable[[], None],
         levels: LevelsSink | None = None,
         audio: AudioSink | None = None,
+        pictures: PictureSink | None = None,
         also: Sequence[tuple[str, int, int]] = (),
     ) -> None:
         """``source_id``, ``width``, ``height``: the first tile size (give the largest first);
-        ``also``: further ``(source_id, width, height)`` sizes of the same frames."""
+        ``also``: further ``(source_id, width, height)`` sizes of the same frames;
+        ``pictures``: measures each frame kept (at the first size)."""
         self.source_id = source_id
         self.url = url
         self.width = width
@@ -184,6 +199,7 @@ class DecodeThread:
         self._ended = ended
         self._levels = levels
         self._audio_out = audio
+        self._pictures = pictures
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         self._tiles = tuple(
             (sid, TileScaler(w, h))  # validates the tile size
@@ -368,6 +384,8 @@ class DecodeThread:
         if result.end is not _End.FILE_END:
             if self._release is not None:
                 self._release.drain()  # a lost connection's early frames: not shown late
+                if self._pictures is not None:
+                    self._pictures.unshown(time.time())
             with self._held_lock:
                 self._held.clear()  # and its audio readings
         return result
@@ -653,6 +671,12 @@ class _Connection:
         if self.pacer.pace:
             self.kept = (self.pacer.last_t, self.pacer.due)
         pts = float(self.pacer.last_t)
+        if d._pictures is not None:
+            # Measured now, while the tile is in this thread's caches; shown at its due time.
+            shown = time.time()
+            if self.pacer.pace:
+                shown += max(0.0, self.pacer.due - time.monotonic())
+            d._pictures.measure(pts, shown, tiles[0], d._scaler.width, d._scaler.height)
         headers = [
             FrameHeader(
                 source_id=sid,

@@ -23,9 +23,10 @@ Moving parts:
   full the oldest frame is dropped and counted (a live mosaic wants the newest frame, not all
   of them).
 - a source with audio has it metered in the decode thread (see
-  :mod:`pipeline.producers.levels`); each reading, about ten a second, waits in a deque of
-  :data:`LEVELS_QUEUE_SIZE` (oldest dropped) for the alarm watch's next tick, which publishes
-  what waits as :class:`~pipeline.messages.levels.SourceLevels` with core NATS on
+  :mod:`pipeline.producers.levels`); each reading, ten a second, waits in a deque of
+  :data:`LEVELS_QUEUE_SIZE` (oldest dropped) for the alarm watch's next tick (every 0.2 s),
+  which publishes what waits, combined into one
+  :class:`~pipeline.messages.levels.SourceLevels`, with core NATS on
   ``levels.<source_id>`` of each tile size (not stored in a stream: the newest reading is what
   matters; a stitcher reads the subjects of the sizes it shows). One
   wake-up of the loop serves the watch and the readings, and they leave in one write: a queue
@@ -36,9 +37,10 @@ Moving parts:
   ``ctl.audio.<source_id>``, within :data:`AUDIO_WANTED_FOR` s), and only to the sizes asked
   for: 47 chunks a second that nobody plays would cost every source CPU and the bus bandwidth
   for one tile's sound.
-- **alarms**: every picture handed on (at the first, largest, tile size: once per frame, not
-  per size) is measured for black and freeze in the thread that hands it on
-  (:class:`~pipeline.monitoring.watch.PictureProbe`, tens of microseconds a tile), every
+- **alarms**: every picture kept (at the first, largest, tile size: once per frame, not
+  per size) is measured for black and freeze in the decode thread right after it was scaled
+  (:class:`~pipeline.monitoring.watch.PictureProbe`, about 20 us a tile while its pixels are in
+  the caches; the watch takes it when it is handed on), every
   reading for silence and loudness, and the
   :class:`~pipeline.producers.alarming.AlarmReporter` raises and clears the source's alarms as
   events on ``events.source.<key>`` (once per source: one grabber per URL), checking for lost
@@ -67,7 +69,6 @@ from typing import Any, Literal
 
 import msgspec
 import nats.errors
-import numpy as np
 from nats.aio.client import Client
 
 from pipeline.errors import ConfigError
@@ -78,12 +79,11 @@ from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
 from pipeline.messages.levels import SourceLevels, encode_levels
 from pipeline.messages.workers import GrabberSpec
-from pipeline.monitoring.watch import PictureProbe
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.producers.alarming import AlarmReporter
 from pipeline.producers.decode import DecodeThread, GrabberState
-from pipeline.producers.levels import Reading
+from pipeline.producers.levels import Reading, combine
 from pipeline.producers.pcm import Pcm
 from pipeline.producers.release import Pixels
 from pipeline.runtime.tasks import Tasks
@@ -201,6 +201,16 @@ class Grabber:
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
         self.healthy_after = healthy_after
+        self.alarms = AlarmReporter(
+            js=nc.jetstream(),
+            key=self.key,
+            url=redact(url),
+            fps=fps,
+            worker_id=worker_id,
+            has_audio=lambda: self.decoder.has_audio,
+            on_tick=self._send_levels,
+        )
+        """The source's alarms (raised and cleared as events)."""
         self.decoder = DecodeThread(
             source_id=source_id,
             url=url,
@@ -218,27 +228,15 @@ class Grabber:
             ended=lambda: self._to_loop(self._thread_done),
             levels=self._emit_levels if monitoring else None,
             audio=self._emit_audio if monitoring else None,
+            pictures=self.alarms if monitoring else None,
             also=[(t.source_id, t.width, t.height) for t in also],
         )
         """The decode thread; its counters (``reconnects``, ``loops``, ``stale``, ...) are the
         grabber's."""
-        self.alarms = AlarmReporter(
-            js=nc.jetstream(),
-            key=self.key,
-            url=redact(url),
-            fps=fps,
-            worker_id=worker_id,
-            has_audio=lambda: self.decoder.has_audio,
-            on_tick=self._send_levels,
-        )
-        """The source's alarms (raised and cleared as events)."""
-        self._levels_pending: deque[tuple[str, bytes]] = deque(
-            maxlen=LEVELS_QUEUE_SIZE * len(self._outs)
-        )
-        """(subject, encoded reading) waiting for the tick (any thread appends, the loop
+        self._levels_pending: deque[tuple[Reading, int, float]] = deque(maxlen=LEVELS_QUEUE_SIZE)
+        """(reading, its number, wall time) waiting for the tick (any thread appends, the loop
         takes)."""
         self._want_subs: list[Any] = []
-        self._probe: PictureProbe | None = PictureProbe() if monitoring else None
         self.monitoring = monitoring
         self.frame_encoding = frame_encoding
         self.jpeg_quality = jpeg_quality
@@ -462,13 +460,6 @@ class Grabber:
         first = out is self._outs[0]
         if first:
             self.packed += 1
-        # Alarm measurements while the picture is in this thread's hands (and caches), once
-        # per frame (at the first size); the verdicts are the loop's.
-        if first and self._probe is not None:
-            w, h = header.width, header.height
-            y = np.frombuffer(pixels, dtype=np.uint8, count=w * h).reshape(h, w)
-            dark, difference, since = self._probe.measure(header.pts, y)
-            self.alarms.picture(header.pts, time.time(), dark, difference, since)
         slot = out.slot
         if slot is not None:
             slot.write(header.seq, header.pts, header.wall, pixels)
@@ -508,8 +499,29 @@ class Grabber:
             self._to_loop(out.audio.offer, pack_audio(header, pcm.data))
 
     def _emit_levels(self, reading: Reading, seq: int, wall: float) -> None:
-        """Hand one audio reading on (decode or release thread) to NATS through the loop."""
+        """Hand one audio reading on (decode or release thread): to the alarm watch, and to
+        wait for the tick that sends it."""
         self.alarms.audio(reading.t, time.time(), reading.peak_db, reading.short_term_lufs)
+        pending = self._levels_pending
+        if len(pending) == pending.maxlen:
+            self.levels_dropped += 1
+        pending.append((reading, seq, wall))
+
+    async def _send_levels(self) -> None:
+        """Send the readings handed on since the last tick (on the loop, at the tick): as one
+        message per tile size, their windows combined (:func:`~pipeline.producers.levels.
+        combine`: the highest peaks, the newest loudness). The watch saw each reading; a meter
+        needs no more than one message a tick, and every message costs the grabber, NATS and
+        each stitcher that reads it (bench case 10)."""
+        pending = self._levels_pending
+        if not pending:
+            return
+        readings = []
+        while pending:
+            readings.append(pending.popleft())
+        reading, seq, wall = readings[-1]
+        if len(readings) > 1:
+            reading = combine([r for r, _, _ in readings])
         message = SourceLevels(
             source_id=self.source_id,
             seq=seq,
@@ -523,23 +535,10 @@ class Grabber:
             channels=reading.channels,
             layout=reading.layout,
         )
-        # Sent at the alarm watch's next tick (at most 0.1 s later), with what else waits:
-        # waking the loop for each reading cost as much as the meter's numpy. One message per
-        # tile size: its stitchers read its subject (ten small messages a second each).
-        pending = self._levels_pending
         for out in self._outs:
-            if len(pending) == pending.maxlen:
-                self.levels_dropped += 1
             sized = msgspec.structs.replace(message, source_id=out.tile.source_id)
-            pending.append((out.levels, encode_levels(sized)))
-
-    async def _send_levels(self) -> None:
-        """Send the readings handed on since the last tick (on the loop, at the tick)."""
-        pending = self._levels_pending
-        while pending:
-            subject, payload = pending.popleft()
             try:
-                await self._nc.publish(subject, payload)
+                await self._nc.publish(out.levels, encode_levels(sized))
             except nats.errors.Error as exc:
                 self.levels_dropped += 1
                 log.debug("levels not sent: %s", exc, extra={"source": self.key})

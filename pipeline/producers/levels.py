@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -361,3 +362,38 @@ class AudioMeter:
         self.readings += 1
         self._reset()
         return reading
+
+
+def combine(readings: Sequence[Reading]) -> Reading:
+    """The readings of consecutive windows as one reading of their whole time, for a message
+    that carries them together: the newest's time, layout and loudness; per channel the highest
+    peak and the RMS of all their samples. Readings of another channel count or layout than
+    the newest (before a change of format) are left out: their channels are not the newest's.
+    """
+    if not readings:
+        raise ValueError("combine() needs at least one reading")
+    newest = readings[-1]
+    if len(readings) == 1:
+        return newest
+    same = [r for r in readings if r.channels == newest.channels and r.layout == newest.layout]
+    samples = sum(r.samples for r in same)
+    peaks = tuple(max(column) for column in zip(*(r.peak_db for r in same), strict=True))
+    if samples > 0:
+        # Back from dB to mean squares, weighted by each window's samples, and to dB again.
+        powers = [
+            sum(r.samples * 10.0 ** (db / 10.0) for r, db in zip(same, column, strict=True))
+            for column in zip(*(r.rms_db for r in same), strict=True)
+        ]
+        rms = tuple(_db(p / samples) for p in powers)
+    else:
+        rms = newest.rms_db
+    return Reading(
+        t=newest.t,
+        peak_db=peaks,
+        rms_db=rms,
+        momentary_lufs=newest.momentary_lufs,
+        short_term_lufs=newest.short_term_lufs,
+        channels=newest.channels,
+        layout=newest.layout,
+        samples=samples,
+    )
