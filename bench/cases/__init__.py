@@ -18,4 +18,5 @@ CASES = (
     "worker_costs",
     "tile_transport",
     "cluster",
+    "jit_capacity",
 )
