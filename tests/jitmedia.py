@@ -108,10 +108,12 @@ def make_video(
     first_pts: int = 0,
     codec: str = "libx264",
     timecode: str | None = None,
+    bframes: int = 0,
 ) -> Path:
     """A file (MP4, MOV, MKV, MXF or TS by ``path``'s suffix) of ``frames`` numbered frames at
-    ``rate``, with a keyframe every ``gop`` frames. H.264 (x264 ``veryfast``) has B-frames, so
-    seeks meet reordering and an edit list as in real files. ``first_pts`` (in frames) makes
+    ``rate``, with a keyframe every ``gop`` frames. ``bframes``: B-frames in a row at most
+    (reordering, and frames nothing refers to, as in real files), honoured by ``mpeg2video``;
+    x264 through PyAV makes P-frames only whatever it is asked. ``first_pts`` (in frames) makes
     the file start at a non-zero timestamp; ``codec`` may also be ``mpeg2video`` (which
     supports the ``lowres`` decoder option, and is what FFmpeg's MXF muxer takes). ``timecode``
     is the start time code, given to the muxer as the container's ``timecode`` metadata (the
@@ -128,6 +130,8 @@ def make_video(
         if timecode is not None:
             out.metadata["timecode"] = timecode
         stream = out.add_stream(codec, rate=rate, options=options)
+        if bframes:
+            stream.codec_context.max_b_frames = bframes
         if codec != "libx264":
             stream.codec_context.gop_size = gop
             stream.codec_context.bit_rate = 4_000_000

@@ -341,10 +341,12 @@ async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
         b = await threads[1].run(opened, files.a, 2)
         real = b.read
 
-        def broken(n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
+        def broken(
+            n: int, stop: Callable[[], bool] | None = None, hurry: bool = False
+        ) -> Picture | None:
             if n == 9:
                 raise ReadError("input 2: corrupt data at frame 9")
-            return real(n, stop)
+            return real(n, stop, hurry)
 
         monkeypatch.setattr(b, "read", broken)
         try:

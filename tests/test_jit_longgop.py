@@ -124,6 +124,38 @@ def test_cache_keeps_a_few_frames_even_over_budget() -> None:
 # -- the reader on a 250-frame GOP ---------------------------------------------------------------
 
 
+def test_a_read_in_a_hurry_skips_the_frames_between_and_lands_exactly(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Playback that fell behind skips ahead (``Due.hurry``): the reader decodes forward to the
+    frame that is due without the frames nothing refers to (the B-frames: two of every three
+    frames of this file), so a decoder slower than real time still gets there sooner; the frame
+    is exact, B-frame or not."""
+    path = tmp_path_factory.mktemp("bframes") / "gop250b.mp4"
+    make_video(path, frames=120, rate=fractions.Fraction(25), gop=250, bframes=2,
+               codec="mpeg2video")  # fmt: skip
+    plain, hurried = reader(path, 8), reader(path, 8)
+    try:
+        for video in (plain, hurried):
+            assert number_of(video.read(10)) == 10
+        base = (plain.decoded, hurried.decoded)
+        for n in (30, 47, 49):  # within the forward limit (2 s): decoded forward, no seek
+            assert number_of(plain.read(n)) == n
+            assert number_of(hurried.read(n, hurry=True)) == n
+        assert plain.seeks == hurried.seeks == 0
+        plain_decoded = plain.decoded - base[0]
+        hurried_decoded = hurried.decoded - base[1]
+        assert plain_decoded >= 39
+        assert hurried_decoded <= plain_decoded * 0.6, (hurried_decoded, plain_decoded)
+        print(f"decoded forward 10 -> 49: {plain_decoded} frames, in a hurry {hurried_decoded}")
+        # After a hurried read, reading on frame by frame decodes every frame again.
+        for n in range(50, 56):
+            assert number_of(hurried.read(n)) == n
+    finally:
+        plain.close()
+        hurried.close()
+
+
 def test_random_seeks_land_on_the_exact_frame(longgop: Path) -> None:
     video = reader(longgop, 16)
     try:

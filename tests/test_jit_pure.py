@@ -149,11 +149,13 @@ def test_a_late_sender_skips_to_now_and_counts() -> None:
     assert first is not None
     playback.sent(first)
     due = playback.due(0.1)  # 100 ms late: catch up, frame by frame
-    assert due is not None and due.frame == 2 and due.at < 0.1
-    due = playback.due(0.5)  # half a second late: skip to now
-    assert due is not None and due.frame == 1 + 12
+    assert due is not None and due.frame == 2 and due.at < 0.1 and not due.hurry
+    due = playback.due(0.5)  # half a second late: skip to now, and say so to the reader
+    assert due is not None and due.frame == 1 + 12 and due.hurry
     playback.sent(due)
     assert playback.late == 11
+    due = playback.due(0.52)  # on time again
+    assert due is not None and due.frame == 14 and not due.hurry
 
 
 def test_seek_is_the_next_frame_playing_or_paused() -> None:

@@ -34,11 +34,15 @@ log = logging.getLogger("tessera.jit.compare")
 
 
 def _read(
-    video: VideoReader, n: int, size: Rect, stop: Callable[[], bool] | None = None
+    video: VideoReader,
+    n: int,
+    size: Rect,
+    stop: Callable[[], bool] | None = None,
+    hurry: bool = False,
 ) -> Picture | None:
     """Frame ``n`` of ``video`` converted to ``size`` (in the video's own thread)."""
     video.converter.width, video.converter.height = size.w, size.h
-    return video.read(n, stop)
+    return video.read(n, stop, hurry)
 
 
 class ABReader:
@@ -95,21 +99,24 @@ class ABReader:
             self._b_end = m if self._b_end is None else min(self._b_end, m)
         return b
 
-    def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
+    def read(
+        self, n: int, stop: Callable[[], bool] | None = None, hurry: bool = False
+    ) -> Picture | None:
         """A's frame ``n`` with B's beside it, composed; None when A has no frame ``n``.
-        ``stop`` calls both reads off (:class:`~.decoder.ReadInterrupted`)."""
+        ``stop`` calls both reads off (:class:`~.decoder.ReadInterrupted`); ``hurry`` is
+        passed to both (:meth:`~.decoder.VideoReader.read`)."""
         settings = self.settings
         where = compare.layout(settings, self.size, self._aspect_a, self._aspect_b)
         m = self.frame_of_b(n, settings)
         pending: concurrent.futures.Future[Picture | None] | None = None
         end = self._b_end
         if where.b is not None and m >= 0 and (end is None or m < end):
-            pending = self._b_thread.call(_read, self.b, m, where.b, stop)
+            pending = self._b_thread.call(_read, self.b, m, where.b, stop, hurry)
         a: Picture | None = None
         try:
             # A is read when shown, and when its end is not known yet (only a read finds it).
             if where.a is not None or self.a.frame_count is None:
-                a = _read(self.a, n, where.a or Rect(0, 0, *self.size), stop)
+                a = _read(self.a, n, where.a or Rect(0, 0, *self.size), stop, hurry)
                 if a is None:
                     return None
                 frame, pts = a.frame, a.pts

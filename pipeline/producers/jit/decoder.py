@@ -242,12 +242,17 @@ class VideoReader:
         answer only costs a proxy picture read for nothing, or one not read."""
         return n in self._cache
 
-    def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None:
+    def read(
+        self, n: int, stop: Callable[[], bool] | None = None, hurry: bool = False
+    ) -> Picture | None:
         """Exactly frame ``n``, converted; None when the video has no frame ``n``.
 
         (A file with a hole where ``n`` should be gives the next frame, numbered as it is.)
         ``stop``: asked after each decoded frame; True ends the read with
-        :class:`ReadInterrupted`.
+        :class:`ReadInterrupted`. ``hurry``: playback is behind and skips to ``n``: the frames
+        between the decoder and ``n`` that no other frame refers to are not decoded (as on the
+        way to a seek's target), so a decoder slower than real time still reaches the frames
+        that are due, showing fewer of them, instead of falling further behind at every skip.
         """
         if n < 0 or (self.frame_count is not None and n >= self.frame_count):
             return None
@@ -261,6 +266,8 @@ class VideoReader:
             else:
                 last = self._last
                 if last is not None and last < n <= last + self.forward_limit and not self._eof:
+                    if hurry and n > last + 1:
+                        self._skip_before = self.pts_of(n - 1)  # n itself is decoded
                     found = self._forward(n)
                 else:
                     found = self._seek(n)

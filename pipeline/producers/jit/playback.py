@@ -15,7 +15,8 @@ Playing follows a schedule anchored at ``(anchor_frame, anchor_time)``: tick ``k
   has, and encoding them would only cost CPU and bandwidth.
 
 A sender that falls behind by more than :data:`MAX_LATE` skips to the tick of "now" (the
-skipped ticks are counted in ``late``), so playback keeps real time instead of slowing down;
+skipped ticks are counted in ``late``; its ``Due`` says ``hurry``, and the reader skips what it
+can of the frames in between), so playback keeps real time instead of slowing down;
 a shorter delay is caught up by sending the late frames at once. Every command
 that changes what is due bumps ``version``: a frame decoded for an older version is stale and
 must not be sent (that is what makes "the next frame after Seek(n) is n" hold while a decode
@@ -52,6 +53,9 @@ class Due:
     """Start of the schedule the tick belongs to (``at`` for a one-shot frame)."""
     offset: Fraction = Fraction(0)
     """Exact seconds from ``anchor`` to ``at``: timestamps made from it step exactly."""
+    hurry: bool = False
+    """The schedule skipped ticks to catch up (the sender fell behind): the frames between the
+    last sent and this one are not wanted, so the decoder may skip what it can of them."""
 
 
 class Playback:
@@ -225,11 +229,13 @@ class Playback:
             return Due(self.pending, now, None, self.version, anchor=now)
         tick = self._tick
         behind = math.floor((now - self._anchor_time) / self.interval)
+        hurry = False
         if behind - tick > max(1, math.ceil(MAX_LATE / self.interval)):
             # Far behind: skip to the tick of "now" to keep real time. A shorter hiccup is
             # caught up by sending the late frames at once (the viewer's jitter buffer
             # absorbs that), so no frame is lost to a stall of the event loop.
             tick = behind
+            hurry = True
         frame = self._frame_at_tick(tick)
         if self.frame_count is not None and frame >= self.frame_count:
             self._stop_at_end()
@@ -242,6 +248,7 @@ class Playback:
             self.version,
             anchor=self._anchor_time,
             offset=offset,
+            hurry=hurry,
         )
 
     def sent(self, due: Due) -> None:

@@ -78,7 +78,9 @@ class FrameSource(Protocol):
     @property
     def time_base(self) -> Fraction: ...
 
-    def read(self, n: int, stop: Callable[[], bool] | None = None) -> Picture | None: ...
+    def read(
+        self, n: int, stop: Callable[[], bool] | None = None, hurry: bool = False
+    ) -> Picture | None: ...
 
 
 class Viewer(Protocol):
@@ -251,7 +253,8 @@ class Player:
             def stale() -> bool:  # asked in the video thread between decoded frames
                 return self._stopping or self.playback.version != version
 
-            self._prefetch = (key, self._video_thread.submit(self._video.read, due.frame, stale))
+            read = self._video_thread.submit(self._video.read, due.frame, stale, due.hurry)
+            self._prefetch = (key, read)
         return self._prefetch[1]
 
     def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:

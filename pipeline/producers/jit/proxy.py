@@ -372,9 +372,11 @@ class ProxyBuilder:
         writer = self.store.write_chunk(chunk)
         frames = 0
         for n in range(start, end):
-            while self._busy() and not self._stop.is_set():
-                self.stats.status = "playing"
-                self._stop.wait(IDLE_POLL)
+            if self._busy():
+                while self._busy() and not self._stop.is_set():
+                    self.stats.status = "playing"
+                    self._stop.wait(IDLE_POLL)
+                self.stats.status = "building"  # paused again: this chunk goes on
             if self._stop.is_set():
                 writer.abandon()
                 return None
