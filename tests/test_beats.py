@@ -3,7 +3,6 @@ stream) instead of waiting, blind, for its old sequence numbers to come round ag
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from nats.aio.client import Client
@@ -14,19 +13,11 @@ from pipeline.messages.heartbeats import WorkerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.beats import HeartbeatCache
 from pipeline.nats.topology import HEARTBEATS, provision
+from tests.waiting import until
 
 
 def beat(worker: str) -> bytes:
     return encode(WorkerHeartbeat(at=time.time(), worker_id=worker, kind="grabber", target="s"))
-
-
-async def until(predicate, within: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 async def test_a_replaced_stream_is_followed_afresh(nc: Client, js: JetStreamContext) -> None:
@@ -36,12 +27,12 @@ async def test_a_replaced_stream_is_followed_afresh(nc: Client, js: JetStreamCon
     cache = HeartbeatCache(js, check_interval=0.2)
     await cache.start()
     try:
-        assert await until(lambda: len(cache.latest) == 5, 5)
+        await until(lambda: len(cache.latest) == 5, 5, "the five workers' beats")
         # A restarted server: the memory stream is gone and provisioned again, empty.
         await js.delete_stream(HEARTBEATS.name)
         await provision(js)
         await js.publish(subjects.worker_heartbeat("after"), beat("after"))
-        assert await until(lambda: "hb.worker.after" in cache.latest, 5), cache.latest.keys()
+        await until(lambda: "hb.worker.after" in cache.latest, 5, "the beat after the restart")
         assert cache.resubscribed == 1
     finally:
         await cache.stop()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -45,6 +45,7 @@ from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from tests.jitmedia import make_video
 from tests.test_jit_worker import RATE_25, Viewer, browser_like_jitter_buffer  # noqa: F401
 from tests.test_mosaic_e2e import near, newest_picture, tile_colour
+from tests.waiting import until
 
 pytestmark = pytest.mark.cluster
 
@@ -59,6 +60,7 @@ COLOURS = {
     "grey": (128, 128, 128),
     "white": (235, 235, 235),
 }
+EVERY = 0.25  # s between the checks of until(): gently, several fetch and decode a segment
 ENV = {
     "TESSERA_HEARTBEAT_INTERVAL": "0.5",
     "TESSERA_POLL_INTERVAL": "0.5",
@@ -104,18 +106,6 @@ async def admin(cluster: LocalCluster) -> AsyncIterator[Client]:
         yield nc
     finally:
         await nc.close()
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.25
-) -> float:
-    """Wait (bounded) until ``check()`` holds; return how long it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if await check():
-            return time.monotonic() - start
-        await asyncio.sleep(every)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 async def workers_on(js: JetStreamContext, agent: str) -> tuple[str, ...]:
@@ -164,8 +154,9 @@ async def test_a_wall_across_two_agents_survives_the_loss_of_one(
     assert (await js.stream_info(FRAMES.name)).config.num_replicas == 1
     async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=10) as http:
         playlist = await create_wall(http, sources)
-        took = await until(lambda: every_tile_live(http, playlist), 90, "every tile live")
-        print(f"9 tiles live after {took:.1f} s")
+        start = time.monotonic()
+        await until(lambda: every_tile_live(http, playlist), 90, "every tile live", EVERY)
+        print(f"9 tiles live after {time.monotonic() - start:.1f} s")
 
         placed = {a.name: await workers_on(js, a.name) for a in cluster.agents}
         grabbers = {a: [w for w in ws if w.startswith("grabber-")] for a, ws in placed.items()}
@@ -186,7 +177,8 @@ async def test_a_wall_across_two_agents_survives_the_loss_of_one(
             ws = await workers_on(js, survivor.name)
             return any(w.startswith("stitcher-") for w in ws)
 
-        took = await until(moved, 60, "the stitcher restarted on the surviving machine")
+        await until(moved, 60, "the stitcher restarted on the surviving machine", EVERY)
+        took = time.monotonic() - killed_at
         print(f"stitcher moved {took:.1f} s after the kill (heartbeat deadline 3 s)")
 
         def at_most_six(picture: np.ndarray) -> bool:
@@ -196,7 +188,7 @@ async def test_a_wall_across_two_agents_survives_the_loss_of_one(
             _, picture = await newest_picture(http, playlist)
             return picture.size > 0 and at_most_six(picture)
 
-        await until(live_again, 60, "the mosaic plays again with the tiles that fit")
+        await until(live_again, 60, "the mosaic plays again with the tiles that fit", EVERY)
         print(f"playing again {time.monotonic() - killed_at:.1f} s after the kill")
         survivors = await workers_on(js, survivor.name)
         assert sum(w.startswith("grabber-") for w in survivors) == 6, survivors
@@ -208,7 +200,7 @@ async def test_a_nats_server_and_the_control_plane_can_die_without_losing_anythi
     js = admin.jetstream()
     async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=10) as http:
         playlist = await create_wall(http, sources)
-        await until(lambda: every_tile_live(http, playlist), 90, "every tile live")
+        await until(lambda: every_tile_live(http, playlist), 90, "every tile live", EVERY)
 
         # Facts appended without pause while the EVENTS leader's server is killed: every one
         # JetStream acknowledged must be there afterwards.
@@ -230,7 +222,7 @@ async def test_a_nats_server_and_the_control_plane_can_die_without_losing_anythi
                 moved = info is not None and info.leader not in (None, f"nats-{index + 1}")
                 return moved and len(probe.acked) > acked_before + 10
 
-            await until(new_leader_takes_appends, 90, "a new EVENTS leader taking appends")
+            await until(new_leader_takes_appends, 90, "a new EVENTS leader taking appends", EVERY)
         lost = await probe.lost()
         print(f"{len(probe.acked)} events acknowledged across the kill of nats-{index + 1}")
         assert not lost, f"lost acknowledged events: {lost[:5]}"
@@ -243,7 +235,7 @@ async def test_a_nats_server_and_the_control_plane_can_die_without_losing_anythi
         for uri in {*still, *(s.uri for s in now.segments if s.uri)}:
             got = await http.get(f"{base}/{uri}")
             assert got.status_code == 200, f"listed segment {uri} is gone: {got.status_code}"
-        await until(lambda: every_tile_live(http, playlist), 60, "every tile live after")
+        await until(lambda: every_tile_live(http, playlist), 60, "every tile live after", EVERY)
 
         # The control plane is killed and started again: it finds the workers the agents run
         # (no second copy of any) and the mosaic goes on.
@@ -255,8 +247,10 @@ async def test_a_nats_server_and_the_control_plane_can_die_without_losing_anythi
             got = await http.get(playlist)
             return got.status_code == 200 and m3u8.loads(got.text).media_sequence > seq_before
 
-        await until(resumed, 60, "the playlist advances after the control plane restarted")
-        await until(lambda: every_tile_live(http, playlist), 60, "every tile live after restart")
+        await until(resumed, 60, "the playlist advances after the control plane restarted", EVERY)
+        await until(
+            lambda: every_tile_live(http, playlist), 60, "every tile live after restart", EVERY
+        )
         everything = [w for a in cluster.agents for w in await workers_on(js, a.name)]
         assert len(everything) == len(set(everything)), f"a worker runs twice: {everything}"
         after = {a.name: set(await workers_on(js, a.name)) for a in cluster.agents}
@@ -288,7 +282,7 @@ async def test_a_review_session_whose_machine_dies_resumes_at_its_frame_on_the_o
         async def runs() -> bool:
             return bool(await running_on())
 
-        await until(runs, 60, "the session's worker runs")
+        await until(runs, 60, "the session's worker runs", EVERY)
         got = await http.post(session["control_url"], json={"type": "seek", "frame": 123})
         assert got.status_code == 200 and got.json()["ok"], got.text
 
@@ -299,7 +293,7 @@ async def test_a_review_session_whose_machine_dies_resumes_at_its_frame_on_the_o
             stats = beat.stats
             return isinstance(stats, JitStats) and stats.position == frame and beat.at > since
 
-        await until(lambda: reported(123), 20, "the worker reports frame 123")
+        await until(lambda: reported(123), 20, "the worker reports frame 123", EVERY)
         host = await running_on()
         victim = cluster.agent(host)
         other = next(a for a in cluster.agents if a is not victim).name
@@ -310,7 +304,7 @@ async def test_a_review_session_whose_machine_dies_resumes_at_its_frame_on_the_o
             # (the dead machine's last beat stays stored: ask the other one)
             return wid in await workers_on(js, other) and await reported(123, since=killed)
 
-        await until(resumed, 60, f"the session resumed at frame 123 on {other}")
+        await until(resumed, 60, f"the session resumed at frame 123 on {other}", EVERY)
 
         viewer = Viewer()
         try:

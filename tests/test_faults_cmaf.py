@@ -335,7 +335,7 @@ async def test_kill_9_of_stitcher_and_nats_server_never_lists_a_missing_part(
             async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=10) as http:
                 url = await created_mosaic(http, two_sources)
                 playing = plays(http, url)
-                await until(playing, 30, "both tiles playing")
+                await until(playing, 30, "both tiles playing", 0.2)
                 player = LowLatencyPlayer(http, url)
                 player_task = asyncio.create_task(player.run(), name="low-latency player")
                 newest_before = await mid_segment(player)
@@ -359,7 +359,7 @@ async def test_kill_9_of_stitcher_and_nats_server_never_lists_a_missing_part(
 
                 await until(new_run_listed, 30, "the new run in the player's playlist", 0.05)
 
-                await until(playing, 30, "the mosaic to play again after the restart")
+                await until(playing, 30, "the mosaic to play again after the restart", 0.2)
                 recovered_at = time.monotonic()
                 new_stitcher = provider.pid(stitchers[0])
 
@@ -444,7 +444,7 @@ async def test_a_stitcher_killed_alone_goes_on_after_a_discontinuity_with_the_sa
             url = await created_mosaic(http, two_sources)
             fp = url.split("/")[2]
             playing = plays(http, url)
-            await until(playing, 30, "both tiles playing")
+            await until(playing, 30, "both tiles playing", 0.2)
             player = LowLatencyPlayer(http, url)
             player_task = asyncio.create_task(player.run(), name="low-latency player")
             newest_before = await mid_segment(player)
@@ -460,7 +460,7 @@ async def test_a_stitcher_killed_alone_goes_on_after_a_discontinuity_with_the_sa
 
             await until(two_new_segments, 20, "two segments of the new run", 0.05)
             assert provider.pid(stitcher) not in (None, old_pid)
-            await until(playing, 10, "the new run to play")
+            await until(playing, 10, "the new run to play", 0.2)
             # The old run's parts are still in stream PARTS, and served: all that the newest
             # playlist lists of it, and the old run's last (cut short) segment whole.
             reloads = list(player.reloads)

@@ -270,7 +270,7 @@ async def test_a_stopped_stitcher_never_holds_up_grabbers_and_catches_up_with_th
         async def projected() -> bool:
             return isinstance(await read_entry(js, "mosaics", fp), MosaicState)
 
-        await until(projected, 10, "the mosaic in KV mosaics")
+        await until(projected, 10, "the mosaic in KV mosaics", 0.2)
     finally:
         await projector.stop()
 
@@ -348,7 +348,7 @@ async def test_a_stopped_stitcher_never_holds_up_grabbers_and_catches_up_with_th
             async def late_beat() -> bool:
                 return bool(beats) and beats[-1].ready and beats[-1].at > time.time() - 0.6
 
-            await until(late_beat, 5, "a fresh heartbeat")
+            await until(late_beat, 5, "a fresh heartbeat", 0.2)
             frames = await segment_pictures(js, current[1].key)
             assert proc.returncode is None, "the stitcher died"
     finally:
@@ -578,7 +578,7 @@ async def test_kill_9_of_stitcher_and_nats_server_never_lists_a_missing_segment(
                         for i, rgb in enumerate(colours.values())
                     )
 
-                await until(playing, 30, "both tiles playing")
+                await until(playing, 30, "both tiles playing", 0.2)
                 poller = PlaylistPoller(http, url)
                 poller_task = asyncio.create_task(poller.run(), name="playlist poller")
 
@@ -616,7 +616,7 @@ async def test_kill_9_of_stitcher_and_nats_server_never_lists_a_missing_segment(
                         return False
                     return await playing()
 
-                await until(recovered, 30, "the mosaic to play again after the restart")
+                await until(recovered, 30, "the mosaic to play again after the restart", 0.2)
                 recovered_at = time.monotonic()
                 new_stitcher = provider.pid(stitchers[0])
 

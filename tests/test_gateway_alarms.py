@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from pipeline.runtime.httpserver import HttpServer
 from pipeline.state.alarms import MosaicAlarms, TileAlarm
 from pipeline.state.mosaic import source_key
 from tests.browser import until_true
+from tests.waiting import until
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -55,16 +56,6 @@ KEY_B = source_key(CAM_B)
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 WITHIN = 20.0
 """Seconds any one thing may take (two shared cores, a browser beside)."""
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = WITHIN) -> Any:
-    """Poll ``check()`` until it returns something truthy (returned)."""
-    deadline = time.monotonic() + within
-    while not (got := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.05)
-    return got
 
 
 @dataclass
@@ -127,7 +118,7 @@ class Gateway:
             body = await self.alarms_of(fp)
             return body if what(body) else None
 
-        found: dict[str, Any] = await until(check, why)
+        found: dict[str, Any] = await until(check, WITHIN, why)
         return found
 
 
@@ -384,7 +375,7 @@ async def test_streams_are_bounded_and_end_when_the_gateway_stops(gw: Gateway) -
         over = await gw.http.get(f"/mosaics/{fp}/alarms/events")
         assert over.status_code == 503 and over.headers["retry-after"]
         assert "maximum of 1 alarm streams" in over.json()["error"]
-    await until(lambda: _zero(gw.alarms.streams), "the slot given back")
+    await until(lambda: _zero(gw.alarms.streams), WITHIN, "the slot given back")
     async with stream(gw, fp) as second:
         assert (await second.next_event()).name == "snapshot"
         gw.alarms.close()  # what the gateway's shutdown does
@@ -429,7 +420,7 @@ async def test_metrics_and_the_mosaic_list_count_alarms(gw: Gateway) -> None:
         done = f'tessera_alarms_raised_total{{kind="silence",source="{KEY_A}"}} 1.0'
         return text if done in text else None
 
-    text = await until(scraped, "the raises counted")
+    text = await until(scraped, WITHIN, "the raises counted")
     lines = {line for line in text.splitlines() if line.startswith("tessera_alarm_active{")}
     assert lines == {
         f'tessera_alarm_active{{kind="{kind.value}",source="{KEY_A}"}} '
@@ -489,7 +480,7 @@ class Held:
         async def same() -> bool:
             return self.values == expected
 
-        await until(same, f"the follower holding {expected}")
+        await until(same, WITHIN, f"the follower holding {expected}")
 
 
 async def test_a_follower_loads_follows_and_watches_a_lost_bucket_again(

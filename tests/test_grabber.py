@@ -5,12 +5,11 @@ pure parts it is built from: the timing decisions and the tile scaler."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -46,6 +45,7 @@ from pipeline.producers.timing import (
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer, refused_url, rgb_to_yuv601
 from pipeline.state.mosaic import key_of_source, source_id
+from tests.waiting import until
 
 COLOUR = (200, 60, 30)
 # Mean Y/U/V of a flat area of a grabbed tile vs the exact BT.601 limited-range value of the
@@ -59,15 +59,6 @@ FAST = {
     "backoff_initial": 0.1,
     "backoff_max": 0.4,
 }
-
-
-async def until(check: Callable[[], bool], within: float, what: str) -> None:
-    """Poll ``check`` every 50 ms until it holds, or fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

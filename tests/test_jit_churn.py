@@ -37,7 +37,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from pipeline.state.reconcile import jit_spec
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 from tests.test_jit_worker import RATE_25, Viewer, browser_like_jitter_buffer  # noqa: F401
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 250
@@ -82,6 +83,9 @@ cycles on a loaded machine, short enough for abandoned sessions to end within th
 CONSENT_REAP = 45.0
 """Seconds a dropped viewer may take to be reaped: aioice's consent check fails after 6
 unanswered checks 4-6 s apart (at most 36 s), plus a loaded machine's slack."""
+EVERY = 0.2
+"""Seconds between the checks of ``until``: ``Host.quiet`` wants the same process tree at two
+checks in a row."""
 
 
 # -- the stack's process -----------------------------------------------------------------------
@@ -268,15 +272,6 @@ async def stack_host(
 # -- viewers -------------------------------------------------------------------------------------
 
 
-async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    """Wait (bounded) until the async ``check()`` holds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.2)
-
-
 async def watch(http: httpx.AsyncClient, sid: str) -> tuple[Viewer, str]:
     """A viewer connected over WHEP (answered, connected, control channel open), and its
     ``Location``."""
@@ -419,7 +414,7 @@ class Run:
             return tree == previous if processes is None else len(tree) == processes
 
         try:
-            await until(check, within, "only the long session's worker, its keeper alone")
+            await until(check, within, "only the long session's worker, its keeper alone", EVERY)
         except AssertionError as exc:
             raise AssertionError(f"{exc} (last seen: {seen})") from None
         return len(last)
@@ -483,7 +478,7 @@ async def churn(run: Run, js: JetStreamContext, mark: Callable[[str], None]) -> 
     async def no_worker() -> bool:
         return not await host.workers()
 
-    await until(no_worker, 20, "no worker left")
+    await until(no_worker, 20, "no worker left", EVERY)
     await check_ended(run, js)
 
     # Stopping the stack leaves no process of the run behind (the provider's helpers too).
@@ -531,7 +526,7 @@ async def check_ended(run: Run, js: JetStreamContext, keep: str | None = None) -
         # The controller frees the slots of ended sessions every few passes, not at once.
         return {sid for sid, _ in (await admission.holders(js)).values()} == wanted
 
-    await until(slots_free, 10, f"every admission slot free but {wanted}")
+    await until(slots_free, 10, f"every admission slot free but {wanted}", EVERY)
 
 
 if __name__ == "__main__":

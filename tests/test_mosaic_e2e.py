@@ -16,7 +16,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from pipeline.state.layouts import Rect, layout
 from pipeline.state.mosaic import source_id
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
+from tests.waiting import until
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -48,6 +49,7 @@ COLOURS = {
     "yellow": (230, 220, 30),
 }
 TOLERANCE = 40  # per RGB channel: H.264 at mosaic quality, the moving marker, the scaler
+EVERY = 0.2  # s between the checks of until(): most here fetch and decode a segment
 
 
 @dataclass
@@ -101,18 +103,6 @@ async def rig(
             yield Rig(stack, http, sources, js, media)
     finally:
         await stack.stop()
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.2
-) -> None:
-    """Wait (bounded) until ``check()`` holds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(every)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 async def newest_picture(http: httpx.AsyncClient, playlist_url: str) -> tuple[int, np.ndarray]:
@@ -177,7 +167,7 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
             return False
         return all(near(tile_colour(picture, i, 4), COLOURS[n]) for i, n in enumerate(names))
 
-    await until(all_tiles_live, 30, "every tile shows its source's colour")
+    await until(all_tiles_live, 30, "every tile shows its source's colour", EVERY)
     assert picture.shape == (360, 640, 3)
     # The name strip at the bottom of each tile is drawn: not the plain source colour.
     grid = layout(4, 640, 360)
@@ -197,7 +187,7 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
                   if line.startswith(f'tessera_mosaic_stitch_fps{{mosaic="{fp}"}}')]  # fmt: skip
         return len(fps_in) == 4 and min(fps_in) > 0 and bool(stitch) and stitch[0] > 0
 
-    await until(rates_reported, 10, "non-zero source and stitch rates in /metrics")
+    await until(rates_reported, 10, "non-zero source and stitch rates in /metrics", EVERY)
     text = (await rig.http.get("/metrics")).text
     assert "tessera_http_requests_total{" in text and 'path="/play/{fp}/{name}"' in text
     assert 'tessera_stream_messages{stream="EVENTS"}' in text
@@ -217,14 +207,14 @@ async def test_create_plays_every_source_in_its_tile_and_a_dead_source_comes_bac
         _, picture = await newest_picture(rig.http, playlist_url)
         return is_dead_tile(tile_colour(picture, 1, 4))
 
-    await until(green_dead, 5 + 1 + 1.5, "the dead-source tile")
+    await until(green_dead, 5 + 1 + 1.5, "the dead-source tile", EVERY)
     assert time.monotonic() - stopped <= 5 + 1 + 1.5
     for i, name in enumerate(names):
         if name != "green":
             assert near(tile_colour(picture, i, 4), COLOURS[name]), f"tile {name} was affected"
 
     rig.sources.start_source("green")
-    await until(all_tiles_live, 20, "the restarted source's colour to come back")
+    await until(all_tiles_live, 20, "the restarted source's colour to come back", EVERY)
 
 
 async def test_a_source_that_cannot_be_opened_never_stops_the_mosaic(rig: Rig) -> None:
@@ -241,14 +231,14 @@ async def test_a_source_that_cannot_be_opened_never_stops_the_mosaic(rig: Rig) -
             tile_colour(picture, 2, 3), COLOURS["blue"]
         )
 
-    await until(live, 30, "the openable tiles to play")
+    await until(live, 30, "the openable tiles to play", EVERY)
     before, _ = await newest_picture(rig.http, playlist_url)
 
     async def advanced() -> bool:
         seq, picture = await newest_picture(rig.http, playlist_url)
         return seq > before + 1 and not near(tile_colour(picture, 1, 3), COLOURS["red"])
 
-    await until(advanced, 10, "the mosaic to keep going")
+    await until(advanced, 10, "the mosaic to keep going", EVERY)
 
 
 async def test_the_original_lifecycle_with_real_workers(
@@ -302,7 +292,7 @@ async def test_the_original_lifecycle_with_real_workers(
                 async def six() -> bool:
                     return kinds() == (set("ABCDEF"), 2)
 
-                await until(six, 15, "6 grabbers (not 8) and 2 stitchers")
+                await until(six, 15, "6 grabbers (not 8) and 2 stitchers", EVERY)
                 pids = {wid: provider.pid(wid) for wid in provider.running()}
 
                 del watching["AD"]
@@ -310,7 +300,7 @@ async def test_the_original_lifecycle_with_real_workers(
                 async def ad_idle() -> bool:
                     return kinds() == (set("CDEF"), 1)
 
-                await until(ad_idle, 10, "A–D's stitcher and grabbers A, B to stop")
+                await until(ad_idle, 10, "A–D's stitcher and grabbers A, B to stop", EVERY)
                 for wid, run in provider.running().items():
                     assert provider.pid(wid) == pids[wid], f"{run.spec} was restarted, not kept"
 
@@ -319,14 +309,14 @@ async def test_the_original_lifecycle_with_real_workers(
                 async def all_idle() -> bool:
                     return kinds() == (set(), 0)
 
-                await until(all_idle, 10, "everything to stop")
+                await until(all_idle, 10, "everything to stop", EVERY)
 
                 watching["AD"] = await create("ABCD")
 
                 async def ad_back() -> bool:
                     return kinds() == (set("ABCD"), 1)
 
-                await until(ad_back, 15, "A–D's workers to start again")
+                await until(ad_back, 15, "A–D's workers to start again", EVERY)
             finally:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -352,7 +342,7 @@ async def test_status_shows_a_running_mosaic_its_sources_and_a_session(rig: Rig)
         seq, _ = await newest_picture(rig.http, playlist_url)
         return seq >= 1
 
-    await until(running, 30, "the mosaic to run")
+    await until(running, 30, "the mosaic to run", EVERY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "TESSERA_"))}
     env["NATS_URL"] = rig.stack.url_for("admin")
     env["COLUMNS"] = "200"
@@ -425,7 +415,7 @@ async def test_a_focus_mosaic_shows_the_first_source_large_and_the_others_small(
                     for rect, name in zip(grid.rects, names, strict=True)
                 )
 
-            await until(every_tile_live, 30, "the big tile and the five small ones")
+            await until(every_tile_live, 30, "the big tile and the five small ones", EVERY)
             assert picture.shape == (360, 640, 3)
             # The big tile is tile 0's colour all over its block (the cells of its 2x2 block
             # that small tiles would have had, too).
@@ -468,7 +458,7 @@ async def test_mosaics_that_differ_only_in_their_titles_share_one_stitcher(rig: 
             return False
         return all(near(tile_colour(picture, i, 4), COLOURS[n]) for i, n in enumerate(names))
 
-    await until(all_tiles_live, 30, "the second mosaic's URL plays every tile")
+    await until(all_tiles_live, 30, "the second mosaic's URL plays every tile", EVERY)
     assert rig.stack.provider is not None
     stitchers = [
         r.spec.fp for r in rig.stack.provider.running().values() if isinstance(r.spec, StitcherSpec)
@@ -533,7 +523,7 @@ async def test_two_sizes_of_the_same_sources_share_one_grabber_each(rig: Rig, nc
         async def big_alone() -> bool:
             return grabbers() == {n: ((320, 180),) for n in names} and await plays("640x360")
 
-        await until(big_alone, 40, "the big mosaic, one size per grabber")
+        await until(big_alone, 40, "the big mosaic, one size per grabber", EVERY)
         # The big mosaic's frames of one source (with shm, NATS carries a seed a second).
         red = f"http://127.0.0.1:{port}/red/index.m3u8"
         arrived: list[float] = []
@@ -548,7 +538,9 @@ async def test_two_sizes_of_the_same_sources_share_one_grabber_each(rig: Rig, nc
         async def shared() -> bool:
             return grabbers() == both and await plays("640x360") and await plays("320x180")
 
-        await until(shared, 40, "one grabber per source making both sizes, both mosaics right")
+        await until(
+            shared, 40, "one grabber per source making both sizes, both mosaics right", EVERY
+        )
         await asyncio.sleep(1.5)
         await sub.unsubscribe()
         gap = max(b - a for a, b in itertools.pairwise(arrived))
@@ -575,8 +567,8 @@ async def test_two_sizes_of_the_same_sources_share_one_grabber_each(rig: Rig, nc
         async def one_size() -> bool:
             return grabbers() == {n: ((320, 180),) for n in names}
 
-        await until(one_size, 20, "the small size dropped from every grabber")
-        await until(lambda: plays("640x360"), 20, "the big mosaic playing on")
+        await until(one_size, 20, "the small size dropped from every grabber", EVERY)
+        await until(lambda: plays("640x360"), 20, "the big mosaic playing on", EVERY)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

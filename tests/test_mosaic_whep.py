@@ -58,6 +58,7 @@ from pipeline.webrtc.turn import TurnConfig
 from tests.browser import chromium_path, launch
 from tests.gatewayhttp import gateway_http
 from tests.jitmedia import pattern, read_frame_number
+from tests.waiting import until
 
 SETTINGS = EncoderSettings(width=320, height=180, fps=25, segment_duration=0.4, preset="ultrafast")
 """x264's ultrafast (the shipped default) makes Constrained Baseline."""
@@ -199,15 +200,6 @@ def assert_in_order_from_keyframes(numbers: list[int | None]) -> None:
     for before, after in zip(got, got[1:], strict=False):
         assert after > before, f"out of order: {got}"
         assert after == before + 1 or after % GOP == 0, f"{before} then {after}: {got}"
-
-
-async def until(check: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition of the service (re-checked every 20 ms)."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def signal(nc: Client, fp: str, request: msgspec.Struct) -> bytes:

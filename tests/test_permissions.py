@@ -26,6 +26,7 @@ from pipeline.errors import NatsUnavailableError
 from pipeline.nats import auth as natsauth
 from pipeline.nats.connect import connect
 from pipeline.nats.server import EmbeddedNats
+from pipeline.runtime.secretfile import write_private
 
 ROLES = [r for r in natsauth.ROLES if r != "admin"]
 
@@ -204,6 +205,19 @@ def test_users_file_is_private_and_stable(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert natsauth.load_or_create(path) == first
     assert len(set(first.values())) == len(first), "every role has its own password"
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_private_files_are_private_even_when_they_were_not(tmp_path: Path, atomic: bool) -> None:
+    path = tmp_path / "secrets" / "conf"
+    write_private(path, "first", atomic=atomic)  # the folder made too
+    assert path.read_text() == "first"
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)  # O_CREAT alone would keep this mode
+    write_private(path, b"second\n", atomic=atomic)
+    assert path.read_bytes() == b"second\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert list(path.parent.iterdir()) == [path], "no temporary file left"
 
 
 def test_urls_carry_and_hide_credentials() -> None:

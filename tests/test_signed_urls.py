@@ -26,10 +26,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -70,6 +70,7 @@ from tests.browser import chromium_path
 from tests.jitmedia import make_video
 from tests.natsenv import server_env
 from tests.test_stitcher import NAMES, WAIT, FramePublisher, make_stitcher, running
+from tests.waiting import until
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -87,18 +88,6 @@ ANSWER = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
 PEER = "ab" * 16
 SDP = {"content-type": "application/sdp"}
 CHROMIUM = chromium_path()
-T = TypeVar("T")
-
-
-async def until(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:
-    """Poll ``check()`` until it returns something truthy (returned), at most ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 def token_of(path: str) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import secrets
 import shlex
@@ -41,6 +40,7 @@ from pipeline.config.settings import Config
 from pipeline.errors import ConfigError
 from pipeline.nats import auth as natsauth
 from pipeline.nats.server import ClusterConfig, render_config
+from pipeline.runtime.secretfile import write_private
 
 SOURCE_DIRS = (
     Path(__file__).resolve().parent / "nomad",  # a wheel's copy (pyproject: force-include)
@@ -185,16 +185,8 @@ def _secret_file(path: Path) -> str:
     except FileNotFoundError:
         pass
     value = secrets.token_urlsafe(32)
-    _write_private(path, value)
+    write_private(path, value)
     return value
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: private first
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def load_secrets(folder: Path, users: Path | None = None) -> Secrets:
@@ -218,7 +210,7 @@ def load_secrets(folder: Path, users: Path | None = None) -> Secrets:
 def variable_items(job: str, found: Secrets, folder: Path) -> dict[str, Path]:
     """The items of job ``job``'s Nomad Variable as files (written into ``folder``)."""
     users = folder / f"{job}-users.json"
-    _write_private(users, json.dumps({r: found.passwords[r] for r in JOB_ROLES[job]}))
+    write_private(users, json.dumps({r: found.passwords[r] for r in JOB_ROLES[job]}))
     items = {"users": users}
     if job == "tessera-nats":
         items["route"] = folder / "nats-route-password"
@@ -457,7 +449,7 @@ def write_nats(config: Config, args: argparse.Namespace) -> tuple[Path, Path]:
         monitor=args.monitor or None,
         max_payload=config.nats_max_payload,
     )
-    _write_private(args.out, text)  # the role passwords are in it
+    write_private(args.out, text)  # the role passwords are in it
     return users, route_file
 
 

@@ -17,13 +17,13 @@ Pure: the permission table, the config text and URLs; the users file is the only
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError
+from pipeline.runtime.secretfile import write_private
 
 ROLES = ("admin", "controller", "gateway", "grabber", "stitcher", "jit", "agent")
 
@@ -221,12 +221,7 @@ def load_or_create(path: Path) -> dict[str, str]:
         passwords = load(path)
     except FileNotFoundError:
         passwords = new_passwords()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(passwords, out)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(passwords), atomic=True)
         return passwords
     if set(passwords) != set(ROLES):
         # A file from another version: make every role again.

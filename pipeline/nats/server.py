@@ -27,6 +27,7 @@ from types import TracebackType
 from pipeline.errors import NatsServerError
 from pipeline.nats.auth import render_authorization, with_credentials
 from pipeline.runtime.procs import die_with_parent, stop_process
+from pipeline.runtime.secretfile import write_private
 
 log = logging.getLogger("tessera.nats")
 
@@ -204,10 +205,7 @@ class EmbeddedNats:
             cluster=self.cluster,
         )
         # The file holds the role passwords: readable by this user only.
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: private first
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        write_private(conf, text)
         port = str(self.port) if self.port else "-1"
         argv = [binary, "-c", str(conf), "-a", self.host, "-p", port]
         self._log.debug("starting nats-server", extra={"argv": " ".join(argv)})

@@ -32,7 +32,7 @@ from typing import Any
 from pipeline.config.settings import Config
 from pipeline.errors import ConfigError, TesseraError
 from pipeline.runtime.procs import die_with_parent, stop_process
-from pipeline.runtime.secretfile import stored_secret
+from pipeline.runtime.secretfile import stored_secret, write_private
 
 log = logging.getLogger("tessera.turn")
 
@@ -121,14 +121,12 @@ def self_signed(cert: Path, key: Path, host: str) -> None:
         .sign(private, hashes.SHA256())
     )
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    key.chmod(0o600)
+    write_private(key, pem)  # private before the key is in it
 
 
 def argv(
