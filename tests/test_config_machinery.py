@@ -142,3 +142,19 @@ def test_a_bad_declaration_fails_at_import(kwargs: dict[str, object], says: str)
     base: dict[str, object] = {"env": "GOOD", "flag": "--good", "parse": str, "help": "h"}
     with pytest.raises(ValueError, match=says):
         setting(None, **{**base, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "normal", "size"),
+    [("1920x1080", "1920x1080", (1920, 1080)), (" 1280X720 ", "1280x720", (1280, 720)),
+     ("off", "off", None), ("0", "off", None), ("none", "off", None)],
+)  # fmt: skip
+def test_size_box(text: str, normal: str, size: tuple[int, int] | None) -> None:
+    assert parsers.size_box(text) == normal
+    assert parsers.box(text) == size
+
+
+@pytest.mark.parametrize("text", ["1920", "1920x", "x1080", "8x8", "1920x99999", "big"])
+def test_size_box_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT|16 to 16384"):
+        parsers.size_box(text)

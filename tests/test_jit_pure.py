@@ -272,6 +272,18 @@ def test_output_size() -> None:
         picture.output_size(1920, 1080, square, 0, None)
 
 
+def test_output_size_fits_a_big_picture_in_the_box_unless_a_size_is_asked_for() -> None:
+    square, hd = Fraction(1), (1920, 1080)
+    assert picture.output_size(3840, 2160, square, None, None, hd) == (1920, 1080)
+    assert picture.output_size(4096, 2160, square, None, None, hd) == (1920, 1012)  # DCI 4K
+    assert picture.output_size(2160, 3840, square, None, None, hd) == (608, 1080)  # portrait
+    assert picture.output_size(1440, 1080, Fraction(4, 3), None, None, (1280, 720)) == (1280, 720)
+    assert picture.output_size(1280, 720, square, None, None, hd) == (1280, 720)  # fits: kept
+    assert picture.output_size(3840, 2160, square, None, None, None) == (3840, 2160)
+    assert picture.output_size(3840, 2160, square, 3200, None, hd) == (3200, 1800)  # asked
+    assert picture.output_size(3840, 2160, square, None, None, (1281, 721)) == (1280, 720)
+
+
 def test_colour_decisions() -> None:
     assert picture.source_matrix(None, 2, 1080) == picture.SWS_BT709  # untagged HD
     assert picture.source_matrix(None, 2, 576) == picture.SWS_BT601  # untagged SD

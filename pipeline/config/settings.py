@@ -420,6 +420,16 @@ class Config:
         "<data dir>/proxies) while paused, so a seek into a long GOP shows its frame at once",
         group="sessions",
     )
+    jit_max_output: str = setting(
+        "1920x1080",
+        env="TESSERA_JIT_MAX_OUTPUT",
+        flag="--jit-max-output",
+        parse=parsers.size_box,
+        help="the largest picture a session sends when its options give no width or height: "
+        "a bigger video is scaled down to fit, keeping its shape (a UHD picture over WebRTC "
+        "costs a core and more to encode); WIDTHxHEIGHT or off",
+        group="sessions",
+    )
     jit_proxy_mib: int = setting(
         4096,
         env="TESSERA_JIT_PROXY_MIB",

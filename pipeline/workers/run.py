@@ -26,6 +26,7 @@ from typing import Literal
 import nats.errors
 from nats.aio.client import Client
 
+from pipeline.config import parsers
 from pipeline.config import settings as config_mod
 from pipeline.config.settings import Config
 from pipeline.errors import ConfigError, TesseraError
@@ -211,6 +212,7 @@ async def _jit(config: Config, spec: JitSpec, nc: Client) -> Service:
         heartbeat_interval=config.heartbeat_interval,
         proxy_root=config.data_dir / "proxies" if config.jit_proxy else None,
         proxy_bytes=config.jit_proxy_mib * 2**20,
+        max_output=parsers.box(config.jit_max_output),
     )
 
 

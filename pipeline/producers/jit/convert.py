@@ -29,13 +29,19 @@ class PictureConverter:
     """Turns frames of one stream into output pictures. Use from one thread."""
 
     def __init__(
-        self, first: av.VideoFrame, options: SessionOptions, stream_sar: Fraction | None
+        self,
+        first: av.VideoFrame,
+        options: SessionOptions,
+        stream_sar: Fraction | None,
+        max_output: tuple[int, int] | None = None,
     ) -> None:
+        """``max_output``: the box a picture is scaled down into when the options give no
+        width or height."""
         self.sar = picture.sample_aspect(
             options.sample_aspect_num, options.sample_aspect_den, stream_sar
         )
         self.width, self.height = picture.output_size(
-            first.width, first.height, self.sar, options.width, options.height
+            first.width, first.height, self.sar, options.width, options.height, max_output
         )
         self.matrix = picture.source_matrix(options.colorspace, first.colorspace, first.height)
         self.curve = picture.transfer(options.bt2100_tone_mapping, first.color_trc)

@@ -134,6 +134,7 @@ class VideoReader:
         *,
         index: int = 1,
         cache_bytes: int = CACHE_BYTES,
+        max_output: tuple[int, int] | None = None,
     ) -> None:
         self._container = container
         self.index = index
@@ -181,7 +182,7 @@ class VideoReader:
         self.source_width = first.width
         self.source_height = first.height
         self.sar = _fraction(stream.sample_aspect_ratio) or _fraction(ctx.sample_aspect_ratio)
-        self.converter = PictureConverter(first, options, self.sar)
+        self.converter = PictureConverter(first, options, self.sar, max_output)
         self.picture_bytes = _frame_bytes(first)
         self.cache_frames = frames_for(self.picture_bytes, cache_bytes)
         """Decoded pictures the cache holds (at least a few, whatever the budget)."""

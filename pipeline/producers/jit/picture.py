@@ -80,9 +80,16 @@ def sample_aspect(num: int | None, den: int | None, stream: Fraction | None) -> 
 
 
 def output_size(
-    width: int, height: int, sar: Fraction, want_width: int | None, want_height: int | None
+    width: int,
+    height: int,
+    sar: Fraction,
+    want_width: int | None,
+    want_height: int | None,
+    fit: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
-    """The (even) output size of a ``width`` x ``height`` picture with pixels of ``sar``."""
+    """The (even) output size of a ``width`` x ``height`` picture with pixels of ``sar``: the
+    size asked for (one side: the other keeps the shape), else the picture's display size,
+    scaled down to fit in ``fit`` (width, height) when it is larger."""
     display = Fraction(width) * sar  # display width at the decoded height
     for name, value in (("width", want_width), ("height", want_height)):
         if value is not None and value < 2:
@@ -93,6 +100,12 @@ def output_size(
         size = (even(want_width), even(want_width * height / display))
     elif want_height is not None:
         size = (even(want_height * display / height), even(want_height))
+    elif fit is not None and (display > fit[0] or height > fit[1]):
+        scale = min(Fraction(fit[0]) / display, Fraction(fit[1], height))
+        size = (
+            min(fit[0] - fit[0] % 2, even(display * scale)),
+            min(fit[1] - fit[1] % 2, even(height * scale)),
+        )
     else:
         size = (even(display), even(height))
     if size[0] * size[1] > MAX_PIXELS:

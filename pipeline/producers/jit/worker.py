@@ -166,6 +166,7 @@ class JitWorker:
         proxy_root: Path | None = None,
         proxy_bytes: int = PROXY_BYTES,
         proxy_min_work: float = proxy.MIN_WORK,
+        max_output: tuple[int, int] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -189,6 +190,9 @@ class JitWorker:
         self.proxy_root = proxy_root
         self.proxy_bytes = proxy_bytes
         self.proxy_min_work = proxy_min_work
+        self.max_output = max_output
+        """The box the picture is scaled down into when the options give no size (None: the
+        video's own size, however big)."""
         self._proxy_thread: MediaThread | None = None
         self._proxy_store: ProxyStore | None = None
         self._proxy: ProxyReader | None = None
@@ -392,7 +396,9 @@ class JitWorker:
         options = msgspec.structs.replace(self.options, threads=BUILD_THREADS, thread_type="frame")
         container = open_input(self.inputs[0].url, 1, self.access)
         try:
-            return VideoReader(container, options, index=1, cache_bytes=0)
+            return VideoReader(
+                container, options, index=1, cache_bytes=0, max_output=self.max_output
+            )
         except BaseException:
             container.close()
             raise
@@ -413,7 +419,7 @@ class JitWorker:
 
     def _reader(self, container: av.container.InputContainer, index: int) -> VideoReader:
         try:
-            return VideoReader(container, self.options, index=index)
+            return VideoReader(container, self.options, index=index, max_output=self.max_output)
         except BaseException:
             container.close()
             raise
