@@ -81,7 +81,9 @@ def master(cache_dir: Path, label: str, width: int, height: int) -> Master:
     return Master(label, path, width, height, frames, GOP)
 
 
-def number_in(luma: npt.NDArray[np.uint8]) -> int | None:
-    """The frame number a decoded master picture shows (None: not readable)."""
+def number_in(luma: npt.NDArray[np.uint8], master_width: int | None = None) -> int | None:
+    """The frame number a decoded master picture shows (None: not readable); a picture
+    scaled from a master ``master_width`` wide is read where its pattern went."""
     pw, ph = PATTERN_SIZE
-    return read_frame_number(luma[: ph * OVERLAY_SCALE, : pw * OVERLAY_SCALE])
+    scale = OVERLAY_SCALE * (luma.shape[1] / master_width if master_width else 1.0)
+    return read_frame_number(luma[: round(ph * scale), : round(pw * scale)])

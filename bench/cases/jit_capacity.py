@@ -6,7 +6,8 @@ WHEP through the gateway, aiortc viewers from :mod:`bench.jitclient` in this pro
 For each size, a 12 s 25 fps H.264 master with a 250-frame GOP and B-frames
 (:mod:`bench.longgop_media`, its frame number in the picture) at 1280x720, 1920x1080 and
 3840x2160, each session opened with the default options (what a client gets: one slice thread,
-the output at the file's size, the seek proxy on):
+the output at the file's size up to the worker's ``TESSERA_JIT_MAX_OUTPUT``, 1920x1080 by
+default, the seek proxy on):
 
 - **playing sessions per machine, measured**: sessions are started one at a time, each with a
   viewer that decodes every picture it receives and sends ``play``. After each new one, every
@@ -91,7 +92,9 @@ class Watcher(Viewer):
     it decodes and, for each frame report, whether it was the exact picture (or the seek
     proxy's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, master_width: int) -> None:
+        self.master_width = master_width
+        """Width of the master: a session sends a smaller picture of a big one."""
         self.size: tuple[int, int] | None = None
         """Width and height of the pictures decoded."""
         self.codec = "?"
@@ -115,7 +118,7 @@ class Watcher(Viewer):
 
     def _number(self, luma: Any) -> int | None:
         self.size = (int(luma.shape[1]), int(luma.shape[0]))
-        return number_in(luma)
+        return number_in(luma, self.master_width)
 
     def _on_report(self, message: str | bytes) -> None:
         with contextlib.suppress(msgspec.DecodeError):
@@ -299,7 +302,7 @@ async def _open(host: StackHost, media: Master, options: dict[str, Any] | None =
     got = await host.http.post("/session", json=body)
     if got.status_code != 201:
         raise RuntimeError(f"POST /session answered {got.status_code}: {got.text[:120]}")
-    session = Session(got.json()["id"], Watcher())
+    session = Session(got.json()["id"], Watcher(media.width))
     try:
         await session.viewer.connect(host.http, got.json()["whep_url"])
         session.viewer.codec = session.viewer.answered_codec()
@@ -522,7 +525,7 @@ def _results(
             )
     parts.append(
         f"{ctx.cpus} cores; the viewers decode on them; default session options "
-        "(1 slice thread, output at the file's size)"
+        "(1 slice thread, output at the file's size up to 1920x1080)"
     )
     results = [
         Result(
