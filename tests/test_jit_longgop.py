@@ -168,6 +168,35 @@ def test_random_seeks_land_on_the_exact_frame(longgop: Path) -> None:
         video.close()
 
 
+@pytest.fixture(scope="module", params=["mp4", "ts", "mkv"])
+def bframes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GOP-250 file with B-frames (two in a row, as IBBP), in three containers: frames come
+    out of the decoder in another order than their packets go in."""
+    folder = tmp_path_factory.mktemp("bframes")
+    return make_video(folder / f"gop250b.{request.param}", frames=FRAMES,
+                      rate=fractions.Fraction(25), gop=GOP, bframes=2,
+                      codec="mpeg2video")  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_seeks_and_steps_are_exact_where_frames_are_reordered(bframes: Path, threads: int) -> None:
+    options = SessionOptions(threads=threads, thread_type="frame")
+    video = reader(bframes, 16, options)
+    try:
+        rng = random.Random(7)
+        targets = [*rng.sample(range(FRAMES), 25), GOP - 1, GOP, GOP + 1, GOP + 2, 1, 2, 0]
+        for target in [*targets, FRAMES - 1]:
+            picture = video.read(target)
+            assert picture is not None and picture.frame == target, (target, picture)
+            assert number_of(picture) == target
+            # A step either way from there (a B-frame's neighbours are decoded out of order).
+            for n in (target + 1, target - 1):
+                if 0 <= n < FRAMES:
+                    assert number_of(video.read(n)) == n
+    finally:
+        video.close()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_backward_steps_across_a_gop_boundary_are_exact_and_decoded_once(
     longgop: Path, threads: int
