@@ -55,7 +55,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(ctx: GatewayContext, *, beats: HeartbeatCache | None = None) -> Starlette:
     """The gateway app over shared clients ``ctx``. ``beats``: the heartbeat cache it follows
     (made here when None; given, when the caller reads it too); the app starts and stops it."""
-    beats = HeartbeatCache(ctx.js) if beats is None else beats
+    beats = HeartbeatCache(ctx.js, nc=ctx.nc) if beats is None else beats
     live = LiveState(ctx.js)
     book = AlarmBook(ctx.js)
 

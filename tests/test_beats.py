@@ -3,6 +3,7 @@ stream) instead of waiting, blind, for its old sequence numbers to come round ag
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from nats.aio.client import Client
@@ -37,3 +38,27 @@ async def test_a_replaced_stream_is_followed_afresh(nc: Client, js: JetStreamCon
     finally:
         await cache.stop()
         await cache.stop()
+
+
+async def test_live_beats_come_while_the_stream_does_not_answer(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """With a client, the cache takes beats by core NATS too: a cluster's HEARTBEATS leader
+    election (no stream for seconds; here, none at all) does not make every worker look gone.
+    The newest beat of a subject wins, whichever way it came."""
+    cache = HeartbeatCache(js, check_interval=60, nc=nc)
+    await cache.start()
+    try:
+        await js.delete_stream(HEARTBEATS.name)  # nothing stores or replays beats now
+        subject = subjects.worker_heartbeat("live")
+        newer = WorkerHeartbeat(at=time.time(), worker_id="live", kind="grabber", target="s")
+        await nc.publish(subject, encode(newer))
+        await until(lambda: subject in cache.latest, 5, "the live beat")
+        older = WorkerHeartbeat(at=newer.at - 5, worker_id="live", kind="grabber", target="old")
+        await nc.publish(subject, encode(older))  # a stream's replay of an older beat, say
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        assert cache.latest[subject][0] == newer
+    finally:
+        await cache.stop()
+        await provision(js)  # the other tests' stream

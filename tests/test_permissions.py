@@ -70,8 +70,8 @@ SUBSCRIBE: dict[str, set[str]] = {
     "ctl.mosaic.fp1": {"stitcher"},
     "ctl.agent.i1": {"agent"},
     "events.mosaic.fp1": set(),
-    "hb.worker.w1": {"controller"},  # live beats, beside the stream (a cluster's elections)
-    "hb.instance.i1": {"controller"},
+    "hb.worker.w1": {"controller", "gateway"},  # live beats beside the stream (elections)
+    "hb.instance.i1": {"controller", "gateway"},
     "segments.fp1": set(),
     "audit.mosaic-create": set(),  # read through stream AUDIT, never subscribed
     "_INBOX.gateway.reply1": {"gateway"},

@@ -53,7 +53,7 @@ class GatewayService(Parts):
             await self.turn.start()
         self.nc = await connect(self.nats_url, name="tessera-gateway", role="gateway", forever=True)
         js = self.nc.jetstream()
-        beats = HeartbeatCache(js)
+        beats = HeartbeatCache(js, nc=self.nc)
         caught_up = self.projector_caught_up or projector_beat(beats, config.heartbeat_interval)
         ctx = GatewayContext(
             nc=self.nc, js=js, config=config, projector_caught_up=caught_up, turn=turn

@@ -126,7 +126,9 @@ def permissions(role: str) -> Permissions:
                     *_read_stream("AUDIT"),  # GET /api/audit (admin scope)
                     *_SEGMENT_STORE,
                 ),
-                subscribe=(inbox,),
+                # Live heartbeats by core NATS too (pipeline/nats/beats.py): an election of
+                # HEARTBEATS' leader must not make every agent look gone to /create.
+                subscribe=(inbox, "hb.>"),
             )
         case "grabber":
             return Permissions(

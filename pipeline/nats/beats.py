@@ -1,7 +1,14 @@
 """The newest heartbeat of every subject, kept in memory from stream ``HEARTBEATS``.
 
 An ordered consumer starts with the last message of every subject and then follows new ones,
-so the cache is complete at once and stays current. Used by ``/metrics`` and ``tessera status``.
+so the cache is complete at once and stays current. Used by ``/metrics``, ``tessera status``
+and the gateway (placement's room, the projector's progress, workers' health).
+
+Given a NATS client, the cache also takes every beat as it is published, by core NATS: on a
+cluster, a leader election of ``HEARTBEATS`` (seconds: nats-server's election timeouts) stops
+the ordered consumer, and every worker, agent and service would look silent to the gateway for
+that long (a ``/create`` answered 503 "no agent"). Whichever way a beat comes, the newest (by
+its ``at``) is kept: the stream's replay of older ones never overwrites a live one.
 
 ``HEARTBEATS`` is a memory stream: a restarted nats-server has a new, empty one, and an ordered
 consumer would resume at a sequence the new stream reaches only much later. So every
@@ -16,7 +23,9 @@ import datetime
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -39,8 +48,12 @@ class HeartbeatCache:
         clock: Callable[[], float] = time.time,
         *,
         check_interval: float = 2.0,
+        nc: Client | None = None,
     ) -> None:
         self._js = js
+        self._nc = nc
+        self._live: Any = None
+        """The core subscription to ``hb.>`` (with ``nc``)."""
         self._clock = clock
         self.check_interval = check_interval
         self.latest: dict[str, tuple[Heartbeat, float]] = {}
@@ -52,6 +65,8 @@ class HeartbeatCache:
 
     async def start(self) -> None:
         """Subscribe (last per subject, then live), and watch for a replaced stream."""
+        if self._nc is not None and self._live is None:
+            self._live = await self._nc.subscribe("hb.>", cb=self._on_message)
         if self._sub is None:
             await self._subscribe()
         if not self._tasks:
@@ -92,6 +107,9 @@ class HeartbeatCache:
             beat = decode_heartbeat(msg.data, msg.subject)
         except MessageError:
             return
+        known = self.latest.get(msg.subject)
+        if known is not None and known[0].at > beat.at:
+            return  # the stream's copy of a beat older than one that came live
         self.latest[msg.subject] = (beat, self._clock())
 
     def age(self, subject: str) -> float | None:
@@ -102,6 +120,10 @@ class HeartbeatCache:
     async def stop(self) -> None:
         """Unsubscribe. Safe twice."""
         await self._tasks.close()
+        live, self._live = self._live, None
+        if live is not None:
+            with contextlib.suppress(Exception):
+                await live.unsubscribe()
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
