@@ -335,18 +335,27 @@ async def test_playback_runs_in_order_at_the_file_rate(
     reply = await control(nc, worker.session_id, Pause())
     assert reply.ok
 
-    # The worker sent every frame, in order, with its timecode.
+    # The worker sent the frames in order from frame 1, each with its timecode. Every frame,
+    # unless the event loop (shared with this viewer) stalled past the schedule's 0.2 s: then
+    # it skips to the frame that is due and counts the skipped ones in late_frames (what a
+    # viewer of a busy machine should get: the frames on time), so every gap is a counted skip.
     reports = [r for _, r in viewer.reports if r.playing]
-    assert [r.frame for r in reports[:wanted]] == list(range(1, wanted + 1))
+    sent = [r.frame for r in reports]
+    assert sent[0] == 1 and sent == sorted(set(sent)), sent
     assert all(r.timecode == timecode(r.frame, rate) for r in reports)
-    # The viewer decoded them in order. On a loaded machine the event loop (which also runs
-    # this viewer) can stall past the track's 200 ms queue and a frame is dropped rather than
-    # delivered late: up to 1 in 20 may be missing, none out of order or unreadable.
+    skipped = sent[-1] - len(sent)
+    assert skipped <= worker.stats().late_frames, (skipped, worker.stats(), sent)
+    assert len(sent) >= 0.8 * sent[-1], f"more skipped than a stall explains: {sent}"
+    # The viewer decoded them in order. On a loaded machine the event loop can also stall past
+    # the track's 200 ms queue and a frame is dropped rather than delivered late: up to 1 in 20
+    # of those sent may be missing, none out of order or unreadable.
     played = viewer.frames[start : start + wanted]
     numbers = [number for _, number, _ in played]
     assert None not in numbers, f"unreadable frames: {numbers}"
     assert numbers == sorted(set(numbers)) and numbers[0] == 1, numbers
-    assert len(numbers) >= 0.95 * (numbers[-1] - numbers[0] + 1), f"frames lost: {numbers}"
+    assert set(numbers) <= set(sent), (numbers, sent)
+    in_between = [n for n in sent if numbers[0] <= n <= numbers[-1]]
+    assert len(numbers) >= 0.95 * len(in_between), f"frames lost: {numbers}"
     # Timestamps step by 90000/fps for each frame: the worker stamps its schedule, not its
     # send-time jitter, each stamp rounded to a whole 100 µs (rtpclock.STEP: what comes through
     # aiortc unchanged), so within one step of the exact difference.
