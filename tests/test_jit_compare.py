@@ -12,8 +12,9 @@ every 50; B: 200 frames at 25 fps, every 25, in a MOV (it ends before A does); a
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -305,31 +306,12 @@ def halves(luma: npt.NDArray[np.uint8]) -> tuple[int | None, int | None]:
     return read_frame_number(luma[HALF_BAND[0]]), read_frame_number(luma[HALF_BAND[1]])
 
 
-async def test_the_reader_locks_b_of_another_rate_and_shape(files: Files) -> None:
-    access = InputAccess(SourcePolicy.local(), media_roots=(files.root,))
-    threads = [MediaThread("jit-video-test"), MediaThread("jit-video-b-test")]
-
-    def opened(path: Path, index: int) -> VideoReader:
-        return VideoReader(open_input(str(path), index, access), SessionOptions(), index=index)
-
-    try:
-        for path, check in ((files.b50, _fifty), (files.b43, _four_three)):
-            a = await threads[0].run(opened, files.a, 1)
-            b = await threads[1].run(opened, path, 2)
-            try:
-                await check(ABReader(a, b, threads[1], CompareState()), threads[0])
-            finally:
-                await threads[0].run(a.close)
-                await threads[1].run(b.close)
-    finally:
-        await threads[0].close()
-        await threads[1].close()
-    assert not jit_threads()
-
-
-async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
-    files: Files, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def readers(
+    files: Files, b_path: Path
+) -> AsyncIterator[tuple[VideoReader, VideoReader, list[MediaThread]]]:
+    """Readers of ``files.a`` and ``b_path``, each opened (and closed) in its media thread as a
+    compare session's are; the threads end with them."""
     access = InputAccess(SourcePolicy.local(), media_roots=(files.root,))
     threads = [MediaThread("jit-video-test"), MediaThread("jit-video-b-test")]
 
@@ -338,7 +320,28 @@ async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
 
     try:
         a = await threads[0].run(opened, files.a, 1)
-        b = await threads[1].run(opened, files.a, 2)
+        b = await threads[1].run(opened, b_path, 2)
+        try:
+            yield a, b, threads
+        finally:
+            await threads[0].run(a.close)
+            await threads[1].run(b.close)
+    finally:
+        await threads[0].close()
+        await threads[1].close()
+
+
+async def test_the_reader_locks_b_of_another_rate_and_shape(files: Files) -> None:
+    for path, check in ((files.b50, _fifty), (files.b43, _four_three)):
+        async with readers(files, path) as (a, b, threads):
+            await check(ABReader(a, b, threads[1], CompareState()), threads[0])
+    assert not jit_threads()
+
+
+async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with readers(files, files.a) as (a, b, threads):
         real = b.read
 
         def broken(
@@ -349,24 +352,17 @@ async def test_a_frame_of_b_that_cannot_be_read_is_drawn_black_and_a_plays_on(
             return real(n, stop, hurry)
 
         monkeypatch.setattr(b, "read", broken)
-        try:
-            reader = ABReader(a, b, threads[1], CompareState())
-            for n in (8, 9, 10):
-                picture = await threads[0].run(reader.read, n)
-                assert picture is not None and picture.frame == n
-                luma = picture.data[:H]
-                if n == 9:
-                    assert halves(luma)[0] == 9 and picture.frame_b is None
-                    assert luma[HALF_BAND[1]].max() == compare.BLACK
-                else:
-                    assert halves(luma) == (n, n) and picture.frame_b == n
-            assert reader.b_errors == 1
-        finally:
-            await threads[0].run(a.close)
-            await threads[1].run(b.close)
-    finally:
-        await threads[0].close()
-        await threads[1].close()
+        reader = ABReader(a, b, threads[1], CompareState())
+        for n in (8, 9, 10):
+            picture = await threads[0].run(reader.read, n)
+            assert picture is not None and picture.frame == n
+            luma = picture.data[:H]
+            if n == 9:
+                assert halves(luma)[0] == 9 and picture.frame_b is None
+                assert luma[HALF_BAND[1]].max() == compare.BLACK
+            else:
+                assert halves(luma) == (n, n) and picture.frame_b == n
+        assert reader.b_errors == 1
     assert not jit_threads()
 
 
