@@ -47,27 +47,32 @@ def crf(text: str) -> int:
     return value
 
 
+def dimensions(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (any case, e.g. ``1920x1080``) as (width, height); ValueError if not."""
+    width, sep, height = text.strip().lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise ValueError("must be WIDTHxHEIGHT (e.g. 1920x1080)")
+    return int(width), int(height)
+
+
 def size_box(text: str) -> str:
     """A picture size ``WIDTHxHEIGHT`` (each 16 to 16384), or ``off`` (also ``0``, ``none``):
     normalized to ``1920x1080`` or ``off``; :func:`box` reads it back."""
-    value = text.strip().lower()
-    if value in ("off", "0", "none", ""):
+    if text.strip().lower() in ("off", "0", "none", ""):
         return "off"
-    width, sep, height = value.partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise ValueError("must be WIDTHxHEIGHT (e.g. 1920x1080) or off")
-    if not (16 <= int(width) <= 16384 and 16 <= int(height) <= 16384):
+    try:
+        width, height = dimensions(text)
+    except ValueError:
+        raise ValueError("must be WIDTHxHEIGHT (e.g. 1920x1080) or off") from None
+    if not (16 <= width <= 16384 and 16 <= height <= 16384):
         raise ValueError("width and height must be 16 to 16384 pixels")
-    return f"{int(width)}x{int(height)}"
+    return f"{width}x{height}"
 
 
 def box(text: str) -> tuple[int, int] | None:
     """The (width, height) of a :func:`size_box` value; None for ``off``."""
     value = size_box(text)
-    if value == "off":
-        return None
-    width, _, height = value.partition("x")
-    return int(width), int(height)
+    return None if value == "off" else dimensions(value)
 
 
 def positive_float(text: str) -> float:

@@ -93,10 +93,12 @@ def spec_from_args(args: argparse.Namespace) -> WorkerSpec:
 
 def _size(text: str) -> tuple[int, int]:
     """``WxH`` → (W, H)."""
-    width, sep, height = text.lower().partition("x")
-    if not (sep and width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"a tile size is WxH, like 320x180, not {text!r}")
-    return int(width), int(height)
+    try:
+        return parsers.dimensions(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a tile size is WxH, like 320x180, not {text!r}"
+        ) from None
 
 
 async def command(config: Config, args: argparse.Namespace) -> int:
