@@ -227,20 +227,24 @@ async def test_pictures_measured_ahead_count_when_shown(grabber_nc: Client) -> N
     await reporter.start()
     try:
         # Black pictures for 2 s of source time, to be shown 5 s from now.
+        start = now[0]
         for i in range(50):
-            reporter.measure(i / 25, now[0] + 5 + i / 25, black, 320, 180)
-        await asyncio.sleep(0.2)
-        assert reporter.raised == 0, "a picture was taken before its time"
-        now[0] += 5.8  # 0.8 s of them shown: black for longer than the 0.5 s debounce
-        await until(lambda: reporter.raised == 1, within=5, what="black raised")
-        assert reporter.watch.active == {AlarmKind.BLACK}
-        reporter.unshown(now[0])  # the connection is lost: the rest never shows
-        now[0] += 1.0
-        await asyncio.sleep(0.2)
-        # Had the rest been taken, black would still be active; without them the source is
-        # lost (no picture for more than the gap) and black ends with it.
-        now[0] += 2.0
+            reporter.measure(i / 25, start + 5 + i / 25, black, 320, 180)
+        # 3 s on, none is due: the source is lost (a picture taken before its time would have
+        # been seen at a wall time still to come, and black raised instead).
+        now[0] = start + 3.0
         await until(lambda: AlarmKind.LOST in reporter.watch.active, within=5, what="lost")
-        assert AlarmKind.BLACK not in reporter.watch.active
+        assert AlarmKind.BLACK not in reporter.watch.active, "a picture taken before its time"
+        now[0] = start + 5.8  # 0.8 s of them shown: black for longer than the 0.5 s debounce
+        await until(
+            lambda: reporter.watch.active == {AlarmKind.BLACK}, within=5, what="black, not lost"
+        )
+        reporter.unshown(now[0])  # the connection is lost: the rest never shows
+        # Had the rest been taken, pictures would go on to 6.96 s and black with them; without
+        # them the source is lost 1 s later (no picture for more than the gap), black ended.
+        now[0] = start + 6.8
+        await until(
+            lambda: reporter.watch.active == {AlarmKind.LOST}, within=5, what="lost, not black"
+        )
     finally:
         await reporter.stop(drain=0.5)

@@ -317,6 +317,16 @@ def planes(pixels: bytes, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return y, u, v
 
 
+def run_until(decoder: DecodeThread, enough: threading.Event, within: float = 10.0) -> None:
+    """Run ``decoder`` until ``enough`` is set (at most ``within`` s), then stop it."""
+    decoder.start()
+    try:
+        assert enough.wait(within), f"frames within {within:g} s (last: {decoder.last_error!r})"
+    finally:
+        decoder.stop()
+        decoder.join()
+
+
 def ladder(
     server: SourceServer,
     source_id: str,
@@ -353,12 +363,7 @@ def test_a_grabber_fetches_only_the_rendition_that_fits_its_tile(server: SourceS
             enough.set()
 
     decoder = ladder(server, "ladder", emit)
-    decoder.start()
-    try:
-        assert enough.wait(10), f"3 frames within 10 s (last error: {decoder.last_error!r})"
-    finally:
-        decoder.stop()
-        decoder.join()
+    run_until(decoder, enough)
     assert decoder.rendition == "320x180 0.3 Mbit/s avc1.42c01e"
     assert server.requests()["/files/master.m3u8"] >= 1
     assert_only(server, (320, 180))
@@ -384,12 +389,7 @@ def test_a_grabber_of_several_tile_sizes_fits_the_box_that_holds_them_all(
 
     decoder = ladder(server, "big", emit, also=sizes[1:])
     assert decoder.box == (400, 180)
-    decoder.start()
-    try:
-        assert enough.wait(10), f"frames within 10 s (last error: {decoder.last_error!r})"
-    finally:
-        decoder.stop()
-        decoder.join()
+    run_until(decoder, enough)
     assert decoder.rendition.startswith("640x360 ")
     assert_only(server, (640, 360))
     for sid, w, h in sizes:
