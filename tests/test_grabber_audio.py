@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +20,16 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from pipeline.messages.frames import FrameHeader
 from pipeline.messages.levels import SourceLevels, decode_levels
 from pipeline.nats import subjects
 from pipeline.producers.grabber import Grabber
+from pipeline.producers.levels import Reading
+from pipeline.producers.release import Pixels
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer
 from pipeline.state.mosaic import source_id
+from tests.decoding import decode_thread
 from tests.test_grabber import FAST, Watch, assert_colour, planes, until, watch
 
 RATE = 48000
@@ -228,3 +233,50 @@ async def test_no_audio_no_levels(
     _, header, pixels = seen.frames[-1]
     y, u, v = planes(header, pixels)
     assert_colour(y[:22], u[:11], v[:11], COLOUR)
+
+
+def test_every_window_is_read_in_order_and_at_its_time(server: SourceServer) -> None:
+    """A paced source's audio is decoded in runs, when the decode thread is ahead of its frames
+    (``AUDIO_BATCH``): still every 100 ms window of a pass, in order, to the end of the file
+    before it loops, and none handed on before the pictures of its time."""
+    url = vod(server, "runs", clip_with_audio(COLOUR, [-12.0, -12.0], "stereo"))
+    events: list[tuple[str, float]] = []  # ("frame", pts) / ("reading", t), as handed on
+    lock = threading.Lock()
+    looped = threading.Event()
+
+    def emit(header: FrameHeader, pixels: Pixels) -> None:
+        with lock:
+            events.append(("frame", header.pts))
+
+    newest = [float("-inf")]
+
+    def levels(reading: Reading, seq: int, wall: float) -> None:
+        with lock:
+            if reading.t < newest[0] - 1:
+                looped.set()
+            newest[0] = max(newest[0], reading.t)
+            events.append(("reading", reading.t))
+
+    thread = decode_thread(url, "runs", emit, width=160, height=90, levels=levels)
+    thread.start()
+    try:
+        assert looped.wait(SECONDS + 10), "the file looped, with readings after the loop"
+    finally:
+        thread.stop()
+        thread.join()
+    with lock:
+        handed = list(events)
+    times = [t for kind, t in handed if kind == "reading"]
+    first_pass = times[: next(i for i in range(1, len(times)) if times[i] < times[i - 1])]
+    steps = [round(b - a, 6) for a, b in zip(first_pass, first_pass[1:], strict=False)]
+    assert steps and set(steps) == {0.1}, steps
+    start = first_pass[0] - 0.1
+    assert first_pass[-1] >= start + SECONDS - 0.15, "the pass's last window, before the loop"
+    # Not early: the pictures of half a second before a reading went out before it (in the
+    # first pass: the next starts again from the file's first time).
+    frames = [(i, t) for i, (kind, t) in enumerate(handed) if kind == "frame"]
+    end = next(i for (_, a), (i, b) in zip(frames, frames[1:], strict=False) if b < a)
+    for i, (kind, t) in enumerate(handed[:end]):
+        if kind == "reading":
+            later = [pts for k, pts in handed[i + 1 : end] if k == "frame"]
+            assert not any(pts <= t - 0.5 for pts in later), (t, later[:5])

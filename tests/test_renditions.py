@@ -29,6 +29,7 @@ from pipeline.sources.renditions import (
     parse_master,
 )
 from pipeline.sources.synthetic import LiveHlsSource, SourceServer, make_clip, rgb_to_yuv601
+from tests.decoding import decode_thread
 
 LOCAL = SourcePolicy.local()
 TOLERANCE = 3  # a flat H.264 area vs the exact BT.601 value
@@ -334,22 +335,8 @@ def ladder(
     also: Sequence[tuple[str, int, int]] = (),
 ) -> DecodeThread:
     """A decode thread of the master playlist for a 320x180 tile (and the sizes ``also``)."""
-    return DecodeThread(
-        source_id=source_id,
-        url=server.file_url("master.m3u8"),
-        width=320,
-        height=180,
-        fps=FPS,
-        policy=LOCAL,
-        open_timeout=TIMEOUT,
-        read_timeout=TIMEOUT,
-        backoff_initial=0.1,
-        backoff_max=0.5,
-        healthy_after=1.0,
-        emit=emit,
-        changed=lambda: None,
-        ended=lambda: None,
-        also=also,
+    return decode_thread(
+        server.file_url("master.m3u8"), source_id, emit, fps=FPS, timeout=TIMEOUT, also=also
     )
 
 

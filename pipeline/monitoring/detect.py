@@ -88,8 +88,9 @@ DEBOUNCE = 0.5
 # Float slack for time comparisons: frame times like n/25 are not exact in binary.
 _EPS = 1e-9
 
-Picture = npt.NDArray[np.uint8]
-"""A luma plane: a 2-D uint8 array (height x width)."""
+Picture = npt.NDArray[np.uint8] | npt.NDArray[np.int16]
+"""A luma plane: a 2-D array (height x width) of 8-bit samples, as uint8 or, already read
+out of a picture (:class:`~pipeline.monitoring.watch.PictureProbe`), as int16."""
 
 
 # --- measurements ----------------------------------------------------------------------------

@@ -109,13 +109,25 @@ class PictureProbe:
     def __init__(self, full_range: bool = False, step: int = PROBE_STEP) -> None:
         self.full_range = full_range
         self._step = step
-        self._still = StillReference(step)
+        self._still = StillReference(1)  # given the samples already read at ``step``
 
     def measure(self, t: float, y: npt.NDArray[np.uint8]) -> tuple[float, float, float | None]:
         """``(dark fraction, difference, reference time)`` of the luma plane ``y`` at source
         time ``t``."""
-        dark = black_fraction(y, self.full_range, self._step)
-        difference = self._still.difference(t, y)
+        return self.measure_samples(t, self.samples(y))
+
+    def samples(self, y: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
+        """The samples of ``y`` that the probe reads, as a copy (int16: the freeze
+        reference's type), for :meth:`measure_samples` now or later."""
+        return y[:: self._step, :: self._step].astype(np.int16)
+
+    def measure_samples(
+        self, t: float, samples: npt.NDArray[np.int16]
+    ) -> tuple[float, float, float | None]:
+        """:meth:`measure` of the samples :meth:`samples` read (pictures in order of ``t``).
+        Read once for both measures: 15 against 17 us a 320x180 tile with warm caches."""
+        dark = black_fraction(samples, self.full_range, 1)
+        difference = self._still.difference(t, samples)
         return dark, difference, self._still.since
 
     def reset(self) -> None:

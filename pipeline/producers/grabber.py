@@ -38,9 +38,10 @@ Moving parts:
   for: 47 chunks a second that nobody plays would cost every source CPU and the bus bandwidth
   for one tile's sound.
 - **alarms**: every picture kept (at the first, largest, tile size: once per frame, not
-  per size) is measured for black and freeze in the decode thread right after it was scaled
-  (:class:`~pipeline.monitoring.watch.PictureProbe`, about 20 us a tile while its pixels are in
-  the caches; the watch takes it when it is handed on), every
+  per size) is measured for black and freeze in the decode thread: the samples the probe reads
+  are taken right after scaling, while the pixels are in the caches, and measured in runs
+  (:class:`~pipeline.monitoring.watch.PictureProbe`, about 15 us a tile; the watch takes it
+  when it is handed on), every
   reading for silence and loudness, and the
   :class:`~pipeline.producers.alarming.AlarmReporter` raises and clears the source's alarms as
   events on ``events.source.<key>`` (once per source: one grabber per URL), checking for lost

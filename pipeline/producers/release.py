@@ -43,8 +43,12 @@ class Releaser:
         stopping: threading.Event,
         frame_sizes: Sequence[int],
         name: str,
+        idle: Callable[[], None] | None = None,
     ) -> None:
+        """``idle()`` is called in the decode thread when it is ahead and is about to wait: a
+        time for work that can wait (the grabber decodes its audio then)."""
         self._emit = emit
+        self._idle = idle
         self._stopping = stopping
         self._sizes = tuple(frame_sizes)
         self._queue: queue.Queue[tuple[float, Sequence[FrameHeader], bytearray]] = queue.Queue(
@@ -82,6 +86,8 @@ class Releaser:
                 continue
         if self._queue.qsize() >= AHEAD:
             # Full: sleep until about half is out, then decode the next burst.
+            if self._idle is not None:
+                self._idle()
             half = (AHEAD // 2) / 25.0
             self._stopping.wait(max(0.0, due - time.monotonic() - half))
 
