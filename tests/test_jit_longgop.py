@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
 import random
 import threading
 import time
@@ -23,7 +24,7 @@ from nats.aio.client import Client
 
 from pipeline.messages.control import FrameReport, Seek
 from pipeline.messages.events import SessionInput, SessionOptions
-from pipeline.producers.jit import player, proxyplan
+from pipeline.producers.jit import player, proxy, proxyplan
 from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader
 from pipeline.producers.jit.framecache import (
     MIN_FRAMES,
@@ -38,6 +39,7 @@ from pipeline.sources.policy import SourcePolicy
 from tests import test_jit_worker
 from tests.jitmedia import make_video, read_frame_number
 from tests.test_jit_worker import Viewer, watch
+from tests.waiting import until
 
 # The worker tests' fixtures: a started session, and aiortc completing frames as browsers do.
 session = test_jit_worker.session
@@ -534,3 +536,20 @@ async def test_without_room_for_a_proxy_a_seek_decodes_as_before(
     assert [(r.frame, r.exact) for r in reports] == [(200, True)]
     await worker.stop()
     assert not (proxies / worker.session_id).exists()
+
+
+async def test_a_session_removes_the_proxies_that_ended_sessions_left(
+    session: Any, longgop: Path, tmp_path: Path
+) -> None:
+    proxies = tmp_path / "proxies"
+    then = time.time() - 2 * proxy.SWEEP_AFTER
+    left, fresh = proxies / "s-left-by-a-dead-worker", proxies / "s-being-made"
+    for made in (left, fresh):
+        made.mkdir(parents=True)
+        (made / "chunk-0000.mjpeg").write_bytes(b"\xff\xd8")
+    for path in (left / "chunk-0000.mjpeg", left):
+        os.utime(path, (then, then))
+    worker = await session(SessionInput(str(longgop)), proxy_root=proxies, proxy_min_work=0)
+    await until(lambda: not left.exists(), 10, "the proxy of a session that no longer runs gone")
+    assert fresh.exists() and (proxies / worker.session_id).exists()
+    await worker.stop()

@@ -432,3 +432,45 @@ class ProxyReader:
 
     def close(self) -> None:
         """Nothing to release but the decoder; the store is the worker's."""
+
+
+SWEEP_AFTER = 300.0
+"""Seconds a proxy folder must have been left alone (its newest change) before a sweep may
+remove it: a folder being written is never that old, and a session just requested may not be
+in the projected state yet."""
+
+
+def stale_proxies(root: Path, own: str, now: float, after: float = SWEEP_AFTER) -> list[Path]:
+    """The folders under ``root`` other than ``own``'s that nothing changed for ``after`` s:
+    candidates for :func:`sweep` (which asks whether their sessions still run)."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    stale = []
+    for entry in entries:
+        if entry.name == own or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            newest = max(
+                [entry.stat(follow_symlinks=False).st_mtime]
+                + [f.stat().st_mtime for f in os.scandir(entry.path) if f.is_file()]
+            )
+        except OSError:
+            continue  # removed meanwhile
+        if now - newest >= after:
+            stale.append(Path(entry.path))
+    return stale
+
+
+def sweep(folders: list[Path], running: set[str]) -> list[Path]:
+    """Remove the folders whose session (their name) is not ``running``: what a session left
+    when its worker died and was never started again. The folders removed."""
+    removed = []
+    for folder in folders:
+        if folder.name in running:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed

@@ -94,9 +94,10 @@ from pipeline.messages.control import (
 from pipeline.messages.events import SessionFailed, SessionInput, SessionOptions
 from pipeline.messages.heartbeats import JitStats, ViewerHeartbeat, WorkerHeartbeat
 from pipeline.nats import subjects
+from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append
 from pipeline.nats.heartbeat import Heartbeater
-from pipeline.nats.topology import HEARTBEATS
+from pipeline.nats.topology import HEARTBEATS, SESSIONS
 from pipeline.producers.jit import compare, proxy
 from pipeline.producers.jit.abreader import ABReader
 from pipeline.producers.jit.audio import AudioInput, AudioReader
@@ -114,6 +115,7 @@ from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
 from pipeline.runtime.tasks import Tasks
 from pipeline.sources.policy import SourcePolicy
+from pipeline.state.stored import decode_entry
 from pipeline.webrtc.ice import ice_configuration
 from pipeline.webrtc.sdp import receives
 
@@ -262,6 +264,8 @@ class JitWorker:
                 self._resume(predecessor)
             self.player.start()
             self._tasks.spawn(self._housekeeping(), name="housekeeping")
+            if self.proxy_root is not None:
+                self._tasks.spawn(self._sweep_proxies(self.proxy_root), name="proxy-sweep")
             for subject, callback in (
                 (subjects.session_signal(self.session_id), self._on_signal),
                 (subjects.session_control(self.session_id), self._on_control),
@@ -745,6 +749,36 @@ class JitWorker:
         except TimeoutError:
             log.warning("viewer %s did not close in time", peer.peer_id)
         self._house_wake.set()
+
+    async def _sweep_proxies(self, root: Path) -> None:
+        """Once, at start: remove the seek proxies that sessions left on this machine when
+        their worker died and was never started again (a session ended meanwhile), so that
+        the disk they hold (up to ``TESSERA_JIT_PROXY_MIB`` each) comes back."""
+        stale = await asyncio.to_thread(proxy.stale_proxies, root, self.session_id, time.time())
+        if not stale:
+            return
+        running: set[str] = set()
+        try:
+            kv = await self._js.key_value(SESSIONS.name)
+            for folder in stale:
+                try:
+                    entry = await kv.get(folder.name)
+                except NotFoundError:
+                    continue  # no such session (any more)
+                if entry.value:
+                    state = decode_entry(SESSIONS.name, entry.value).state
+                    if state.phase in ("requested", "running"):
+                        running.add(folder.name)
+        except (*NATS_ERRORS, TesseraError) as exc:
+            log.info("proxy sweep skipped: %s", exc, extra={"session": self.session_id})
+            return  # cannot tell which still run: keep them all
+        removed = await asyncio.to_thread(proxy.sweep, stale, running)
+        if removed:
+            log.info(
+                "removed the seek proxies of %d sessions that no longer run",
+                len(removed),
+                extra={"session": self.session_id, "proxies": [f.name for f in removed]},
+            )
 
     async def _housekeeping(self) -> None:
         """Drop gone and never-connected viewers; keep the viewer heartbeat while watched."""
