@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from nats.aio.client import Client
 
-from pipeline.messages.control import FrameReport, Seek
+from pipeline.messages.control import FrameReport, Play, Seek
 from pipeline.messages.events import SessionInput, SessionOptions
 from pipeline.producers.jit import player, proxy, proxyplan
 from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader
@@ -327,9 +327,13 @@ def test_the_plan_makes_room_by_dropping_the_farthest_chunks_only() -> None:
 
 
 def test_proxy_sizes() -> None:
-    assert proxyplan.proxy_size(1920, 1080) == (960, 540)
-    assert proxyplan.proxy_size(3840, 2160) == (1920, 1080)
-    assert proxyplan.proxy_size(20, 10) == (16, 16)
+    assert proxyplan.proxy_size(1920, 1080) == (1920, 1080)  # the output picture itself
+    assert proxyplan.proxy_size(1280, 720) == (1280, 720)
+    assert proxyplan.proxy_size(3840, 2160) == (1920, 1080)  # halved until 1080p's pixels
+    assert proxyplan.proxy_size(7680, 4320) == (1920, 1080)
+    assert proxyplan.proxy_size(2048, 1080) == (1024, 540)
+    assert proxyplan.proxy_size(1001, 501) == (1000, 500)  # even sides
+    assert proxyplan.proxy_size(20, 10) == (20, 16)
     assert proxyplan.chunk_frames(Fraction(30000, 1001)) == 300
     assert proxyplan.chunk_count(300, 250) == 2
 
@@ -553,3 +557,46 @@ async def test_a_session_removes_the_proxies_that_ended_sessions_left(
     await until(lambda: not left.exists(), 10, "the proxy of a session that no longer runs gone")
     assert fresh.exists() and (proxies / worker.session_id).exists()
     await worker.stop()
+
+
+async def test_a_seek_while_playing_goes_on_from_its_frame(
+    nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Playing, a seek whose frame takes long to decode (2 s here, as a 1080p GOP-250 file's
+    do): its proxy picture at once, then its exact picture, and playing goes on from there,
+    frame by frame, instead of skipping the 50 frames the decode took to catch up."""
+    monkeypatch.setattr(player, "PROXY_GRACE", 0.0)
+    target, slow = 200, [False]  # the proxy's builder reads the frames too: not then
+    read = VideoReader.read
+
+    def slow_read(self: VideoReader, n: int, *args: Any, **kwargs: Any) -> Picture | None:
+        if n == target and slow[0]:
+            slow[0] = False
+            time.sleep(2.0)  # in the video thread: what a long decode does to the schedule
+        return read(self, n, *args, **kwargs)
+
+    monkeypatch.setattr(VideoReader, "read", slow_read)
+    worker = await session(SessionInput(str(longgop)), proxy_root=tmp_path, proxy_min_work=0)
+    await settled(worker, "done")
+    viewer, _ = await watch(nc, session, worker)
+    assert (await viewer.send(Play())).ok
+    await viewer.until(lambda: len(viewer.reports) >= 5, 10, "playing")
+    mark = len(viewer.reports)
+    slow[0] = True
+    assert (await viewer.send(Seek(frame=target))).ok
+
+    def run() -> list[FrameReport]:
+        after = [r for _, r in viewer.reports[mark:]]
+        starts = [i for i, r in enumerate(after) if r.frame == target]
+        return after[starts[0] :] if starts else []
+
+    await viewer.until(lambda: sum(r.exact for r in run()) >= 11, 15, "ten frames on from it")
+    reports = run()
+    assert [r.exact for r in reports[:2]] in ([False, True], [True, True]), reports[:3]
+    exact = [r.frame for r in reports if r.exact]
+    assert exact[0] == target and exact == sorted(set(exact))
+    assert worker.player is not None
+    late = worker.player.playback.late
+    # Each gap is a skip the schedule counted (a stall of this machine); the 2 s decode is not
+    # one: it would have made 50 late frames.
+    assert exact[10] - exact[0] - 10 <= late < 40, (exact[:12], late)

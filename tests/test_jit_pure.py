@@ -180,6 +180,27 @@ def test_seek_is_the_next_frame_playing_or_paused() -> None:
     assert playback.seeks == 3
 
 
+def test_playing_from_a_seek_starts_when_its_first_picture_goes_out() -> None:
+    """A seek while playing into a long GOP: its first picture takes 3 s to decode, and
+    playing goes on from it then, frame by frame, not 75 frames later to catch up."""
+    playback = Playback(Fraction(25), 10_000)
+    sends(playback, 0.0)
+    playback.play(1.0)
+    sends(playback, 2.0, start=1.0)
+    playback.seek(5000, 2.0)
+    first = playback.due(2.0)
+    assert first is not None and (first.frame, first.tick, first.at) == (5000, 0, 2.0)
+    assert playback.starting and playback.media_time(3.0) is None
+    late = playback.due(5.0)  # the decode took 3 s: still that frame, at once, no hurry
+    assert late is not None and (late.frame, late.at, late.hurry) == (5000, 5.0, False)
+    playback.sent(late, 5.0, exact=False)  # the seek proxy's picture: shown, not started
+    assert playback.position == 5000 and playback.starting
+    playback.sent(late, 5.01)  # the exact picture goes out at 5.01: the schedule starts
+    assert not playback.starting and playback.media_time(5.51) == pytest.approx(200.5)
+    after = [f for _, f in sends(playback, 6.0, start=5.01)]
+    assert after[:3] == [5001, 5002, 5003] and playback.late == 0
+
+
 def test_step_pauses_and_clamps() -> None:
     playback = Playback(Fraction(25), 10)
     sends(playback, 0.0)
@@ -220,6 +241,8 @@ def test_audio_media_time_follows_the_video_schedule() -> None:
     assert playback.media_time(0.0) is None  # paused
     playback.seek(250, 0.0)
     playback.play(10.0)
+    assert playback.media_time(10.0) is None  # the sound starts with the first picture
+    playback.sent(playback.due(10.0) or pytest.fail("frame 250 is due"), 10.0)
     assert playback.media_time(10.5) == pytest.approx(10.5)  # frame 250 is 10 s
     playback.set_rate(2.0, 11.0)
     assert playback.media_time(11.0) is None  # no audio at other rates

@@ -416,7 +416,7 @@ class Config:
         env="TESSERA_JIT_PROXY",
         flag="--jit-proxy",
         parse=parsers.boolean,
-        help="sessions build a seek proxy (intra-only JPEG at half size, under "
+        help="sessions build a seek proxy (intra-only JPEG at the output size, under "
         "<data dir>/proxies) while paused, so a seek into a long GOP shows its frame at once",
         group="sessions",
     )

@@ -79,6 +79,8 @@ class Playback:
         self._anchor_frame = 0
         self._anchor_time = 0.0
         self._tick = 0
+        self._starting = False
+        """The schedule waits for its first picture (see :meth:`sent`)."""
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -116,6 +118,13 @@ class Playback:
         self._anchor_frame = frame
         self._anchor_time = now
         self._tick = 0
+        self._starting = True
+
+    @property
+    def starting(self) -> bool:
+        """Playing, and the schedule's first frame (after play, a seek or a new rate) has not
+        gone out yet: it is due at once, and the schedule runs from when it goes out."""
+        return self.playing and self._starting
 
     def play(self, now: float) -> None:
         """Play from the current frame (or from a seek target not yet shown)."""
@@ -227,6 +236,12 @@ class Playback:
             if self.pending is None:
                 return None
             return Due(self.pending, now, None, self.version, anchor=now)
+        if self._starting:
+            # The first frame of a schedule is due now however long its decode takes (a seek
+            # into a long GOP: seconds): the schedule starts when it goes out (:meth:`sent`),
+            # so playing goes on from the frame asked for rather than skipping to catch up.
+            at = max(now, self._anchor_time)
+            return Due(self._anchor_frame, at, 0, self.version, anchor=at)
         tick = self._tick
         behind = math.floor((now - self._anchor_time) / self.interval)
         hurry = False
@@ -251,21 +266,31 @@ class Playback:
             hurry=hurry,
         )
 
-    def sent(self, due: Due) -> None:
-        """``due`` was sent: it is the current frame now. Stale ``due``s are ignored."""
+    def sent(self, due: Due, now: float | None = None, *, exact: bool = True) -> None:
+        """``due`` was sent (at ``now``): it is the current frame now. Stale ``due``s are
+        ignored. The first exact picture of a schedule starts it at ``now`` (a seek proxy's
+        picture of that frame, ``exact`` False, shows where playing will go on from but does
+        not start it; without ``now`` the schedule keeps the time of its command)."""
         if due.version != self.version:
             return
         self.position = due.frame
         self.sent_frames += 1
         if due.tick is None:
             self.pending = None
+        elif self._starting:
+            if exact:
+                self._starting = False
+                if now is not None:
+                    self._anchor_time = now
+                self._tick = 1
         else:
             self.late += max(0, due.tick - self._tick)
             self._tick = due.tick + 1
 
     def media_time(self, now: float) -> float | None:
         """Seconds on the media timeline that audio should play at ``now``; None when audio is
-        silent (paused, or a rate other than 1: no pitch-corrected audio yet)."""
-        if not self.playing or self.rate != 1.0:
+        silent (paused, a rate other than 1: no pitch-corrected audio yet, or the schedule's
+        first picture still to come: the sound starts with it)."""
+        if not self.playing or self.rate != 1.0 or self._starting:
             return None
         return float(self._anchor_frame / self.fps) + (now - self._anchor_time)

@@ -11,11 +11,15 @@ Two tasks, running only while a viewer is connected:
   changed what is due (``Playback.version``) is dropped, and a seek or step empties the
   viewers' queues: the first frame sent after ``Seek(n)`` is ``n``. A decode for an older
   version is called off between two frames (``stop``), so the next one does not wait for it.
+  Playing starts (after play, a seek, a new rate) when its first picture goes out, however
+  long that picture's decode takes: a seek into a long GOP while playing goes on from the frame
+  asked for, with its sound, rather than skipping to catch up the seconds the decode took.
   With a seek proxy (:mod:`~pipeline.producers.jit.proxy`), a frame due while paused (a seek,
-  a step) whose exact picture is not cached and not decoded within :data:`PROXY_GRACE` is
-  first sent as the proxy's picture of that frame (its report says ``exact: false``), read in
-  the proxy thread while the video thread decodes, then again as the exact picture once
-  decoded (``exact: true``), unless a command came first.
+  a step) or first after a seek while playing, whose exact picture is not cached and not
+  decoded within :data:`PROXY_GRACE`, is first sent as the proxy's picture of that frame (its
+  report says ``exact: false``), read in the proxy thread while the video thread decodes,
+  then again as the exact picture once decoded (``exact: true``), unless a command came
+  first.
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
   routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
@@ -258,8 +262,9 @@ class Player:
         return self._prefetch[1]
 
     def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
+        # Paused (a seek, a step), or playing from a seek: its first picture.
         return (
-            due.tick is None
+            (due.tick is None or self.playback.starting)
             and self._proxy is not None
             and not exact.done()
             and self._proxy.has(due.frame)
@@ -357,12 +362,14 @@ class Player:
 
     def _send(self, picture: Picture, due: Due) -> None:
         now = self._clock()
-        self.playback.sent(due)
+        starting = self.playback.starting
+        self.playback.sent(due, now, exact=picture.exact)
         self.frames += 1
         self._sent_times.append(now)
-        # A one-shot frame goes out now; a scheduled one is stamped from its schedule (anchor
-        # and exact offset), so a run's pts step by 90000/fps (to the 100 µs: rtpclock).
-        if due.tick is None:
+        # A one-shot frame goes out now, and so does a schedule's first (the schedule starts
+        # when it goes out); the others are stamped from their schedule (anchor and exact
+        # offset), so a run's pts step by 90000/fps (to the 100 µs: rtpclock).
+        if due.tick is None or starting:
             pts = self._video_clock.stamp(now)
         else:
             pts = self._video_clock.stamp(due.anchor, due.offset)

@@ -22,7 +22,7 @@ number, marked ``exact: false`` in its report), and then the exact picture when 
 
 The proxy is the output pictures' yuv420p planes (BT.709, limited range, as the session sends
 them) coded as they are by the JPEG codec (as ``yuvj420p``: no range conversion either way),
-at half the output size each side.
+at the output size up to 1080p's pixels (:func:`~.proxyplan.proxy_size`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A seek into a long GOP decodes from the keyframe before it: up to a GOP (250 frames: seconds
 at 1080p, more at UHD) before the picture exists. The proxy (:mod:`.proxy`) is the same video
-made again as intra-only JPEG pictures at a reduced size, one file per *chunk* of
+made again as intra-only JPEG pictures (at the output size up to 1080p's pixels), one file
+per *chunk* of
 :data:`CHUNK_SECONDS`, so that any frame of it is one small decode away. It is built in the
 background, and what is near the playhead is built first:
 
@@ -28,14 +29,19 @@ CHUNK_SECONDS = 10
 at the playhead again, and what is dropped at once."""
 BEHIND_COST = 2
 """How much farther a chunk behind the playhead counts than one ahead of it."""
-SCALE = 2
-"""The proxy is the output picture divided by this each side (a quarter of its pixels): a
-JPEG of 960x540 decodes and scales back to 1080p in a few ms, a 1920x1080 one to UHD in
-about 15."""
+MAX_PIXELS = 1920 * 1080
+"""The proxy is the output picture itself up to this many pixels (a 1920x1080 JPEG decodes in
+about 5 ms), and halved each side until it fits above (an output of 3840x2160 has a 1920x1080
+proxy, scaled back up in about 15 ms). At the output size the proxy's picture is the picture
+the session sends but for the JPEG's loss (43 dB luma PSNR at :data:`QUALITY` on bench case
+12's noisy 1080p file); at half the size each side it was 34.6 dB, visibly soft, for a
+quarter of the disk (measured: 190 against 40 MiB a minute of that file at q 3; camera
+footage makes smaller JPEGs)."""
 MIN_SIDE = 16
-QUALITY = 5
-"""JPEG quantiser (FFmpeg's ``-q:v``, 2 best to 31): a proxy is seen for a moment before the
-exact picture replaces it; 5 keeps edges and text readable at a fraction of the bits."""
+QUALITY = 3
+"""JPEG quantiser (FFmpeg's ``-q:v``, 2 best to 31). At 3 the proxy's picture is near the exact
+one (43.2 dB luma PSNR on case 12's 1080p file; 45.0 at 2 for 1.7 times the bytes, 41.4 at 5
+for 0.55 times), and encoding a 1080p picture takes about 11 ms of the builder's nice CPU."""
 
 
 def chunk_frames(rate: Fraction) -> int:
@@ -51,8 +57,12 @@ def chunk_count(frame_count: int, per_chunk: int) -> int:
 def proxy_size(width: int, height: int) -> tuple[int, int]:
     """The (even) size of the proxy of ``width`` x ``height`` output pictures."""
 
+    scale = 1
+    while (width // scale) * (height // scale) > MAX_PIXELS:
+        scale *= 2
+
     def side(value: int) -> int:
-        return max(MIN_SIDE, value // SCALE // 2 * 2)
+        return max(MIN_SIDE, value // scale // 2 * 2)
 
     return side(width), side(height)
 

@@ -127,8 +127,9 @@ CONNECT_TIMEOUT = 30.0
 """Seconds a viewer has, after its answer, to connect (ICE and DTLS)."""
 STOP_PEER_TIMEOUT = 5.0
 PROXY_BYTES = 4 * 1024**3
-"""Disk a session's seek proxy may take: about an hour of 1080p, 20 minutes of UHD (the
-proxy is half the output size each side, JPEG at q 5; bench case 12 measures it)."""
+"""Disk a session's seek proxy may take: about 20 minutes of bench case 12's noisy 1080p file
+(the proxy is the output picture up to 1080p's pixels, JPEG at q 3: 190 MiB a minute there;
+camera footage takes less; case 12 measures it)."""
 
 
 def playback_rate(options: SessionOptions, stream_rate: Fraction) -> Fraction:
