@@ -329,9 +329,11 @@ def test_the_plan_makes_room_by_dropping_the_farthest_chunks_only() -> None:
 def test_proxy_sizes() -> None:
     assert proxyplan.proxy_size(1920, 1080) == (1920, 1080)  # the output picture itself
     assert proxyplan.proxy_size(1280, 720) == (1280, 720)
-    assert proxyplan.proxy_size(3840, 2160) == (1920, 1080)  # halved until 1080p's pixels
+    assert proxyplan.proxy_size(3840, 2160) == (1920, 1080)  # down to 1080p's pixels
     assert proxyplan.proxy_size(7680, 4320) == (1920, 1080)
-    assert proxyplan.proxy_size(2048, 1080) == (1024, 540)
+    assert proxyplan.proxy_size(2560, 1440) == (1920, 1080)
+    w, h = proxyplan.proxy_size(2048, 1080)  # just above: a little smaller, not halved
+    assert w * h <= proxyplan.MAX_PIXELS and w >= 1960 and abs(w / h - 2048 / 1080) < 0.01
     assert proxyplan.proxy_size(1001, 501) == (1000, 500)  # even sides
     assert proxyplan.proxy_size(20, 10) == (20, 16)
     assert proxyplan.chunk_frames(Fraction(30000, 1001)) == 300
@@ -547,7 +549,7 @@ async def test_a_session_removes_the_proxies_that_ended_sessions_left(
 ) -> None:
     proxies = tmp_path / "proxies"
     then = time.time() - 2 * proxy.SWEEP_AFTER
-    left, fresh = proxies / "s-left-by-a-dead-worker", proxies / "s-being-made"
+    left, fresh = proxies / ("d" * 32), proxies / ("f" * 32)  # a dead worker's; one being made
     for made in (left, fresh):
         made.mkdir(parents=True)
         (made / "chunk-0000.mjpeg").write_bytes(b"\xff\xd8")

@@ -201,6 +201,24 @@ def test_playing_from_a_seek_starts_when_its_first_picture_goes_out() -> None:
     assert after[:3] == [5001, 5002, 5003] and playback.late == 0
 
 
+def test_commands_while_a_seek_starts_keep_its_frame() -> None:
+    playback = Playback(Fraction(25), 10_000)
+    sends(playback, 0.0)
+    playback.play(1.0)
+    assert playback.starting and not playback.seek_starting  # play: no proxy picture first
+    sends(playback, 1.2, start=1.0)
+    playback.seek(5000, 2.0)
+    assert playback.seek_starting
+    playback.pause(3.0)  # before the seek's exact picture went out: it goes out, paused
+    due = playback.due(3.0)
+    assert due is not None and (due.frame, due.tick) == (5000, None)
+    playback.play(4.0)
+    playback.seek(6000, 4.0)
+    playback.set_rate(2.0, 5.0)  # before 6000 went out: the new schedule starts from it
+    due = playback.due(5.0)
+    assert due is not None and (due.frame, due.tick) == (6000, 0)
+
+
 def test_step_pauses_and_clamps() -> None:
     playback = Playback(Fraction(25), 10)
     sends(playback, 0.0)

@@ -23,19 +23,21 @@ def folder(root: Path, name: str, age: float) -> Path:
 
 def test_only_old_folders_of_sessions_that_ended_go(tmp_path: Path) -> None:
     old = 2 * proxy.SWEEP_AFTER
-    ended = folder(tmp_path, "s-ended", old)
-    running = folder(tmp_path, "s-running", old)
-    fresh = folder(tmp_path, "s-fresh", 10)
-    own = folder(tmp_path, "s-own", old)
+    ended = folder(tmp_path, "e" * 32, old)
+    running = folder(tmp_path, "a" * 32, old)
+    fresh = folder(tmp_path, "f" * 32, 10)
+    own = folder(tmp_path, "0" * 32, old)
+    odd = folder(tmp_path, "lost+found", old)
     (tmp_path / "a-file").write_bytes(b"")
-    stale = proxy.stale_proxies(tmp_path, "s-own", time.time())
-    assert sorted(p.name for p in stale) == ["s-ended", "s-running"]
-    assert proxy.sweep(stale, {"s-running"}) == [ended]
+    stale = proxy.stale_proxies(tmp_path, "0" * 32, time.time())
+    assert sorted(p.name for p in stale) == ["a" * 32, "e" * 32]  # not lost+found: no session's
+    assert proxy.sweep(stale, {"a" * 32}) == [ended]
     assert not ended.exists() and running.exists() and fresh.exists() and own.exists()
+    assert odd.exists()
 
 
 def test_a_file_written_lately_keeps_its_folder(tmp_path: Path) -> None:
-    made = folder(tmp_path, "s-busy", 2 * proxy.SWEEP_AFTER)
+    made = folder(tmp_path, "b" * 32, 2 * proxy.SWEEP_AFTER)
     (made / "chunk-0001.mjpeg").write_bytes(b"\xff\xd8")  # now
     assert proxy.stale_proxies(tmp_path, "", time.time()) == []
 

@@ -207,7 +207,7 @@ class AlarmReporter:
     def unshown(self, wall: float) -> None:
         """The pictures measured for after ``wall`` will not be shown (their connection was
         lost before their time): forget them (decode thread)."""
-        self._unmeasured.clear()  # all later than any measured one
+        self.settle()  # those shown by now count; the rest are dropped below
         pictures = self._pictures
         with contextlib.suppress(IndexError):  # the loop may take the last one meanwhile
             while pictures and pictures[-1][1] > wall:

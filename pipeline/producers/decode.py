@@ -68,7 +68,7 @@ from av.video.codeccontext import VideoCodecContext
 from pipeline.messages.frames import FrameHeader
 from pipeline.producers.levels import AudioMeter, LevelsError, Reading
 from pipeline.producers.pcm import Pcm, to_s16
-from pipeline.producers.release import Pixels, Releaser
+from pipeline.producers.release import AHEAD, Pixels, Releaser
 from pipeline.producers.scale import TileScaler, lowres_factor
 from pipeline.producers.timing import (
     Backoff,
@@ -494,7 +494,10 @@ class DecodeThread:
         finally:
             packets.close()
         if finite:
-            connection.flush_audio()  # the end of the file's sound, before it plays again
+            # The end of the file's sound and pictures, before it plays again.
+            connection.flush_audio()
+            if self._pictures is not None:
+                self._pictures.settle()
             return connection.result(_End.FILE_END)
         # FFmpeg's HLS reader turns "no new segment within the read timeout" (a frozen
         # playlist) into an end of stream too.
@@ -512,6 +515,12 @@ class DecodeThread:
                 idle=self._idle,
             )
         return self._release
+
+    def _ahead(self) -> bool:
+        """Whether the decode thread is ahead of its frames by more than a few (then work
+        that can wait for :meth:`_idle` waits; else it is done at once, on time)."""
+        release = self._release
+        return release is not None and release.queued >= AHEAD // 4
 
     def _idle(self) -> None:
         """The decode thread is ahead and about to wait for frames to go out: decode and
@@ -594,19 +603,21 @@ class _Connection:
         """Source time after the last decoded audio frame (for frames without a timestamp)."""
         self.audio_stale = audio_stale
         self.audio_errors_in_row = 0
-        self.audio_packets: list[av.Packet[Any]] = []
-        """Audio packets demuxed and not decoded yet (see :meth:`queue_audio`)."""
+        self.audio_packets: list[tuple[av.Packet[Any], tuple[float, float] | None]] = []
+        """Audio packets demuxed and not decoded yet, each with the video clock of when it
+        came (:attr:`kept`; see :meth:`queue_audio`)."""
         self.audio_batch = AUDIO_BATCH if pacer.pace else 1
         self.kept: tuple[float, float] | None = None
         """(media time, due time) of the last paced frame kept: the clock of the readings."""
 
     def queue_audio(self, packet: av.Packet[Any]) -> None:
-        """Take one audio packet: a paced source's wait to be decoded together, when the
-        thread is ahead and about to wait (:meth:`DecodeThread._idle`) or :data:`AUDIO_BATCH`
-        have come; an unpaced source's are decoded at once."""
+        """Take one audio packet: while a paced source's thread is ahead, they wait to be
+        decoded together, when it is about to wait (:meth:`DecodeThread._idle`) or
+        :data:`AUDIO_BATCH` have come; otherwise (an unpaced source, a thread that is not
+        ahead) at once."""
         packets = self.audio_packets
-        packets.append(packet)
-        if len(packets) >= self.audio_batch:
+        packets.append((packet, self.kept))
+        if len(packets) >= self.audio_batch or not self.thread._ahead():
             self.flush_audio()
 
     def flush_audio(self) -> None:
@@ -614,11 +625,13 @@ class _Connection:
         packets = self.audio_packets
         if packets:
             self.audio_packets = []
-            for packet in packets:
-                self.audio(packet)
+            for packet, kept in packets:
+                self.audio(packet, kept)
 
-    def audio(self, packet: av.Packet[Any]) -> None:
-        """Decode one audio packet and meter its frames; never fails the connection."""
+    def audio(self, packet: av.Packet[Any], kept: tuple[float, float] | None) -> None:
+        """Decode one audio packet and meter its frames; never fails the connection.
+        ``kept``: the video clock when the packet came (:attr:`kept` then), which times its
+        readings and chunks (a jump in the timestamps since must not)."""
         d = self.thread
         meter, actx = self.meter, self.actx
         if actx is None or (meter is None and d._audio_out is None):
@@ -641,7 +654,7 @@ class _Connection:
                 self.audio_next_t = start + frame.samples / frame.sample_rate
             if d._audio_out is not None and d.audio_wanted and frame.samples > 0:
                 try:
-                    self.chunk(to_s16(frame, start))
+                    self.chunk(to_s16(frame, start), kept)
                 except ValueError as exc:
                     d._audio_failed(str(exc))
             if meter is None:
@@ -653,11 +666,11 @@ class _Connection:
                 d._audio_failed(str(exc))
                 continue
             for reading in readings:
-                self.reading(reading)
+                self.reading(reading, kept)
         if d._held:
             d._release_levels(time.monotonic())
 
-    def reading(self, reading: Reading) -> None:
+    def reading(self, reading: Reading, kept: tuple[float, float] | None) -> None:
         """Hand one reading on: at once, or when due for a paced source."""
         d = self.thread
         sink = d._levels
@@ -668,9 +681,9 @@ class _Connection:
         seq = d.audio_readings
         d.audio_readings += 1
         wall = time.time()
-        d._hold(self._due(reading.t), lambda: sink(reading, seq, wall))
+        d._hold(self._due(reading.t, kept), lambda: sink(reading, seq, wall))
 
-    def chunk(self, pcm: Pcm) -> None:
+    def chunk(self, pcm: Pcm, kept: tuple[float, float] | None) -> None:
         """Hand one chunk of samples on: at once, or when due for a paced source. (A repeat
         after a reconnect is not filtered here: the readings' guard keeps the newest time, and
         a listener drops chunks older than what it played.)"""
@@ -679,11 +692,10 @@ class _Connection:
         assert sink is not None
         seq = d.audio_chunks
         d.audio_chunks += 1
-        d._hold(self._due(pcm.pts), lambda: sink(pcm, seq))
+        d._hold(self._due(pcm.pts, kept), lambda: sink(pcm, seq))
 
-    def _due(self, t: float) -> float:
+    def _due(self, t: float, kept: tuple[float, float] | None) -> float:
         """When what was measured at source time ``t`` is due (-inf: at once)."""
-        kept = self.kept
         if not self.pacer.pace or kept is None:
             # Not paced, or no frame yet to take the time from: at once (after any held).
             return float("-inf")
@@ -725,8 +737,8 @@ class _Connection:
             if self.pacer.pace:
                 shown += max(0.0, self.pacer.due - time.monotonic())
             d._pictures.measure(pts, shown, tiles[0], d._scaler.width, d._scaler.height)
-            if not self.pacer.pace:
-                d._pictures.settle()  # shown now: measured now
+            if not self.pacer.pace or not d._ahead():
+                d._pictures.settle()  # shown soon: measured now
         headers = [
             FrameHeader(
                 source_id=sid,

@@ -331,6 +331,8 @@ class AudioMeter:
         pts, frame.pts = frame.pts, None
         try:
             fmt.write(frame)
+        except ValueError as exc:  # PyAV's FIFO or resampler refused the frame
+            raise LevelsError(f"audio frame not metered: {exc}") from exc
         finally:
             frame.pts = pts
         self._drain(fmt, readings)

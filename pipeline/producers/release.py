@@ -91,6 +91,11 @@ class Releaser:
             half = (AHEAD // 2) / 25.0
             self._stopping.wait(max(0.0, due - time.monotonic() - half))
 
+    @property
+    def queued(self) -> int:
+        """Frames waiting for their time: how far ahead the decode thread is."""
+        return self._queue.qsize()
+
     def drain(self) -> None:
         """Drop the frames not yet due (decode thread)."""
         while True:

@@ -81,6 +81,8 @@ class Playback:
         self._tick = 0
         self._starting = False
         """The schedule waits for its first picture (see :meth:`sent`)."""
+        self._from_seek = False
+        """The schedule started with a seek while playing."""
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -119,12 +121,19 @@ class Playback:
         self._anchor_time = now
         self._tick = 0
         self._starting = True
+        self._from_seek = False
 
     @property
     def starting(self) -> bool:
         """Playing, and the schedule's first frame (after play, a seek or a new rate) has not
         gone out yet: it is due at once, and the schedule runs from when it goes out."""
         return self.playing and self._starting
+
+    @property
+    def seek_starting(self) -> bool:
+        """:attr:`starting` after a seek while playing: its first frame may be far from what
+        was decoded (a seek proxy's picture may go first)."""
+        return self.starting and self._from_seek
 
     def play(self, now: float) -> None:
         """Play from the current frame (or from a seek target not yet shown)."""
@@ -147,6 +156,9 @@ class Playback:
             return
         self.playing = False
         self.pending = None
+        if self._starting and self._from_seek:
+            # The seek's exact picture never went out: send it, paused.
+            self.pending = self.position = self._anchor_frame
         self.version += 1
 
     def seek(self, frame: int, now: float) -> None:
@@ -157,6 +169,7 @@ class Playback:
         if self.playing:
             self.pending = None
             self._anchor(frame, now)
+            self._from_seek = True
         else:
             self.pending = frame
         self.version += 1
@@ -185,7 +198,8 @@ class Playback:
             return
         self.rate = rate
         if self.playing:
-            self._anchor(self.position + 1, now)
+            # From the frame after the last one out; one still to go out goes out first.
+            self._anchor(self._anchor_frame if self._starting else self.position + 1, now)
         self.version += 1
 
     def refresh(self) -> None:

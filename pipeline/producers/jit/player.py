@@ -268,7 +268,7 @@ class Player:
     def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
         # Paused (a seek, a step), or playing from a seek: its first picture.
         return (
-            (due.tick is None or self.playback.starting)
+            (due.tick is None or self.playback.seek_starting)
             and self._proxy is not None
             and not exact.done()
             and self._proxy.has(due.frame)

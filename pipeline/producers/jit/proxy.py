@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -440,6 +441,11 @@ remove it: a folder being written is never that old, and a session just requeste
 in the projected state yet."""
 
 
+SESSION_FOLDER = re.compile(r"[0-9a-f]{32}")
+"""A session's proxy folder is named for the session, whose id is 32 hex digits (the gateway's
+``uuid4().hex``): nothing else under the proxy root is swept."""
+
+
 def stale_proxies(root: Path, own: str, now: float, after: float = SWEEP_AFTER) -> list[Path]:
     """The folders under ``root`` other than ``own``'s that nothing changed for ``after`` s:
     candidates for :func:`sweep` (which asks whether their sessions still run)."""
@@ -449,7 +455,9 @@ def stale_proxies(root: Path, own: str, now: float, after: float = SWEEP_AFTER) 
         return []
     stale = []
     for entry in entries:
-        if entry.name == own or not entry.is_dir(follow_symlinks=False):
+        if entry.name == own or not SESSION_FOLDER.fullmatch(entry.name):
+            continue  # not another session's proxy (lost+found on a mounted disk, say)
+        if not entry.is_dir(follow_symlinks=False):
             continue
         try:
             newest = max(

@@ -31,12 +31,12 @@ BEHIND_COST = 2
 """How much farther a chunk behind the playhead counts than one ahead of it."""
 MAX_PIXELS = 1920 * 1080
 """The proxy is the output picture itself up to this many pixels (a 1920x1080 JPEG decodes in
-about 5 ms), and halved each side until it fits above (an output of 3840x2160 has a 1920x1080
-proxy, scaled back up in about 15 ms). At the output size the proxy's picture is the picture
-the session sends but for the JPEG's loss (43 dB luma PSNR at :data:`QUALITY` on bench case
-12's noisy 1080p file); at half the size each side it was 34.6 dB, visibly soft, for a
-quarter of the disk (measured: 190 against 40 MiB a minute of that file at q 3; camera
-footage makes smaller JPEGs)."""
+about 5 ms), and scaled down to fit above, keeping its shape (an output of 3840x2160 or
+2560x1440 has a 1920x1080 proxy, scaled back up in about 15 ms). At the output size the
+proxy's picture is the picture the session sends but for the JPEG's loss (43 dB luma PSNR at
+:data:`QUALITY` on bench case 12's noisy 1080p file); at half the size each side it was 34.6
+dB, visibly soft, for a quarter of the disk (measured: 190 against 40 MiB a minute of that
+file at q 3; camera footage makes smaller JPEGs)."""
 MIN_SIDE = 16
 QUALITY = 3
 """JPEG quantiser (FFmpeg's ``-q:v``, 2 best to 31). At 3 the proxy's picture is near the exact
@@ -57,12 +57,10 @@ def chunk_count(frame_count: int, per_chunk: int) -> int:
 def proxy_size(width: int, height: int) -> tuple[int, int]:
     """The (even) size of the proxy of ``width`` x ``height`` output pictures."""
 
-    scale = 1
-    while (width // scale) * (height // scale) > MAX_PIXELS:
-        scale *= 2
+    factor = min(1.0, math.sqrt(MAX_PIXELS / (width * height))) if width * height else 1.0
 
     def side(value: int) -> int:
-        return max(MIN_SIDE, value // scale // 2 * 2)
+        return max(MIN_SIDE, math.floor(value * factor + 1e-9) // 2 * 2)
 
     return side(width), side(height)
 

@@ -761,18 +761,22 @@ class JitWorker:
         running: set[str] = set()
         try:
             kv = await self._js.key_value(SESSIONS.name)
-            for folder in stale:
-                try:
-                    entry = await kv.get(folder.name)
-                except NotFoundError:
-                    continue  # no such session (any more)
-                if entry.value:
-                    state = decode_entry(SESSIONS.name, entry.value).state
-                    if state.phase in ("requested", "running"):
-                        running.add(folder.name)
-        except (*NATS_ERRORS, TesseraError) as exc:
+        except NATS_ERRORS as exc:
             log.info("proxy sweep skipped: %s", exc, extra={"session": self.session_id})
             return  # cannot tell which still run: keep them all
+        for folder in stale:
+            try:
+                entry = await kv.get(folder.name)
+                state = decode_entry(SESSIONS.name, entry.value).state if entry.value else None
+            except NotFoundError:
+                continue  # no such session (any more)
+            except (*NATS_ERRORS, TesseraError) as exc:
+                # Cannot tell whether it runs: keep it.
+                log.info("proxy of %s kept: %s", folder.name, exc)
+                running.add(folder.name)
+                continue
+            if state is not None and state.phase in ("requested", "running"):
+                running.add(folder.name)
         removed = await asyncio.to_thread(proxy.sweep, stale, running)
         if removed:
             log.info(
