@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from pipeline.messages.frames import FrameHeader
-from pipeline.producers.decode import DecodeThread
 from pipeline.producers.release import Pixels
 from pipeline.producers.scale import lowres_factor
 from pipeline.producers.timing import NONREF_CHECK_SECONDS, NonrefSkip
 from pipeline.sources.policy import SourcePolicy
 from pipeline.sources.synthetic import SourceServer, rgb_to_yuv601
+from tests.decoding import decode_thread
 
 # -- the rules ---------------------------------------------------------------------------------
 
@@ -135,22 +135,7 @@ class Run:
         self.frames: list[tuple[FrameHeader, bytes]] = []
         self.enough = threading.Event()
         self.want = frames
-        self.thread = DecodeThread(
-            source_id="economy",
-            url=url,
-            width=320,
-            height=180,
-            fps=25.0,
-            policy=LOCAL,
-            open_timeout=5.0,
-            read_timeout=5.0,
-            backoff_initial=0.1,
-            backoff_max=0.5,
-            healthy_after=1.0,
-            emit=self.emit,
-            changed=lambda: None,
-            ended=lambda: None,
-        )
+        self.thread = decode_thread(url, "economy", self.emit, timeout=5.0)
 
     def emit(self, header: FrameHeader, pixels: Pixels) -> None:
         self.frames.append((header, bytes(pixels)))

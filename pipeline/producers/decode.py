@@ -606,7 +606,6 @@ class _Connection:
         self.audio_packets: list[tuple[av.Packet[Any], tuple[float, float] | None]] = []
         """Audio packets demuxed and not decoded yet, each with the video clock of when it
         came (:attr:`kept`; see :meth:`queue_audio`)."""
-        self.audio_batch = AUDIO_BATCH if pacer.pace else 1
         self.kept: tuple[float, float] | None = None
         """(media time, due time) of the last paced frame kept: the clock of the readings."""
 
@@ -617,7 +616,7 @@ class _Connection:
         ahead) at once."""
         packets = self.audio_packets
         packets.append((packet, self.kept))
-        if len(packets) >= self.audio_batch or not self.thread._ahead():
+        if len(packets) >= AUDIO_BATCH or not self.thread._ahead():
             self.flush_audio()
 
     def flush_audio(self) -> None:
@@ -737,7 +736,7 @@ class _Connection:
             if self.pacer.pace:
                 shown += max(0.0, self.pacer.due - time.monotonic())
             d._pictures.measure(pts, shown, tiles[0], d._scaler.width, d._scaler.height)
-            if not self.pacer.pace or not d._ahead():
+            if not d._ahead():  # (an unpaced source never is)
                 d._pictures.settle()  # shown soon: measured now
         headers = [
             FrameHeader(
