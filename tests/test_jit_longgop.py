@@ -24,7 +24,7 @@ from nats.aio.client import Client
 
 from pipeline.messages.control import FrameReport, Play, Seek
 from pipeline.messages.events import SessionInput, SessionOptions
-from pipeline.producers.jit import player, proxy, proxyplan
+from pipeline.producers.jit import grace, proxy, proxyplan
 from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader
 from pipeline.producers.jit.framecache import (
     MIN_FRAMES,
@@ -504,7 +504,7 @@ async def test_a_seek_sends_the_proxy_picture_of_its_frame_then_the_exact_one(
     nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # This small file decodes a GOP in tens of ms: send the proxy picture whenever it can be.
-    monkeypatch.setattr(player, "PROXY_GRACE", 0.0)
+    monkeypatch.setattr(grace, "PROXY_GRACE", 0.0)
     proxies = tmp_path / "proxies"
     worker = await session(SessionInput(str(longgop)), proxy_root=proxies, proxy_min_work=0)
     folder = proxies / worker.session_id
@@ -567,7 +567,7 @@ async def test_a_seek_while_playing_goes_on_from_its_frame(
     """Playing, a seek whose frame takes long to decode (2 s here, as a 1080p GOP-250 file's
     do): its proxy picture at once, then its exact picture, and playing goes on from there,
     frame by frame, instead of skipping the 50 frames the decode took to catch up."""
-    monkeypatch.setattr(player, "PROXY_GRACE", 0.0)
+    monkeypatch.setattr(grace, "PROXY_GRACE", 0.0)
     target, slow = 200, [False]  # the proxy's builder reads the frames too: not then
     read = VideoReader.read
 

@@ -16,10 +16,10 @@ Two tasks, running only while a viewer is connected:
   asked for, with its sound, rather than skipping to catch up the seconds the decode took.
   With a seek proxy (:mod:`~pipeline.producers.jit.proxy`), a frame due while paused (a seek,
   a step) or first after a seek while playing, whose exact picture is not cached and not
-  decoded within :data:`PROXY_GRACE`, is first sent as the proxy's picture of that frame (its
-  report says ``exact: false``), read in the proxy thread while the video thread decodes,
-  then again as the exact picture once decoded (``exact: true``), unless a command came
-  first.
+  decoded within its grace (none once steps are slow: :mod:`~pipeline.producers.jit.grace`),
+  is first sent as the proxy's picture of that frame (its report says ``exact: false``), read
+  in the proxy thread while the video thread decodes, then again as the exact picture once
+  decoded (``exact: true``), unless a command came first.
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
   routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
@@ -49,6 +49,7 @@ from pipeline.messages.control import FrameReport
 from pipeline.producers.jit.audio import FRAME_SAMPLES, RATE, AudioReader, Mixer, Samples, silence
 from pipeline.producers.jit.decoder import Picture, ReadInterrupted
 from pipeline.producers.jit.errors import ReadError
+from pipeline.producers.jit.grace import StepGrace
 from pipeline.producers.jit.playback import Due, Playback
 from pipeline.producers.jit.proxy import ProxyReader
 from pipeline.producers.jit.routing import ChannelMatrix, selection_matrix
@@ -69,12 +70,6 @@ AUDIO_PERIOD = FRAME_SAMPLES / RATE
 MAX_AUDIO_LAG = 0.2
 """Seconds the audio clock may fall behind before it restarts at "now" instead of bursting."""
 FPS_WINDOW = 2.0
-PROXY_GRACE = 0.025
-"""Seconds an exact picture that is not cached has before the seek proxy's picture of its
-frame is sent first: a step forward at 1080p (~20 ms) is shown exact, once; a seek or a step
-onto a keyframe shows the proxy's. Where a step forward took longer than this (a UHD file: 75
-ms a frame and more), the proxy's picture is sent without waiting for it (measured, bench case
-12: the first picture of a UHD step 40 ms at p95 with the wait)."""
 
 
 class FrameSource(Protocol):
@@ -139,8 +134,8 @@ class Player:
         self._sent_times: deque[float] = deque(maxlen=512)
         self.frames = 0
         self._shown: Picture | None = None
-        self._step_wait = 0.0
-        """Seconds the last step forward waited for its exact picture (not cached)."""
+        self._steps = StepGrace()
+        """How long a step forward waits for its exact picture before the proxy's."""
         self._shown_pts = 0
         self._video_clock = VideoClock()
         self.last_report = ""
@@ -276,13 +271,12 @@ class Player:
         )
 
     async def _show_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> None:
-        """Unless the exact picture comes within :data:`PROXY_GRACE`, send ``due``'s proxy
+        """Unless the exact picture comes within the step grace, send ``due``'s proxy
         picture (read meanwhile), then wait until the exact one is decoded or a command
         changed what is due."""
         assert self._proxy is not None and self._proxy_thread is not None
         quick = self._proxy_thread.submit(self._proxy.read, due.frame)
-        grace = PROXY_GRACE if self._step_wait <= PROXY_GRACE else 0.0
-        await asyncio.wait({exact}, timeout=grace)
+        await asyncio.wait({exact}, timeout=self._steps.grace)
         if not exact.done():
             # Whichever is first: an exact picture that comes before the proxy's is sent alone.
             await asyncio.wait({exact, quick}, return_when=asyncio.FIRST_COMPLETED)
@@ -326,7 +320,7 @@ class Player:
                 continue
             shown = self._shown
             # A step forward whose picture is not at hand: how long it waits tells whether the
-            # next one should wait for it before the proxy's (PROXY_GRACE).
+            # next ones should wait for it before the proxy's (StepGrace).
             step = (
                 due.tick is None
                 and shown is not None
@@ -355,7 +349,7 @@ class Player:
                 continue
             self._prefetch = None
             if step:
-                self._step_wait = self._clock() - asked
+                self._steps.waited(self._clock() - asked)
             if due.version != self.playback.version:
                 continue  # a command changed what is due while this frame decoded
             if picture is None:
