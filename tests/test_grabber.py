@@ -16,6 +16,7 @@ from functools import partial
 from itertools import pairwise
 
 import av
+import msgspec
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -25,13 +26,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline.errors import ConfigError
-from pipeline.messages.codec import decode_heartbeat
+from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
+from pipeline.messages.control import CommandReply, Retile
 from pipeline.messages.frames import FrameHeader, unpack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
 from pipeline.messages.workers import GrabberSpec
 from pipeline.nats import subjects
 from pipeline.producers.decode import GrabberState
-from pipeline.producers.grabber import Grabber, TileOut
+from pipeline.producers.grabber import QUEUE_SIZE, Grabber, TileOut
 from pipeline.producers.scale import BLACK, TileScaler
 from pipeline.producers.timing import (
     Backoff,
@@ -355,7 +357,11 @@ def own_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if not t.name.startswith("source-http")}
 
 
-async def test_stop_leaves_no_thread_and_is_safe_twice(nc: Client, server: SourceServer) -> None:
+async def test_stop_leaves_no_thread_and_is_safe_twice(
+    nc: Client, js: JetStreamContext, server: SourceServer
+) -> None:
+    # ``js``: the streams exist, so that the alarms a stop appends (the source went quiet) do
+    # not retry for want of EVENTS when this test runs alone.
     before = own_threads()
     grabber, seen = await grab([], nc, server.url("colour"), 64, 36)
     await until(lambda: seen.frame_count() > 3, 10, "frames")
@@ -587,6 +593,60 @@ async def test_one_grabber_makes_every_tile_size_from_one_decode(
     beat = seen[0].beats[-1]
     assert (beat.target, beat.worker_id) == (key, f"grabber-{key}")
     assert seen[0].stats.sizes == ("320x180", "160x90", "64x64")
+
+
+async def test_a_running_grabber_is_retiled_on_its_control_subject(
+    nc: Client, server: SourceServer, grabbers: list[Grabber]
+) -> None:
+    """``ctl.worker.<worker_id>`` with a :class:`Retile`: a size added starts at once on its
+    subject, the size kept goes on with its frames numbered on (the same decode thread, no
+    reconnect), a size dropped stops, a new fps caps what follows; a spec of another source is
+    refused with a one-line reason and changes nothing."""
+    url = server.url("colour")
+    spec = GrabberSpec(key=key_of_source(source_id(url, 320, 180)), url=url, sizes=((320, 180),))
+    big, small = spec.source_ids[0], source_id(url, 160, 90)
+    seen = {sid: await watch(nc, sid, spec.worker_id) for sid in (big, small)}
+    grabber = Grabber.from_spec(
+        spec, nc=nc, worker_id=spec.worker_id, policy=SourcePolicy.local(), **FAST
+    )
+    grabbers.append(grabber)
+    await grabber.start()
+    await until(lambda: seen[big].frame_count() >= 5, 10, "frames of the first size")
+
+    async def retile(new: GrabberSpec) -> CommandReply:
+        msg = await nc.request(
+            subjects.worker_control(spec.worker_id), encode(Retile(spec=new)), timeout=5
+        )
+        return decode_reply(msg.data, msg.subject)
+
+    both = msgspec.structs.replace(spec, sizes=((320, 180), (160, 90)))
+    assert await retile(both) == CommandReply(ok=True)
+    await until(lambda: seen[small].frame_count() >= 5, 10, "frames of the added size")
+    _, header, pixels = seen[small].frames[-1]
+    assert (header.width, header.height) == (160, 90)
+    y, u, v = planes(header, pixels)
+    assert_colour(y[:22], u[:11], v[:11], COLOUR)
+    seqs = [h.seq for _, h, _ in seen[big].frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] < 5
+    assert seen[small].frames[0][1].seq > seqs[0], "the added size numbers on, not from 0"
+    await until(lambda: seen[big].stats.sizes == ("320x180", "160x90"), 5, "both sizes beaten")
+    assert grabber.decoder.reconnects == grabber.decoder.reopens == 0
+
+    refused = await retile(msgspec.structs.replace(both, url=server.url("dying")))
+    assert not refused.ok and "not" in refused.error and "\n" not in refused.error
+    assert grabber.sizes == ("320x180", "160x90")
+
+    slow = msgspec.structs.replace(spec, sizes=((160, 90),), fps=10.0)
+    assert await retile(slow) == CommandReply(ok=True)
+    count = seen[big].frame_count()
+    await until(lambda: seen[small].frame_count() >= 40, 15, "more frames of the kept size")
+    assert seen[big].frame_count() - count <= 2 * QUEUE_SIZE, "the dropped size went on"
+    pts = [h.pts for _, h, _ in list(seen[small].frames)[-8:]]
+    # 25 fps would step by 0.04 s; the cap keeps a frame in 2 or 3 (it allows some jitter).
+    assert all(b - a >= 0.07 for a, b in pairwise(pts)), f"not capped at 10 fps: {pts}"
+    assert grabber.decoder.reconnects == 0 and grabber.decoder.reopens == 1  # the new fps
+    assert (grabber.source_id, grabber.sizes, grabber.fps) == (small, ("160x90",), 10.0)
+    assert grabber.retiles == 2
 
 
 def textured(width: int, height: int) -> av.VideoFrame:

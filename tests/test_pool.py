@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from msgspec.structs import replace as replace_struct
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -180,6 +181,37 @@ async def wait_state(http: httpx.AsyncClient, sid: str, state: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"session {sid} not {state} within 30 s")
         await asyncio.sleep(0.1)
+
+
+async def test_a_retiled_grabber_keeps_its_new_spec_whatever_its_agent_says(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A grabber adopted from its agent's beat (the spec the agent started it with), then
+    retiled in place: the pool runs the new spec from then on, though the agent's beats still
+    tell the old one (retiles go to the worker, not through its agent)."""
+    icfg = instance_settings.load(env={"TESSERA_CAPACITY_GRABBER": "4"})
+    pool = InstancePool(nc, js, LocalInstanceProvider(nats_url="nats://unused"), icfg)
+    old = GrabberSpec(key="k" * 20, url="http://cams/a.m3u8", sizes=((320, 180),))
+    new = replace_struct(old, sizes=((640, 360), (320, 180)))
+    wid = old.worker_id
+
+    def agent_beat(now: float) -> InstanceHeartbeat:
+        return InstanceHeartbeat(
+            at=now, instance_id="agent-a", capacity={"grabber": 4}, used={"grabber": 1},
+            workers=(wid,), specs=(old,), started_at=now,
+        )  # fmt: skip
+
+    try:
+        now = time.time()
+        pool.fold(agent_beat(now), now)
+        assert pool.running()[wid].spec == old
+        pool.retiled(new)
+        assert pool.running()[wid].spec == new
+        pool.fold(agent_beat(now + 1), now + 1)
+        assert pool.running()[wid].spec == new
+        assert pool.instance_of(wid) == "agent-a"
+    finally:
+        await pool.close()
 
 
 async def test_sessions_land_on_agents_with_room_and_leave_a_lost_one(

@@ -33,6 +33,7 @@ from pipeline.state.reconcile import (
     grabber_id,
     jit_spec,
     plan,
+    retilable,
     session_plan,
 )
 
@@ -189,9 +190,9 @@ def test_worker_ids_are_stable() -> None:
     assert grabber.source_ids == (source_id(url, 640, 360), source_id(url, 320, 180))
 
 
-def test_a_worker_whose_spec_changed_is_restarted_and_an_equal_one_is_not() -> None:
+def test_a_grabber_whose_spec_changed_is_retiled_and_an_equal_one_is_not() -> None:
     """Specs compare as structs: one that travelled (encoded, decoded) equals the wanted one;
-    one with another rate does not, and is stopped as "changed" (started again later)."""
+    one with another rate does not, and is retiled in place (told its new spec), not stopped."""
     first = plan(
         mosaics={AD.fp: AD}, viewers={AD.fp: 0.0}, beats={}, running={}, failures={}, now=0.0,
         timing=TIMING,
@@ -213,7 +214,16 @@ def test_a_worker_whose_spec_changed_is_restarted_and_an_equal_one_is_not() -> N
         mosaics={AD.fp: AD}, viewers={AD.fp: 1.0}, beats=beats, running=running, failures={},
         now=1.0, timing=TIMING,
     )  # fmt: skip
-    assert changed.stop == ((grabber.worker_id, "changed"),)
+    assert changed.stop == () and changed.start == ()
+    assert changed.retile == (grabber,)
+
+
+def test_only_a_grabber_of_the_same_source_is_retilable() -> None:
+    a = GrabberSpec(key=SRC["A"], url="http://cams/A.m3u8", sizes=((320, 180),))
+    assert retilable(a, msgspec.structs.replace(a, sizes=((640, 360), (320, 180)), fps=50))
+    assert not retilable(a, msgspec.structs.replace(a, url="http://cams/B.m3u8"))
+    assert not retilable(a, msgspec.structs.replace(a, key=SRC["B"]))
+    assert not retilable(StitcherSpec(fp="f1"), StitcherSpec(fp="f1"))
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -345,10 +355,10 @@ def test_a_focus_mosaic_shows_one_url_at_two_sizes_with_one_grabber() -> None:
     assert want[SRC["A"]].sizes == ((rects[0].w, rects[0].h), (rects[-1].w, rects[-1].h))
 
 
-def test_a_size_is_dropped_when_its_mosaic_stops_and_the_grabber_restarts_for_it() -> None:
+def test_a_size_is_dropped_when_its_mosaic_stops_and_the_grabber_is_retiled_for_it() -> None:
     """Two mosaics of C and D at two sizes: one grabber each for C and D, both sizes. When the
-    smaller mosaic is no longer watched, the grabbers are restarted ("changed") with the one
-    size left; A and B (only the big mosaic's) are untouched."""
+    smaller mosaic is no longer watched, the grabbers are retiled to the one size left (not
+    stopped); A and B (only the big mosaic's) are untouched."""
     big = sized(AD, "a" * 32, 1280, 720)
     small = sized(CF, "b" * 32, 640, 360)
     mosaics = {big.fp: big, small.fp: small}
@@ -365,19 +375,18 @@ def test_a_size_is_dropped_when_its_mosaic_stops_and_the_grabber_restarts_for_it
     after = plan(mosaics=mosaics, viewers=viewers, beats=beats, running=running, failures={},
                  now=now, timing=TIMING)  # fmt: skip
     stops = dict(after.stop)
-    assert stops[c] == stops[grabber_id("http://cams/D.m3u8")] == "changed"
+    assert c not in stops and grabber_id("http://cams/D.m3u8") not in stops
+    retiled = {s.worker_id: s for s in after.retile}
+    assert set(retiled) == {c, grabber_id("http://cams/D.m3u8")}
+    spec = retiled[c]
+    assert isinstance(spec, GrabberSpec) and spec.sizes == ((640, 360),)
+    assert spec == msgspec.structs.replace(spec_c, sizes=((640, 360),))
     assert stops["stitcher-" + small.fp] == "not-needed"
     for gone in "EF":
         assert stops[grabber_id(f"http://cams/{gone}.m3u8")] == "not-needed"
     for kept in "AB":
-        assert grabber_id(f"http://cams/{kept}.m3u8") not in stops
-    for wid in stops:
-        del running[wid]
-    again = plan(mosaics=mosaics, viewers=viewers, beats=beats, running=running, failures={},
-                 now=now + 0.5, timing=TIMING)  # fmt: skip
-    restarted = {s.worker_id: s for s in again.start}
-    spec = restarted[c]
-    assert isinstance(spec, GrabberSpec) and spec.sizes == ((640, 360),)
+        assert grabber_id(f"http://cams/{kept}.m3u8") not in stops | retiled
+    assert after.start == ()
 
 
 def test_affinity_keeps_a_shared_grabber_beside_both_stitchers() -> None:

@@ -392,6 +392,73 @@ def test_a_grabber_of_several_tile_sizes_fits_the_box_that_holds_them_all(
     assert seqs[0] & seqs[1] & seqs[2], "the same frames in every size"
 
 
+def test_a_retiled_decode_thread_moves_between_variants_and_keeps_its_connection_otherwise(
+    server: SourceServer,
+) -> None:
+    """A running decode thread given other tiles (:meth:`DecodeThread.retile`): a larger tile
+    moves it up to the variant that fills it (opened again at once, not counted as a
+    reconnect), dropping the larger tile moves it back down, and a smaller size within the box
+    is only a new scaler on the same connection (not opened again). Every size
+    shows the colour of the variant decoded at the time."""
+    lock = threading.Lock()
+    frames: dict[str, list[tuple[FrameHeader, bytes]]] = {}
+    want: dict[str, int] = {}
+    enough = threading.Event()
+
+    def emit(header: FrameHeader, pixels: Pixels) -> None:
+        with lock:
+            frames.setdefault(header.source_id, []).append((header, bytes(pixels)))
+            if all(len(frames.get(sid, ())) >= n for sid, n in want.items()):
+                enough.set()
+
+    def until_frames(**counts: int) -> None:
+        with lock:
+            enough.clear()
+            want.clear()
+            want.update({sid: len(frames.get(sid, ())) + n for sid, n in counts.items()})
+        assert enough.wait(10), f"frames of {counts} (last error: {decoder.last_error!r})"
+
+    def last_colour(sid: str, size: tuple[int, int]) -> None:
+        header, pixels = frames[sid][-1]
+        assert (header.width, header.height) == size
+        assert_colour(*planes(pixels, *size), RENDITIONS[decoded][0])
+
+    decoder = decode_thread(
+        server.file_url("master.m3u8"), "small", emit, width=160, height=90, fps=FPS,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    decoder.start()
+    try:
+        until_frames(small=3)
+        decoded = (160, 90)
+        assert decoder.rendition.startswith("160x90 ")
+        decoder.retile([("big", 640, 360), ("small", 160, 90)], FPS)
+        until_frames(big=3, small=3)
+        decoded = (640, 360)
+        assert decoder.rendition.startswith("640x360 ") and decoder.box == (640, 360)
+        assert fetched(server, (640, 360))[1] >= 1
+        last_colour("big", (640, 360))
+        last_colour("small", (160, 90))
+        assert decoder.reopens == 1
+        decoder.retile([("small", 160, 90)], FPS)
+        until_frames(small=FPS + 3)  # past what was decoded ahead of the change
+        decoded = (160, 90)
+        assert decoder.rendition.startswith("160x90 ")
+        last_colour("small", (160, 90))
+        assert decoder.reopens == 2
+        decoder.retile([("small", 160, 90), ("tiny", 96, 54)], FPS)
+        until_frames(tiny=3, small=3)
+        last_colour("tiny", (96, 54))
+        assert decoder.reopens == 2, "opened again for nothing"
+        assert decoder.tiles == (("small", 160, 90), ("tiny", 96, 54))
+        assert decoder.reconnects == 0 and decoder.last_error == ""
+        with pytest.raises(ValueError, match="even"):
+            decoder.retile([("odd", 81, 45)], FPS)
+    finally:
+        decoder.stop()
+        decoder.join()
+
+
 @pytest.mark.parametrize(
     ("tile", "want"), [((400, 225), (640, 360)), ((1920, 1080), (1280, 720)), ((80, 45), (160, 90))]
 )

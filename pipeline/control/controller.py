@@ -33,17 +33,20 @@ from nats.js.api import DeliverPolicy
 
 from pipeline.control import admission
 from pipeline.errors import InstanceError, MessageError, TesseraError, WorkerPending
-from pipeline.messages.codec import decode_heartbeat
+from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
+from pipeline.messages.control import Retile
 from pipeline.messages.events import (
     Event,
     SessionEnded,
     SessionFailed,
     SessionStarted,
+    WorkerRetiled,
     WorkerStarted,
     WorkerStopped,
 )
 from pipeline.messages.heartbeats import ViewerHeartbeat, WorkerHeartbeat
-from pipeline.messages.workers import StitcherSpec, WorkerSpec
+from pipeline.messages.workers import GrabberSpec, StitcherSpec, WorkerSpec
+from pipeline.nats import subjects
 from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append
 from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
@@ -65,6 +68,9 @@ from pipeline.state.stored import decode_entry
 log = logging.getLogger("tessera.controller")
 
 
+RETILE_TIMEOUT = 2.0
+"""Seconds a grabber has to answer a retile before it is restarted with its new spec instead
+(it answers once its new tiles are set up: a few ms)."""
 SLOT_GRACE = 30.0
 """Seconds a claimed admission slot may wait for its session to appear in the state."""
 
@@ -79,6 +85,9 @@ class Provider(Protocol):
     """
 
     def running(self) -> dict[str, Running]: ...
+
+    def retiled(self, spec: WorkerSpec) -> None:
+        """The running worker ``spec.worker_id`` now runs ``spec`` (told in place)."""
 
     async def start_worker(self, spec: WorkerSpec) -> int: ...
 
@@ -323,6 +332,18 @@ class Controller:
             )
             for fact in sessions.facts:
                 await self._session_fact(fact)
+            for spec in decision.retile:
+                if not await self._retile(spec):
+                    code = await self.provider.stop_worker(spec.worker_id, "changed")
+                    await append(
+                        self._js,
+                        WorkerStopped(
+                            at=self._clock(),
+                            worker_id=spec.worker_id,
+                            reason="changed",
+                            exit_code=code,
+                        ),
+                    )
             for wid, reason in decision.stop + sessions.stop:
                 code = await self.provider.stop_worker(wid, reason)
                 await append(
@@ -357,6 +378,41 @@ class Controller:
 
             if self.passes % 5 == 1:
                 await self._free_slots(now)
+
+    async def _retile(self, spec: WorkerSpec) -> bool:
+        """Tell a running grabber its new spec (:class:`~pipeline.messages.control.Retile`);
+        whether it took it. It may refuse (a tile it cannot make), or not answer (an older
+        version, a hung process): then it is restarted with the spec instead."""
+        wid = spec.worker_id
+        try:
+            msg = await self._nc.request(
+                subjects.worker_control(wid), encode(Retile(spec=spec)), timeout=RETILE_TIMEOUT
+            )
+            reply = decode_reply(msg.data, msg.subject)
+        except (*NATS_ERRORS, MessageError) as exc:
+            log.warning(
+                "worker not retiled: restarting it", extra={"worker": wid, "error": str(exc)}
+            )
+            return False
+        if not reply.ok:
+            log.warning(
+                "worker refused to retile: restarting it",
+                extra={"worker": wid, "error": reply.error},
+            )
+            return False
+        self.provider.retiled(spec)
+        assert isinstance(spec, GrabberSpec)  # reconcile.retilable
+        await append(
+            self._js,
+            WorkerRetiled(
+                at=self._clock(),
+                worker_id=wid,
+                sizes=tuple(f"{w}x{h}" for w, h in spec.sizes),
+                fps=spec.fps,
+            ),
+        )
+        log.info("worker retiled", extra={"worker": wid, "sizes": spec.sizes, "fps": spec.fps})
+        return True
 
     async def _session_fact(self, fact: SessionFact) -> None:
         at = self._clock()

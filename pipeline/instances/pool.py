@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -443,6 +444,15 @@ class InstancePool:
             wid: Running(spec=where.spec, started_at=where.started_at)
             for wid, where in self.placed.items()
         }
+
+    def retiled(self, spec: WorkerSpec) -> None:
+        """The running worker ``spec.worker_id`` now runs ``spec`` (told in place, not through
+        its agent: a later adoption that takes the agent's older spec retiles it again)."""
+        wid = spec.worker_id
+        self._specs[wid] = spec
+        where = self.placed.get(wid)
+        if where is not None:
+            self.placed[wid] = dataclasses.replace(where, spec=spec)
 
     async def start_worker(self, spec: WorkerSpec) -> int:
         """Start ``spec`` on an instance with room; returns 0 (no local pid).

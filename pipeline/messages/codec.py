@@ -12,7 +12,13 @@ from typing import TypeVar
 import msgspec
 
 from pipeline.errors import MessageError
-from pipeline.messages.control import AgentCommand, CommandReply, SessionCommand, SignalRequest
+from pipeline.messages.control import (
+    AgentCommand,
+    CommandReply,
+    Retile,
+    SessionCommand,
+    SignalRequest,
+)
 from pipeline.messages.events import Event
 from pipeline.messages.heartbeats import Heartbeat
 from pipeline.messages.workers import WorkerSpec
@@ -24,6 +30,7 @@ _events: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _heartbeats: msgspec.json.Decoder[Heartbeat] = msgspec.json.Decoder(Heartbeat)
 _session_commands: msgspec.json.Decoder[SessionCommand] = msgspec.json.Decoder(SessionCommand)
 _agent_commands: msgspec.json.Decoder[AgentCommand] = msgspec.json.Decoder(AgentCommand)
+_worker_commands: msgspec.json.Decoder[Retile] = msgspec.json.Decoder(Retile)
 _replies: msgspec.json.Decoder[CommandReply] = msgspec.json.Decoder(CommandReply)
 _worker_specs: msgspec.json.Decoder[WorkerSpec] = msgspec.json.Decoder(WorkerSpec)
 _signal_requests: msgspec.json.Decoder[SignalRequest] = msgspec.json.Decoder(SignalRequest)
@@ -60,6 +67,11 @@ def decode_session_command(data: bytes, subject: str = "") -> SessionCommand:
 def decode_agent_command(data: bytes, subject: str = "") -> AgentCommand:
     """Decode an agent command."""
     return _decode(_agent_commands, data, "agent command", subject)
+
+
+def decode_worker_command(data: bytes, subject: str = "") -> Retile:
+    """Decode a command to a running worker (``ctl.worker.<worker_id>``)."""
+    return _decode(_worker_commands, data, "worker command", subject)
 
 
 def decode_reply(data: bytes, subject: str = "") -> CommandReply:

@@ -10,6 +10,8 @@
   :class:`CommandReply`.
 - ``ctl.mosaic.<fp>``: the same WHEP signalling relayed to a mosaic's stitcher; an offer past
   its viewer limit is answered with a :class:`SignalAnswer` of ``code="full"``.
+- ``ctl.worker.<worker_id>``: :class:`Retile` to a running grabber (the controller's), answered
+  with :class:`CommandReply`.
 """
 
 from __future__ import annotations
@@ -135,6 +137,15 @@ SessionCommand = (
     Play | Pause | Seek | SeekTimecode | Step | SetRate | SelectChannels | RouteChannels | Compare
 )
 AgentCommand = StartWorker | StopWorker
+
+
+class Retile(msgspec.Struct, frozen=True, kw_only=True, tag="retile/1"):
+    """Make these tile sizes at this fps from now on, in the running grabber of the same
+    source (``spec``'s key and URL): what changes when a mosaic that shows the source at
+    another size starts or stops being watched, without a new process or, where the source
+    allows, a new connection."""
+
+    spec: WorkerSpec
 
 
 ReplyCode = Literal["", "full", "unavailable"]

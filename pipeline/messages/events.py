@@ -8,7 +8,7 @@ Times are Unix seconds (float) of the writer's wall clock.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -219,6 +219,16 @@ class WorkerStarted(_Event, frozen=True, tag="worker.started/1"):
     pid: int | None = None
 
 
+class WorkerRetiled(_Event, frozen=True, tag="worker.retiled/1"):
+    """A running grabber makes other tile sizes, or at another fps, from now on: told in place
+    (``ctl.worker.<worker_id>``), without a new process."""
+
+    worker_id: str
+    sizes: tuple[str, ...]
+    """The tile sizes it makes now, ``WxH``, largest first."""
+    fps: float
+
+
 class WorkerStopped(_Event, frozen=True, tag="worker.stopped/1"):
     """A worker process ended (``reason``: not-needed, crashed, heartbeat-lost, shutdown)."""
 
@@ -239,24 +249,14 @@ Event = (
     | InstanceReady
     | InstanceTerminated
     | WorkerStarted
+    | WorkerRetiled
     | WorkerStopped
 )
 """Every event type on ``EVENTS``."""
 
-EVENT_TYPES: tuple[type[Event], ...] = (
-    MosaicCreated,
-    AlarmRaised,
-    AlarmCleared,
-    SessionRequested,
-    SessionStarted,
-    SessionEnded,
-    SessionFailed,
-    InstanceLaunched,
-    InstanceReady,
-    InstanceTerminated,
-    WorkerStarted,
-    WorkerStopped,
-)
+EVENT_TYPES: tuple[type[Event], ...] = get_args(Event)
+"""Every event type, in :data:`Event`'s order (one list: a type added there is known to the
+projector's parking and to the docs' check at once)."""
 
 
 def entity_of(event: Event) -> tuple[str, str]:
@@ -275,5 +275,7 @@ def entity_of(event: Event) -> tuple[str, str]:
         case InstanceTerminated(instance_id=iid):
             return "instance", iid
         case WorkerStarted(worker_id=wid) | WorkerStopped(worker_id=wid):
+            return "worker", wid
+        case WorkerRetiled(worker_id=wid):
             return "worker", wid
     raise TypeError(f"not an event: {event!r}")

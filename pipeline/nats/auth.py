@@ -97,6 +97,7 @@ def permissions(role: str) -> Permissions:
                     "parked.>",  # the projector parks events it cannot fold
                     "hb.service.>",
                     "ctl.agent.>",
+                    "ctl.worker.*",  # a running grabber given other tile sizes
                 ),
                 # Live heartbeats by core NATS too: on a cluster, a HEARTBEATS leader election
                 # (seconds) must not look like every worker and agent going silent.
@@ -141,7 +142,9 @@ def permissions(role: str) -> Permissions:
                     "events.source.*",  # alarm raised / cleared (acknowledged appends)
                     *_read_kv("alarms"),  # a restarted grabber ends what it no longer sees
                 ),
-                subscribe=(inbox, "ctl.audio.*"),  # a stitcher wants its audio
+                # A stitcher wants its audio; the controller retiles it.
+                subscribe=(inbox, "ctl.audio.*", "ctl.worker.*"),
+                allow_responses=True,
             )
         case "stitcher":
             return Permissions(

@@ -91,6 +91,12 @@ def agent_control(instance_id: str) -> str:
     return f"ctl.agent.{token(instance_id)}"
 
 
+def worker_control(worker_id: str) -> str:
+    """``ctl.worker.<worker_id>``: request/reply commands to a running worker (a grabber's
+    :class:`~pipeline.messages.control.Retile`)."""
+    return f"ctl.worker.{token(worker_id)}"
+
+
 def session_control(session_id: str) -> str:
     """``ctl.session.<id>``: request/reply playback control of a JIT session."""
     return f"ctl.session.{token(session_id)}"

@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol, cast
@@ -79,8 +79,9 @@ from pipeline.producers.timing import (
     Verdict,
     loop_delay,
 )
-from pipeline.sources.opener import MAX_PIXELS, describe, open_input
+from pipeline.sources.opener import MAX_PIXELS, describe, open_input, rendition_for
 from pipeline.sources.policy import SourceError, SourcePolicy, SourceRefused, redact
+from pipeline.sources.renditions import Variant
 
 log = logging.getLogger("tessera.grabber")
 
@@ -149,6 +150,8 @@ class _End(enum.Enum):
     STOPPED = "stopped"
     FILE_END = "file end"
     FAILED = "failed"
+    RETILED = "retiled"
+    """Given tiles that need the source opened again (another variant, fps or lowres)."""
 
 
 @dataclass
@@ -214,16 +217,19 @@ class DecodeThread:
         self._audio_out = audio
         self._pictures = pictures
         self._scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-        self._tiles = tuple(
-            (sid, TileScaler(w, h))  # validates the tile size
-            for sid, w, h in ((source_id, width, height), *also)
-        )
-        self._scaler = self._tiles[0][1]
-        self.box = (
-            max(scaler.width for _, scaler in self._tiles),
-            max(scaler.height for _, scaler in self._tiles),
-        )
+        self._tiles: tuple[tuple[str, TileScaler], ...] = ()
+        self._scaler: TileScaler
+        self.box = (0, 0)
         """The smallest box holding every tile size: what the rendition and ``lowres`` fit."""
+        self._use(_scalers(((source_id, width, height), *also)))
+        self._retile: tuple[tuple[tuple[str, TileScaler], ...], float] | None = None
+        """Tiles and fps to make from the next frame on (:meth:`retile`; under the lock)."""
+        self._retile_lock = threading.Lock()
+        self._variants: list[Variant] = []
+        """The variants of the master playlist the current connection chose from ([]: the
+        source is no master)."""
+        self._coded = ("", 0, 0)
+        """The current connection's codec and coded size (what ``lowres`` was fitted to)."""
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._stale = StaleGuard()
         self._audio_stale = StaleGuard()
@@ -243,6 +249,8 @@ class DecodeThread:
         """Frames handed on (numbers them; the release thread may hold a second of them before
         they are emitted)."""
         self.reconnects = 0
+        self.reopens = 0
+        """Times the source was opened again for new tiles (:meth:`retile`): not failures."""
         self.decode_errors = 0
         self.loops = 0
         self.stale = 0
@@ -278,6 +286,60 @@ class DecodeThread:
     def frame_size(self) -> int:
         """Bytes of one packed tile of the largest size."""
         return max(scaler.frame_size for _, scaler in self._tiles)
+
+    @property
+    def tiles(self) -> tuple[tuple[str, int, int], ...]:
+        """``(source_id, width, height)`` of each tile size made now, the first first."""
+        return tuple((sid, scaler.width, scaler.height) for sid, scaler in self._tiles)
+
+    def retile(self, tiles: Sequence[tuple[str, int, int]], fps: float) -> None:
+        """Make these ``(source_id, width, height)`` tile sizes (the largest first) at ``fps``
+        instead, from the next decoded frame on (called from any thread; ``ValueError`` for a
+        size no tile can have). The connection goes on when it can: a new fps, or a box that
+        needs another variant of a master playlist or another ``lowres``, reopens the source
+        at once (no backoff); any other change only changes the scalers."""
+        made = _scalers(tiles)
+        if not fps > 0:
+            raise ValueError(f"fps must be greater than 0, not {fps}")
+        with self._retile_lock:
+            self._retile = (made, fps)
+
+    def _use(self, tiles: tuple[tuple[str, TileScaler], ...]) -> None:
+        self._tiles = tiles
+        self._scaler = tiles[0][1]
+        self.width, self.height = self._scaler.width, self._scaler.height
+        self.box = (max(s.width for _, s in tiles), max(s.height for _, s in tiles))
+
+    def _retiled(self, *, opening: bool = False) -> bool:
+        """Take the tiles :meth:`retile` was given (decode thread, between frames); True when
+        the connection must be opened again for them. ``opening``: the connection is opened
+        but nothing is decoded yet, so only a master's variant chosen for the old box counts
+        (the decoder, the cap and the pacer are set up after this)."""
+        with self._retile_lock:
+            pending, self._retile = self._retile, None
+        if pending is None:
+            return False
+        tiles, fps = pending
+        before, rate = self.box, self.fps
+        self._use(tiles)
+        self.fps = fps
+        log.info(
+            "tile sizes changed",
+            extra={
+                "source": self.source_id,
+                "sizes": [f"{w}x{h}" for _, w, h in self.tiles],
+                "fps": fps,
+            },
+        )
+        if self.box != before and self._variants:
+            if rendition_for(self._variants, self.box) != self.rendition:
+                return True
+        if opening:
+            return False
+        if fps != rate:
+            return True  # the pacer's cap and the non-reference skip are the connection's
+        codec, width, height = self._coded
+        return self.box != before and lowres_factor(codec, width, height, *self.box) != self.lowres
 
     @property
     def alive(self) -> bool:
@@ -339,6 +401,10 @@ class DecodeThread:
                 result = self._attempt(looping=True)
             if self._stopping.is_set() or result.end is _End.STOPPED:
                 return
+            if result.end is _End.RETILED:
+                self.reopens += 1
+                first = True  # opened again on purpose: not a reconnect, no backoff
+                continue
             if result.end is _End.FILE_END:
                 result.reason = f"{redact(self.url)}: no video frames"
             delay = self._backoff.after(
@@ -389,6 +455,7 @@ class DecodeThread:
                 cancelled=self._stopping.is_set,
                 fit=self.box,
                 chosen=self._chose,
+                offered=self._offered,
             )
         except SourceRefused as exc:
             return _Result(_End.FAILED, str(exc), refused=True)
@@ -407,12 +474,19 @@ class DecodeThread:
 
     def _chose(self, rendition: str) -> None:
         self.rendition = rendition
+        self._variants = []
+
+    def _offered(self, variants: list[Variant]) -> None:
+        self._variants = variants
 
     def _pump(self, container: av.container.InputContainer, *, looping: bool) -> _Result:
         stream = container.streams.video[0]
         ctx = stream.codec_context  # its size was checked by open_input
         ctx.thread_count = 1
         options = dict(DECODER_OPTIONS)
+        self._coded = (ctx.name, ctx.width, ctx.height)
+        if self._retile is not None and self._retiled(opening=True):
+            return _Result(_End.RETILED)  # given other tiles while opening, for another open
         # Decode no more than the tile shows: at a fraction of the size where the codec can
         # (MPEG-2, MJPEG, ...), and without the frames the fps cap would drop anyway where
         # nothing depends on them (a 50 fps source in a 25 fps mosaic).
@@ -481,6 +555,12 @@ class DecodeThread:
                     continue
                 errors_in_row = 0
                 for frame in frames:
+                    if self._retile is not None and self._retiled():
+                        log.info(
+                            "reopening the source for its new tile sizes",
+                            extra={"source": self.source_id, "box": self.box, "fps": self.fps},
+                        )
+                        return connection.result(_End.RETILED)
                     if not connection.handle(frame):
                         return connection.result(_End.STOPPED)
         except av.FFmpegError as exc:
@@ -510,7 +590,7 @@ class DecodeThread:
             self._release = Releaser(
                 self._emit_released,
                 self._stopping,
-                [scaler.frame_size for _, scaler in self._tiles],
+                [scaler.frame_size for _, scaler in self._tiles],  # grown when tiles grow
                 f"release-{self.source_id}",
                 idle=self._idle,
             )
@@ -570,6 +650,15 @@ class DecodeThread:
             self._levels_error = reason
         else:
             log.debug("audio not metered: %s", reason, extra={"source": self.source_id})
+
+
+def _scalers(tiles: Iterable[tuple[str, int, int]]) -> tuple[tuple[str, TileScaler], ...]:
+    """A scaler for each ``(source_id, width, height)``; ``ValueError`` for a size no tile can
+    have, or for none."""
+    made = tuple((sid, TileScaler(w, h)) for sid, w, h in tiles)  # validates each size
+    if not made:
+        raise ValueError("no tile size: give at least one")
+    return made
 
 
 def _reduced(lowres: int, nonref: bool) -> str:

@@ -71,15 +71,19 @@ from typing import Any, Literal
 import msgspec
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, MessageError
 from pipeline.frames import tilecodec
 from pipeline.frames.slot import SlotWriter
 from pipeline.messages.audio import AudioHeader, pack_audio
+from pipeline.messages.codec import decode_worker_command, encode
+from pipeline.messages.control import CommandReply
 from pipeline.messages.frames import FrameHeader, pack_frame
 from pipeline.messages.heartbeats import GrabberStats, WorkerHeartbeat
 from pipeline.messages.levels import SourceLevels, encode_levels
 from pipeline.messages.workers import GrabberSpec
+from pipeline.monitoring.watch import absence_gap
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.producers.alarming import AlarmReporter
@@ -87,7 +91,7 @@ from pipeline.producers.decode import DecodeThread, GrabberState
 from pipeline.producers.levels import Reading, combine
 from pipeline.producers.pcm import Pcm
 from pipeline.producers.release import Pixels
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, cancel_and_wait
 from pipeline.sources.policy import SourcePolicy, redact
 from pipeline.state.mosaic import key_of_source
 
@@ -133,6 +137,10 @@ class _Out:
         """Until when (monotonic) a stitcher of this size wants the decoded audio."""
         self.slot: SlotWriter | None = None
         self.last_seed = 0.0
+        self.sender: asyncio.Task[None] | None = None
+        """The task publishing :attr:`audio`."""
+        self.want: Any = None
+        """The subscription to :attr:`wanted`."""
 
 
 class Grabber:
@@ -237,7 +245,15 @@ class Grabber:
         self._levels_pending: deque[tuple[Reading, int, float]] = deque(maxlen=LEVELS_QUEUE_SIZE)
         """(reading, its number, wall time) waiting for the tick (any thread appends, the loop
         takes)."""
-        self._want_subs: list[Any] = []
+        self._slots: Callable[[str], Path | None] = lambda _: None
+        """The shared-memory slot of a new tile size's source id (:meth:`from_spec`)."""
+        self._retired: list[_Out] = []
+        """Tile sizes no longer made whose slots wait for :meth:`retile`'s next call or the
+        stop: the decode and release threads may still hand on a frame of theirs."""
+        self._control: Any = None
+        """The subscription to ``ctl.worker.<worker_id>`` (:meth:`retile`)."""
+        self.retiles = 0
+        """Times the tile sizes or fps changed while running."""
         self.monitoring = monitoring
         self.frame_encoding = frame_encoding
         self.jpeg_quality = jpeg_quality
@@ -257,9 +273,8 @@ class Grabber:
         self._done: asyncio.Future[None] | None = None
         """Resolved when the decode thread's work has returned (what ``stop()`` waits for)."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[_Out, bytes]] = asyncio.Queue(
-            maxsize=QUEUE_SIZE * len(self._outs)
-        )
+        self._queue: asyncio.Queue[tuple[_Out, bytes]] = asyncio.Queue()
+        """Bounded by :meth:`_offer`: :data:`QUEUE_SIZE` a tile size."""
         self.levels_sent = 0
         self.levels_dropped = 0
         """Readings not sent: the deque was full (the loop stalled) or NATS refused them."""
@@ -284,16 +299,15 @@ class Grabber:
         cls, spec: GrabberSpec, *, nc: Client, worker_id: str, policy: SourcePolicy, **options: Any
     ) -> Grabber:
         """The grabber a worker spec describes; ``options`` are the constructor's other keyword
-        arguments (timing, frame slot, watchdog)."""
-        """``frame_slots``: the shared-memory slot of a source id, None for none (in
-        ``options``; by default none)."""
+        arguments (timing, watchdog), and ``frame_slots``: the shared-memory slot of a source
+        id, None for none (by default none; asked again for the sizes :meth:`retile` adds)."""
         if not spec.sizes:
             raise ConfigError(f"grabber {spec.key} has no tile size: give at least one")
         slots: Callable[[str], Path | None] = options.pop("frame_slots", lambda _: None)
         (width, height), *more = spec.sizes
         first, *others = spec.source_ids
         also = [TileOut(sid, w, h, slots(sid)) for sid, (w, h) in zip(others, more, strict=True)]
-        return cls(
+        grabber = cls(
             nc=nc,
             source_id=first,
             url=spec.url,
@@ -307,6 +321,8 @@ class Grabber:
             key=spec.key,
             **options,
         )
+        grabber._slots = slots
+        return grabber
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -314,29 +330,18 @@ class Grabber:
         """Start decoding and publishing in the background. Safe to call twice."""
         if self._running:
             return
-        limit = self._nc.max_payload
-        size = self.decoder.frame_size + 256  # 256: room for the frame header
-        if limit and size > limit:
-            big = max(self.tiles, key=lambda t: t.width * t.height)
-            raise ConfigError(
-                f"tile {big.width}x{big.height} makes {size}-byte frames, over the NATS "
-                f"max_payload of {limit} bytes: use smaller tiles or raise max_payload "
-                "(TESSERA_NATS_MAX_PAYLOAD)"
-            )
-        for out in self._outs:
-            tile = out.tile
-            if tile.slot is not None:
-                out.slot = SlotWriter(tile.slot, tile.width, tile.height)
+        self._check_payload(self.tiles)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._done = loop.create_future()
         self._tasks.spawn(self._publish_loop(), name="publish")
-        for out in self._outs:
-            self._tasks.spawn(out.audio.run(), name=f"audio {out.tile.source_id}")
         if self.monitoring:
             await self.alarms.start()
-            for out in self._outs:
-                self._want_subs.append(await self._nc.subscribe(out.wanted, cb=self._audio_wanted))
+        for out in self._outs:
+            await self._open(out)
+        self._control = await self._nc.subscribe(
+            subjects.worker_control(self.worker_id), cb=self._on_control
+        )
         self._running = True
         self.decoder.start()
         self._tasks.spawn(self._watch_thread(), name="watchdog")
@@ -374,18 +379,126 @@ class Grabber:
         else:
             self.decoder.join()  # it has returned from its work: only its exit remains
         await self.alarms.stop()
-        wants, self._want_subs = self._want_subs, []
-        for want in wants:
+        control, self._control = self._control, None
+        if control is not None:
             with contextlib.suppress(nats.errors.Error):
-                await want.unsubscribe()
+                await control.unsubscribe()
+        for out in (*self._outs, *self._retired):
+            await self._close(out, slot=not self.decoder.alive)
+        self._retired.clear()
         await self._tasks.close()
-        for out in self._outs:
-            slot, out.slot = out.slot, None
-            if slot is not None and not self.decoder.alive:
-                slot.close()  # (a thread still busy keeps it: it may write once more)
         self.decoder.stopped()
         await self._heartbeater.stop(last=self._beat())
         log.info("grabber stopped", extra={"source": self.key})
+
+    def _check_payload(self, tiles: Sequence[TileOut]) -> None:
+        """``ConfigError`` when the largest of ``tiles`` makes frames NATS does not take."""
+        limit = self._nc.max_payload
+        big = max(tiles, key=lambda t: t.width * t.height)
+        size = big.width * big.height * 3 // 2 + 256  # yuv420p, and room for the header
+        if limit and size > limit:
+            raise ConfigError(
+                f"tile {big.width}x{big.height} makes {size}-byte frames, over the NATS "
+                f"max_payload of {limit} bytes: use smaller tiles or raise max_payload "
+                "(TESSERA_NATS_MAX_PAYLOAD)"
+            )
+
+    # -- tile sizes -----------------------------------------------------------------------------
+
+    async def retile(self, spec: GrabberSpec) -> None:
+        """Make ``spec``'s tile sizes at its fps from now on, in this process and, where the
+        source allows, on the same connection (:meth:`DecodeThread.retile
+        <pipeline.producers.decode.DecodeThread.retile>`): a size that stays keeps its
+        subject, slot and listeners, a new one gets them (its slot as :meth:`from_spec` was
+        told), a size
+        that goes stops at once (its slot is closed at the next change or the stop: a frame
+        of it may still be on its way). ``ConfigError`` when ``spec`` is another source's or
+        its tiles cannot be made; the grabber then goes on as it was."""
+        if not self._running:
+            raise ConfigError(f"grabber {self.key} is not running")
+        if (spec.key, spec.url) != (self.key, self.url):
+            raise ConfigError(
+                f"grabber {self.key} pulls {redact(self.url)}, not {redact(spec.url)}: "
+                "start a grabber of its own"
+            )
+        if not spec.sizes:
+            raise ConfigError(f"grabber {spec.key} has no tile size: give at least one")
+        if not spec.fps > 0:
+            raise ConfigError(f"fps must be greater than 0, not {spec.fps}")
+        known = {out.tile.source_id: out for out in self._outs}
+        tiles = [
+            known[sid].tile if sid in known else TileOut(sid, w, h, self._slots(sid))
+            for sid, (w, h) in zip(spec.source_ids, spec.sizes, strict=True)
+        ]
+        self._check_payload(tiles)
+        try:
+            self.decoder.retile([(t.source_id, t.width, t.height) for t in tiles], spec.fps)
+        except ValueError as exc:
+            raise ConfigError(f"grabber {self.key}: {exc}") from exc
+        outs = [known.get(t.source_id) or _Out(self._nc, t) for t in tiles]
+        for out in outs:
+            if out.sender is None:
+                await self._open(out)
+        kept = {out.tile.source_id for out in outs}
+        for out in self._retired:
+            await self._close(out, slot=True)  # gone a change ago: no frame of it is left
+        self._retired = [out for out in self._outs if out.tile.source_id not in kept]
+        for out in self._retired:
+            await self._close(out, slot=False)
+        # New lists, not changed ones: the decode and release threads read them meanwhile.
+        self._by_source = {out.tile.source_id: out for out in outs}
+        self._outs = outs
+        self.tiles = tuple(tiles)
+        first = tiles[0]
+        self.source_id, self.width, self.height = first.source_id, first.width, first.height
+        self.frame_slot = first.slot
+        self.fps = spec.fps
+        self.alarms.watch.gap = absence_gap(spec.fps)
+        self.retiles += 1
+        log.info(
+            "grabber retiled",
+            extra={"source": self.key, "sizes": self.sizes, "fps": spec.fps},
+        )
+        self._heartbeater.poke()
+
+    async def _open(self, out: _Out) -> None:
+        """Start one tile size's slot, audio sender and audio-wanted subscription."""
+        tile = out.tile
+        if tile.slot is not None and out.slot is None:
+            out.slot = SlotWriter(tile.slot, tile.width, tile.height)
+        out.sender = self._tasks.spawn(out.audio.run(), name=f"audio {tile.source_id}")
+        if self.monitoring:
+            out.want = await self._nc.subscribe(out.wanted, cb=self._audio_wanted)
+
+    async def _close(self, out: _Out, *, slot: bool) -> None:
+        """Stop one tile size's subscription and sender; close its slot too when ``slot``
+        (else it is only no longer written: a thread still busy may write it once more)."""
+        want, out.want = out.want, None
+        if want is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await want.unsubscribe()
+        sender, out.sender = out.sender, None
+        await cancel_and_wait(sender)
+        writer, out.slot = out.slot, None
+        if writer is not None and slot:
+            writer.close()
+
+    async def _on_control(self, msg: Msg) -> None:
+        """``ctl.worker.<worker_id>``: a :class:`~pipeline.messages.control.Retile`, answered
+        with a :class:`~pipeline.messages.control.CommandReply`."""
+        try:
+            command = decode_worker_command(msg.data, msg.subject)
+            if not isinstance(command.spec, GrabberSpec):
+                raise ConfigError(f"a grabber cannot become a {command.spec.kind} worker")
+            await self.retile(command.spec)
+        except (MessageError, ConfigError) as exc:
+            reply = CommandReply(ok=False, error=str(exc))
+            log.warning("retile refused: %s", exc, extra={"source": self.key})
+        else:
+            reply = CommandReply(ok=True)
+        if msg.reply:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(encode(reply))
 
     async def __aenter__(self) -> Grabber:
         await self.start()
@@ -457,7 +570,9 @@ class Grabber:
         """Hand one frame on at one tile size (decode or release thread): into its slot at
         once, and to NATS (all of them, or with a slot one seed per :data:`SEED_INTERVAL`)
         through the loop."""
-        out = self._by_source[header.source_id]
+        out = self._by_source.get(header.source_id)
+        if out is None:
+            return  # a size no longer made (retile), queued before it changed
         first = out is self._outs[0]
         if first:
             self.packed += 1
@@ -557,13 +672,12 @@ class Grabber:
     # -- the loop side --------------------------------------------------------------------------
 
     def _offer(self, out: _Out, payload: bytes) -> None:
-        if self._queue.full():
+        if self._queue.qsize() >= QUEUE_SIZE * len(self._outs):
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait((out, payload))
 
     async def _publish_loop(self) -> None:
-        first = self._outs[0]
         while True:
             out, payload = await self._queue.get()
             try:
@@ -577,7 +691,7 @@ class Grabber:
                     log.warning(reason, extra={"source": self.key})
                     self._publish_error = reason
             else:
-                if out is first:
+                if out is self._outs[0]:  # (the first size may change: retile)
                     self.published += 1
                 self.published_bytes += len(payload)
                 self._publish_error = ""

@@ -26,16 +26,20 @@ ahead, 1.98 with 25). Memory: 25 tile frames of each size (2 MB at 320x180)."""
 
 Pixels: TypeAlias = bytes | bytearray | memoryview
 """A packed yuv420p tile."""
+_Queued: TypeAlias = tuple[float, Sequence[FrameHeader], tuple[int, ...], bytearray]
+"""A frame waiting: its due time, the header and byte size of each tile, their bytes."""
 
 
 class Releaser:
     """Hands paced frames on at their due time, from a thread of its own.
 
-    The decode thread puts ``(due, headers, tiles)`` (one frame as a tile of each size of
-    ``frame_sizes``, copied into a buffer of the releaser's own) and may run up to
-    :data:`AHEAD` frames ahead; the releaser thread sleeps until each frame is due and emits
-    its tiles, in order. ``drain()`` drops what is queued (a new connection, a stop). Both
-    threads end when ``stopping`` is set."""
+    The decode thread puts ``(due, headers, tiles)`` (one frame as a tile of each size,
+    copied into a buffer of the releaser's own: ``frame_sizes`` sizes the buffers at first,
+    and a buffer grows when the tiles change) and may run up to :data:`AHEAD` frames ahead; the
+    releaser thread sleeps until each frame is due and emits its tiles, in order. The tiles
+    may change from one frame to the next (a grabber given other tile sizes while it runs).
+    ``drain()`` drops what is queued (a new connection, a stop). Both threads end when
+    ``stopping`` is set."""
 
     def __init__(
         self,
@@ -50,14 +54,11 @@ class Releaser:
         self._emit = emit
         self._idle = idle
         self._stopping = stopping
-        self._sizes = tuple(frame_sizes)
-        self._queue: queue.Queue[tuple[float, Sequence[FrameHeader], bytearray]] = queue.Queue(
-            AHEAD
-        )
+        self._queue: queue.Queue[_Queued] = queue.Queue(AHEAD)
         pool = AHEAD + 2  # queued, one being emitted, one being filled
         self._free: queue.Queue[bytearray] = queue.Queue(pool)  # a fixed pool, recycled
         for _ in range(pool):
-            self._free.put(bytearray(sum(self._sizes)))
+            self._free.put(bytearray(sum(frame_sizes)))
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -71,8 +72,11 @@ class Releaser:
                 buf = self._free.get(timeout=0.2)
             except queue.Empty:
                 continue
+        sizes = tuple(len(pixels) for pixels in tiles)
+        if len(buf) < sum(sizes):
+            buf.extend(bytes(sum(sizes) - len(buf)))  # the tiles grew: once per buffer
         start = 0
-        for size, pixels in zip(self._sizes, tiles, strict=True):
+        for size, pixels in zip(sizes, tiles, strict=True):
             buf[start : start + size] = pixels
             start += size
         while True:
@@ -80,7 +84,7 @@ class Releaser:
                 self._free.put(buf)
                 return
             try:
-                self._queue.put((due, headers, buf), timeout=0.2)
+                self._queue.put((due, headers, sizes, buf), timeout=0.2)
                 break
             except queue.Full:
                 continue
@@ -100,7 +104,7 @@ class Releaser:
         """Drop the frames not yet due (decode thread)."""
         while True:
             try:
-                _, _, buf = self._queue.get_nowait()
+                *_, buf = self._queue.get_nowait()
             except queue.Empty:
                 return
             self._free.put(buf)
@@ -108,14 +112,14 @@ class Releaser:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                due, headers, buf = self._queue.get(timeout=0.2)
+                due, headers, sizes, buf = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             wait = due - time.monotonic()
             if wait <= 0 or not self._stopping.wait(wait):
                 with memoryview(buf) as view:
                     start = 0
-                    for size, header in zip(self._sizes, headers, strict=True):
+                    for size, header in zip(sizes, headers, strict=True):
                         self._emit(header, view[start : start + size])
                         start += size
             self._free.put(buf)

@@ -56,7 +56,13 @@ from pipeline.sources.policy import (
     SourceUnavailable,
     redact,
 )
-from pipeline.sources.renditions import MasterPlaylistError, choose, is_master, parse_master
+from pipeline.sources.renditions import (
+    MasterPlaylistError,
+    Variant,
+    choose,
+    is_master,
+    parse_master,
+)
 from pipeline.sources.webio import MAX_PLAYLIST_BYTES, Body, WebIO
 
 log = logging.getLogger("tessera.sources")
@@ -156,6 +162,7 @@ def open_input(
     cancelled: Callable[[], bool] = lambda: False,
     fit: tuple[int, int] | None = None,
     chosen: Callable[[str], None] | None = None,
+    offered: Callable[[list[Variant]], None] | None = None,
 ) -> av.container.InputContainer:
     """Check ``url`` against ``policy`` and open it with PyAV; it has at least a video stream.
 
@@ -166,8 +173,10 @@ def open_input(
     ``fit``: the ``(width, height)`` the pictures are scaled to. Given, an http(s) HLS master
     playlist is opened as the one variant chosen for that size (module docstring), and
     ``chosen`` is told which (:meth:`Variant.describe
-    <pipeline.sources.renditions.Variant.describe>`), or ``""`` when the URL is not a master.
-    None: FFmpeg opens the URL as it is (a master: FFmpeg's choice, all variants fetched).
+    <pipeline.sources.renditions.Variant.describe>`), or ``""`` when the URL is not a master;
+    ``offered`` is told the master's variants (:func:`rendition_for` gives the choice for
+    another size: whether a grabber given other tiles needs another variant). None: FFmpeg
+    opens the URL as it is (a master: FFmpeg's choice, all variants fetched).
 
     Blocking (DNS, connect, probing): call from a worker thread. ``open_timeout`` bounds the
     open and the stream probing; ``read_timeout`` bounds each later read. The caller closes the
@@ -195,7 +204,9 @@ def open_input(
         )
         extra["io_open"] = web.io_open
         if fit is not None:
-            handover = _pick_rendition(web, url, fit, chosen or (lambda rendition: None))
+            handover = _pick_rendition(
+                web, url, fit, chosen or (lambda rendition: None), offered or (lambda _: None)
+            )
             opened = handover.url
             extra["io_open"] = handover.io_open
         # HLS keep-alive reuses FFmpeg's own HTTP connection object, which custom I/O has not
@@ -268,6 +279,15 @@ class _Handover:
             body.close()
 
 
+def rendition_for(variants: list[Variant], fit: tuple[int, int]) -> str:
+    """The variant :func:`open_input` would choose of ``variants`` for tiles of ``fit``
+    (described as ``chosen`` is told); "" when none can be decoded."""
+    try:
+        return choose(variants, *fit, can_decode=has_decoder).describe()
+    except MasterPlaylistError:
+        return ""
+
+
 @functools.cache
 def has_decoder(name: str) -> bool:
     """Whether this FFmpeg has the decoder ``name`` (e.g. ``h264``, ``libdav1d``)."""
@@ -295,7 +315,11 @@ def _read_playlist(body: Body, deadline: float) -> str:
 
 
 def _pick_rendition(
-    web: WebIO, url: str, fit: tuple[int, int], chosen: Callable[[str], None]
+    web: WebIO,
+    url: str,
+    fit: tuple[int, int],
+    chosen: Callable[[str], None],
+    offered: Callable[[list[Variant]], None],
 ) -> _Handover:
     """What to open for ``url`` (a tile of ``fit``): the URL itself, or the chosen variant of a
     master playlist, with what was fetched of it to hand to FFmpeg. Raises :class:`SourceError`.
@@ -323,6 +347,7 @@ def _pick_rendition(
         raise SourceUnavailable(url, exc.args[0]) from exc
     rendition = variant.describe()
     chosen(rendition)
+    offered(variants)
     log.debug("%s: variant %s for a %dx%d tile", redact(url), rendition, *fit)
     try:
         media = web.open(variant.uri)

@@ -24,6 +24,7 @@ from pipeline.messages.events import (
     SessionFailed,
     SessionRequested,
     SessionStarted,
+    WorkerRetiled,
     WorkerStarted,
     WorkerStopped,
     entity_of,
@@ -138,6 +139,8 @@ def evolve(state: State | None, event: Event) -> State:
                 phase="running",
                 started_at=event.at,
             )
+        case WorkerRetiled():
+            return _bump(_worker(state, event.worker_id))  # same process, same phase
         case WorkerStopped():
             worker = _worker(state, event.worker_id)
             return _bump(

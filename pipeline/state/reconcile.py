@@ -13,11 +13,14 @@ Rules (mosaics):
   grabber, however many mosaics show it, at the highest fps any of them needs, making every
   tile size they show it at (the tiles of a focus layout differ in size, and so do those of
   mosaics of other sizes or grids): it decodes the URL once and scales each frame to each size.
-- A running worker nobody wants is stopped; one whose spec is not equal to the wanted one
-  (another fps, a tile size more or less) is stopped as "changed" and started again with the
-  new spec: a grabber is not reconfigured in place, its other tiles go without frames for a
-  moment (at most 1.6 s in tests/test_mosaic_e2e.py; the stitchers keep showing their last
-  ones, a tile is dead only after 5 s). A wanted
+- A running worker nobody wants is stopped. A running grabber whose wanted spec differs only
+  in its tile sizes or fps (a mosaic showing its source at another size started or stopped
+  being watched) is **retiled**: told the new spec in place (``ctl.worker.<worker_id>``), so
+  the tiles it goes on making never stop; only a new fps, or a box that needs another variant
+  of a master playlist, opens its source again, in the same process. Any other worker whose
+  spec changed, or a grabber that refuses or does not answer, is stopped as "changed" and
+  started again with the new spec (its tiles then go without frames for a moment, up to
+  1.6 s; the stitchers keep showing their last ones, a tile is dead only after 5 s). A wanted
   worker that is not running is started, unless it failed recently: restarts back off
   exponentially (``restart_backoff``).
 - A running worker whose heartbeat is older than ``heartbeat_timeout`` (after a start grace of
@@ -64,6 +67,9 @@ class Plan:
     stop: tuple[tuple[str, str], ...] = ()
     """``(worker_id, reason)`` pairs."""
     watched: frozenset[str] = field(default_factory=frozenset)
+    retile: tuple[WorkerSpec, ...] = ()
+    """Running grabbers to tell their new spec (:func:`retilable`); stopped as "changed" when
+    that fails."""
 
 
 def watched(
@@ -153,6 +159,7 @@ def plan(
     fps = watched(mosaics, viewers, now, timing.idle_timeout)
     want = desired(mosaics, fps)
     stop: list[tuple[str, str]] = []
+    retile: list[WorkerSpec] = []
     for wid, run in sorted(running.items()):
         if run.spec.kind not in MOSAIC_KINDS:
             continue  # sessions decide about their own workers (session_plan)
@@ -160,7 +167,10 @@ def plan(
         if spec is None:
             stop.append((wid, "not-needed"))
         elif spec != run.spec:
-            stop.append((wid, "changed"))
+            if retilable(run.spec, spec):
+                retile.append(spec)
+            else:
+                stop.append((wid, "changed"))
         elif now - run.started_at > timing.heartbeat_timeout and (
             now - beats.get(wid, run.started_at) > timing.heartbeat_timeout
         ):
@@ -176,7 +186,22 @@ def plan(
         if now - last < backoff(count, timing):
             continue
         start.append(spec)
-    return Plan(start=tuple(sorted(start, key=start_order)), stop=tuple(stop), watched=fps)
+    return Plan(
+        start=tuple(sorted(start, key=start_order)),
+        stop=tuple(stop),
+        watched=fps,
+        retile=tuple(retile),
+    )
+
+
+def retilable(running: WorkerSpec, wanted: WorkerSpec) -> bool:
+    """Whether the worker running ``running`` can be told ``wanted`` in place: both grabbers of
+    the same source (key and URL), whatever their tile sizes and fps."""
+    return (
+        isinstance(running, GrabberSpec)
+        and isinstance(wanted, GrabberSpec)
+        and (running.key, running.url) == (wanted.key, wanted.url)
+    )
 
 
 # --- JIT sessions ------------------------------------------------------------------------------

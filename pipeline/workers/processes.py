@@ -90,6 +90,12 @@ class LocalProvider:
             if not c.stopping
         }
 
+    def retiled(self, spec: WorkerSpec) -> None:
+        """The running worker ``spec.worker_id`` now runs ``spec`` (told in place)."""
+        child = self._children.get(spec.worker_id)
+        if child is not None:
+            child.spec = spec
+
     def pid(self, worker_id: str) -> int | None:
         """Process id of a running worker."""
         child = self._children.get(worker_id)
