@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 
 
 async def forever() -> None:
@@ -252,3 +252,30 @@ async def test_a_task_that_swallows_its_cancel_is_cancelled_again_not_waited_for
     assert task.cancelled()
     assert swallowed == 2
     assert "still runs" in caplog.text and "stubborn" in caplog.text
+
+
+async def test_wait_set_never_loses_a_cancel_that_lands_as_the_event_is_set() -> None:
+    """A service loop's "wake up or tick": the cancel that stop() sends just as something
+    woke the loop must end it (``asyncio.wait_for`` on Python 3.11 returns instead, and the
+    loop ran on until a second cancel 5 s later)."""
+    event = asyncio.Event()
+    ticks = 0
+
+    async def loop() -> None:
+        nonlocal ticks
+        while True:
+            await wait_set(event, 10.0)
+            event.clear()
+            ticks += 1
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)  # the loop waits
+    event.set()
+    task.cancel()  # in the same turn as the wake-up
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2.0)
+    assert ticks == 0
+    event.clear()
+    assert await wait_set(event, 0.01) is False
+    event.set()
+    assert await wait_set(event, None) is True

@@ -75,7 +75,7 @@ from pipeline.messages.control import (
 from pipeline.messages.heartbeats import ViewerHeartbeat
 from pipeline.nats import subjects
 from pipeline.nats.heartbeat import Heartbeater
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 from pipeline.webrtc.h264 import (
     baseline_preferences,
     high_profile_preferences,
@@ -494,8 +494,7 @@ class MosaicWhep:
     async def _housekeeping(self) -> None:
         """Drop gone and never-connected viewers; keep the viewer heartbeat while watched."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
+            await wait_set(self._wake, self.heartbeat_interval)
             self._wake.clear()
             now = time.monotonic()
             for viewer in list(self._viewers):

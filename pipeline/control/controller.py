@@ -50,7 +50,7 @@ from pipeline.nats import subjects
 from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append
 from pipeline.nats.topology import HEARTBEATS, MOSAICS, SESSIONS
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 from pipeline.state.costs import Demand, cost_of
 from pipeline.state.model import MosaicState, SessionState
 from pipeline.state.reconcile import (
@@ -281,8 +281,7 @@ class Controller:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await wait_set(self._wake, self.poll_interval)
             self._wake.clear()
             if not self._nc.is_connected:
                 continue  # blind: no decision (see the module's doc)

@@ -89,7 +89,7 @@ from pipeline.nats.connect import NATS_ERRORS
 from pipeline.nats.eventlog import append, matching_count
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.nats.topology import EVENTS, HEARTBEATS
-from pipeline.runtime.tasks import Tasks, cancel_and_wait
+from pipeline.runtime.tasks import Tasks, cancel_and_wait, wait_set
 from pipeline.state.costs import Cost, Demand, demand_of
 from pipeline.state.evolve import evolve
 from pipeline.state.model import InstanceState
@@ -318,8 +318,7 @@ class InstancePool:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_pass())
+            await wait_set(self._wake, self._next_pass())
             self._wake.clear()
             try:
                 await self.tick()

@@ -7,7 +7,6 @@ a lost beat is replaced by the next one, so waiting for a JetStream ack would on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -15,7 +14,7 @@ import msgspec
 from nats.aio.client import Client
 
 from pipeline.messages.codec import encode
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 
 log = logging.getLogger("tessera.heartbeat")
 
@@ -55,8 +54,7 @@ class Heartbeater:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await wait_set(self._wake, self.interval)
             self._wake.clear()
             try:
                 await self.beat()

@@ -31,6 +31,20 @@ async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Task[None] | None
             raise
 
 
+async def wait_set(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait until ``event`` is set or ``seconds`` have passed (None: no limit); whether it is
+    set. For a service loop's "wake up or tick": Python 3.11's ``asyncio.wait_for`` loses a
+    cancel that lands as the event is set (it returns the result instead), so the loop would
+    run on and its owner's stop wait for :class:`Tasks`' second cancel, 5 s later (seen in a
+    stitcher's WebRTC output, stopped just after a viewer left). ``asyncio.timeout`` does not."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class Tasks:
     """The tasks one service owns, as one group: :meth:`spawn` adds one, :meth:`close` cancels
     them all and waits until every one has ended.

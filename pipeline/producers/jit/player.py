@@ -57,7 +57,7 @@ from pipeline.producers.jit.rtpclock import VideoClock, rtp_of
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
 from pipeline.producers.jit.tracks import SessionAudioTrack, SessionVideoTrack
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 
 log = logging.getLogger("tessera.jit")
 
@@ -297,10 +297,7 @@ class Player:
             await self._wait(None)
 
     async def _wait(self, seconds: float | None) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_set(self._wake, seconds)
         self._wake.clear()
 
     async def _video_loop(self) -> None:

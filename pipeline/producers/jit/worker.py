@@ -113,7 +113,7 @@ from pipeline.producers.jit.routing import ChannelMatrix, check_routes, preset_m
 from pipeline.producers.jit.sourcetc import read_start_timecode
 from pipeline.producers.jit.threads import MediaThread
 from pipeline.producers.jit.timecode import Timecodes
-from pipeline.runtime.tasks import Tasks
+from pipeline.runtime.tasks import Tasks, wait_set
 from pipeline.sources.policy import SourcePolicy
 from pipeline.state.stored import decode_entry
 from pipeline.webrtc.ice import ice_configuration
@@ -788,8 +788,7 @@ class JitWorker:
     async def _housekeeping(self) -> None:
         """Drop gone and never-connected viewers; keep the viewer heartbeat while watched."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._house_wake.wait(), self.heartbeat_interval)
+            await wait_set(self._house_wake, self.heartbeat_interval)
             self._house_wake.clear()
             now = time.monotonic()
             for peer in list(self._peers):
