@@ -24,8 +24,8 @@ from nats.aio.client import Client
 
 from pipeline.messages.control import FrameReport, Play, Seek
 from pipeline.messages.events import SessionInput, SessionOptions
-from pipeline.producers.jit import grace, proxy, proxyplan
-from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader
+from pipeline.producers.jit import proxy, proxyplan
+from pipeline.producers.jit.decoder import Picture, ReadInterrupted, VideoReader, decode_threads
 from pipeline.producers.jit.framecache import (
     MIN_FRAMES,
     FrameCache,
@@ -166,6 +166,29 @@ def test_random_seeks_land_on_the_exact_frame(longgop: Path) -> None:
             picture = video.read(target)
             assert picture is not None and picture.frame == target
             assert number_of(picture) == target
+    finally:
+        video.close()
+
+
+def test_a_session_decodes_a_video_above_720p_with_frame_threads_unless_it_says(
+    tmp_path: Path,
+) -> None:
+    """``threads`` left unset: two frame threads above 1280x720 (case 12: an exact 1080p seek
+    1.7 s instead of 3.0), one at or below it (the original program's default); a session
+    that gives ``threads`` gets what it asked for."""
+    assert decode_threads(SessionOptions(), 1920, 1080) == (2, "frame")
+    assert decode_threads(SessionOptions(), 3840, 2160) == (2, "frame")
+    assert decode_threads(SessionOptions(), 1280, 720) == (1, "slice")
+    assert decode_threads(SessionOptions(threads=1), 3840, 2160) == (1, "slice")
+    assert decode_threads(SessionOptions(threads=0, thread_type="auto"), 640, 360) == (0, "auto")
+    path = make_video(tmp_path / "big.mp4", frames=12, rate=fractions.Fraction(25),
+                      width=1296, height=736, gop=6)  # fmt: skip
+    video = reader(path, 4)
+    try:
+        ctx = video._stream.codec_context
+        assert (ctx.thread_count, ctx.thread_type.name) == (2, "FRAME")
+        for n in (7, 8, 3, 11, 0):
+            assert number_of(video.read(n)) == n
     finally:
         video.close()
 
@@ -501,10 +524,11 @@ async def seek_reports(viewer: Viewer, target: int) -> list[FrameReport]:
 
 
 async def test_a_seek_sends_the_proxy_picture_of_its_frame_then_the_exact_one(
-    nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nc: Client, session: Any, longgop: Path, tmp_path: Path
 ) -> None:
-    # This small file decodes a GOP in tens of ms: send the proxy picture whenever it can be.
-    monkeypatch.setattr(grace, "PROXY_GRACE", 0.0)
+    """A seek whose exact picture is not at hand sends its proxy picture before the exact
+    decode starts, however quick that decode would be (this small file decodes a GOP in tens
+    of ms): never the grace a step forward waits."""
     proxies = tmp_path / "proxies"
     worker = await session(SessionInput(str(longgop)), proxy_root=proxies, proxy_min_work=0)
     folder = proxies / worker.session_id
@@ -516,7 +540,7 @@ async def test_a_seek_sends_the_proxy_picture_of_its_frame_then_the_exact_one(
     for target in (200, 280, 240):
         reports = await seek_reports(viewer, target)
         assert {r.frame for r in reports} == {target}
-        assert [r.exact for r in reports] in ([False, True], [True]), reports
+        assert [r.exact for r in reports] == [False, True], reports
     assert worker.player is not None and worker.player.proxy_pictures >= 1
     assert worker.stats().proxy_pictures == worker.player.proxy_pictures
     # A step within the cache is exact at once.
@@ -561,13 +585,53 @@ async def test_a_session_removes_the_proxies_that_ended_sessions_left(
     await worker.stop()
 
 
+async def test_a_newer_seek_shows_its_proxy_picture_without_waiting_for_the_older_decode(
+    nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scrubbing: a seek that comes while the last seek's exact picture still decodes sends
+    its own proxy picture at once, not once the older decode has been called off at its next
+    frame (100 ms and more at UHD; here a read held until the test lets it go)."""
+    first, second = 200, 100
+    held, released, slow = threading.Event(), threading.Event(), [False]
+    read = VideoReader.read
+
+    def slow_read(self: VideoReader, n: int, *args: Any, **kwargs: Any) -> Picture | None:
+        if n == first and slow[0]:
+            slow[0] = False
+            held.set()
+            released.wait(20)  # the older decode, still under way in the video thread
+        return read(self, n, *args, **kwargs)
+
+    monkeypatch.setattr(VideoReader, "read", slow_read)
+    worker = await session(SessionInput(str(longgop)), proxy_root=tmp_path, proxy_min_work=0)
+    await settled(worker, "done")  # (the builder reads frames too: not slowed)
+    viewer, _ = await watch(nc, session, worker)
+    mark = len(viewer.reports)
+
+    def seen(frame: int, exact: bool) -> bool:
+        return any((r.frame, r.exact) == (frame, exact) for _, r in viewer.reports[mark:])
+
+    try:
+        slow[0] = True
+        assert (await viewer.send(Seek(frame=first))).ok
+        await viewer.until(lambda: seen(first, False), 10, "the first seek's proxy picture")
+        assert await asyncio.to_thread(held.wait, 10), "its exact decode under way"
+        assert (await viewer.send(Seek(frame=second))).ok
+        await viewer.until(lambda: seen(second, False), 10, "the second seek's proxy picture")
+        assert not released.is_set()
+    finally:
+        released.set()
+    await viewer.until(lambda: seen(second, True), 10, "the second seek's exact picture")
+    reports = [(r.frame, r.exact) for _, r in viewer.reports[mark:]]
+    assert reports == [(first, False), (second, False), (second, True)], reports
+
+
 async def test_a_seek_while_playing_goes_on_from_its_frame(
     nc: Client, session: Any, longgop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Playing, a seek whose frame takes long to decode (2 s here, as a 1080p GOP-250 file's
     do): its proxy picture at once, then its exact picture, and playing goes on from there,
     frame by frame, instead of skipping the 50 frames the decode took to catch up."""
-    monkeypatch.setattr(grace, "PROXY_GRACE", 0.0)
     target, slow = 200, [False]  # the proxy's builder reads the frames too: not then
     read = VideoReader.read
 

@@ -2,8 +2,9 @@
 frame reader (``VideoReader``), in this process.
 
 On a 1080p and a UHD H.264 master with a 250-frame GOP and B-frames
-(:mod:`bench.longgop_media`), each with the decoder settings of a session by default (one
-slice thread) and with two frame threads:
+(:mod:`bench.longgop_media`), each with one slice thread (the original program's default) and
+with two frame threads (what a session of a video above 720p decodes with by default,
+:func:`~pipeline.producers.jit.decoder.decode_threads`; UHD with these only):
 
 - seek: ``read(n)`` of random frames, from the call to the exact frame decoded and converted
   (targets p95 ≤ 120 ms);
@@ -17,14 +18,14 @@ decode + convert part of case 6's seek figure (no encode, RTP or viewer decode).
 
 Then the same with the seek proxy (:mod:`pipeline.producers.jit.proxy`), through the session's
 own player (:class:`~pipeline.producers.jit.player.Player`, with a viewer that keeps what it
-is offered instead of a WebRTC track), with the session's decoder settings (one slice thread at
-1080p, two frame threads at UHD):
+is offered instead of a WebRTC track), with a session's default decoder settings (two frame
+threads at 1080p and UHD):
 
 - the proxy's build: wall and CPU seconds (the whole process: the builder's decoder threads
   included) and MiB, per minute of video, built at nice 19 with nothing else to do;
 - seek, step +1 and step −1 (as above), each command until its exact picture: ms to the first
-  picture offered (the proxy's, or the exact one when it came within the player's
-  ``PROXY_GRACE``) and to the exact one;
+  picture offered (the proxy's, or the exact one when it came within the player's grace,
+  :mod:`pipeline.producers.jit.grace`) and to the exact one;
 - scrub: a seek every :data:`SCRUB_GAP` s without waiting for the exact picture (each seek
   calls off the decode of the one before): ms to its first picture.
 """
@@ -48,7 +49,7 @@ from pipeline.messages.control import FrameReport
 from pipeline.messages.events import SessionOptions
 from pipeline.producers.jit import proxyplan
 from pipeline.producers.jit.audio import AudioReader
-from pipeline.producers.jit.decoder import CACHE_BYTES, VideoReader
+from pipeline.producers.jit.decoder import CACHE_BYTES, VideoReader, decode_threads
 from pipeline.producers.jit.inputs import InputAccess, open_input
 from pipeline.producers.jit.playback import Playback
 from pipeline.producers.jit.player import Player
@@ -70,7 +71,7 @@ TARGET_STEP_P95_MS = 40.0
 SIZES = (("1080p", 1920, 1080), ("2160p", 3840, 2160))
 SCRUB_GAP = 0.2
 KINDS = tuple(f"{k}_{w}" for k in ("seek", "step+1", "step-1", "scrub") for w in ("first", "exact"))
-THREADS = (("1 slice thread", SessionOptions()),
+THREADS = (("1 slice thread", SessionOptions(threads=1)),
            ("2 frame threads", SessionOptions(threads=2, thread_type="frame")))  # fmt: skip
 
 
@@ -80,14 +81,17 @@ def run(ctx: Context) -> list[Result]:
         ctx.progress(f"making the {label} GOP-250 master (cached)")
         media = master(ctx.cache_dir, f"h264-{label}", width, height)
         # UHD with one thread decodes ~13 frames a second: a seek or a step back across a
-        # keyframe takes up to 20 s, so UHD is measured with two frame threads only (what a
-        # UHD session should use), to keep the case a few minutes long.
+        # keyframe takes up to 20 s, so UHD is measured with two frame threads only, to keep
+        # the case a few minutes long.
         configs = THREADS[1:] if width * height > 1920 * 1080 else THREADS
         for threads, options in configs:
             figures = measure(ctx, media, options)
             results += _results(media, threads, figures)
-        threads, options = configs[0]  # what a session of that size uses
-        proxied = measure_proxied(ctx, media, options, ctx.work_dir / f"proxy-{label}")
+        # With the seek proxy, as a session plays it by default: its threads chosen for the
+        # video (decoder.decode_threads: two frame threads above 720p).
+        count, kind = decode_threads(SessionOptions(), width, height)
+        threads = f"{count} {kind} thread{'s' if count > 1 else ''} (the default)"
+        proxied = measure_proxied(ctx, media, SessionOptions(), ctx.work_dir / f"proxy-{label}")
         results += _proxied_results(media, threads, proxied)
     return results
 

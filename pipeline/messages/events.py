@@ -120,13 +120,17 @@ typo. The gateway refuses more in a request, the worker in a ``compare/1`` comma
 
 
 class SessionOptions(msgspec.Struct, frozen=True):
-    """The JIT options of the original program, with its defaults (None: from the input)."""
+    """The JIT options of the original program, with its defaults (None: from the input), but
+    for ``threads``."""
 
     lowres: int = 0
     sample_aspect_num: int | None = None
     sample_aspect_den: int | None = None
     colorspace: str | None = None
-    threads: int = 1
+    threads: int | None = None
+    """Decoder threads (0: FFmpeg's choice); None (the default): chosen for the video
+    (:func:`~pipeline.producers.jit.decoder.decode_threads`: two frame threads above 720p, else
+    one, the original program's default)."""
     thread_type: Literal["slice", "frame", "auto"] = "slice"
     width: int | None = None
     height: int | None = None

@@ -77,6 +77,24 @@ MAX_DECODE_ERRORS = 25
 """Undecodable packets in a row before the input counts as unreadable."""
 
 _THREAD_TYPES = {"slice": "SLICE", "frame": "FRAME", "auto": "AUTO"}
+AUTO_FRAME_THREADS = 2
+"""Frame threads a video larger than 1280x720 decodes with when the session leaves ``threads``
+unset. Bench case 12, a 1080p GOP-250 H.264 seek to its exact picture: p95 1.7 s against 3.0 s
+with one thread; at UHD one thread cannot even play (13 frames a second). More threads than
+this machine's two cores would only queue; a 720p video keeps one (its seeks take tens of ms,
+and it leaves the other core to a second session: case 17)."""
+
+
+def decode_threads(options: SessionOptions, width: int, height: int) -> tuple[int, str]:
+    """``(thread count, thread type)`` of a ``width`` x ``height`` video's decoder: the
+    session's own when it gave ``threads``; else :data:`AUTO_FRAME_THREADS` frame threads
+    above 1280x720 (FFmpeg uses them where the decoder can: H.264, HEVC, ProRes, MPEG-2, ...;
+    the others decode as with one), and one thread at or below it."""
+    if options.threads is not None:
+        return max(0, options.threads), options.thread_type
+    if width * height > 1280 * 720:
+        return AUTO_FRAME_THREADS, "frame"
+    return 1, options.thread_type
 
 
 @dataclass(frozen=True)
@@ -144,8 +162,9 @@ class VideoReader:
         self._stream = stream
         ctx = stream.codec_context
         # Decoder options apply when the decoder opens, at the first decode below.
-        ctx.thread_count = max(0, options.threads)
-        ctx.thread_type = _THREAD_TYPES[options.thread_type]
+        threads, kind = decode_threads(options, ctx.width, ctx.height)
+        ctx.thread_count = threads
+        ctx.thread_type = _THREAD_TYPES[kind]
         if options.lowres:
             ctx.options = {"lowres": str(options.lowres)}
         tb = _fraction(stream.time_base)

@@ -15,11 +15,13 @@ Two tasks, running only while a viewer is connected:
   long that picture's decode takes: a seek into a long GOP while playing goes on from the frame
   asked for, with its sound, rather than skipping to catch up the seconds the decode took.
   With a seek proxy (:mod:`~pipeline.producers.jit.proxy`), a frame due while paused (a seek,
-  a step) or first after a seek while playing, whose exact picture is not cached and not
-  decoded within its grace (none once steps are slow: :mod:`~pipeline.producers.jit.grace`),
-  is first sent as the proxy's picture of that frame (its report says ``exact: false``), read
-  in the proxy thread while the video thread decodes, then again as the exact picture once
-  decoded (``exact: true``), unless a command came first.
+  a step) or first after a seek while playing, whose exact picture is not at hand (cached or
+  decoded), is first sent as the proxy's picture of that frame (its report says ``exact:
+  false``), read in the proxy thread, then again as the exact picture once decoded (``exact:
+  true``), unless a command came first. A seek's proxy picture is read and sent before its
+  exact decode starts (the JPEG then has the CPU to itself); a step one frame forward waits
+  its grace for the exact picture first (:mod:`~pipeline.producers.jit.grace`: 25 ms, none
+  once steps are slow, and then it too goes proxy first).
 - **audio**: every 20 ms, the 960 samples at the playback's media time (while playing at
   rate 1; silence otherwise), read from the audio thread in 100 ms blocks, mixed through the
   routing matrix (:mod:`~pipeline.producers.jit.routing`; a new one fades in over a packet)
@@ -134,6 +136,8 @@ class Player:
         self._sent_times: deque[float] = deque(maxlen=512)
         self.frames = 0
         self._shown: Picture | None = None
+        self._sent_proxy: tuple[int, int] | None = None
+        """(frame, version) of the last proxy picture sent before its exact decode began."""
         self._steps = StepGrace()
         """How long a step forward waits for its exact picture before the proxy's."""
         self._shown_pts = 0
@@ -260,14 +264,49 @@ class Player:
             self._prefetch = (key, read)
         return self._prefetch[1]
 
-    def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
-        # Paused (a seek, a step), or playing from a seek: its first picture.
+    def _at_hand(self, due: Due) -> bool:
+        """Whether ``due``'s exact picture is cached or already decoded."""
+        prefetch = self._prefetch
+        decoded = prefetch is not None and prefetch[0] == (due.frame, due.version)
+        return self._cached(due.frame) or (decoded and prefetch is not None and prefetch[1].done())
+
+    def _proxied(self, due: Due) -> bool:
+        # Paused (a seek, a step), or playing from a seek (its first picture); the seek proxy
+        # has the frame, and its exact picture is not at hand.
         return (
             (due.tick is None or self.playback.seek_starting)
             and self._proxy is not None
-            and not exact.done()
             and self._proxy.has(due.frame)
-            and not self._cached(due.frame)
+            and not self._at_hand(due)
+        )
+
+    def _proxy_first(self, due: Due, step: bool) -> bool:
+        """Whether ``due``'s proxy picture goes out before its exact decode starts: its exact
+        picture is not expected within the grace (a seek, a step that is not one frame
+        forward, or a step forward once steps are slow). The proxy's JPEG is then decoded
+        with the CPU to itself: a UHD decode's frame threads took both cores from it (first
+        pictures of 30-50 ms at p95, bench case 12), and a seek no longer waits the grace."""
+        return self._proxied(due) and (not step or self._steps.grace == 0)
+
+    async def _send_proxy(self, due: Due) -> None:
+        """Read ``due``'s proxy picture and send it (its exact one follows)."""
+        assert self._proxy is not None and self._proxy_thread is not None
+        try:
+            picture = await self._proxy_thread.submit(self._proxy.read, due.frame)
+        except Exception:  # noqa: BLE001 - the proxy only saves time: the exact one follows
+            log.warning("proxy picture %d failed", due.frame, exc_info=True)
+            return
+        if picture is None or due.version != self.playback.version:
+            return
+        self._send(picture, due)
+        self.proxy_pictures += 1
+        self._sent_proxy = (due.frame, due.version)
+
+    def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
+        """Whether ``due``'s proxy picture goes out unless its exact one comes within the
+        grace (a step forward at 1080p: ~20 ms)."""
+        return (
+            self._proxied(due) and not exact.done() and self._sent_proxy != (due.frame, due.version)
         )
 
     async def _show_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> None:
@@ -292,6 +331,12 @@ class Player:
             return
         self._send(picture, due)
         self.proxy_pictures += 1
+        await self._until_decoded(due, exact)
+
+    async def _until_decoded(self, due: Due, exact: asyncio.Future[Picture | None]) -> None:
+        """Wait until ``due``'s exact picture is decoded or a command changed what is due (a
+        newer seek's proxy picture then goes out at once, not after the older decode has
+        been called off at its next frame: 100 ms and more at UHD)."""
         exact.add_done_callback(lambda _: self.wake())
         while not exact.done() and due.version == self.playback.version:
             await self._wait(None)
@@ -311,8 +356,8 @@ class Player:
             if due is None:
                 await self._wait(None)
                 continue
-            future = self._request(due)
             if due.at > now:
+                self._request(due)  # decoded while it waits
                 await self._wait(due.at - now)
                 continue
             shown = self._shown
@@ -322,14 +367,20 @@ class Player:
                 due.tick is None
                 and shown is not None
                 and due.frame == shown.frame + 1
-                and not future.done()
-                and not self._cached(due.frame)
+                and not self._at_hand(due)
             )
             asked = self._clock()
-            if self._wants_proxy(due, future):
-                await self._show_proxy(due, future)
+            if self._proxy_first(due, step):
+                await self._send_proxy(due)
                 if due.version != self.playback.version:
                     continue  # a newer command: its own proxy picture goes out at once
+            future = self._request(due)
+            if self._sent_proxy == (due.frame, due.version):
+                await self._until_decoded(due, future)
+            elif self._wants_proxy(due, future):
+                await self._show_proxy(due, future)
+            if due.version != self.playback.version:
+                continue  # a newer command: its own proxy picture goes out at once
             try:
                 picture = await future
             except ReadInterrupted:
