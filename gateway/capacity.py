@@ -9,7 +9,9 @@ yet asks :meth:`Capacity.refuse_mosaic`, ``POST /session`` asks :meth:`Capacity.
 the workers the new work would start (a mosaic's stitcher and the grabbers of its sources that
 no worker pulls yet, priced by :mod:`pipeline.state.costs`) are fitted into that room as the
 controller would place them, and what does not fit is the ``503``'s reason, naming every
-agent's room.
+agent's room to whoever may see it (an open install, or an ``admin`` token:
+:meth:`~gateway.guard.Guard.may_see_rooms`); others are told what was needed and the fix,
+not the cluster's machines and load.
 
 Nothing is refused when nobody publishes a room (workers run as ``tessera up``'s own
 processes), when the last room is stale (three beats late: the controller is away, and decides
@@ -72,9 +74,12 @@ class Capacity:
         age = self.beats.age(subjects.worker_heartbeat(worker_id))
         return age is not None and age <= self.config.worker_heartbeat_timeout
 
-    def refuse_mosaic(self, config: MosaicConfig, fp: str) -> str | None:
+    def refuse_mosaic(
+        self, config: MosaicConfig, fp: str, *, name_rooms: bool = True
+    ) -> str | None:
         """Why a new mosaic ``config`` (fingerprint ``fp``) cannot be placed; None if it can
-        (or that cannot be known: see the module's doc)."""
+        (or that cannot be known: see the module's doc). ``name_rooms``: say each agent's
+        room (:func:`~pipeline.state.costs.refusal`)."""
         room = self.placement()
         if room is None or room.can_launch:
             return None
@@ -84,11 +89,11 @@ class Capacity:
         wants = [
             (spec.kind, cost_of(spec, state)) for spec in specs if not self._running(spec.worker_id)
         ]
-        return refusal(wants, room.agents, room.ceiling)
+        return refusal(wants, room.agents, room.ceiling, name_rooms=name_rooms)
 
-    def refuse_session(self) -> str | None:
+    def refuse_session(self, *, name_rooms: bool = True) -> str | None:
         """Why a new JIT session cannot be placed; None if it can (or cannot be known)."""
         room = self.placement()
         if room is None or room.can_launch:
             return None
-        return refusal([("jit", JIT)], room.agents, room.ceiling)
+        return refusal([("jit", JIT)], room.agents, room.ceiling, name_rooms=name_rooms)

@@ -211,6 +211,13 @@ class Guard:
             request.state.token_name = verdict.name  # who the audit trail names
         return verdict
 
+    def may_see_rooms(self, request: Request) -> bool:
+        """Whether a refusal may name the agents' room (their ids, cores, memory and workers):
+        on an open install, or to a token with the ``admin`` scope. An install that serves
+        others keeps its machines and their load from everyone else."""
+        identity = self.identify(request)
+        return not self.closed or (identity is not None and identity.allows("admin"))
+
     def identify(self, request: Request) -> Identity | None:
         """The valid token the request carries, if any (and ``request.state.token_name``)."""
         verdict = self._verdict(request)

@@ -233,7 +233,9 @@ class Mosaics:
             return _bad(str(exc))
         if self.capacity is not None:
             fp = fingerprint(config)
-            full = self.capacity.refuse_mosaic(config, fp)
+            full = self.capacity.refuse_mosaic(
+                config, fp, name_rooms=self.guard.may_see_rooms(request)
+            )
             if full and not await self.known(fp):
                 return JSONResponse({"error": full}, status_code=503, headers={"Retry-After": "10"})
         fp = await self.record(request, config)

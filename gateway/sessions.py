@@ -174,7 +174,8 @@ class Sessions:
             return _error(400, str(exc))
         if link is not None and (self.signed is None or not self.signed.enabled):
             return _error(400, "link needs --play-secret (TESSERA_PLAY_SECRET) on the gateway")
-        if self.capacity is not None and (full := self.capacity.refuse_session()):
+        rooms = self.guard.may_see_rooms(request)
+        if self.capacity is not None and (full := self.capacity.refuse_session(name_rooms=rooms)):
             # No agent has room and none can be launched: say so now, not at running_timeout.
             return _error(503, full, {"Retry-After": "10"})
         sid = uuid.uuid4().hex

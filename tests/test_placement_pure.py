@@ -312,6 +312,13 @@ def test_the_gateway_refuses_what_no_agent_has_room_for() -> None:
     why = capacity.refuse_mosaic(mosaic_16, fp)
     assert why is not None and "no agent has room for " in why and "16 grabbers" in why
     assert capacity.refuse_session() is not None and "1 jit" in (capacity.refuse_session() or "")
+    # Told to someone who may not see the cluster (a closed install, no admin token): what
+    # was needed and the fix, not the agents' ids and load.
+    brief = capacity.refuse_mosaic(mosaic_16, fp, name_rooms=False)
+    assert brief is not None and brief.startswith(why.split(": a:")[0]) and "a:" not in brief
+    assert brief.endswith("needing " + why.split("needing ")[1].split(")")[0] + "): add an "
+                          "agent, or stop some work")  # fmt: skip
+    assert "cores 0.00" not in (capacity.refuse_session(name_rooms=False) or "a: cores 0.00")
     # Grabbers that already run need no room: with most of them running, the rest fit.
     for tile in tiles[: 16 - fit]:
         wid = grabber_id(tile.url)

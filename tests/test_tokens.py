@@ -23,10 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from starlette.requests import Request
 
 from gateway.app import create_app
 from gateway.context import GatewayContext
-from gateway.guard import RateLimiter
+from gateway.guard import Guard, RateLimiter
 from pipeline.access import tokens
 from pipeline.access.tokens import SCOPES, Identity, Revoked, Scope, TokenError
 from pipeline.config.settings import load
@@ -437,3 +438,21 @@ async def test_the_cli_refuses_bad_input_in_one_line(
     assert err.startswith("tessera: error: ") and message in err
     assert err.strip().count("\n") == 0 and "Traceback" not in err
     assert len(await audit_messages(js)) == 0
+
+
+def test_only_an_open_install_or_an_admin_token_is_told_the_agents_room() -> None:
+    """A 503 for want of room names every agent's id, cores and load
+    (:func:`~pipeline.state.costs.refusal`): to an open install's callers and to admin
+    tokens; an install that serves others tells anyone else only what was needed."""
+
+    def request(token: str | None) -> Request:
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        return Request({"type": "http", "headers": headers})
+
+    open_guard = Guard(load(env={}))
+    assert open_guard.may_see_rooms(request(None))
+    closed = Guard(load(env={"TESSERA_API_TOKEN": "tsr_api-token_" + "s" * 32}))
+    assert closed.closed and closed.token is not None
+    assert closed.may_see_rooms(request(closed.token))  # the gateway's own: every scope
+    assert not closed.may_see_rooms(request(None))
+    assert not closed.may_see_rooms(request("tsr_nobody_" + "x" * 32))

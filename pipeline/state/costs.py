@@ -256,10 +256,16 @@ def _kinds(kinds: Sequence[str]) -> str:
 
 
 def refusal(
-    wants: Sequence[tuple[str, Cost]], rooms: Sequence[AgentRoom], ceiling: float
+    wants: Sequence[tuple[str, Cost]],
+    rooms: Sequence[AgentRoom],
+    ceiling: float,
+    *,
+    name_rooms: bool = True,
 ) -> str | None:
     """Why new work (``(kind, cost)`` pairs: the workers a new mosaic or session would start)
-    cannot be placed on the agents of ``rooms``, in one line; None when it fits."""
+    cannot be placed on the agents of ``rooms``, in one line; None when it fits.
+    ``name_rooms``: say each agent's room (:func:`describe`: its id, cores, memory and
+    workers), for the operator; without it, what was needed and the fix only."""
     left = unfit(wants, rooms, ceiling)
     if not left:
         return None
@@ -267,7 +273,8 @@ def refusal(
     for _, cost in wants:
         need = need + cost
     some = "" if len(left) == len(wants) else f"of {_kinds([kind for kind, _ in wants])} "
+    rooms_said = f": {describe(rooms, ceiling)};" if name_rooms else ":"
     return (
         f"no agent has room for {_kinds([wants[i][0] for i in left])} "
-        f"({some}needing {need}): {describe(rooms, ceiling)}; add an agent, or stop some work"
+        f"({some}needing {need}){rooms_said} add an agent, or stop some work"
     )
