@@ -56,6 +56,7 @@ from pipeline.nats import subjects
 from pipeline.producers.jit.decoder import Picture, VideoReader
 from pipeline.producers.jit.errors import JitInputError
 from pipeline.producers.jit.inputs import InputAccess, open_input
+from pipeline.producers.jit.peers import Peer
 from pipeline.producers.jit.rtpclock import RTP_MODULUS, STEP
 from pipeline.producers.jit.timecode import timecode
 from pipeline.producers.jit.worker import JitWorker
@@ -740,3 +741,30 @@ async def test_two_viewers_heartbeats_and_hangup(
     await worker.stop()
     await worker.stop()  # safe twice
     assert worker.status == "stopped" and not jit_threads()
+
+
+async def test_a_stop_while_a_gone_viewer_closes_still_closes_it(
+    nc: Client, media: Media, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viewer leaves and the worker stops while its housekeeping closes that viewer's peer
+    connection (what every test's teardown does): the peer connection is closed all the same.
+    The housekeeping used to drop the peer from its list first, and the stop cancelled the
+    close: its ICE sockets were left open."""
+    closing = asyncio.Event()
+    closed: list[Peer] = []
+    close = Peer.close
+
+    async def slow_close(self: Peer) -> None:
+        closing.set()
+        await asyncio.sleep(0.3)  # long enough for the stop to land in the middle
+        await close(self)
+        closed.append(self)
+
+    monkeypatch.setattr(Peer, "close", slow_close)
+    worker = await session(SessionInput(str(media.v25)))
+    viewer, _ = await watch(nc, session, worker)
+    [peer] = worker._peers
+    await viewer.close()  # the housekeeping sees it gone and closes it
+    await asyncio.wait_for(closing.wait(), 10)
+    await worker.stop()
+    assert peer.pc.connectionState == "closed" and peer in closed

@@ -35,6 +35,7 @@ from pipeline.messages.events import (
     SessionRequested,
     SessionStarted,
     Tile,
+    WorkerRetiled,
     WorkerStarted,
     WorkerStopped,
     entity_of,
@@ -88,6 +89,7 @@ EVENTS = [
     InstanceTerminated(at=7.0, instance_id="i1", reason="idle"),
     WorkerStarted(at=8.0, worker_id="w1", kind="stitcher", target="f" * 32, pid=42),
     WorkerStopped(at=9.0, worker_id="w1", reason="not-needed", exit_code=0),
+    WorkerRetiled(at=10.0, worker_id="grabber-k", sizes=("640x360", "320x180"), fps=25.0),
 ]
 
 
@@ -124,7 +126,7 @@ def test_unknown_tag_names_the_subject() -> None:
 def test_entity_of_every_event() -> None:
     assert [entity_of(e)[0] for e in EVENTS] == [
         "mosaic", "source", "source", "session", "session", "session", "session",
-        "instance", "instance", "instance", "worker", "worker",
+        "instance", "instance", "instance", "worker", "worker", "worker",
     ]  # fmt: skip
 
 

@@ -741,14 +741,18 @@ class JitWorker:
         self._house_wake.set()
 
     async def _close_peer(self, peer: Peer) -> None:
-        if peer in self._peers:
-            self._peers.remove(peer)
+        """Close one viewer's peer connection. It stays listed until closed, and the close is
+        shielded: when stop() cancels the housekeeping in the middle of one, the close runs on
+        and stop() closes the peer again, which waits for it (a peer dropped from the list
+        first and then cancelled left its ICE sockets open: seen as unclosed UDP transports)."""
         if self.player is not None:
             self.player.remove(peer)
         try:
-            await asyncio.wait_for(peer.close(), STOP_PEER_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(peer.close()), STOP_PEER_TIMEOUT)
         except TimeoutError:
             log.warning("viewer %s did not close in time", peer.peer_id)
+        if peer in self._peers:
+            self._peers.remove(peer)
         self._house_wake.set()
 
     async def _sweep_proxies(self, root: Path) -> None:
