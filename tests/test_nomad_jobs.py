@@ -244,7 +244,12 @@ def template_source(template: dict[str, Any]) -> str:
 def render(template: dict[str, Any], alloc_index: str = "1") -> str:
     return gotemplate.render(
         template_source(template),
-        env={"NOMAD_ALLOC_INDEX": alloc_index},
+        env={
+            "NOMAD_ALLOC_INDEX": alloc_index,
+            # The host's address and port of each of the group's ports, as Nomad sets them.
+            "NOMAD_HOST_ADDR_client": "10.0.0.11:4222",
+            "NOMAD_HOST_ADDR_cluster": "10.0.0.11:6222",
+        },
         variables=variables(),
         services={"tessera-nats": SERVERS, "tessera-nats-cluster": ROUTES},
     )
@@ -405,6 +410,10 @@ def test_nats_job_runs_the_config_tessera_renders() -> None:
             listen=f"0.0.0.0:{ports['cluster']}",
             routes=tuple(f"nats-route://{r['Address']}:{r['Port']}" for r in ROUTES),
             route_password=ROUTE_PASSWORD,
+            # A container's own address is not what the other servers and the clients reach:
+            # it advertises its host's.
+            advertise="10.0.0.11:6222",
+            client_advertise="10.0.0.11:4222",
         ),
     )
     regenerate = (

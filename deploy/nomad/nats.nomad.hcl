@@ -138,9 +138,11 @@ job "tessera-nats" {
             sync_interval: always
           }
           server_name: "tessera-nats-{{ env "NOMAD_ALLOC_INDEX" }}"
+          client_advertise: "{{ env "NOMAD_HOST_ADDR_client" }}"
           cluster {
             name: "tessera"
             listen: "0.0.0.0:6222"
+            advertise: "{{ env "NOMAD_HOST_ADDR_cluster" }}"
             authorization {
               user: "route"
               password: {{ $route | toJSON }}

@@ -239,9 +239,13 @@ def nats_server_config(
     cluster_listen: str = NATS_CLUSTER_LISTEN,
     monitor: str | None = NATS_MONITOR,
     max_payload: int | None = None,
+    advertise: str | None = None,
+    client_advertise: str | None = None,
 ) -> str:
     """The config of one nats-server of a Tessera cluster (its client address and port are
-    flags: ``nats-server -c FILE -a HOST -p PORT``, as :class:`EmbeddedNats` starts it). Pure."""
+    flags: ``nats-server -c FILE -a HOST -p PORT``, as :class:`EmbeddedNats` starts it);
+    ``advertise`` and ``client_advertise``: the cluster and client addresses the others are
+    told, where the server's own are not reachable (:class:`ClusterConfig`). Pure."""
     return render_config(
         store_dir=store_dir,
         max_payload=max_payload or Config().nats_max_payload,
@@ -252,6 +256,8 @@ def nats_server_config(
             listen=cluster_listen,
             routes=tuple(routes),
             route_password=route_password,
+            advertise=advertise,
+            client_advertise=client_advertise,
         ),
     )
 
@@ -263,15 +269,21 @@ def _mark(name: str) -> str:
 def nats_config_template(job: str = "tessera-nats") -> str:
     """The Go template of ``deploy/nomad/nats.nomad.hcl``'s server config: exactly
     :func:`nats_server_config`, with the passwords from the job's Nomad Variable, the server's
-    name from its allocation index and its routes from the service ``tessera-nats-cluster``.
-    (The job file holds this text; a test renders both and compares them.) Pure."""
+    name from its allocation index, its routes from the service ``tessera-nats-cluster``, and
+    the addresses it advertises from its host's ports (a container's own address is not one the
+    other servers and the clients reach). (The job file holds this text; a test renders both
+    and compares them.) Pure."""
     marks = {role: _mark(role) for role in natsauth.ROLES}
     text = nats_server_config(
         server_name=f"tessera-nats-{_mark('index')}",
         passwords=marks,
         route_password=_mark("route"),
         routes=(f"nats-route://{_mark('address')}:{_mark('port')}",),
+        advertise=_mark("cluster-host"),
+        client_advertise=_mark("client-host"),
     )
+    text = text.replace(_mark("cluster-host"), '{{ env "NOMAD_HOST_ADDR_cluster" }}')
+    text = text.replace(_mark("client-host"), '{{ env "NOMAD_HOST_ADDR_client" }}')
     for role, mark in marks.items():
         text = text.replace(f'"{mark}"', f'{{{{ index $users "{role}" | toJSON }}}}')
     text = text.replace(f'"{_mark("route")}"', "{{ $route | toJSON }}")

@@ -75,6 +75,13 @@ class ClusterConfig:
     routes: tuple[str, ...]
     route_password: str
     name: str = "tessera"
+    advertise: str | None = None
+    """``host:port`` the other servers are told to reach this one's cluster port at (None: the
+    address it binds). Needed where that is not the address they reach: a container behind its
+    host's port (the Nomad job), whose own address the others would try and never reach."""
+    client_advertise: str | None = None
+    """``host:port`` clients are told to reach this server at when it gossips the cluster's
+    client URLs (None: its own addresses); for the same reason."""
 
 
 def _quoted(text: str) -> str:
@@ -87,12 +94,16 @@ def render_cluster(cluster: ClusterConfig) -> str:
         f"    {_quoted(with_credentials(route, 'route', cluster.route_password))}\n"
         for route in cluster.routes
     )
+    client = (
+        f"client_advertise: {_quoted(cluster.client_advertise)}\n"
+        if cluster.client_advertise
+        else ""
+    )
+    advertise = f"  advertise: {_quoted(cluster.advertise)}\n" if cluster.advertise else ""
     return (
-        f"server_name: {_quoted(cluster.server_name)}\n"
-        "cluster {\n"
+        f"server_name: {_quoted(cluster.server_name)}\n" + client + "cluster {\n"
         f"  name: {_quoted(cluster.name)}\n"
-        f"  listen: {_quoted(cluster.listen)}\n"
-        "  authorization {\n"
+        f"  listen: {_quoted(cluster.listen)}\n" + advertise + "  authorization {\n"
         '    user: "route"\n'
         f"    password: {_quoted(cluster.route_password)}\n"
         "  }\n"
