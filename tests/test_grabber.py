@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from itertools import pairwise
+from pathlib import Path
 
 import av
 import msgspec
@@ -26,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline.errors import ConfigError
+from pipeline.frames.slot import SlotFrame, SlotReader
 from pipeline.messages.codec import decode_heartbeat, decode_reply, encode
 from pipeline.messages.control import CommandReply, Retile
 from pipeline.messages.frames import FrameHeader, unpack_frame
@@ -647,6 +649,56 @@ async def test_a_running_grabber_is_retiled_on_its_control_subject(
     assert grabber.decoder.reconnects == 0 and grabber.decoder.reopens == 1  # the new fps
     assert (grabber.source_id, grabber.sizes, grabber.fps) == (small, ("160x90",), 10.0)
     assert grabber.retiles == 2
+
+
+async def test_a_retiled_grabbers_slots_follow_its_sizes(
+    nc: Client, server: SourceServer, grabbers: list[Grabber], tmp_path: Path
+) -> None:
+    """With shared-memory slots: a size added gets its slot (written with its frames), a size
+    dropped keeps its slot file until the next change (a frame of it may still be on its way)
+    and then it is removed, a size given back takes its slot up again, and the stop removes
+    every slot file."""
+    url = server.url("colour")
+    spec = GrabberSpec(key=key_of_source(source_id(url, 320, 180)), url=url, sizes=((320, 180),))
+    both = msgspec.structs.replace(spec, sizes=((320, 180), (160, 90)))
+    big, small = both.source_ids
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    grabber = Grabber.from_spec(
+        spec, nc=nc, worker_id=spec.worker_id, policy=SourcePolicy.local(),
+        frame_slots=lambda sid: slots / sid, **FAST,
+    )  # fmt: skip
+    grabbers.append(grabber)
+    await grabber.start()
+
+    def files() -> set[str]:
+        return {p.name for p in slots.iterdir()}
+
+    await grabber.retile(both)
+    assert files() == {big, small}
+    reader = SlotReader(slots / small)
+    frames: list[SlotFrame] = []
+
+    def written() -> bool:
+        frame = reader.read()
+        if frame is not None:
+            frames.append(frame)
+        return bool(frames)
+
+    await until(written, 10, "a frame in the added size's slot")
+    assert (frames[0].width, frames[0].height) == (160, 90)
+    reader.close()
+    only_small = msgspec.structs.replace(spec, sizes=((160, 90),))
+    await grabber.retile(only_small)
+    assert files() == {big, small}  # kept one change longer
+    await grabber.retile(only_small)
+    assert files() == {small}
+    await grabber.retile(both)
+    await grabber.retile(only_small)
+    await grabber.retile(both)  # the big one back from retirement, slot and all
+    assert files() == {big, small}
+    await grabber.stop()
+    assert files() == set()
 
 
 def textured(width: int, height: int) -> av.VideoFrame:

@@ -410,10 +410,10 @@ class Grabber:
         source allows, on the same connection (:meth:`DecodeThread.retile
         <pipeline.producers.decode.DecodeThread.retile>`): a size that stays keeps its
         subject, slot and listeners, a new one gets them (its slot as :meth:`from_spec` was
-        told), a size
-        that goes stops at once (its slot is closed at the next change or the stop: a frame
-        of it may still be on its way). ``ConfigError`` when ``spec`` is another source's or
-        its tiles cannot be made; the grabber then goes on as it was."""
+        told), a size that goes stops at once (its slot file is closed and removed at the next
+        change or the stop: a frame of it may still be on its way). ``ConfigError`` when
+        ``spec`` is another source's or its tiles cannot be made; the grabber then goes on as
+        it was (so it does on any other error, which is raised)."""
         if not self._running:
             raise ConfigError(f"grabber {self.key} is not running")
         if (spec.key, spec.url) != (self.key, self.url):
@@ -425,23 +425,31 @@ class Grabber:
             raise ConfigError(f"grabber {spec.key} has no tile size: give at least one")
         if not spec.fps > 0:
             raise ConfigError(f"fps must be greater than 0, not {spec.fps}")
-        known = {out.tile.source_id: out for out in self._outs}
+        # A size given back that went at the last change is taken up again, slot and all.
+        known = {out.tile.source_id: out for out in (*self._retired, *self._outs)}
         tiles = [
             known[sid].tile if sid in known else TileOut(sid, w, h, self._slots(sid))
             for sid, (w, h) in zip(spec.source_ids, spec.sizes, strict=True)
         ]
         self._check_payload(tiles)
-        try:
-            self.decoder.retile([(t.source_id, t.width, t.height) for t in tiles], spec.fps)
-        except ValueError as exc:
-            raise ConfigError(f"grabber {self.key}: {exc}") from exc
         outs = [known.get(t.source_id) or _Out(self._nc, t) for t in tiles]
-        for out in outs:
-            if out.sender is None:
+        new = [out for out in outs if out.sender is None]
+        # The new sizes' outputs first, the decode thread last: whatever fails before leaves
+        # the grabber as it was.
+        try:
+            for out in new:
                 await self._open(out)
+            self.decoder.retile([(t.source_id, t.width, t.height) for t in tiles], spec.fps)
+        except BaseException as exc:
+            for out in new:
+                await self._close(out, slot=True)
+            if isinstance(exc, ValueError):
+                raise ConfigError(f"grabber {self.key}: {exc}") from exc
+            raise
         kept = {out.tile.source_id for out in outs}
         for out in self._retired:
-            await self._close(out, slot=True)  # gone a change ago: no frame of it is left
+            if out.tile.source_id not in kept:
+                await self._close(out, slot=True)  # gone a change ago: no frame of it is left
         self._retired = [out for out in self._outs if out.tile.source_id not in kept]
         for out in self._retired:
             await self._close(out, slot=False)
@@ -471,17 +479,19 @@ class Grabber:
             out.want = await self._nc.subscribe(out.wanted, cb=self._audio_wanted)
 
     async def _close(self, out: _Out, *, slot: bool) -> None:
-        """Stop one tile size's subscription and sender; close its slot too when ``slot``
-        (else it is only no longer written: a thread still busy may write it once more)."""
+        """Stop one tile size's subscription and sender; close its slot (and remove its file)
+        too when ``slot``, else keep it for a later call with ``slot``: a thread still busy
+        may write it once more."""
         want, out.want = out.want, None
         if want is not None:
             with contextlib.suppress(nats.errors.Error):
                 await want.unsubscribe()
         sender, out.sender = out.sender, None
         await cancel_and_wait(sender)
-        writer, out.slot = out.slot, None
-        if writer is not None and slot:
-            writer.close()
+        if slot:
+            writer, out.slot = out.slot, None
+            if writer is not None:
+                writer.close()
 
     async def _on_control(self, msg: Msg) -> None:
         """``ctl.worker.<worker_id>``: a :class:`~pipeline.messages.control.Retile`, answered
@@ -494,6 +504,9 @@ class Grabber:
         except (MessageError, ConfigError) as exc:
             reply = CommandReply(ok=False, error=str(exc))
             log.warning("retile refused: %s", exc, extra={"source": self.key})
+        except Exception as exc:  # noqa: BLE001 - a slot or NATS failed: unchanged, say so
+            reply = CommandReply(ok=False, error=f"grabber {self.key}: retile failed: {exc}")
+            log.exception("retile failed", extra={"source": self.key})
         else:
             reply = CommandReply(ok=True)
         if msg.reply:
