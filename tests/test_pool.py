@@ -195,10 +195,10 @@ async def test_a_retiled_grabber_keeps_its_new_spec_whatever_its_agent_says(
     new = replace_struct(old, sizes=((640, 360), (320, 180)))
     wid = old.worker_id
 
-    def agent_beat(now: float) -> InstanceHeartbeat:
+    def agent_beat(now: float, cores: float = 2.0) -> InstanceHeartbeat:
         return InstanceHeartbeat(
             at=now, instance_id="agent-a", capacity={"grabber": 4}, used={"grabber": 1},
-            workers=(wid,), specs=(old,), started_at=now,
+            workers=(wid,), specs=(old,), started_at=now, cores=cores, memory_mb=4000,
         )  # fmt: skip
 
     try:
@@ -210,6 +210,14 @@ async def test_a_retiled_grabber_keeps_its_new_spec_whatever_its_agent_says(
         pool.fold(agent_beat(now + 1), now + 1)
         assert pool.running()[wid].spec == new
         assert pool.instance_of(wid) == "agent-a"
+        # Growing in place only where its agent has room for what the new spec costs more: a
+        # 1080p tile at 25 fps adds about 0.23 cores; 0.3 cores at a 0.85 ceiling do not.
+        huge = replace_struct(old, sizes=((1920, 1080), (320, 180)))
+        assert pool.can_retile(huge)
+        assert pool.can_retile(old)  # costs less: always
+        pool.fold(agent_beat(now + 2, cores=0.3), now + 2)
+        assert not pool.can_retile(huge) and pool.can_retile(old)
+        assert not pool.can_retile(replace_struct(old, key="other"))  # not placed here
     finally:
         await pool.close()
 

@@ -89,6 +89,10 @@ class Provider(Protocol):
     def retiled(self, spec: WorkerSpec) -> None:
         """The running worker ``spec.worker_id`` now runs ``spec`` (told in place)."""
 
+    def can_retile(self, spec: WorkerSpec) -> bool:
+        """Whether the running worker ``spec.worker_id`` may grow to ``spec`` where it runs
+        (its agent has room for what the new spec costs more); else it is placed anew."""
+
     async def start_worker(self, spec: WorkerSpec) -> int: ...
 
     async def stop_worker(self, worker_id: str, reason: str = ...) -> int | None: ...
@@ -331,18 +335,26 @@ class Controller:
             )
             for fact in sessions.facts:
                 await self._session_fact(fact)
+            # Told at once, not one after another: a grabber that does not answer costs the
+            # pass its timeout once, not once per grabber.
+            fits = [spec for spec in decision.retile if self.provider.can_retile(spec)]
+            took = await asyncio.gather(*(self._retile(spec) for spec in fits))
+            retiled = {spec.worker_id for spec, ok in zip(fits, took, strict=True) if ok}
             for spec in decision.retile:
-                if not await self._retile(spec):
-                    code = await self.provider.stop_worker(spec.worker_id, "changed")
-                    await append(
-                        self._js,
-                        WorkerStopped(
-                            at=self._clock(),
-                            worker_id=spec.worker_id,
-                            reason="changed",
-                            exit_code=code,
-                        ),
+                if spec.worker_id in retiled:
+                    continue
+                if spec not in fits:
+                    log.info(
+                        "worker's agent has no room for its new spec: placing it anew",
+                        extra={"worker": spec.worker_id},
                     )
+                code = await self.provider.stop_worker(spec.worker_id, "changed")
+                await append(
+                    self._js,
+                    WorkerStopped(
+                        at=self._clock(), worker_id=spec.worker_id, reason="changed", exit_code=code
+                    ),
+                )
             for wid, reason in decision.stop + sessions.stop:
                 code = await self.provider.stop_worker(wid, reason)
                 await append(

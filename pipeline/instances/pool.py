@@ -90,7 +90,7 @@ from pipeline.nats.eventlog import append, matching_count
 from pipeline.nats.heartbeat import Heartbeater
 from pipeline.nats.topology import EVENTS, HEARTBEATS
 from pipeline.runtime.tasks import Tasks, cancel_and_wait, wait_set
-from pipeline.state.costs import Cost, Demand, demand_of
+from pipeline.state.costs import Cost, Demand, budget_of, demand_of
 from pipeline.state.evolve import evolve
 from pipeline.state.model import InstanceState
 from pipeline.state.reconcile import Running
@@ -443,6 +443,25 @@ class InstancePool:
             wid: Running(spec=where.spec, started_at=where.started_at)
             for wid, where in self.placed.items()
         }
+
+    def can_retile(self, spec: WorkerSpec) -> bool:
+        """Whether the agent that runs ``spec.worker_id`` has room for what ``spec`` costs
+        more than the spec it runs (a retile adds no worker, so only cores and memory count);
+        a spec that costs no more always fits. False when the worker is not placed here."""
+        where = self.placed.get(spec.worker_id)
+        if where is None:
+            return False
+        grown = self.demand(spec).cost
+        now = self.demand(where.spec).cost
+        extra = Cost(grown.cores - now.cores, grown.memory_mb - now.memory_mb)
+        if extra.cores <= 0 and extra.memory_mb <= 0:
+            return True
+        rooms = {r.instance_id: r for r in self.room_beat().agents}
+        room = rooms.get(where.instance_id)
+        if room is None:
+            return False
+        budget = budget_of(room, self.ceiling)
+        return extra.cores <= budget.cores + 1e-9 and extra.memory_mb <= budget.memory_mb + 1e-9
 
     def retiled(self, spec: WorkerSpec) -> None:
         """The running worker ``spec.worker_id`` now runs ``spec`` (told in place, not through

@@ -90,6 +90,10 @@ class LocalProvider:
             if not c.stopping
         }
 
+    def can_retile(self, spec: WorkerSpec) -> bool:
+        """Always: this machine's workers are not placed by cost."""
+        return True
+
     def retiled(self, spec: WorkerSpec) -> None:
         """The running worker ``spec.worker_id`` now runs ``spec`` (told in place)."""
         child = self._children.get(spec.worker_id)
