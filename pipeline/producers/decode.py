@@ -588,11 +588,12 @@ class DecodeThread:
         """The thread that hands paced frames on at their time (made on first use)."""
         if self._release is None:
             self._release = Releaser(
-                self._emit_released,
+                self._emit,
                 self._stopping,
                 [scaler.frame_size for _, scaler in self._tiles],  # grown when tiles grow
                 f"release-{self.source_id}",
                 idle=self._idle,
+                done=self._released,
             )
         return self._release
 
@@ -612,11 +613,10 @@ class DecodeThread:
         if self._pictures is not None:
             self._pictures.settle()
 
-    def _emit_released(self, header: FrameHeader, pixels: Pixels) -> None:
-        """A paced frame is due (release thread): hand it on, and (after its last size) the
-        readings due by now."""
-        self._emit(header, pixels)
-        if self._held and header.source_id == self._tiles[-1][0]:
+    def _released(self) -> None:
+        """A paced frame's tiles went out (release thread): hand on the readings due by now,
+        after the frame's last size, whatever sizes it was made in."""
+        if self._held:
             self._release_levels(time.monotonic())
 
     def _scale(self, frame: av.VideoFrame, sar: Fraction | None) -> list[memoryview]:

@@ -48,11 +48,14 @@ class Releaser:
         frame_sizes: Sequence[int],
         name: str,
         idle: Callable[[], None] | None = None,
+        done: Callable[[], None] | None = None,
     ) -> None:
         """``idle()`` is called in the decode thread when it is ahead and is about to wait: a
-        time for work that can wait (the grabber decodes its audio then)."""
+        time for work that can wait (the grabber decodes its audio then); ``done()`` in the
+        release thread after each frame's tiles were emitted."""
         self._emit = emit
         self._idle = idle
+        self._done = done
         self._stopping = stopping
         self._queue: queue.Queue[_Queued] = queue.Queue(AHEAD)
         pool = AHEAD + 2  # queued, one being emitted, one being filled
@@ -122,6 +125,8 @@ class Releaser:
                     for size, header in zip(sizes, headers, strict=True):
                         self._emit(header, view[start : start + size])
                         start += size
+                if self._done is not None:
+                    self._done()
             self._free.put(buf)
 
     def join(self) -> None:
