@@ -181,6 +181,8 @@ def test_a_session_decodes_a_video_above_720p_with_frame_threads_unless_it_says(
     assert decode_threads(SessionOptions(), 1280, 720) == (1, "slice")
     assert decode_threads(SessionOptions(threads=1), 3840, 2160) == (1, "slice")
     assert decode_threads(SessionOptions(threads=0, thread_type="auto"), 640, 360) == (0, "auto")
+    # An A/B compare's two readers decode at once: one thread each.
+    assert decode_threads(SessionOptions(), 1920, 1080, readers=2) == (1, "slice")
     path = make_video(tmp_path / "big.mp4", frames=12, rate=fractions.Fraction(25),
                       width=1296, height=736, gop=6)  # fmt: skip
     video = reader(path, 4)

@@ -85,15 +85,19 @@ this machine's two cores would only queue; a 720p video keeps one (its seeks tak
 and it leaves the other core to a second session: case 17)."""
 
 
-def decode_threads(options: SessionOptions, width: int, height: int) -> tuple[int, str]:
+def decode_threads(
+    options: SessionOptions, width: int, height: int, readers: int = 1
+) -> tuple[int, str]:
     """``(thread count, thread type)`` of a ``width`` x ``height`` video's decoder: the
     session's own when it gave ``threads``; else :data:`AUTO_FRAME_THREADS` frame threads
     above 1280x720 (FFmpeg uses them where the decoder can: H.264, HEVC, ProRes, MPEG-2, ...;
-    the others decode as with one), and one thread at or below it."""
+    the others decode as with one), shared by the session's ``readers`` (an A/B compare's two
+    decode at once, one thread each), and one thread at or below it."""
     if options.threads is not None:
         return max(0, options.threads), options.thread_type
-    if width * height > 1280 * 720:
-        return AUTO_FRAME_THREADS, "frame"
+    threads = AUTO_FRAME_THREADS // max(1, readers)
+    if width * height > 1280 * 720 and threads > 1:
+        return threads, "frame"
     return 1, options.thread_type
 
 
@@ -143,6 +147,8 @@ class VideoReader:
 
     Opening probes the stream: frame rate, time base, the first frame's pts and size, the
     frame count. ``JitInputError`` (for input ``index``) when there is nothing to decode.
+    ``readers``: the session's readers that decode at once (two in an A/B compare), which
+    share the decoder threads chosen for it (:func:`decode_threads`).
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class VideoReader:
         index: int = 1,
         cache_bytes: int = CACHE_BYTES,
         max_output: tuple[int, int] | None = None,
+        readers: int = 1,
     ) -> None:
         self._container = container
         self.index = index
@@ -162,7 +169,7 @@ class VideoReader:
         self._stream = stream
         ctx = stream.codec_context
         # Decoder options apply when the decoder opens, at the first decode below.
-        threads, kind = decode_threads(options, ctx.width, ctx.height)
+        threads, kind = decode_threads(options, ctx.width, ctx.height, readers)
         ctx.thread_count = threads
         ctx.thread_type = _THREAD_TYPES[kind]
         if options.lowres:

@@ -424,7 +424,13 @@ class JitWorker:
 
     def _reader(self, container: av.container.InputContainer, index: int) -> VideoReader:
         try:
-            return VideoReader(container, self.options, index=index, max_output=self.max_output)
+            return VideoReader(
+                container,
+                self.options,
+                index=index,
+                max_output=self.max_output,
+                readers=2 if self.options.compare else 1,  # A and B decode at once
+            )
         except BaseException:
             container.close()
             raise
