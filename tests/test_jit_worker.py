@@ -71,6 +71,7 @@ from tests.jitmedia import (
     make_video,
     read_frame_number,
 )
+from tests.waiting import until
 
 RATE_25 = fractions.Fraction(25)
 RATE_2997 = fractions.Fraction(30000, 1001)
@@ -750,21 +751,24 @@ async def test_a_stop_while_a_gone_viewer_closes_still_closes_it(
     connection (what every test's teardown does): the peer connection is closed all the same.
     The housekeeping used to drop the peer from its list first, and the stop cancelled the
     close: its ICE sockets were left open."""
-    closing = asyncio.Event()
+    closing, proceed = asyncio.Event(), asyncio.Event()
     closed: list[Peer] = []
     close = Peer.close
 
-    async def slow_close(self: Peer) -> None:
+    async def held_close(self: Peer) -> None:
         closing.set()
-        await asyncio.sleep(0.3)  # long enough for the stop to land in the middle
+        await proceed.wait()  # held until the stop has cancelled the housekeeping
         await close(self)
         closed.append(self)
 
-    monkeypatch.setattr(Peer, "close", slow_close)
+    monkeypatch.setattr(Peer, "close", held_close)
     worker = await session(SessionInput(str(media.v25)))
     viewer, _ = await watch(nc, session, worker)
     [peer] = worker._peers
     await viewer.close()  # the housekeeping sees it gone and closes it
     await asyncio.wait_for(closing.wait(), 10)
-    await worker.stop()
+    stopping = asyncio.create_task(worker.stop())
+    await until(lambda: not worker._tasks, 10, "the housekeeping cancelled mid-close")
+    proceed.set()
+    await asyncio.wait_for(stopping, 10)
     assert peer.pc.connectionState == "closed" and peer in closed

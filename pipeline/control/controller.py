@@ -341,21 +341,16 @@ class Controller:
             took = await asyncio.gather(*(self._retile(spec) for spec in fits))
             retiled = {spec.worker_id for spec, ok in zip(fits, took, strict=True) if ok}
             for spec in decision.retile:
-                if spec.worker_id in retiled:
-                    continue
                 if spec not in fits:
                     log.info(
                         "worker's agent has no room for its new spec: placing it anew",
                         extra={"worker": spec.worker_id},
                     )
-                code = await self.provider.stop_worker(spec.worker_id, "changed")
-                await append(
-                    self._js,
-                    WorkerStopped(
-                        at=self._clock(), worker_id=spec.worker_id, reason="changed", exit_code=code
-                    ),
-                )
-            for wid, reason in decision.stop + sessions.stop:
+            # Not retiled: stopped, and started with the new spec on a later pass.
+            changed = [
+                (s.worker_id, "changed") for s in decision.retile if s.worker_id not in retiled
+            ]
+            for wid, reason in (*changed, *decision.stop, *sessions.stop):
                 code = await self.provider.stop_worker(wid, reason)
                 await append(
                     self._js,
@@ -390,7 +385,7 @@ class Controller:
             if self.passes % 5 == 1:
                 await self._free_slots(now)
 
-    async def _retile(self, spec: WorkerSpec) -> bool:
+    async def _retile(self, spec: GrabberSpec) -> bool:
         """Tell a running grabber its new spec (:class:`~pipeline.messages.control.Retile`);
         whether it took it. It may refuse (a tile it cannot make), or not answer (an older
         version, a hung process): then it is restarted with the spec instead."""
@@ -412,7 +407,6 @@ class Controller:
             )
             return False
         self.provider.retiled(spec)
-        assert isinstance(spec, GrabberSpec)  # reconcile.retilable
         await append(
             self._js,
             WorkerRetiled(

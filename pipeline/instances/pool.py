@@ -458,10 +458,7 @@ class InstancePool:
             return True
         rooms = {r.instance_id: r for r in self.room_beat().agents}
         room = rooms.get(where.instance_id)
-        if room is None:
-            return False
-        budget = budget_of(room, self.ceiling)
-        return extra.cores <= budget.cores + 1e-9 and extra.memory_mb <= budget.memory_mb + 1e-9
+        return room is not None and budget_of(room, self.ceiling).holds(extra)
 
     def retiled(self, spec: WorkerSpec) -> None:
         """The running worker ``spec.worker_id`` now runs ``spec`` (told in place, not through

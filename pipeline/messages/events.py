@@ -278,8 +278,8 @@ def entity_of(event: Event) -> tuple[str, str]:
             return "instance", iid
         case InstanceTerminated(instance_id=iid):
             return "instance", iid
-        case WorkerStarted(worker_id=wid) | WorkerStopped(worker_id=wid):
+        case WorkerStarted(worker_id=wid) | WorkerRetiled(worker_id=wid):
             return "worker", wid
-        case WorkerRetiled(worker_id=wid):
+        case WorkerStopped(worker_id=wid):
             return "worker", wid
     raise TypeError(f"not an event: {event!r}")

@@ -203,8 +203,6 @@ class DecodeThread:
         ``pictures``: measures each frame kept (at the first size)."""
         self.source_id = source_id
         self.url = url
-        self.width = width
-        self.height = height
         self.fps = fps
         self.policy = policy
         self.open_timeout = open_timeout
@@ -307,7 +305,6 @@ class DecodeThread:
     def _use(self, tiles: tuple[tuple[str, TileScaler], ...]) -> None:
         self._tiles = tiles
         self._scaler = tiles[0][1]
-        self.width, self.height = self._scaler.width, self._scaler.height
         self.box = (max(s.width for _, s in tiles), max(s.height for _, s in tiles))
 
     def _retiled(self, *, opening: bool = False) -> bool:

@@ -121,6 +121,8 @@ class TileOut:
     width: int
     height: int
     slot: Path | None = None
+    """Where its frames also go in shared memory (:mod:`pipeline.frames.slot`); NATS then only
+    carries a seed frame per :data:`SEED_INTERVAL`. None: every frame on NATS."""
 
 
 class _Out:
@@ -192,17 +194,14 @@ class Grabber:
         if not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1 to 100, not {jpeg_quality}")
         self._nc = nc
-        self.source_id = source_id
-        """The first (largest) tile size's source id."""
         self.key = key or key_of_source(source_id)
         subjects.token(self.key)
         self.url = url
-        self.width = width
-        self.height = height
-        self.tiles = (TileOut(source_id, width, height, frame_slot), *also)
-        """Every tile size made, the first first."""
-        self._outs = [_Out(nc, tile) for tile in self.tiles]
+        first = TileOut(source_id, width, height, frame_slot)
+        self._outs = [_Out(nc, tile) for tile in (first, *also)]
+        """Every tile size made, the first (largest) first: the tiles' subjects and slots."""
         self._by_source = {out.tile.source_id: out for out in self._outs}
+        """The same by source id (what the decode and release threads look a frame's up in)."""
         self.fps = fps
         self.worker_id = worker_id
         self.instance_id = instance_id
@@ -257,10 +256,6 @@ class Grabber:
         self.monitoring = monitoring
         self.frame_encoding = frame_encoding
         self.jpeg_quality = jpeg_quality
-        self.frame_slot = frame_slot
-        """Where the first size's frames also go in shared memory (:mod:`pipeline.frames.slot`;
-        the others' in their :attr:`TileOut.slot`); NATS then only carries a seed frame per
-        :data:`SEED_INTERVAL`. None: every frame on NATS."""
         self.on_stuck = on_stuck
         """Called (on the event loop) when the decode thread made no progress for
         :attr:`stuck_after` s: every FFmpeg call and read has a timeout, so that is a hang
@@ -456,10 +451,6 @@ class Grabber:
         # New lists, not changed ones: the decode and release threads read them meanwhile.
         self._by_source = {out.tile.source_id: out for out in outs}
         self._outs = outs
-        self.tiles = tuple(tiles)
-        first = tiles[0]
-        self.source_id, self.width, self.height = first.source_id, first.width, first.height
-        self.frame_slot = first.slot
         self.fps = spec.fps
         self.alarms.watch.gap = absence_gap(spec.fps)
         self.retiles += 1
@@ -521,6 +512,16 @@ class Grabber:
         await self.stop()
 
     # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def tiles(self) -> tuple[TileOut, ...]:
+        """Every tile size made, the first (largest) first."""
+        return tuple(out.tile for out in self._outs)
+
+    @property
+    def source_id(self) -> str:
+        """The first (largest) tile size's source id."""
+        return self._outs[0].tile.source_id
 
     @property
     def sizes(self) -> tuple[str, ...]:

@@ -160,11 +160,11 @@ class Budget:
 
     def fits(self, kind: str, cost: Cost) -> bool:
         """A worker of ``kind`` costing ``cost`` fits."""
-        return (
-            self.slots.get(kind, 0) > 0
-            and cost.cores <= self.cores + _EPS
-            and cost.memory_mb <= self.memory_mb + _EPS
-        )
+        return self.slots.get(kind, 0) > 0 and self.holds(cost)
+
+    def holds(self, cost: Cost) -> bool:
+        """``cost`` more fits in the cores and memory left (a running worker that grows)."""
+        return cost.cores <= self.cores + _EPS and cost.memory_mb <= self.memory_mb + _EPS
 
     def take(self, kind: str, cost: Cost) -> Budget:
         """The budget left once that worker is placed here."""

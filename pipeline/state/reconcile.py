@@ -67,7 +67,7 @@ class Plan:
     stop: tuple[tuple[str, str], ...] = ()
     """``(worker_id, reason)`` pairs."""
     watched: frozenset[str] = field(default_factory=frozenset)
-    retile: tuple[WorkerSpec, ...] = ()
+    retile: tuple[GrabberSpec, ...] = ()
     """Running grabbers to tell their new spec (:func:`retilable`); stopped as "changed" when
     that fails."""
 
@@ -159,7 +159,7 @@ def plan(
     fps = watched(mosaics, viewers, now, timing.idle_timeout)
     want = desired(mosaics, fps)
     stop: list[tuple[str, str]] = []
-    retile: list[WorkerSpec] = []
+    retile: list[GrabberSpec] = []
     for wid, run in sorted(running.items()):
         if run.spec.kind not in MOSAIC_KINDS:
             continue  # sessions decide about their own workers (session_plan)
@@ -167,7 +167,7 @@ def plan(
         if spec is None:
             stop.append((wid, "not-needed"))
         elif spec != run.spec:
-            if retilable(run.spec, spec):
+            if isinstance(spec, GrabberSpec) and retilable(run.spec, spec):
                 retile.append(spec)
             else:
                 stop.append((wid, "changed"))

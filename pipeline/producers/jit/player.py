@@ -266,9 +266,12 @@ class Player:
 
     def _at_hand(self, due: Due) -> bool:
         """Whether ``due``'s exact picture is cached or already decoded."""
+        if self._cached(due.frame):
+            return True
         prefetch = self._prefetch
-        decoded = prefetch is not None and prefetch[0] == (due.frame, due.version)
-        return self._cached(due.frame) or (decoded and prefetch is not None and prefetch[1].done())
+        if prefetch is None or prefetch[0] != (due.frame, due.version):
+            return False
+        return prefetch[1].done()
 
     def _proxied(self, due: Due) -> bool:
         # Paused (a seek, a step), or playing from a seek (its first picture); the seek proxy
@@ -296,11 +299,17 @@ class Player:
         except Exception:  # noqa: BLE001 - the proxy only saves time: the exact one follows
             log.warning("proxy picture %d failed", due.frame, exc_info=True)
             return
+        if self._send_proxy_picture(picture, due):
+            self._sent_proxy = (due.frame, due.version)
+
+    def _send_proxy_picture(self, picture: Picture | None, due: Due) -> bool:
+        """Send ``due``'s proxy picture unless there is none or a command changed what is
+        due; whether it went out."""
         if picture is None or due.version != self.playback.version:
-            return
+            return False
         self._send(picture, due)
         self.proxy_pictures += 1
-        self._sent_proxy = (due.frame, due.version)
+        return True
 
     def _wants_proxy(self, due: Due, exact: asyncio.Future[Picture | None]) -> bool:
         """Whether ``due``'s proxy picture goes out unless its exact one comes within the
@@ -327,11 +336,8 @@ class Player:
         except Exception:  # noqa: BLE001 - the proxy only saves time: the exact one follows
             log.warning("proxy picture %d failed", due.frame, exc_info=True)
             return
-        if picture is None or exact.done() or due.version != self.playback.version:
-            return
-        self._send(picture, due)
-        self.proxy_pictures += 1
-        await self._until_decoded(due, exact)
+        if not exact.done() and self._send_proxy_picture(picture, due):
+            await self._until_decoded(due, exact)
 
     async def _until_decoded(self, due: Due, exact: asyncio.Future[Picture | None]) -> None:
         """Wait until ``due``'s exact picture is decoded or a command changed what is due (a
