@@ -337,14 +337,14 @@ class Controller:
                 await self._session_fact(fact)
             # Told at once, not one after another: a grabber that does not answer costs the
             # pass its timeout once, not once per grabber.
-            fits = [spec for spec in decision.retile if self.provider.can_retile(spec)]
-            took = await asyncio.gather(*(self._retile(spec) for spec in fits))
-            retiled = {spec.worker_id for spec, ok in zip(fits, took, strict=True) if ok}
-            for spec in decision.retile:
-                if spec not in fits:
+            fits = [grabber for grabber in decision.retile if self.provider.can_retile(grabber)]
+            took = await asyncio.gather(*(self._retile(grabber) for grabber in fits))
+            retiled = {grabber.worker_id for grabber, ok in zip(fits, took, strict=True) if ok}
+            for grabber in decision.retile:
+                if grabber not in fits:
                     log.info(
                         "worker's agent has no room for its new spec: placing it anew",
-                        extra={"worker": spec.worker_id},
+                        extra={"worker": grabber.worker_id},
                     )
             # Not retiled: stopped, and started with the new spec on a later pass.
             changed = [
